@@ -1,0 +1,148 @@
+"""Desired OVS state for one node: a pure function of the topology.
+
+Pipeline on obr0 (flow and port modes; DESIGN.md section 3):
+  table 0   in_port=LOCAL -> 10; from a tunnel -> 20; anything else drops
+  table 10  per peer: ip/arp to the peer's subnet -> tunnel to the peer
+  table 20  only from a known peer (tun_src / in_port) -> 30
+  table 30  only to the local subnet -> LOCAL
+Nothing is flooded, so the mesh has no loops.  `stp` mode instead builds ports
+to `mesh_degree` peers with RSTP on the bridge and a single NORMAL flow.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping
+
+from topology.mesh import peers_of
+from topology.model import Config, Node
+
+from .state import (
+    BRIDGE,
+    FIRST_PEER_OFPORT,
+    OWNER_KEY,
+    PEER_KEY,
+    T_CLASSIFY,
+    T_FROM_PEERS,
+    T_TO_LOCAL,
+    T_TO_PEERS,
+    TUNNEL_OFPORT,
+    BridgeSpec,
+    Flow,
+    OvsState,
+    PortSpec,
+    frozen_map,
+)
+
+PORT_PREFIX = {"vxlan": "vx-", "gre": "gre-", "geneve": "gnv-"}
+DATAPATH_TYPE = {"system": "system", "netdev": "netdev", "dummy": "dummy"}
+
+
+def tunnel_port_name(tunnel: str) -> str:
+    """Flow mode's single tunnel port."""
+    return f"{BRIDGE}-{tunnel}"
+
+
+def peer_port_name(tunnel: str, peer: str) -> str:
+    """Port/stp mode: stable, <= 15 bytes, derived from the peer's name only,
+    so an IP change modifies the port instead of replacing it."""
+    return PORT_PREFIX[tunnel] + hashlib.sha256(peer.encode()).hexdigest()[:10]
+
+
+def tunnel_options(config: Config, remote_ip: str) -> dict[str, str]:
+    c = config.cluster
+    opts = {"remote_ip": remote_ip}
+    if remote_ip == "flow":
+        opts["key"] = "flow"
+    if c.tunnel == "vxlan" and c.vxlan_port != 4789:
+        opts["dst_port"] = str(c.vxlan_port)
+    return opts
+
+
+def assign_ofports(wanted: list[str], existing: Mapping[str, int]) -> dict[str, int]:
+    """Keep each port's existing ofport; give new ports the lowest free ones."""
+    out = {name: existing[name] for name in wanted if existing.get(name, -1) >= FIRST_PEER_OFPORT}
+    used = set(out.values())
+    nxt = FIRST_PEER_OFPORT
+    for name in wanted:
+        if name in out:
+            continue
+        while nxt in used:
+            nxt += 1
+        out[name] = nxt
+        used.add(nxt)
+    return out
+
+
+def build(config: Config, pod_mtu: int | None = None,
+          existing_ofports: Mapping[str, int] | None = None) -> OvsState:
+    """The OvsState ovs-mesh wants on the local node.
+
+    `existing_ofports` (port name -> ofport of our peer ports now) keeps peer
+    ports on their numbers across runs, so flows stay unchanged.
+    """
+    c = config.cluster
+    local = config.local_node
+    peers = peers_of(c, config.nodes, local.name)
+    bridge = BridgeSpec(name=BRIDGE, datapath_type=DATAPATH_TYPE[config.local.datapath],
+                        rstp_enable=c.mode == "stp", mtu_request=pod_mtu)
+    if c.mode == "flow":
+        port = PortSpec(name=tunnel_port_name(c.tunnel), type=c.tunnel,
+                        options=frozen_map(tunnel_options(config, "flow")),
+                        ofport_request=TUNNEL_OFPORT,
+                        external_ids=frozen_map({OWNER_KEY: "tunnel"}))
+        return OvsState(bridge=bridge, ports=(port,), flows=frozenset(flow_mode_flows(local, peers)))
+    names = {p.name: peer_port_name(c.tunnel, p.name) for p in peers}
+    ofports = assign_ofports(sorted(names.values()), existing_ofports or {})
+    ports = tuple(sorted(
+        (PortSpec(name=names[p.name], type=c.tunnel,
+                  options=frozen_map(tunnel_options(config, str(p.ip))),
+                  bfd=frozen_map({"enable": "true"}) if c.mode == "port" else (),
+                  ofport_request=ofports[names[p.name]],
+                  external_ids=frozen_map({OWNER_KEY: "tunnel", PEER_KEY: p.name}))
+         for p in peers), key=lambda p: p.name))
+    if c.mode == "stp":
+        flows = {Flow(T_CLASSIFY, 0, "", "NORMAL")}
+    else:
+        flows = port_mode_flows(local, [(p, ofports[names[p.name]]) for p in peers])
+    return OvsState(bridge=bridge, ports=ports, flows=frozenset(flows))
+
+
+def _common_flows(local: Node) -> list[Flow]:
+    return [
+        Flow(T_CLASSIFY, 100, "in_port=LOCAL", f"goto_table:{T_TO_PEERS}"),
+        Flow(T_CLASSIFY, 0, "", "drop"),
+        Flow(T_TO_PEERS, 0, "", "drop"),
+        Flow(T_FROM_PEERS, 0, "", "drop"),
+        Flow(T_TO_LOCAL, 100, f"ip,nw_dst={local.subnet}", "LOCAL"),
+        Flow(T_TO_LOCAL, 100, f"arp,arp_tpa={local.subnet}", "LOCAL"),
+        Flow(T_TO_LOCAL, 0, "", "drop"),
+    ]
+
+
+def _to_peer(peer: Node, out: str) -> list[Flow]:
+    return [Flow(T_TO_PEERS, 100, f"ip,nw_dst={peer.subnet}", out),
+            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out)]
+
+
+def flow_mode_flows(local: Node, peers: list[Node]) -> list[Flow]:
+    """3 flows per peer: two out (set tun_dst), one in (tun_src filter)."""
+    flows = _common_flows(local)
+    flows.append(Flow(T_CLASSIFY, 100, f"in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"))
+    for p in peers:
+        if p.subnet is None:
+            continue
+        flows += _to_peer(p, f"set_field:{p.ip}->tun_dst,output:{TUNNEL_OFPORT}")
+        flows.append(Flow(T_FROM_PEERS, 100, f"tun_src={p.ip}", f"goto_table:{T_TO_LOCAL}"))
+    return flows
+
+
+def port_mode_flows(local: Node, peers: list[tuple[Node, int]]) -> list[Flow]:
+    """4 flows per peer: two out (output port), classify and accept its port."""
+    flows = _common_flows(local)
+    for p, ofport in peers:
+        if p.subnet is None:
+            continue
+        flows += _to_peer(p, f"output:{ofport}")
+        flows.append(Flow(T_CLASSIFY, 100, f"in_port={ofport}", f"goto_table:{T_FROM_PEERS}"))
+        flows.append(Flow(T_FROM_PEERS, 100, f"in_port={ofport}", f"goto_table:{T_TO_LOCAL}"))
+    return flows

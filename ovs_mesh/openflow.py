@@ -1,0 +1,119 @@
+"""OpenFlow on our bridge through ovs-ofctl/ovs-appctl: read our flows, change
+them atomically, trace a packet.
+
+Only flows carrying our cookie are read or deleted.  Changes go in one
+OpenFlow 1.3 bundle, so a peer's flows appear or vanish together and a failed
+change leaves the table as it was.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+from .state import COOKIE_MATCH, Change, Flow
+
+OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")
+
+
+class OpenFlowError(RuntimeError):
+    pass
+
+
+def parse_dump(text: str) -> list[tuple[str, Flow]]:
+    """`ovs-ofctl --no-stats dump-flows` output -> [(cookie, Flow)]."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("cookie=") or " actions=" not in line:
+            continue
+        head, actions = line.split(" actions=", 1)
+        fields = head.split(", ")
+        cookie, table = fields[0][len("cookie="):], 0
+        rest = fields[-1]
+        for f in fields[1:-1]:
+            if f.startswith("table="):
+                table = int(f[len("table="):])
+        if rest.startswith("table="):  # a flow with no priority shown
+            table, rest = int(rest[len("table="):]), ""
+        prio, _, match = rest.partition(",")
+        priority = int(prio[len("priority="):]) if prio.startswith("priority=") else 32768
+        if not prio.startswith("priority="):
+            match = rest
+        out.append((cookie, Flow(table, priority, match, actions)))
+    return out
+
+
+def bundle_text(changes: list[Change]) -> str:
+    lines = []
+    for ch in changes:
+        if ch.kind != "flow":
+            continue
+        if ch.action == "add":
+            lines.append("add " + ch.new.spec())
+        elif ch.action == "modify":
+            lines.append("modify_strict " + ch.new.spec())
+        else:
+            lines.append("delete_strict " + ch.old.spec(with_actions=False))
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+class OpenFlow:
+    def __init__(self, rundir: str, bridge: str):
+        self.rundir, self.bridge = rundir, bridge
+
+    @property
+    def target(self) -> str:
+        return f"unix:{os.path.join(self.rundir, self.bridge + '.mgmt')}"
+
+    def available(self) -> bool:
+        return os.path.exists(os.path.join(self.rundir, self.bridge + ".mgmt"))
+
+    def _run(self, args, stdin: str | None = None) -> str:
+        try:
+            p = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise OpenFlowError(f"{args[0]} not found: install Open vSwitch") from None
+        if p.returncode != 0:
+            raise OpenFlowError(f"{' '.join(args[:4])}... failed: {p.stderr.strip()}")
+        return p.stdout
+
+    def dump_all(self) -> list[tuple[str, Flow]]:
+        return parse_dump(self._run([*OFCTL, "--no-stats", "--no-names", "dump-flows", self.target]))
+
+    def dump(self) -> frozenset[Flow]:
+        """Our flows only."""
+        if not self.available():
+            return frozenset()
+        text = self._run([*OFCTL, "--no-stats", "--no-names", "dump-flows", self.target, COOKIE_MATCH])
+        return frozenset(f for _, f in parse_dump(text))
+
+    def foreign_flow_count(self) -> int:
+        if not self.available():
+            return 0
+        return sum(1 for cookie, _ in self.dump_all() if not cookie.startswith("0x6f76736d"))
+
+    def apply(self, changes: list[Change]) -> int:
+        """Apply flow changes in one bundle; returns how many flows changed."""
+        text = bundle_text(changes)
+        if not text:
+            return 0
+        self._run([*OFCTL, "--bundle", "add-flows", self.target, "-"], stdin=text)
+        return text.count("\n")
+
+
+def appctl_target(rundir: str) -> str:
+    """The ovs-vswitchd unixctl socket in `rundir` (found by its pidfile)."""
+    try:
+        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        raise OpenFlowError(f"ovs-vswitchd is not running (no pidfile in {rundir})") from None
+    return os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
+
+
+def trace(rundir: str, bridge: str, flow: str) -> str:
+    p = subprocess.run(["ovs-appctl", "-t", appctl_target(rundir), "ofproto/trace", bridge, flow],
+                       capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise OpenFlowError(f"ofproto/trace failed: {p.stderr.strip()}")
+    return p.stdout

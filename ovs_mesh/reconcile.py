@@ -1,0 +1,106 @@
+"""One reconcile pass: observe -> desired -> diff -> apply.
+
+`Reconciler` is the only place that wires the pure stages to the clients.
+`plan()` and `apply()` compute the same change list; apply then executes it:
+OVSDB changes in one transaction, then flow changes in one bundle.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from topology.model import Config
+
+from . import desired as desired_mod
+from .diff import diff
+from .openflow import OpenFlow
+from .state import BRIDGE, Change, OvsState
+
+DEFAULT_UNDERLAY_MTU = 1500
+
+
+@dataclasses.dataclass
+class Observed:
+    ovs: OvsState
+    ofports: dict[str, int]
+    problems: list[str]
+
+
+@dataclasses.dataclass
+class Result:
+    changes: list[Change]
+    problems: list[str]
+    ovsdb_transactions: int = 0
+    flow_changes: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"changes": [c.as_dict() for c in self.changes], "problems": self.problems,
+                "ovsdb_transactions": self.ovsdb_transactions, "flow_changes": self.flow_changes,
+                "seconds": round(self.seconds, 4)}
+
+
+class ReconcileError(RuntimeError):
+    pass
+
+
+class Reconciler:
+    def __init__(self, config: Config, ovsdb, openflow: OpenFlow | None = None, host=None):
+        self.config = config
+        self.ovsdb = ovsdb
+        self.openflow = openflow or OpenFlow(config.local.rundir, BRIDGE)
+        self.host = host  # host networking layer (None: manage OVS only)
+
+    def observe(self) -> Observed:
+        state, ofports, problems = self.ovsdb.read(BRIDGE)
+        flows = self.openflow.dump() if state.bridge is not None else frozenset()
+        return Observed(dataclasses.replace(state, flows=flows), ofports, problems)
+
+    def pod_mtu(self) -> int:
+        underlay = self.host.underlay_mtu() if self.host is not None else DEFAULT_UNDERLAY_MTU
+        return self.config.cluster.pod_mtu(underlay)
+
+    def desired(self, observed: Observed) -> OvsState:
+        return desired_mod.build(self.config, self.pod_mtu(), observed.ofports)
+
+    def plan(self, teardown: bool = False) -> Result:
+        observed = self.observe()
+        changes = self._changes(observed, teardown)
+        return Result(changes, observed.problems)
+
+    def _changes(self, observed: Observed, teardown: bool) -> list[Change]:
+        want = OvsState() if teardown else self.desired(observed)
+        changes = diff(want, observed.ovs)
+        if self.host is not None:
+            changes += self.host.plan(self.config, self.pod_mtu(), teardown)
+        return changes
+
+    def apply(self, teardown: bool = False) -> Result:
+        start = time.monotonic()
+        observed = self.observe()
+        blocking = [p for p in observed.problems if "refusing" in p]
+        if blocking:
+            raise ReconcileError("; ".join(blocking))
+        changes = self._changes(observed, teardown)
+        ovs_changes = [c for c in changes if c.kind in ("bridge", "port")]
+        flow_changes = [c for c in changes if c.kind == "flow"]
+        result = Result(changes, [])
+        if teardown:
+            # Flows first (while the bridge exists), then the rows.
+            result.flow_changes = self.openflow.apply(flow_changes)
+            keep = self.openflow.foreign_flow_count() > 0
+            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, ovs_changes, keep_bridge=keep)
+        else:
+            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, ovs_changes)
+            result.flow_changes = self.openflow.apply(flow_changes)
+        if self.host is not None:
+            self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")],
+                            self.config, teardown)
+        if not teardown and ovs_changes:
+            _, ofports, problems = self.ovsdb.read(BRIDGE)
+            want = {p.name: p.ofport_request for p in self.desired(observed).ports}
+            problems += [f"port {n}: ofport {ofports.get(n)} is not the requested {r}"
+                         for n, r in want.items() if r and ofports.get(n) not in (r, -1)]
+            result.problems = problems
+        result.seconds = time.monotonic() - start
+        return result

@@ -1,0 +1,59 @@
+"""Read what ovs-mesh owns from the IDL cache: one bridge, its tagged ports.
+
+Rows without our external_ids key are never returned.  Interfaces that OVS
+failed to create are reported, not hidden.
+"""
+from __future__ import annotations
+
+from ovs_mesh.state import OWNER_KEY, PEER_KEY, BridgeSpec, OvsState, PortSpec, frozen_map
+
+
+def _one(col):
+    """Optional OVSDB column (a list of 0 or 1 values) -> value or None."""
+    return col[0] if col else None
+
+
+def _ours(external_ids) -> tuple[tuple[str, str], ...]:
+    return frozen_map({k: v for k, v in external_ids.items() if k in (OWNER_KEY, PEER_KEY)})
+
+
+def find_bridge(idl, name: str):
+    for row in idl.tables["Bridge"].rows.values():
+        if row.name == name:
+            return row
+    return None
+
+
+def read_owned(idl, bridge: str) -> tuple[OvsState, dict[str, int], list[str]]:
+    """Returns (state without flows, our ports' ofports, problems)."""
+    problems: list[str] = []
+    row = find_bridge(idl, bridge)
+    if row is None:
+        return OvsState(), {}, problems
+    if OWNER_KEY not in row.external_ids:
+        problems.append(f"bridge {bridge} exists but was not created by ovs-mesh "
+                        f"(no external_ids:{OWNER_KEY}); refusing to touch it")
+        return OvsState(), {}, problems
+    local_mtu = None
+    ports, ofports = [], {}
+    for port in row.ports:
+        if port.name == bridge:
+            iface = port.interfaces[0] if port.interfaces else None
+            local_mtu = _one(iface.mtu_request) if iface is not None else None
+            continue
+        if OWNER_KEY not in port.external_ids or len(port.interfaces) != 1:
+            continue
+        iface = port.interfaces[0]
+        ports.append(PortSpec(
+            name=port.name, type=iface.type, options=frozen_map(iface.options),
+            bfd=frozen_map(iface.bfd), ofport_request=_one(iface.ofport_request),
+            external_ids=_ours(port.external_ids)))
+        ofport = _one(iface.ofport)
+        ofports[port.name] = ofport if ofport is not None else -1
+        error = _one(iface.error)
+        if error or ofport == -1:
+            problems.append(f"interface {iface.name}: OVS failed to create it: {error or 'ofport -1'}")
+    spec = BridgeSpec(name=row.name, datapath_type=row.datapath_type,
+                      fail_mode=_one(row.fail_mode) or "", rstp_enable=bool(row.rstp_enable),
+                      mtu_request=local_mtu, external_ids=_ours(row.external_ids))
+    return OvsState(bridge=spec, ports=tuple(sorted(ports, key=lambda p: p.name))), ofports, problems

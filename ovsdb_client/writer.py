@@ -1,0 +1,143 @@
+"""Apply a change set to OVSDB in one transaction, errors always raised.
+
+One small command class per verb (ovsdbapp style): each is a re-runnable
+description of intent, so ovsdbapp can retry the transaction against a fresh
+cache.  Every command touches only rows that carry our external_ids tag, and
+only the keys of maps that we set.
+"""
+from __future__ import annotations
+
+from ovsdbapp.backend.ovs_idl import command, idlutils
+
+from ovs_mesh.state import OWNER_KEY, BridgeSpec, PortSpec
+
+from .reader import find_bridge
+
+
+class OwnershipError(RuntimeError):
+    """A row we would have to change exists but is not ours."""
+
+
+def _port(idl, name):
+    return idlutils.row_by_value(idl, "Port", "name", name, None)
+
+
+def _set_iface(iface, spec: PortSpec) -> None:
+    iface.type = spec.type
+    iface.options = dict(spec.options)
+    iface.bfd = dict(spec.bfd)
+    iface.ofport_request = [spec.ofport_request] if spec.ofport_request else []
+
+
+class EnsureBridge(command.BaseCommand):
+    def __init__(self, api, spec: BridgeSpec):
+        super().__init__(api)
+        self.spec = spec
+
+    def run_idl(self, txn):
+        s = self.spec
+        br = find_bridge(self.api.idl, s.name)
+        if br is None:
+            iface = txn.insert(self.api.idl.tables["Interface"])
+            iface.name, iface.type = s.name, "internal"
+            port = txn.insert(self.api.idl.tables["Port"])
+            port.name, port.interfaces = s.name, [iface]
+            br = txn.insert(self.api.idl.tables["Bridge"])
+            br.name, br.ports = s.name, [port]
+            self.api._ovs.addvalue("bridges", br)
+        elif OWNER_KEY not in br.external_ids:
+            raise OwnershipError(f"bridge {s.name} exists but was not created by ovs-mesh")
+        else:
+            iface = next(i for p in br.ports if p.name == s.name for i in p.interfaces)
+        br.datapath_type = s.datapath_type
+        br.fail_mode = [s.fail_mode] if s.fail_mode else []
+        br.rstp_enable = s.rstp_enable
+        for k, v in s.external_ids:
+            br.setkey("external_ids", k, v)
+        iface.mtu_request = [s.mtu_request] if s.mtu_request else []
+
+
+class DeleteBridge(command.BaseCommand):
+    """Delete our bridge, unless someone else's ports or flows live on it:
+    then only drop our tag and leave the bridge to them."""
+
+    def __init__(self, api, name: str, keep: bool = False):
+        super().__init__(api)
+        self.name, self.keep = name, keep
+
+    def run_idl(self, txn):
+        br = find_bridge(self.api.idl, self.name)
+        if br is None:
+            return
+        if OWNER_KEY not in br.external_ids:
+            raise OwnershipError(f"bridge {self.name} was not created by ovs-mesh")
+        foreign = [p.name for p in br.ports if p.name != self.name and OWNER_KEY not in p.external_ids]
+        if foreign or self.keep:
+            br.delkey("external_ids", OWNER_KEY)
+            return
+        self.api._ovs.delvalue("bridges", br)
+        br.delete()
+
+
+class EnsurePort(command.BaseCommand):
+    def __init__(self, api, bridge: str, spec: PortSpec):
+        super().__init__(api)
+        self.bridge, self.spec = bridge, spec
+
+    def run_idl(self, txn):
+        s = self.spec
+        port = _port(self.api.idl, s.name)
+        if port is None:
+            br = find_bridge(self.api.idl, self.bridge)
+            iface = txn.insert(self.api.idl.tables["Interface"])
+            iface.name = s.name
+            port = txn.insert(self.api.idl.tables["Port"])
+            port.name, port.interfaces = s.name, [iface]
+            br.addvalue("ports", port)
+            txn.expected_ifaces.add(iface.uuid)
+        elif OWNER_KEY not in port.external_ids:
+            raise OwnershipError(f"port {s.name} exists but was not created by ovs-mesh")
+        else:
+            iface = port.interfaces[0]
+        _set_iface(iface, s)
+        for k, v in s.external_ids:
+            port.setkey("external_ids", k, v)
+
+
+class DeletePort(command.BaseCommand):
+    def __init__(self, api, bridge: str, name: str):
+        super().__init__(api)
+        self.bridge, self.name = bridge, name
+
+    def run_idl(self, txn):
+        port = _port(self.api.idl, self.name)
+        if port is None:
+            return
+        if OWNER_KEY not in port.external_ids:
+            raise OwnershipError(f"port {self.name} was not created by ovs-mesh")
+        br = find_bridge(self.api.idl, self.bridge)
+        if br is not None:
+            br.delvalue("ports", port)
+        port.delete()
+
+
+def commands_for(api, bridge: str, changes, keep_bridge: bool = False) -> list:
+    cmds = []
+    for ch in changes:
+        if ch.kind == "bridge":
+            cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
+                        else DeleteBridge(api, ch.name, keep_bridge))
+        elif ch.kind == "port":
+            cmds.append(EnsurePort(api, bridge, ch.new) if ch.action != "delete"
+                        else DeletePort(api, bridge, ch.name))
+    return cmds
+
+
+def apply_changes(api, bridge: str, changes, keep_bridge: bool = False) -> int:
+    cmds = commands_for(api, bridge, changes, keep_bridge)
+    if not cmds:
+        return 0
+    with api.transaction(check_error=True, log_errors=False) as txn:
+        for c in cmds:
+            txn.add(c)
+    return 1
