@@ -1,0 +1,289 @@
+"""Build and remove a lab: namespaces, underlay, per-node OVS, ovs-mesh, pods.
+
+Every namespace, veth and daemon directory is recorded in the lab's state
+file before it is created (state.py), so `down` removes all of it even after
+a crash.  Node networking is done by the product itself: each node runs
+`ovs-mesh --config <node>/config.yaml apply` inside its namespace.  Pods are
+made by the reference CNI plugins from the conflist that ovs-mesh wrote.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ovs_mesh.daemons import OvsDaemons, _alive
+
+from .state import NAME_RE, LabState
+from .topology import make_topology, node_config, read_yaml, write_yaml
+
+CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
+UNDERLAY_NET = "192.168.213"     # node k has .(10+k)/24; lives only inside lab namespaces
+UNDERLAY_IF = "ul0"              # the node's underlay NIC (inside its namespace)
+UNDERLAY_BRIDGE = "br-phy"       # OVS bridge that carries the node IP (userspace datapath)
+OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def run(*args: str, netns: str | None = None, input: str | None = None, env: dict | None = None,
+        check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + list(args)
+    p = subprocess.run(cmd, input=input, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise LabError(f"{' '.join(cmd)}: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p
+
+
+def netns_exists(ns: str) -> bool:
+    return os.path.exists(os.path.join("/run/netns", ns))
+
+
+def ul_ns(name: str) -> str:
+    return f"{name}-ul"
+
+
+def node_ns(name: str, k: int) -> str:
+    return f"{name}-n{k}"
+
+
+def pod_ns(name: str, k: int, j: int) -> str:
+    return f"{name}-n{k}p{j}"
+
+
+def _node_record(st: LabState, k: int) -> dict:
+    name = f"node-{k}"
+    d = os.path.join(st.dir, name)
+    return {"name": name, "k": k, "ns": node_ns(st.name, k), "ip": f"{UNDERLAY_NET}.{10 + k}",
+            "dir": d, "rundir": os.path.join(d, "ovs"), "config": os.path.join(d, "config.yaml"),
+            "cni_conf": os.path.join(d, "cni", "10-ovs-mesh.conflist"),
+            "ipam_dir": os.path.join(d, "ipam")}
+
+
+def _local_section(node: dict) -> dict:
+    return {"node": node["name"], "ovsdb": f"unix:{node['rundir']}/db.sock", "datapath": "netdev",
+            "host": True, "underlay_bridge": UNDERLAY_BRIDGE, "underlay_interface": UNDERLAY_IF,
+            "cni_conf": node["cni_conf"]}
+
+
+def check_params(name: str, nodes: int, pods_per_node: int, mesh_degree: int) -> list[str]:
+    errors = []
+    if not NAME_RE.match(name):
+        errors.append(f"--name: {name}: must be 1-6 lowercase letters/digits starting with a letter")
+    if not 1 <= nodes <= 200:
+        errors.append(f"--nodes: {nodes}: must be between 1 and 200")
+    if not 0 <= pods_per_node <= 50:
+        errors.append(f"--pods-per-node: {pods_per_node}: must be between 0 and 50")
+    if mesh_degree < 0:
+        errors.append(f"--mesh-degree: {mesh_degree}: must be >= 0")
+    return errors
+
+
+def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mesh_degree: int = 0,
+       pods_per_node: int = 2, progress=print) -> LabState:
+    """Create the lab; on failure the caller runs `down` (everything is recorded)."""
+    t0 = time.monotonic()
+    if LabState.load(name) is not None:
+        raise LabError(f"lab {name} exists ({LabState(name).dir}); run `ovs-mesh lab down --name {name}` first")
+    st = LabState(name)
+    st.params.update(nodes=nodes, tunnel=tunnel, mode=mode, mesh_degree=mesh_degree,
+                     pods_per_node=pods_per_node)
+    st.record("dir", path=st.dir)  # first in, last out
+    node_recs = [_node_record(st, k) for k in range(1, nodes + 1)]
+    topo = make_topology([(n["name"], n["ip"]) for n in node_recs], tunnel=tunnel, mode=mode,
+                         mesh_degree=mesh_degree)
+    st.nodes.extend(node_recs)
+    st.save()
+    write_yaml(st.topology_path, topo)
+    progress(f"lab {name}: topology {st.topology_path}: {nodes} nodes, {tunnel}, {mode} mode"
+             + (f", mesh degree {mesh_degree}" if mode == "stp" else ""))
+
+    ul = ul_ns(name)
+    _add_netns(st, ul)
+    run("ip", "-n", ul, "link", "add", "br0", "type", "bridge")
+    run("ip", "-n", ul, "link", "set", "br0", "up")
+    progress(f"underlay: namespace {ul}, bridge br0, {UNDERLAY_NET}.0/24")
+    for n in node_recs:
+        _make_node(st, n)
+        progress(f"{n['name']}: namespace {n['ns']}, {UNDERLAY_IF} {n['ip']}/24, ovsdb-server + ovs-vswitchd")
+    _parallel(lambda n: apply_node(st, n, topo), node_recs,
+              lambda n, out: progress(f"{n['name']}: ovs-mesh apply: {out}"))
+    if pods_per_node:
+        jobs = [(n, j) for n in node_recs for j in range(1, pods_per_node + 1)]
+        _parallel(lambda nj: add_pod(st, *nj), jobs,
+                  lambda nj, pod: progress(f"{nj[0]['name']}: pod {pod['name']} {pod['ip']} (CNI bridge)"))
+    st.pods.sort(key=lambda p: (p["k"], p["j"]))
+    st.save()
+    progress(f"lab {name} is up in {time.monotonic() - t0:.1f}s: {nodes} nodes, "
+             f"{nodes * pods_per_node} pods; run `ovs-mesh lab check --name {name}`")
+    return st
+
+
+def _parallel(fn, items, done, workers: int = 4):
+    errors = []
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        futures = [(it, ex.submit(fn, it)) for it in items]
+        for it, fut in futures:
+            try:
+                done(it, fut.result())
+            except Exception as e:  # collect all, report the first
+                errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def _add_netns(st: LabState, ns: str) -> None:
+    st.record("netns", name=ns)
+    run("ip", "netns", "add", ns)
+    run("ip", "-n", ns, "link", "set", "lo", "up")
+
+
+def _make_node(st: LabState, n: dict) -> None:
+    ul = ul_ns(st.name)
+    _add_netns(st, n["ns"])
+    peer = f"n{n['k']}"
+    st.record("veth", netns=ul, name=peer, peer_netns=n["ns"], peer_name=UNDERLAY_IF)
+    run("ip", "-n", ul, "link", "add", peer, "type", "veth", "peer", "name", UNDERLAY_IF, "netns", n["ns"])
+    run("ip", "-n", ul, "link", "set", peer, "master", "br0", "up")
+    # Userspace OVS reads the veth with AF_PACKET: checksum offload would leave
+    # TCP checksums unfilled (OVS-FACTS.md).
+    run("ethtool", "-K", peer, "tx", "off", netns=ul)
+    run("ethtool", "-K", UNDERLAY_IF, "tx", "off", netns=n["ns"])
+    run("ip", "-n", n["ns"], "addr", "add", f"{n['ip']}/24", "dev", UNDERLAY_IF)
+    run("ip", "-n", n["ns"], "link", "set", UNDERLAY_IF, "up")
+    os.makedirs(os.path.dirname(n["cni_conf"]), exist_ok=True)
+    st.record("ovs", rundir=n["rundir"], netns=n["ns"])
+    OvsDaemons(n["rundir"], netns=n["ns"]).start()
+
+
+def apply_node(st: LabState, n: dict, topo: dict | None = None) -> str:
+    """Write the node's config (topology + local) and run `ovs-mesh apply` in its namespace."""
+    topo = topo if topo is not None else read_yaml(st.topology_path)
+    hack = os.environ.get("OVS_MESH_LAB_HOSTHACK")  # DEVHACK
+    local = _local_section(n)
+    if hack:  # DEVHACK
+        local["host"] = False  # DEVHACK
+    write_yaml(n["config"], node_config(topo, local))
+    p = run(*OVS_MESH, "--config", n["config"], "apply", netns=n["ns"], check=False, timeout=120)
+    if hack and p.returncode == 0:  # DEVHACK
+        run(sys.executable, hack, n["config"], netns=n["ns"])  # DEVHACK
+    if p.returncode != 0:
+        raise LabError(f"{n['name']}: ovs-mesh apply: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout.strip().splitlines()[0] if p.stdout.strip() else "ok"
+
+
+def apply_all(st: LabState, progress=print) -> list[str]:
+    """Re-apply the (possibly edited) topology file on every node still in it."""
+    topo = read_yaml(st.topology_path)
+    names = {e["name"] for e in topo.get("nodes") or []}
+    active = [n for n in st.nodes if n["name"] in names]
+    _parallel(lambda n: apply_node(st, n, topo), active,
+              lambda n, out: progress(f"{n['name']}: ovs-mesh apply: {out}"))
+    for n in st.nodes:
+        if n["name"] not in names:
+            progress(f"{n['name']}: not in {st.topology_path}: left alone")
+    return sorted(names)
+
+
+def _cni_env(command: str, container: str, netns: str) -> dict:
+    return {**os.environ, "CNI_COMMAND": command, "CNI_CONTAINERID": container,
+            "CNI_NETNS": f"/run/netns/{netns}", "CNI_IFNAME": "eth0", "CNI_PATH": CNI_PATH}
+
+
+def _plugin_confs(n: dict) -> list[dict]:
+    """The conflist's plugins as the runtime passes them (name, cniVersion added).
+
+    host-local keeps its leases in /var/lib/cni by default, shared by every
+    lab node: when the conflist sets no ipam.dataDir, point it into the lab dir.
+    """
+    with open(n["cni_conf"], encoding="utf-8") as f:
+        conflist = json.load(f)
+    out = []
+    for plugin in conflist["plugins"]:
+        conf = {"cniVersion": conflist.get("cniVersion", "0.4.0"), "name": conflist["name"], **plugin}
+        ipam = conf.get("ipam")
+        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir"):
+            conf["ipam"] = {**ipam, "dataDir": n["ipam_dir"]}
+        out.append(conf)
+    return out
+
+
+def add_pod(st: LabState, n: dict, j: int) -> dict:
+    """A pod namespace with eth0 from the CNI chain, run inside the node namespace."""
+    ns = pod_ns(st.name, n["k"], j)
+    _add_netns(st, ns)
+    container = f"{st.name}-{n['name']}-p{j}"
+    result = None
+    for conf in _plugin_confs(n):
+        if result is not None:
+            conf["prevResult"] = result
+        p = run(os.path.join(CNI_PATH, conf["type"]), netns=n["ns"], input=json.dumps(conf),
+                env=_cni_env("ADD", container, ns), check=False)
+        if p.returncode != 0:
+            raise LabError(f"{n['name']}: CNI {conf['type']} ADD for {ns}: {p.stdout.strip()} {p.stderr.strip()}")
+        result = json.loads(p.stdout)
+    ip = result["ips"][0]["address"].split("/")[0]
+    pod = {"name": f"{n['name']}/p{j}", "ns": ns, "node": n["name"], "k": n["k"], "j": j, "ip": ip,
+           "container": container}
+    st.pods.append(pod)
+    return pod
+
+
+def down(name: str, progress=print) -> bool:
+    """Remove everything the lab recorded, newest first.  Idempotent."""
+    st = LabState.load(name)
+    if st is None:
+        progress(f"lab {name}: not found (nothing to remove)")
+        return False
+    for r in reversed(st.resources()):
+        kind = r["kind"]
+        if kind == "ovs":
+            OvsDaemons(r["rundir"], netns=r["netns"]).stop()
+            progress(f"stopped ovsdb-server/ovs-vswitchd of {r['netns']}")
+        elif kind == "proc":
+            _kill(r["pid"], r.get("netns"))
+        elif kind == "veth":
+            if netns_exists(r["netns"]):
+                run("ip", "-n", r["netns"], "link", "del", r["name"], check=False)
+        elif kind == "netns":
+            if netns_exists(r["name"]):
+                for pid in _netns_pids(r["name"]):
+                    _kill(pid, r["name"])
+                run("ip", "netns", "del", r["name"], check=False)
+                progress(f"deleted namespace {r['name']}")
+        elif kind == "dir":
+            shutil.rmtree(r["path"], ignore_errors=True)
+    shutil.rmtree(st.dir, ignore_errors=True)
+    progress(f"lab {name} is down")
+    return True
+
+
+def _netns_pids(ns: str) -> list[int]:
+    p = run("ip", "netns", "pids", ns, check=False)
+    return [int(x) for x in p.stdout.split()]
+
+
+def _kill(pid: int, netns: str | None) -> None:
+    """Kill a process we started, if it still runs in our namespace (pid reuse guard)."""
+    if netns and netns_exists(netns):
+        if pid not in _netns_pids(netns):
+            return
+    elif not _alive(pid):
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.02)
