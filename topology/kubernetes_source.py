@@ -1,0 +1,361 @@
+"""Kubernetes node source: the mesh's peers are the cluster's Node objects.
+
+Why this exists: with ``source: kubernetes`` the agent does not read peers from
+a file; it lists and watches Nodes through the official ``kubernetes`` client
+and turns every Node that has ``spec.podCIDR`` and an ``InternalIP`` into a
+`topology.model.Node`.  The agent only sees the result through three calls
+(``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file
+source.
+
+How it works (one background thread, informer style):
+  list Nodes -> remember ``metadata.resourceVersion`` -> watch from there
+  (``allowWatchBookmarks``, server-side ``timeoutSeconds``).  A watch that ends
+  normally (expiry) is resumed from the last resourceVersion seen (object events
+  and BOOKMARKs advance it).  ``410 Gone`` (HTTP status or an ERROR event in the
+  stream) means our resourceVersion was compacted away: relist.  Any other error
+  (refused, reset, timeout, 5xx, 401...) is retried with capped, jittered
+  exponential backoff, and the last good node set stays: an API outage never
+  removes peers.  Every ``resync_seconds`` a fresh list replaces the cache.
+
+Validation is `topology.config.check_nodes`, the same rules as the file source.
+Bad Nodes are skipped, never fatal, and each (node, problem) is logged once
+with the Kubernetes field and value, e.g.
+``node worker-3: spec.podCIDR: 10.245.0.0/24: outside cluster.cidr 10.244.0.0/16``.
+Nodes are checked in name order, so of two overlapping Nodes the later name is
+the one skipped, whatever order the events came in.  ``notify()`` is called only
+when the validated set changes, not for heartbeat updates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from typing import Any, Callable
+
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+
+from .config import ConfigError, check_nodes
+from .model import Cluster, Node
+
+log = logging.getLogger(__name__)
+
+# check_nodes field -> where it came from on the Node object
+FIELDS = {"name": "metadata.name", "ip": "status.addresses[InternalIP]", "subnet": "spec.podCIDR"}
+_LEADING = re.compile(r"^node\[(\d+)\]\.(\w+): (.*)$", re.S)
+_INNER = re.compile(r"node\[(\d+)\]\.(\w+)")
+
+
+class _Gone(Exception):
+    """Our resourceVersion is too old (410): relist."""
+
+
+def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
+    """In-cluster config inside a pod (unless a kubeconfig is given), else a kubeconfig."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        cfg = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        except k8s_config.ConfigException as e:
+            raise ConfigError([f"kubernetes: in-cluster config: {e}"]) from None
+        return k8s_client.ApiClient(cfg)
+    path = os.path.expanduser(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
+    if not os.path.exists(path):
+        raise ConfigError([f"kubernetes.kubeconfig: {path}: no such file"])
+    try:
+        return k8s_config.new_client_from_config(config_file=path, persist_config=False)
+    except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, OSError) as e:
+        raise ConfigError([f"kubernetes.kubeconfig: {path}: {_oneline(e)}"]) from None
+
+
+def _first(items: list, pred) -> Any:
+    for x in items:
+        if pred(x):
+            return x
+    return None
+
+
+def node_fields(obj: dict) -> tuple[str | None, str | None, str | None]:
+    """(name, InternalIP, podCIDR) of a raw Node; prefers the IPv4 one of several."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    cidrs = [c for c in (spec.get("podCIDRs") or []) if isinstance(c, str)]
+    cidr = spec.get("podCIDR")
+    if cidr is not None and ":" in str(cidr):
+        cidr = _first(cidrs, lambda c: ":" not in c) or cidr
+    ips = [a.get("address") for a in (status.get("addresses") or [])
+           if isinstance(a, dict) and a.get("type") == "InternalIP"]
+    ip = _first(ips, lambda a: isinstance(a, str) and ":" not in a) or (ips[0] if ips else None)
+    return meta.get("name"), ip, cidr
+
+
+def _rv(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if isinstance(rv, str) and rv:
+            return rv
+    return None
+
+
+class KubernetesSource:
+    """Peers from the Kubernetes Node list/watch; see the module docstring."""
+
+    def __init__(self, cluster: Cluster, kubeconfig: str | None = None, *, resync_seconds: float = 300,
+                 api_client=None, watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
+                 request_timeout: float = 30.0):
+        self.cluster = cluster
+        self.resync_seconds = resync_seconds
+        self.watch_timeout_seconds = int(watch_timeout_seconds)
+        self.backoff_initial, self.backoff_max = backoff
+        self.request_timeout = request_timeout
+        self._own_client = api_client is None
+        self._api_client = api_client if api_client is not None else _load_api_client(kubeconfig)
+        self._api = k8s_client.CoreV1Api(self._api_client)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._notify: Callable[[], None] = lambda: None
+        self._resp = None  # the open HTTP response, so stop() can unblock a read
+        self._objects: dict[str, tuple[str | None, str | None]] = {}  # name -> (ip, podCIDR)
+        self._nodes: tuple[Node, ...] | None = None
+        self._reported: set[tuple[str, str]] = set()
+        self._rv: str | None = None
+        self.connected = False  # last request to the API server succeeded
+        self.failures = 0  # consecutive failed attempts (0 when healthy)
+        self.relists = 0  # lists done, first one included
+
+    # -- the agent-facing protocol ---------------------------------------------------------------
+
+    def start(self, notify: Callable[[], None]) -> None:
+        if self._thread is not None:
+            raise RuntimeError("KubernetesSource already started")
+        self._notify = notify
+        self._thread = threading.Thread(target=self._run, name="k8s-nodes", daemon=True)
+        self._thread.start()
+
+    def nodes(self) -> tuple[Node, ...] | None:
+        with self._lock:
+            return self._nodes
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._interrupt()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("kubernetes: watch thread did not stop within %.0f s", timeout)
+        if self._own_client and self._api_client is not None:
+            try:
+                self._api_client.close()
+            except Exception:  # closing twice, or a half-open pool: nothing left to release
+                pass
+            self._api_client = None
+
+    # -- list / watch loop -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        attempt = 0
+        listed_at = 0.0
+        while not self._stop.is_set():
+            try:
+                if self._rv is None or time.monotonic() - listed_at >= self.resync_seconds:
+                    self._list()
+                    listed_at = time.monotonic()
+                remaining = self.resync_seconds - (time.monotonic() - listed_at)
+                self._watch(max(1, min(self.watch_timeout_seconds, int(remaining) + 1)))
+                attempt = 0
+            except _Gone as e:
+                log.info("kubernetes: %s: relisting Nodes", e)
+                self._rv = None
+                attempt += 1
+                if attempt > 1:  # a second 410 in a row: do not hammer the server
+                    self._sleep(attempt - 1)
+            except Exception as e:  # noqa: BLE001 - every failure is retried; the peers stay
+                if self._stop.is_set():
+                    break
+                self.connected = False
+                self.failures += 1
+                attempt += 1
+                delay = self._sleep(attempt, dry=True)
+                log.warning("kubernetes: %s; keeping %s peers, retrying in %.1f s",
+                            _describe(e), len(self._nodes or ()), delay)
+                self._stop.wait(delay)
+
+    def _sleep(self, attempt: int, dry: bool = False) -> float:
+        cap = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+        delay = cap * random.uniform(0.5, 1.0)
+        if not dry:
+            self._stop.wait(delay)
+        return delay
+
+    def _interrupt(self) -> None:
+        resp = self._resp
+        if resp is None:
+            return
+        try:
+            resp.shutdown()
+        except Exception:
+            try:
+                resp.connection.sock.shutdown(2)
+            except Exception:  # already closed
+                pass
+
+    def _open(self, **kwargs):
+        """One raw (unparsed) request for /api/v1/nodes; raises ApiException on non-2xx."""
+        try:
+            return self._api.list_node(_preload_content=False, **kwargs)
+        except ApiException as e:
+            if e.status == 410:
+                raise _Gone(f"HTTP 410 {e.reason}") from None
+            raise
+
+    def _list(self) -> None:
+        resp = self._open(_request_timeout=(5, self.request_timeout))
+        self._resp = resp
+        try:
+            body = json.loads(resp.data)
+        finally:
+            self._resp = None
+            resp.release_conn()
+        rv = _rv(body)
+        if rv is None:
+            raise ValueError("Node list has no metadata.resourceVersion")
+        objects = {}
+        for item in body.get("items") or []:
+            name, ip, cidr = node_fields(item)
+            if name:
+                objects[name] = (ip, cidr)
+        self.connected, self.failures = True, 0
+        self.relists += 1
+        log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
+        self._objects = objects
+        self._rv = rv
+        self._recompute()
+
+    def _watch(self, timeout_seconds: int) -> None:
+        resp = self._open(watch=True, resource_version=self._rv, allow_watch_bookmarks=True,
+                          timeout_seconds=timeout_seconds,
+                          _request_timeout=(5, timeout_seconds + self.request_timeout))
+        self._resp = resp
+        self.connected, self.failures = True, 0
+        try:
+            for line in iter_resp_lines(resp):
+                if self._stop.is_set():
+                    return
+                if line.strip():
+                    self._event(json.loads(line))
+        finally:
+            self._resp = None
+            resp.release_conn()
+
+    def _event(self, event: dict) -> None:
+        kind, obj = event.get("type"), event.get("object")
+        if kind == "ERROR":
+            status = obj if isinstance(obj, dict) else {}
+            if status.get("code") == 410:
+                raise _Gone(f"watch ERROR 410 {status.get('reason')}: {status.get('message')}")
+            raise ApiException(status=status.get("code") or 500,
+                               reason=f"watch ERROR {status.get('reason')}: {status.get('message')}")
+        rv = _rv(obj)
+        if rv is not None:
+            self._rv = rv
+        if kind == "BOOKMARK" or kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        name, ip, cidr = node_fields(obj)
+        if not name:
+            return
+        if kind == "DELETED":
+            changed = self._objects.pop(name, None) is not None
+        else:
+            changed = self._objects.get(name) != (ip, cidr)
+            self._objects[name] = (ip, cidr)
+        if changed:  # heartbeats and label edits stop here
+            self._recompute()
+
+    # -- validation ----------------------------------------------------------------------------------
+
+    def _recompute(self) -> None:
+        names = sorted(self._objects)
+        raw, waiting = [], []
+        problems: dict[tuple[str, str], tuple[int, str]] = {}
+        for name in names:
+            ip, cidr = self._objects[name]
+            if cidr is None:
+                waiting.append(name)
+            elif ip is None:
+                problems[(name, "no-ip")] = (logging.WARNING, f"node {name}: status.addresses: "
+                                             f"no InternalIP address: skipped")
+            else:
+                raw.append({"name": name, "ip": ip, "subnet": cidr})
+        for name in waiting:
+            problems[(name, "no-cidr")] = (logging.INFO, f"node {name}: spec.podCIDR: not set yet: "
+                                           "waiting for it")
+        good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True)
+        for err in errors:
+            problems[self._problem_key(err, raw)] = (logging.WARNING, self._explain(err, raw) + ": skipped")
+        for key, (level, msg) in sorted(problems.items()):
+            if key not in self._reported:
+                log.log(level, "kubernetes: %s", msg)
+        self._reported = set(problems)
+        nodes = tuple(sorted(good))
+        with self._lock:
+            old, self._nodes = self._nodes, nodes
+        if nodes != old:
+            self._log_change(old or (), nodes)
+            try:
+                self._notify()
+            except Exception:  # the agent's callback must not kill the watch thread
+                log.exception("kubernetes: notify callback failed")
+
+    @staticmethod
+    def _problem_key(err: str, raw: list[dict]) -> tuple[str, str]:
+        m = _LEADING.match(err)
+        if m and int(m.group(1)) < len(raw):
+            return raw[int(m.group(1))]["name"], err.split(": ", 1)[1]
+        return "", err
+
+    @staticmethod
+    def _explain(err: str, raw: list[dict]) -> str:
+        """``node[3].subnet: V: overlaps node[1].subnet N`` -> Kubernetes names and fields."""
+        def name(i: str) -> str:
+            return raw[int(i)]["name"] if int(i) < len(raw) else f"#{i}"
+
+        def inner(m: re.Match) -> str:
+            return f"node {name(m.group(1))}'s {FIELDS.get(m.group(2), m.group(2))}"
+
+        m = _LEADING.match(err)
+        if not m:
+            return err
+        rest = _INNER.sub(inner, m.group(3))
+        return f"node {name(m.group(1))}: {FIELDS.get(m.group(2), m.group(2))}: {rest}"
+
+    @staticmethod
+    def _log_change(old: tuple[Node, ...], new: tuple[Node, ...]) -> None:
+        before, after = {n.name: n for n in old}, {n.name: n for n in new}
+        for n in new:
+            if n.name not in before:
+                log.info("kubernetes: peer added: %s %s %s", n.name, n.ip, n.subnet)
+            elif before[n.name] != n:
+                log.info("kubernetes: peer changed: %s %s %s", n.name, n.ip, n.subnet)
+        for n in old:
+            if n.name not in after:
+                log.info("kubernetes: peer removed: %s", n.name)
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, ApiException):
+        return f"API error {e.status} {e.reason}"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _oneline(e: Exception) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
