@@ -50,7 +50,7 @@ def allocate_file(path: str, dry_run: bool = False) -> list[tuple[str, IPv4Netwo
     from .config import _yaml, load_yaml, parse_config
 
     with open(path, encoding="utf-8") as f:
-        doc = load_yaml(f.read(), path)
+        doc = load_yaml(f.read(), path, round_trip=True)
     config = parse_config(doc, require_local=False)
     entries = doc.get("nodes") or []
     current = [None if e.get("subnet") is None else IPv4Network(e["subnet"]) for e in entries]
@@ -64,7 +64,7 @@ def allocate_file(path: str, dry_run: bool = False) -> list[tuple[str, IPv4Netwo
         return []
     buf = io.StringIO()
     _yaml().dump(doc, buf)
-    parse_config(load_yaml(buf.getvalue(), path), require_local=False)
+    parse_config(load_yaml(buf.getvalue(), path, round_trip=True), require_local=False)
     if dry_run:
         sys.stdout.write(buf.getvalue())
         return changed

@@ -13,8 +13,9 @@ import socket
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any, Iterable
 
+import yaml
 from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import YAMLError as RoundTripError
 
 from .model import (
     DATAPATHS,
@@ -42,9 +43,27 @@ class ConfigError(ValueError):
 
 
 def _yaml() -> YAML:
+    """Round-trip YAML (keeps comments): only for writing a user's file back."""
     y = YAML(typ="rt")
     y.allow_duplicate_keys = False
     return y
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml-backed safe loader (fast at thousands of nodes) that rejects duplicate keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
 
 
 def _show(value: Any) -> str:
@@ -171,7 +190,9 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
     bad: set[int] = set()
     names: dict[str, int] = {}
     ips: dict[IPv4Address, int] = {}
-    subnets: list[tuple[IPv4Network, int]] = []
+    # Valid subnets all have cluster.node_prefix and lie in the cluster range,
+    # so two of them overlap exactly when they are equal: a dict finds it.
+    subnets: dict[IPv4Network, int] = {}
     for i, raw in enumerate(raw_nodes):
         p = f"{path}[{i}]"
         before = len(c.errors)
@@ -207,18 +228,16 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
             if reason:
                 c.error(f"{p}.subnet", sub_raw, reason)
                 subnet = None
-            else:
-                for other, j in subnets:
-                    if other.overlaps(subnet):
-                        c.error(f"{p}.subnet", sub_raw, f"overlaps {path}[{j}].subnet {other}")
-                        break
+            elif subnet in subnets:
+                j = subnets[subnet]
+                c.error(f"{p}.subnet", sub_raw, f"overlaps {path}[{j}].subnet {subnet}")
         if len(c.errors) > before:
             bad.add(i)
             continue
         names[name] = i
         ips[ip] = i
         if subnet is not None:
-            subnets.append((subnet, i))
+            subnets[subnet] = i
         nodes.append(Node(name=name, ip=ip, subnet=subnet))
     capacity = 2 ** (cluster.node_prefix - cluster.cidr.prefixlen)
     if len(raw_nodes) > capacity:
@@ -328,10 +347,12 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
                   kubernetes=dict(kube) or None)
 
 
-def load_yaml(text: str, path: str = "config") -> Any:
+def load_yaml(text: str, path: str = "config", round_trip: bool = False) -> Any:
     try:
-        return _yaml().load(io.StringIO(text))
-    except YAMLError as e:
+        if round_trip:
+            return _yaml().load(io.StringIO(text))
+        return yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, RoundTripError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]

@@ -231,7 +231,7 @@ class KubernetesSource:
         objects = {}
         for item in body.get("items") or []:
             name, ip, cidr = node_fields(item)
-            if name:
+            if isinstance(name, str) and name:
                 objects[name] = (ip, cidr)
         self.connected, self.failures = True, 0
         self.relists += 1
@@ -269,8 +269,11 @@ class KubernetesSource:
             self._rv = rv
         if kind == "BOOKMARK" or kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        if not isinstance(obj, dict):
+            log.warning("kubernetes: ignoring a %s event without an object", kind)
+            return
         name, ip, cidr = node_fields(obj)
-        if not name:
+        if not isinstance(name, str) or not name:
             return
         if kind == "DELETED":
             changed = self._objects.pop(name, None) is not None
@@ -320,7 +323,7 @@ class KubernetesSource:
         m = _LEADING.match(err)
         if m and int(m.group(1)) < len(raw):
             return raw[int(m.group(1))]["name"], err.split(": ", 1)[1]
-        return "", err
+        return "", re.sub(r"\d+ nodes", "N nodes", err)  # e.g. the capacity line: once, not per count
 
     @staticmethod
     def _explain(err: str, raw: list[dict]) -> str:

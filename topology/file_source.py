@@ -1,0 +1,171 @@
+"""The config file as a live source: the whole `Config`, re-read when the file changes.
+
+The agent needs to react to edits within a second, however they are made: an
+editor writing in place, `mv new config.yaml` (atomic rename), or a Kubernetes
+ConfigMap volume swapping its `..data` symlink.  So we watch the *directory*
+(inotify via `inotify_simple`; polling every 0.2 s where inotify is missing) and
+on any event compare the file's identity (device, inode, size, mtime) and then
+its bytes: only a real change is parsed.
+
+Bad content is logged once (every ``path: value: reason`` line) and the last
+good config stays in force; the same bad content is not logged again.
+
+Protocol shared with `KubernetesSource`: ``start(notify)``, ``nodes()``,
+``stop()``; plus ``config()`` for the whole document.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from typing import Callable
+
+from .config import ConfigError, load_yaml, parse_config
+from .model import Config, Node
+
+LOG = logging.getLogger(__name__)
+POLL_SECONDS = 0.2
+SETTLE_MS = 30  # gather the several events one save makes into one read
+
+try:  # a small, well-kept ctypes wrapper of inotify(7)
+    from inotify_simple import INotify, flags as iflags
+except ImportError:  # pragma: no cover - the dependency is in setup.cfg
+    INotify = None
+
+
+class FileSource:
+    def __init__(self, path: str, overrides: dict | None = None, require_local: bool = True):
+        self.path = os.path.abspath(path)
+        self.overrides = dict(overrides or {})
+        self.require_local = require_local
+        self._config: Config | None = None
+        self._identity = None
+        self._digest: bytes | None = None
+        self._bad_digest: bytes | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._notify: Callable[[], None] | None = None
+        self._inotify = None
+        self.errors: list[str] = []   # of the current bad content, if any
+
+    # -- protocol ---------------------------------------------------------
+    def load(self) -> Config:
+        """Read the file now; raise ConfigError when it is bad (used at start)."""
+        self._check(raise_errors=True)
+        assert self._config is not None
+        return self._config
+
+    def start(self, notify: Callable[[], None]) -> None:
+        self._notify = notify
+        if self._config is None:
+            self._check()
+        if INotify is not None:
+            try:
+                self._inotify = INotify()
+                mask = (iflags.CLOSE_WRITE | iflags.MOVED_TO | iflags.MOVED_FROM | iflags.CREATE
+                        | iflags.DELETE | iflags.MODIFY | iflags.ATTRIB)
+                self._inotify.add_watch(os.path.dirname(self.path), mask)
+            except OSError as e:
+                LOG.info("inotify unavailable (%s); polling %s every %.1fs", e, self.path, POLL_SECONDS)
+                self._inotify = None
+        self._thread = threading.Thread(target=self._run, name="file-source", daemon=True)
+        self._thread.start()
+
+    def config(self) -> Config | None:
+        with self._lock:
+            return self._config
+
+    def nodes(self) -> tuple[Node, ...] | None:
+        c = self.config()
+        return None if c is None else c.nodes
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    # -- internals --------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._inotify is not None:
+                try:
+                    # Wake up at least every second even without events: a
+                    # watched directory can itself be replaced.
+                    self._inotify.read(timeout=1000, read_delay=SETTLE_MS)
+                except (OSError, ValueError):
+                    if self._stop.is_set():
+                        return
+                    self._stop.wait(POLL_SECONDS)
+            else:
+                self._stop.wait(POLL_SECONDS)
+            if self._stop.is_set():
+                return
+            try:
+                changed = self._check()
+            except Exception:  # never let the watcher die
+                LOG.exception("reading %s", self.path)
+                continue
+            if changed and self._notify is not None:
+                self._notify()
+
+    def _stat(self):
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _check(self, raise_errors: bool = False) -> bool:
+        """Re-read the file if it changed; True when the good config changed."""
+        identity = self._stat()
+        if identity is not None and identity == self._identity:
+            return False
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            return self._bad(None, [f"--config: {self.path}: {e.strerror}"], raise_errors)
+        self._identity = identity
+        digest = hashlib.sha256(data).digest()
+        if digest == self._digest:  # back to the good content we already have
+            self._bad_digest, self.errors = None, []
+            return False
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return self._bad(digest, [f"{self.path}: byte {e.start}: not UTF-8"], raise_errors)
+        try:
+            config = parse_config(load_yaml(text, self.path), self.overrides, self.require_local)
+        except ConfigError as e:
+            return self._bad(digest, e.errors, raise_errors)
+        with self._lock:
+            old, self._config = self._config, config
+        self._digest, self._bad_digest, self.errors = digest, None, []
+        if old is not None:
+            LOG.info("config %s changed: %d nodes", self.path, len(config.nodes))
+        return old != config
+
+    def _bad(self, digest: bytes | None, errors: list[str], raise_errors: bool) -> bool:
+        if raise_errors:
+            raise ConfigError(errors)
+        if digest is None:
+            # The file is missing (mid-rename, or deleted): wait for it to come back.
+            self._identity = None
+            if self._bad_digest != b"missing":
+                LOG.warning("config %s unreadable; keeping the last good config: %s",
+                            self.path, "; ".join(errors))
+                self._bad_digest = b"missing"
+            return False
+        if digest != self._bad_digest:
+            self._bad_digest = digest
+            self.errors = list(errors)
+            LOG.error("config %s is invalid; keeping the last good config (%d error%s):",
+                      self.path, len(errors), "" if len(errors) == 1 else "s")
+            for line in errors:
+                LOG.error("invalid config: %s", line)
+        return False
