@@ -1,0 +1,103 @@
+"""The `agent` and `install-service` commands (registered into ovs_mesh.cli)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import sys
+
+from ..cli import EXIT_INPUT, EXIT_OK, InputError
+
+LOG = logging.getLogger("ovs_mesh.agent")
+OFF = ("", "off", "none")
+
+
+def register(sub) -> None:
+    sp = sub.add_parser("agent", help="reconcile forever (systemd service, DaemonSet)",
+                        description="Reconcile at start, on every change of the source, on OVSDB "
+                                    "changes to what ovs-mesh owns, when ovs-vswitchd restarts, and "
+                                    "periodically.  SIGTERM stops it and leaves the mesh installed.")
+    sp.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
+                    help="periodic full resync interval (default 60)")
+    sp.add_argument("--metrics", metavar="HOST:PORT",
+                    help="serve /metrics and /healthz here (overrides local.metrics; '' or off disables)")
+    sp.set_defaults(func=cmd_agent)
+    ip = sub.add_parser("install-service", help="install the systemd unit and an example config, enable it")
+    ip.add_argument("--root", default="/", help="install below this directory (default /; "
+                                                "anything else skips systemctl)")
+    ip.add_argument("--exec", dest="exec_path", metavar="PATH",
+                    help="the ovs-mesh executable for ExecStart (default: this one)")
+    ip.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    ip.add_argument("--no-enable", action="store_true", help="do not run systemctl daemon-reload/enable")
+    ip.set_defaults(func=cmd_install_service)
+
+
+class _JournalFormatter(logging.Formatter):
+    """`<priority>LEVEL name: message` lines: journald reads the priority prefix."""
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record):
+        return f"<{self.PRIORITY.get(record.levelno, 6)}>{super().format(record)}"
+
+
+def under_journald() -> bool:
+    """stderr is connected to the journal (systemd sets JOURNAL_STREAM=dev:inode)."""
+    js = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in js.split(":"))
+        st = os.fstat(2)
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journald():  # journald adds time and unit; plain lines read best
+        handler.setFormatter(_JournalFormatter("%(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for noisy in ("ovsdbapp", "ovs", "kubernetes", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def metrics_address(args, config) -> str | None:
+    value = args.metrics if args.metrics is not None else config.local.metrics
+    if value is None or value.strip().lower() in OFF:
+        return None
+    if not re.match(r"^[^:]*:\d{1,5}$", value) or int(value.rpartition(":")[2]) > 65535:
+        raise InputError(f"--metrics: {value}: must be HOST:PORT, '' or off")
+    return value
+
+
+def cmd_agent(args) -> int:
+    from topology.file_source import FileSource
+
+    from .loop import Agent
+
+    if not args.resync > 0:
+        raise InputError(f"--resync: {args.resync}: must be a positive number of seconds")
+    setup_logging(args.verbose)
+    source = FileSource(args.config, {"node": args.node, "ovsdb": args.ovsdb})
+    config = source.load()  # bad config at start: exit 2, nothing touched
+    agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
+    signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    signal.signal(signal.SIGINT, lambda *_: agent.stop())
+    signal.signal(signal.SIGHUP, lambda *_: agent.kick("SIGHUP", reset_backoff=True))
+    LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs",
+             config.local.node, source.path, config.source, config.local.ovsdb, args.resync)
+    return agent.run()
+
+
+def cmd_install_service(args) -> int:
+    from .install import install_service
+
+    for line in install_service(root=args.root, exec_path=args.exec_path, dry_run=args.dry_run,
+                                enable=not args.no_enable):
+        print(line)
+    return EXIT_OK
+
+
+__all__ = ["register", "EXIT_INPUT"]

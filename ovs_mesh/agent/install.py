@@ -1,0 +1,80 @@
+"""`ovs-mesh install-service`: put the systemd unit and an example config in place.
+
+The unit and the example config ship inside the package (ovs_mesh/agent/data;
+deploy/systemd/ links to them), so an installed ovs-mesh can install itself.
+ExecStart points at the ovs-mesh executable doing the install (a virtualenv's
+console script, typically).  An existing config is never overwritten.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+UNIT_NAME = "ovs-mesh.service"
+DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
+
+
+def data_text(name: str) -> str:
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def default_exec() -> str:
+    argv0 = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(argv0) == "ovs-mesh" and os.access(argv0, os.X_OK):
+        return argv0
+    beside = os.path.join(os.path.dirname(sys.executable), "ovs-mesh")
+    if os.access(beside, os.X_OK):
+        return beside
+    return shutil.which("ovs-mesh") or DEFAULT_EXEC
+
+
+def unit_text(exec_path: str) -> str:
+    return data_text(UNIT_NAME).replace(DEFAULT_EXEC + " ", exec_path + " ")
+
+
+def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool = False,
+                    enable: bool = True) -> list[str]:
+    """Install; returns the lines describing what was (or would be) done."""
+    exec_path = exec_path or default_exec()
+    unit_path = os.path.join(root, "etc/systemd/system", UNIT_NAME)
+    config_path = os.path.join(root, "etc/ovs-mesh/config.yaml")
+    unit = unit_text(exec_path)
+    done = []
+    try:
+        with open(unit_path, encoding="utf-8") as f:
+            current = f.read()
+    except OSError:
+        current = None
+    if current == unit:
+        done.append(f"unchanged {unit_path}")
+    else:
+        done.append(f"write {unit_path} (ExecStart={exec_path})")
+        if not dry_run:
+            os.makedirs(os.path.dirname(unit_path), exist_ok=True)
+            _write(unit_path, unit, 0o644)
+    if os.path.exists(config_path):
+        done.append(f"keep existing {config_path}")
+    else:
+        done.append(f"write example {config_path} (edit it: nodes and local.node)")
+        if not dry_run:
+            os.makedirs(os.path.dirname(config_path), exist_ok=True)
+            _write(config_path, data_text("config.yaml"), 0o644)
+    if enable and os.path.abspath(root) == "/":
+        for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME]):
+            done.append("run " + " ".join(cmd))
+            if not dry_run:
+                subprocess.run(cmd, check=True)
+        done.append(f"then: edit {config_path}; systemctl start {UNIT_NAME}; journalctl -u {UNIT_NAME} -f")
+    return done
+
+
+def _write(path: str, text: str, mode: int) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

@@ -1,0 +1,145 @@
+"""Prometheus metrics and /healthz for the agent, on local.metrics (HOST:PORT).
+
+Counters and the duration histogram are prometheus_client objects updated by
+the worker; the point-in-time values (peers, flows, tunnels) come from the
+snapshot taken after the last reconcile, through a custom collector, so a peer
+that left the mesh also leaves the metrics.  /healthz answers 200 while the last
+reconcile succeeded recently, 503 otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LOG = logging.getLogger(__name__)
+
+
+class AgentMetrics:
+    def __init__(self, healthy_within: float):
+        self.healthy_within = healthy_within
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconciles = Counter("ovs_mesh_reconcile", "Reconcile passes attempted", registry=r)
+        self.errors = Counter("ovs_mesh_reconcile_errors", "Reconcile passes that failed", registry=r)
+        self.changes = Counter("ovs_mesh_reconcile_changes", "Changes applied by reconcile passes",
+                               registry=r)
+        self.duration = Histogram("ovs_mesh_reconcile_duration_seconds", "Reconcile pass duration",
+                                  buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+                                  registry=r)
+        self._lock = threading.Lock()
+        self.peers = 0
+        self.flows = 0
+        self.tunnels: list[tuple[str, str]] = []   # (peer, state)
+        self.last_success: float | None = None     # wall clock
+        self.last_ok = False
+        self.last_error: str | None = None
+        r.register(_Snapshot(self))
+
+    def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
+               peers: int | None = None, flows: int | None = None, tunnels=None) -> None:
+        self.reconciles.inc()
+        self.duration.observe(seconds)
+        if ok:
+            self.changes.inc(changes)
+        else:
+            self.errors.inc()
+        with self._lock:
+            self.last_ok, self.last_error = ok, error
+            if ok:
+                self.last_success = time.time()
+            if peers is not None:
+                self.peers = peers
+            if flows is not None:
+                self.flows = flows
+            if tunnels is not None:
+                self.tunnels = list(tunnels)
+
+    def health(self) -> tuple[bool, str]:
+        with self._lock:
+            if self.last_success is None:
+                return False, "no successful reconcile yet" + (f": {self.last_error}" if self.last_error else "")
+            age = time.time() - self.last_success
+            if not self.last_ok:
+                return False, f"last reconcile failed: {self.last_error}"
+            if age > self.healthy_within:
+                return False, f"last successful reconcile {age:.0f}s ago"
+            return True, f"ok: last reconcile {age:.1f}s ago, {self.peers} peers, {self.flows} flows"
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Snapshot:
+    def __init__(self, m: AgentMetrics):
+        self.m = m
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        m = self.m
+        with m._lock:
+            peers, flows, tunnels, last = m.peers, m.flows, list(m.tunnels), m.last_success
+        yield GaugeMetricFamily("ovs_mesh_peers", "Peers this node tunnels to", value=peers)
+        yield GaugeMetricFamily("ovs_mesh_flows", "OpenFlow rules ovs-mesh owns on obr0", value=flows)
+        t = GaugeMetricFamily("ovs_mesh_tunnels", "Tunnel to each peer, by state (1 = in that state)",
+                              labels=["peer", "state"])
+        up = GaugeMetricFamily("ovs_mesh_tunnel_up", "1 when the tunnel to the peer is up", labels=["peer"])
+        for peer, state in tunnels:
+            t.add_metric([peer, state], 1)
+            up.add_metric([peer], 1 if state == "up" else 0)
+        yield t
+        yield up
+        yield GaugeMetricFamily("ovs_mesh_last_reconcile_timestamp_seconds",
+                                "Unix time of the last successful reconcile", value=last or 0)
+
+
+class MetricsServer:
+    """A tiny threaded HTTP server: /metrics and /healthz, nothing else."""
+
+    def __init__(self, metrics: AgentMetrics, address: str):
+        host, _, port = address.rpartition(":")
+        metrics_ref = metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, metrics_ref.render(), CONTENT_TYPE_LATEST)
+                elif path in ("/healthz", "/readyz"):
+                    ok, text = metrics_ref.health()
+                    self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
+                else:
+                    self._send(404, b"not found: try /metrics or /healthz\n", "text/plain")
+
+            def _send(self, code, body, ctype):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, fmt, *args):  # keep scrapes out of the journal
+                LOG.debug("http: " + fmt, *args)
+
+        self.httpd = ThreadingHTTPServer((host or "0.0.0.0", int(port)), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
