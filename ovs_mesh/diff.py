@@ -10,14 +10,16 @@ from .state import Change, Flow, OvsState
 
 
 def diff_flows(desired: frozenset[Flow], observed: frozenset[Flow]) -> list[Change]:
-    want = {f.key: f for f in desired}
-    have = {f.key: f for f in observed}
+    if desired == observed:  # the common, converged case: no per-flow work
+        return []
+    # Only flows in the symmetric difference can change.
+    want = {f.key: f for f in desired - observed}
+    have = {f.key: f for f in observed - desired}
     out: list[Change] = []
     for key in sorted(want.keys() - have.keys()):
         out.append(Change("add", "flow", str(want[key]), new=want[key]))
     for key in sorted(want.keys() & have.keys()):
-        if want[key].actions != have[key].actions:
-            out.append(Change("modify", "flow", str(want[key]), old=have[key], new=want[key]))
+        out.append(Change("modify", "flow", str(want[key]), old=have[key], new=want[key]))
     for key in sorted(have.keys() - want.keys()):
         out.append(Change("delete", "flow", str(have[key]), old=have[key]))
     return out

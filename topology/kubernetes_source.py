@@ -41,6 +41,7 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import MaxRetryError
 
 from .config import ConfigError, check_nodes
 from .model import Cluster, Node
@@ -57,10 +58,16 @@ class _Gone(Exception):
     """Our resourceVersion is too old (410): relist."""
 
 
+def _configuration() -> k8s_client.Configuration:
+    cfg = k8s_client.Configuration()
+    cfg.retries = 0  # our loop retries with backoff; urllib3's own 3 quick retries only add noise
+    return cfg
+
+
 def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
     """In-cluster config inside a pod (unless a kubeconfig is given), else a kubeconfig."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        cfg = k8s_client.Configuration()
+        cfg = _configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)
         except k8s_config.ConfigException as e:
@@ -70,7 +77,8 @@ def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
     if not os.path.exists(path):
         raise ConfigError([f"kubernetes.kubeconfig: {path}: no such file"])
     try:
-        return k8s_config.new_client_from_config(config_file=path, persist_config=False)
+        return k8s_config.new_client_from_config(config_file=path, persist_config=False,
+                                                 client_configuration=_configuration())
     except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, OSError) as e:
         raise ConfigError([f"kubernetes.kubeconfig: {path}: {_oneline(e)}"]) from None
 
@@ -185,7 +193,7 @@ class KubernetesSource:
                 self.failures += 1
                 attempt += 1
                 delay = self._sleep(attempt, dry=True)
-                log.warning("kubernetes: %s; keeping %s peers, retrying in %.1f s",
+                log.warning("kubernetes: %s; keeping %s peers, retrying in %.2f s",
                             _describe(e), len(self._nodes or ()), delay)
                 self._stop.wait(delay)
 
@@ -230,6 +238,8 @@ class KubernetesSource:
             raise ValueError("Node list has no metadata.resourceVersion")
         objects = {}
         for item in body.get("items") or []:
+            if not isinstance(item, dict):
+                continue
             name, ip, cidr = node_fields(item)
             if isinstance(name, str) and name:
                 objects[name] = (ip, cidr)
@@ -302,8 +312,11 @@ class KubernetesSource:
             problems[(name, "no-cidr")] = (logging.INFO, f"node {name}: spec.podCIDR: not set yet: "
                                            "waiting for it")
         good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True)
-        for err in errors:
-            problems[self._problem_key(err, raw)] = (logging.WARNING, self._explain(err, raw) + ": skipped")
+        for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
+            msg = self._explain(err, raw)
+            m = _LEADING.match(err)
+            key = (raw[int(m.group(1))]["name"], msg) if m else ("", re.sub(r"\d+ nodes", "N nodes", msg))
+            problems[key] = (logging.WARNING, msg + ": skipped")
         for key, (level, msg) in sorted(problems.items()):
             if key not in self._reported:
                 log.log(level, "kubernetes: %s", msg)
@@ -317,13 +330,6 @@ class KubernetesSource:
                 self._notify()
             except Exception:  # the agent's callback must not kill the watch thread
                 log.exception("kubernetes: notify callback failed")
-
-    @staticmethod
-    def _problem_key(err: str, raw: list[dict]) -> tuple[str, str]:
-        m = _LEADING.match(err)
-        if m and int(m.group(1)) < len(raw):
-            return raw[int(m.group(1))]["name"], err.split(": ", 1)[1]
-        return "", re.sub(r"\d+ nodes", "N nodes", err)  # e.g. the capacity line: once, not per count
 
     @staticmethod
     def _explain(err: str, raw: list[dict]) -> str:
@@ -356,6 +362,8 @@ class KubernetesSource:
 def _describe(e: Exception) -> str:
     if isinstance(e, ApiException):
         return f"API error {e.status} {e.reason}"
+    if isinstance(e, MaxRetryError) and e.reason is not None:
+        e = e.reason
     text = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 

@@ -6,6 +6,7 @@ deadline: the source works on its own thread).
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from ipaddress import IPv4Address, IPv4Network
 
@@ -160,7 +161,8 @@ def test_api_outage_keeps_peers_then_changes_resume(apiserver, start_source, cap
     assert src.nodes() == peers(n(1), n(2)), "an outage must not remove peers"
     assert not src.connected
     assert notes.count == before
-    assert "keeping 2 peers, retrying in" in caplog.text
+    delays = [float(m) for m in re.findall(r"keeping 2 peers, retrying in ([0-9.]+) s", caplog.text)]
+    assert len(delays) >= 3 and all(0 < d <= 0.3 for d in delays), delays  # capped backoff
     apiserver.delete("node-001")  # changes while the client cannot see them
     apiserver.add(node(3))
     apiserver.up()
@@ -206,17 +208,28 @@ def test_bad_nodes_are_skipped_and_logged_once(apiserver, start_source, caplog):
         if name != "bad-malformed":
             apiserver.add(obj)
     apiserver.add(node(2))
-    expect(src, peers(n(1), n(2)), "good nodes only")
+    # dual-stack Node listing IPv6 first: its IPv4 podCIDR and InternalIP are used
+    apiserver.add(make_node("dual", None, "fd00:10:244:20::/64",
+                            pod_cidrs=["fd00:10:244:20::/64", "10.244.20.0/24"],
+                            addresses=[{"type": "InternalIP", "address": "fd00::20"},
+                                       {"type": "InternalIP", "address": "192.168.1.20"}]))
+    good = [n(1), n(2), ("dual", "192.168.1.20", "10.244.20.0/24")]
+    expect(src, peers(*good), "good nodes only")
     for name in BAD:  # no-op updates on the bad ones must not repeat the lines
         apiserver.heartbeat(name)
     apiserver.add(node(3))
-    expect(src, peers(n(1), n(2), n(3)))
+    good.append(n(3))
+    expect(src, peers(*good))
     for name, (_, text) in BAD.items():
         lines = [r for r in caplog.records if text in r.getMessage()]
         assert len(lines) == 1, f"{name}: expected one line containing {text!r}, got {len(lines)}"
     # a bad node fixed later becomes a peer
     apiserver.set_pod_cidr("bad-outside", "10.244.12.0/24")
-    expect(src, peers(n(1), n(2), n(3), ("bad-outside", "192.168.1.12", "10.244.12.0/24")))
+    expect(src, peers(*good, ("bad-outside", "192.168.1.12", "10.244.12.0/24")))
+    apiserver.delete("zz-overlap")  # deleting bad ones changes nothing
+    apiserver.delete("nocidr")
+    apiserver.add(node(4))
+    expect(src, peers(*good, n(4), ("bad-outside", "192.168.1.12", "10.244.12.0/24")))
 
 
 def test_overlap_skips_later_name_whatever_the_order(apiserver, start_source, caplog):
@@ -278,3 +291,46 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path, monkeypatch):
     bad.write_text("clusters: [\n")
     with pytest.raises(ConfigError, match=r"kubernetes.kubeconfig: .*/bad"):
         KubernetesSource(Cluster(), str(bad))
+
+
+def test_periodic_resync_relists(apiserver, start_source):
+    apiserver.add(node(1))
+    src, notes = start_source(resync_seconds=1)
+    expect(src, peers(n(1)))
+    apiserver.delete("node-001", record=False)  # a change the watch never saw
+    apiserver.add(node(2), record=False)
+    expect(src, peers(n(2)), "after the periodic relist")
+    assert src.relists >= 2
+    wait_for(lambda: apiserver.count(watch=False) >= 3, what="another resync")
+    assert src.nodes() == peers(n(2))
+    assert notes.count == 2, "a resync that finds nothing new must not notify"
+
+
+def test_in_cluster_config_is_used_in_a_pod(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    import kubernetes.config.incluster_config as ic
+    monkeypatch.setattr(ic, "SERVICE_TOKEN_FILENAME", str(tmp_path / "token"))
+    monkeypatch.setattr(ic, "SERVICE_CERT_FILENAME", str(tmp_path / "ca.crt"))
+    with pytest.raises(ConfigError, match=r"kubernetes: in-cluster config: .*token"):
+        KubernetesSource(Cluster())
+    (tmp_path / "token").write_text("sa-token")
+    (tmp_path / "ca.crt").write_text("not really a cert")
+    src = KubernetesSource(Cluster())
+    try:
+        cfg = src._api_client.configuration
+        assert cfg.host == "https://127.0.0.1:6443"
+        assert cfg.api_key.get("BearerToken", cfg.api_key.get("authorization")).lower() == "bearer sa-token"
+    finally:
+        src.stop()
+
+
+def test_explicit_kubeconfig_wins_inside_a_pod(apiserver, kubeconfig, monkeypatch):
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    apiserver.add(node(1))
+    src = KubernetesSource(Cluster(), kubeconfig, backoff=(0.05, 0.3))
+    try:
+        src.start(lambda: None)
+        expect(src, peers(n(1)))
+    finally:
+        src.stop()
