@@ -15,10 +15,12 @@ SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 
 class OvsDaemons:
-    def __init__(self, rundir: str, netns: str | None = None, dummy: bool = False):
+    def __init__(self, rundir: str, netns: str | None = None, dummy: bool = False,
+                 ovsdb_args: tuple[str, ...] = ()):
         self.rundir = os.path.abspath(rundir)
         self.netns = netns
         self.dummy = dummy
+        self.ovsdb_args = tuple(ovsdb_args)
 
     @property
     def db_sock(self) -> str:
@@ -84,7 +86,7 @@ class OvsDaemons:
         if self.pid("ovsdb-server") is None:
             self.run("ovsdb-server", os.path.join(self.rundir, "conf.db"),
                      f"--remote=punix:{self.db_sock}", "--pidfile", "--detach", "--log-file",
-                     "--no-chdir")
+                     "--no-chdir", *self.ovsdb_args)
         _wait(lambda: os.path.exists(self.db_sock), 10, "ovsdb-server socket")
 
     def start_vswitchd(self) -> None:

@@ -75,6 +75,14 @@ class Reconciler:
             changes += self.host.plan(self.config, self.pod_mtu(), teardown)
         return changes
 
+    def _check_ports(self, observed: Observed) -> list[str]:
+        """After an OVSDB change: interfaces OVS failed to create, ofports not as requested."""
+        _, ofports, problems = self.ovsdb.read(BRIDGE)
+        want = {p.name: p.ofport_request for p in self.desired(observed).ports}
+        problems += [f"port {n}: ofport {ofports.get(n)} is not the requested {r}"
+                     for n, r in want.items() if r and ofports.get(n) not in (r, -1)]
+        return problems
+
     def apply(self, teardown: bool = False) -> Result:
         start = time.monotonic()
         observed = self.observe()
@@ -96,11 +104,7 @@ class Reconciler:
         if self.host is not None:
             self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")],
                             self.config, teardown)
-        if not teardown and ovs_changes:
-            _, ofports, problems = self.ovsdb.read(BRIDGE)
-            want = {p.name: p.ofport_request for p in self.desired(observed).ports}
-            problems += [f"port {n}: ofport {ofports.get(n)} is not the requested {r}"
-                         for n, r in want.items() if r and ofports.get(n) not in (r, -1)]
-            result.problems = problems
+        if not teardown:
+            result.problems = self._check_ports(observed) if ovs_changes else observed.problems
         result.seconds = time.monotonic() - start
         return result

@@ -240,3 +240,75 @@ def test_status_and_trace_cli(underlay):
     assert r.returncode == 0 and "192.168.56.12" in r.stdout
     r = cli(ovs, data, "trace", "10.244.1.5", "not-an-ip")
     assert r.returncode == 2 and "DST: not-an-ip" in r.stderr
+
+
+def test_failed_interface_is_reported(underlay):
+    """A tunnel OVS cannot create (another bridge already has a flow-based VXLAN port) is an error."""
+    ovs = underlay
+    ovs.vsctl("add-br", "br-other", "--", "set", "bridge", "br-other", "datapath_type=dummy",
+              "--", "add-port", "br-other", "vx-other", "--", "set", "interface", "vx-other", "type=vxlan",
+              "options:remote_ip=flow", "options:key=flow")
+    data = sandbox_config(ovs, 3)
+    for _ in range(2):  # the first apply and a later no-change apply both say so
+        r = cli(ovs, data, "apply")
+        assert r.returncode == 1
+        assert "interface obr0-vxlan: OVS failed to create it: could not add network device obr0-vxlan" in r.stderr
+    st = json.loads(cli(ovs, data, "status", "--json").stdout)
+    assert {p["health"] for p in st["peers"]} == {"error"} and not st["converged"]
+
+
+def test_tcp_remote(ovs):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ovs.run("ovs-appctl", "-t", os.path.join(ovs.rundir, f"ovsdb-server.{ovs.pid('ovsdb-server')}.ctl"),
+            "ovsdb-server/add-remote", f"ptcp:{port}:127.0.0.1")
+    data = sandbox_config(ovs, 3)
+    data["local"]["ovsdb"] = f"tcp:127.0.0.1:{port}"
+    data["local"]["ovs_rundir"] = ovs.rundir
+    assert apply_ok(ovs, data)["ovsdb_transactions"] == 1
+    assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
+    assert apply_ok(ovs, data)["changes"] == []
+
+
+def test_ssl_remote(tmp_path):
+    """ssl: remotes with client certificates (keys made by ovs-pki)."""
+    import shutil
+    import socket
+    import subprocess
+
+    from ovs_mesh.daemons import OvsDaemons
+
+    if shutil.which("ovs-pki") is None:
+        pytest.skip("ovs-pki not installed")
+    pki = tmp_path / "pki"
+    for args in (["init"], ["req+sign", "server", "switch"], ["req+sign", "client", "switch"]):
+        subprocess.run(["ovs-pki", f"--dir={pki}", "--force", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    ovs = OvsDaemons(str(tmp_path / "ovs"), dummy=True, ovsdb_args=(
+        "--private-key=db:Open_vSwitch,SSL,private_key", "--certificate=db:Open_vSwitch,SSL,certificate",
+        "--ca-cert=db:Open_vSwitch,SSL,ca_cert", "--remote=db:Open_vSwitch,Open_vSwitch,manager_options"))
+    try:
+        ovs.start()
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ca = pki / "switchca" / "cacert.pem"
+        ovs.vsctl("set-ssl", str(tmp_path / "server-privkey.pem"), str(tmp_path / "server-cert.pem"), str(ca))
+        ovs.vsctl("set-manager", f"pssl:{port}:127.0.0.1")
+        data = sandbox_config(ovs, 3)
+        data["local"].update(ovsdb=f"ssl:127.0.0.1:{port}", ovs_rundir=ovs.rundir,
+                             ssl_key=str(tmp_path / "client-privkey.pem"),
+                             ssl_cert=str(tmp_path / "client-cert.pem"), ssl_ca=str(ca))
+        deadline = __import__("time").monotonic() + 10
+        while True:  # ovsdb-server picks up the manager from the database asynchronously
+            r = cli(ovs, data, "apply", "--json")
+            if r.returncode == 0 or __import__("time").monotonic() > deadline:
+                break
+            __import__("time").sleep(0.1)
+        assert r.returncode == 0, r.stderr
+        assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
+    finally:
+        ovs.stop()
