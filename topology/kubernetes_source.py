@@ -119,6 +119,15 @@ class KubernetesSource:
     def __init__(self, cluster: Cluster, kubeconfig: str | None = None, *, resync_seconds: float = 300,
                  api_client=None, watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
                  request_timeout: float = 30.0):
+        errors = []
+        if isinstance(resync_seconds, bool) or not isinstance(resync_seconds, (int, float)) \
+                or not 1 <= resync_seconds <= 86400:
+            errors.append(f"kubernetes.resync_seconds: {resync_seconds}: must be a number of seconds "
+                          "between 1 and 86400")
+        if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
+            errors.append(f"kubernetes.kubeconfig: {kubeconfig}: must be a file path")
+        if errors:
+            raise ConfigError(errors)
         self.cluster = cluster
         self.resync_seconds = resync_seconds
         self.watch_timeout_seconds = int(watch_timeout_seconds)

@@ -334,3 +334,14 @@ def test_explicit_kubeconfig_wins_inside_a_pod(apiserver, kubeconfig, monkeypatc
         expect(src, peers(n(1)))
     finally:
         src.stop()
+
+
+@pytest.mark.parametrize("kwargs, text", [
+    ({"resync_seconds": "often"}, "kubernetes.resync_seconds: often: must be a number"),
+    ({"resync_seconds": 0}, "kubernetes.resync_seconds: 0: must be a number"),
+    ({"kubeconfig": 42}, "kubernetes.kubeconfig: 42: must be a file path"),
+])
+def test_bad_options_are_config_errors(kubeconfig, kwargs, text):
+    kwargs.setdefault("kubeconfig", kubeconfig)
+    with pytest.raises(ConfigError, match=re.escape(text)):
+        KubernetesSource(Cluster(), **kwargs)
