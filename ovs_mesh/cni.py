@@ -1,0 +1,98 @@
+"""The CNI config ovs-mesh writes for the node: a conflist for the reference
+`bridge` plugin on kbr0 with `host-local` IPAM over the node's pod subnet.
+
+kbr0 is made by ovs-mesh with exactly the gateway/prefix of the IPAM range,
+which is what the bridge plugin (isGateway) requires to accept an existing
+bridge.  ipMasq is off: masquerade is ovs-mesh's (cluster.masquerade).
+The file is written atomically (tmp + rename) and only when it differs; the
+`name` field marks it as ours, so teardown never deletes someone else's file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from ipaddress import IPv4Network
+
+NETWORK_NAME = "ovs-mesh"
+BRIDGE_NAME = "kbr0"
+CNI_VERSION = "1.0.0"
+
+
+def conflist(subnet: IPv4Network, mtu: int, bridge: str = BRIDGE_NAME) -> dict:
+    gateway = subnet.network_address + 1
+    return {
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": True,
+            "ipMasq": False,
+            "hairpinMode": False,
+            "mtu": mtu,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": str(subnet), "rangeStart": str(gateway + 1),
+                             "gateway": str(gateway)}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
+        }],
+    }
+
+
+def render(subnet: IPv4Network, mtu: int) -> str:
+    return json.dumps(conflist(subnet, mtu), indent=2) + "\n"
+
+
+def read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def is_ours(content: str | None) -> bool:
+    try:
+        return json.loads(content or "").get("name") == NETWORK_NAME
+    except (ValueError, AttributeError):
+        return False
+
+
+def write(path: str, content: str) -> bool:
+    """Write atomically, only if different.  Returns True if written."""
+    if read(path) == content:
+        return False
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ovs-mesh-", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return True
+
+
+def remove(path: str) -> bool:
+    """Delete the file only if it is ours."""
+    if not is_ours(read(path)):
+        return False
+    os.unlink(path)
+    return True
+
+
+def plugin_config(content: str, index: int = 0) -> dict:
+    """One plugin's network config, as a runtime hands it to the plugin
+    (name and cniVersion copied from the list): used by tests and the lab."""
+    data = json.loads(content)
+    return {"cniVersion": data["cniVersion"], "name": data["name"], **data["plugins"][index]}

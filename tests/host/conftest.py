@@ -1,0 +1,113 @@
+"""A node as a network namespace with its own OVS (userspace datapath) and an
+underlay veth to a second namespace (the "peer", standing for the rest of the
+network).  Everything is named omh-<random> and removed on the way out."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from ovs_mesh.daemons import OvsDaemons
+from tests.conftest import need_root
+from tests.helpers import write_config
+
+VENV_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        ".venv", "bin")
+NODE_IP, PEER_IP, PREFIX = "192.168.77.11", "192.168.77.2", 24
+SUBNET, GATEWAY = "10.244.1.0/24", "10.244.1.1"
+
+
+def sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    p = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)}: exit {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+def in_ns(ns: str, *args: str, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+@dataclasses.dataclass
+class Node:
+    ns: str
+    peer_ns: str
+    underlay: str          # the node's underlay interface (a veth)
+    tmp: str
+    ovs: OvsDaemons
+    config_path: str
+    config: dict
+    cni_conf: str
+    created: list = dataclasses.field(default_factory=list)  # extra namespaces to delete
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return in_ns(self.ns, os.path.join(VENV_BIN, "ovs-mesh"), "--config", self.config_path, *args,
+                     check=False, timeout=timeout)
+
+    def sh(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return in_ns(self.ns, *args, **kw)
+
+    def sysctl(self, name: str) -> str:
+        return self.sh("sysctl", "-n", name).stdout.strip()
+
+    def rewrite(self, **local) -> None:
+        self.config["local"].update(local)
+        write_config(self.config_path, self.config)
+
+
+def _need_tools():
+    need_root()
+    for tool in ("ovs-vswitchd", "ip", "ethtool"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+@pytest.fixture
+def node():
+    _need_tools()
+    sfx = secrets.token_hex(3)
+    ns, peer = f"omh-{sfx}-n", f"omh-{sfx}-p"
+    u, p = f"omh{sfx}u", f"omh{sfx}p"
+    tmp = tempfile.mkdtemp(prefix=f"omh-{sfx}-")
+    ovs = OvsDaemons(os.path.join(tmp, "ovs"), netns=ns)
+    n = None
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "netns", "add", peer)
+        sh("ip", "link", "add", u, "type", "veth", "peer", "name", p)
+        sh("ip", "link", "set", u, "netns", ns)
+        sh("ip", "link", "set", p, "netns", peer)
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        in_ns(ns, "ip", "addr", "add", f"{NODE_IP}/{PREFIX}", "dev", u)
+        in_ns(ns, "ip", "link", "set", u, "up")
+        in_ns(ns, "ip", "route", "add", "default", "via", PEER_IP, "dev", u)
+        in_ns(peer, "ip", "link", "set", "lo", "up")
+        in_ns(peer, "ip", "addr", "add", f"{PEER_IP}/{PREFIX}", "dev", p)
+        in_ns(peer, "ip", "link", "set", p, "up")
+        in_ns(peer, "ethtool", "-K", p, "tx", "off")
+        in_ns(peer, "ip", "route", "add", SUBNET, "via", NODE_IP)
+        ovs.start()
+        cni_conf = os.path.join(tmp, "cni", "10-ovs-mesh.conflist")
+        config = {
+            "cluster": {"cidr": "10.244.0.0/16", "node_prefix": 24, "tunnel": "vxlan", "mode": "flow",
+                        "masquerade": True},
+            "nodes": [{"name": "node-1", "ip": NODE_IP, "subnet": SUBNET},
+                      {"name": "node-2", "ip": "192.168.77.12", "subnet": "10.244.2.0/24"}],
+            "local": {"node": "node-1", "ovsdb": ovs.remote, "datapath": "netdev", "host": True,
+                      "underlay_bridge": "br-phy", "underlay_interface": u, "cni_conf": cni_conf},
+        }
+        path = write_config(os.path.join(tmp, "config.yaml"), config)
+        n = Node(ns, peer, u, tmp, ovs, path, config, cni_conf)
+        yield n
+    finally:
+        ovs.stop()
+        for extra in (n.created if n else []):
+            sh("ip", "netns", "del", extra, check=False)
+        sh("ip", "netns", "del", ns, check=False)
+        sh("ip", "netns", "del", peer, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
