@@ -1,0 +1,187 @@
+"""Issue 3 acceptance, with real packets in namespace labs built by `ovs-mesh lab`."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ovs_mesh.lab.state import LabState, lab_dir
+
+from tests.lab.conftest import OVS_MESH, ovs_mesh
+
+CASES = [  # (tunnel, mode, nodes, mesh_degree)
+    ("vxlan", "flow", 3, 0),
+    ("gre", "flow", 3, 0),
+    ("vxlan", "port", 3, 0),
+    ("geneve", "port", 3, 0),
+    ("gre", "stp", 4, 2),
+]
+
+
+def check_json(name):
+    p = ovs_mesh("lab", "check", "--name", name, "--json", check=False)
+    report = json.loads(p.stdout)
+    assert (p.returncode == 0) == report["summary"]["ok"], p.stderr
+    return report
+
+
+def failures(report):
+    return [c for c in report["pod_to_pod"] + report["node_to_pod"] + report["tcp"] if not c["ok"]]
+
+
+@pytest.mark.parametrize("tunnel,mode,nodes,degree", CASES, ids=[f"{m}-{t}-{n}" for t, m, n, _ in CASES])
+def test_lab_up_and_check(lab_name, tunnel, mode, nodes, degree):
+    t0 = time.monotonic()
+    up = ovs_mesh("lab", "up", "--name", lab_name, "--nodes", str(nodes), "--tunnel", tunnel, "--mode", mode,
+                  "--mesh-degree", str(degree), "--pods-per-node", "2")
+    t_up = time.monotonic() - t0
+    assert f"lab {lab_name} is up" in up.stdout
+    t0 = time.monotonic()
+    p = ovs_mesh("lab", "check", "--name", lab_name, check=False)
+    t_check = time.monotonic() - t0
+    print(f"{mode}+{tunnel} {nodes} nodes: lab up {t_up:.1f}s, lab check {t_check:.1f}s")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "PASS" in p.stdout
+    report = check_json(lab_name)
+    pods = 2 * nodes
+    s = report["summary"]
+    assert s["ok"] and s["failed"] == 0
+    assert s["pod_to_pod"] == pods * (pods - 1)
+    assert s["node_to_pod"] == nodes * (pods - 2)
+    assert s["tcp_transfers"] == nodes and all(t["received"] >= 10 * 1024 * 1024 for t in report["tcp"])
+    ip_of = {p["name"]: p["ip"] for p in report["pods"]}
+    for c in report["pod_to_pod"]:
+        assert c["source_seen"] == ip_of[c["src"]]      # no NAT between pods
+    cross = [c for c in report["pod_to_pod"] if c["src"].split("/")[0] != c["dst"].split("/")[0]]
+    assert cross and all(c["df"] and c["df_size"] >= 1400 for c in cross)
+
+
+def _vsctl(node, *args):
+    return subprocess.run(["ip", "netns", "exec", node["ns"], "ovs-vsctl", f"--db=unix:{node['rundir']}/db.sock",
+                           *args], capture_output=True, text=True, check=True).stdout
+
+
+def _flows(node, bridge="obr0"):
+    return subprocess.run(["ip", "netns", "exec", node["ns"], "ovs-ofctl", "-O", "OpenFlow13", "dump-flows",
+                           f"unix:{node['rundir']}/{bridge}.mgmt"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_node_removed_from_topology(lab_name):
+    ovs_mesh("lab", "up", "--name", lab_name, "--nodes", "3", "--tunnel", "vxlan", "--mode", "port")
+    st = LabState.load(lab_name)
+    gone = st.nodes[2]
+    subnet = next(e["subnet"] for e in _topology(st)["nodes"] if e["name"] == gone["name"])
+    from ovs_mesh.lab.topology import read_yaml, write_yaml
+
+    topo = read_yaml(st.topology_path)
+    topo["nodes"] = [e for e in topo["nodes"] if e["name"] != gone["name"]]
+    write_yaml(st.topology_path, topo)
+    out = ovs_mesh("lab", "apply", "--name", lab_name).stdout
+    assert f"{gone['name']}: not in" in out
+
+    report = check_json(lab_name)
+    assert report["summary"]["ok"], failures(report)
+    for c in report["pod_to_pod"] + report["node_to_pod"]:
+        src_node, dst_node = c["src"].split("/")[0], c["dst"].split("/")[0]
+        if gone["name"] in (src_node, dst_node) and src_node != dst_node:
+            assert not c["ping"], c                        # the removed node's pods are unreachable
+        elif gone["name"] not in (src_node, dst_node):
+            assert c["ping"] and c["ok"], c               # every other pair still passes
+    for node in st.nodes[:2]:                              # no state for it on any node
+        show = _vsctl(node, "show")
+        assert gone["ip"] not in show
+        assert gone["name"] not in _vsctl(node, "--columns=external_ids", "list", "Port")
+        flows = _flows(node)
+        assert subnet not in flows and gone["ip"] not in flows
+
+
+def _topology(st):
+    from ovs_mesh.lab.topology import read_yaml
+
+    return read_yaml(st.topology_path)
+
+
+def _ns(node, *args):
+    return subprocess.run(["ip", "netns", "exec", node["ns"], *args], capture_output=True, text=True)
+
+
+def test_teardown_on_a_lab_node(lab_name):
+    ovs_mesh("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "1")
+    st = LabState.load(lab_name)
+    node, other = st.nodes
+    assert _ns(node, "ip", "link", "show", "kbr0").returncode == 0
+    assert os.path.exists(node["cni_conf"])
+    p = subprocess.run(["ip", "netns", "exec", node["ns"], *OVS_MESH, "--config", node["config"], "teardown"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert _ns(node, "ip", "link", "show", "kbr0").returncode != 0           # kbr0 gone
+    assert "obr0" not in _vsctl(node, "list-br").split()                     # obr0 gone
+    assert _ns(node, "ip", "link", "show", "obr0").returncode != 0
+    assert "10.244." not in _ns(node, "ip", "route", "show").stdout          # cluster route gone
+    assert _ns(node, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert not os.path.exists(node["cni_conf"])                              # CNI file gone
+    # The underlay still works: the node IP answers from another node.
+    deadline = time.monotonic() + 10
+    while _ns(other, "ping", "-c1", "-W1", node["ip"]).returncode != 0:
+        assert time.monotonic() < deadline, f"{node['ip']} unreachable from {other['name']} after teardown"
+
+
+def _leftovers(name, pids):
+    ns = [l.split()[0] for l in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+          .stdout.splitlines() if l.split() and l.split()[0].startswith(name + "-")]
+    links = [l for l in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()
+             if f": {name}" in l]
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and
+             open(f"/proc/{pid}/stat").read().split(") ", 1)[1][0] != "Z"]
+    procs = [l for l in subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+             if lab_dir(name) in l]
+    return {"netns": ns, "links": links, "pids": alive, "procs": procs, "dir": os.path.exists(lab_dir(name))}
+
+
+def _pids(name):
+    out = []
+    for root, _, files in os.walk(lab_dir(name)):
+        for f in files:
+            if f.endswith(".pid"):
+                try:
+                    out.append(int(open(os.path.join(root, f)).read()))
+                except (OSError, ValueError):
+                    pass
+    return out
+
+
+def test_down_leaves_nothing(lab_name):
+    """Also after a crash: `lab up` killed half-way, then `lab down` (twice: idempotent)."""
+    proc = subprocess.Popen([*OVS_MESH, "lab", "up", "--name", lab_name, "--nodes", "3"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:        # kill it once some daemons run
+            if "node-2: namespace" in line:
+                break
+        pids = _pids(lab_name)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert pids and _leftovers(lab_name, pids)["netns"]
+    ovs_mesh("lab", "down", "--name", lab_name)
+    assert _leftovers(lab_name, pids) == {"netns": [], "links": [], "pids": [], "procs": [], "dir": False}
+
+    ovs_mesh("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "1")
+    pids = _pids(lab_name)
+    assert len(pids) >= 4
+    ovs_mesh("lab", "down", "--name", lab_name)
+    assert _leftovers(lab_name, pids) == {"netns": [], "links": [], "pids": [], "procs": [], "dir": False}
+    assert "not found" in ovs_mesh("lab", "down", "--name", lab_name).stdout
+
+
+def test_bad_input_exits_2():
+    p = ovs_mesh("lab", "up", "--name", "Bad_Name", check=False)
+    assert p.returncode == 2 and "--name: Bad_Name" in p.stderr
+    p = ovs_mesh("lab", "up", "--name", "tx", "--tunnel", "ipip", check=False)
+    assert p.returncode == 2
+    p = ovs_mesh("lab", "check", "--name", "nolab", check=False)
+    assert p.returncode == 2 and "no such lab" in p.stderr
