@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 FIELDS = {"name": "metadata.name", "ip": "status.addresses[InternalIP]", "subnet": "spec.podCIDR"}
 _LEADING = re.compile(r"^node\[(\d+)\]\.(\w+): (.*)$", re.S)
 _INNER = re.compile(r"node\[(\d+)\]\.(\w+)")
+STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
 
 
 class _Gone(Exception):
@@ -179,9 +180,10 @@ class KubernetesSource:
     # -- list / watch loop -------------------------------------------------------------------------
 
     def _run(self) -> None:
-        attempt = 0
+        attempt = 0  # consecutive failures, for the backoff
         listed_at = 0.0
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 if self._rv is None or time.monotonic() - listed_at >= self.resync_seconds:
                     self._list()
@@ -194,24 +196,24 @@ class KubernetesSource:
                 self._rv = None
                 attempt += 1
                 if attempt > 1:  # a second 410 in a row: do not hammer the server
-                    self._sleep(attempt - 1)
+                    self._stop.wait(self._delay(attempt - 1))
             except Exception as e:  # noqa: BLE001 - every failure is retried; the peers stay
                 if self._stop.is_set():
                     break
+                if time.monotonic() - began > STABLE_SECONDS:
+                    attempt = 0  # a watch that ran for a while before breaking: start over
                 self.connected = False
                 self.failures += 1
                 attempt += 1
-                delay = self._sleep(attempt, dry=True)
+                delay = self._delay(attempt)
                 log.warning("kubernetes: %s; keeping %s peers, retrying in %.2f s",
                             _describe(e), len(self._nodes or ()), delay)
                 self._stop.wait(delay)
 
-    def _sleep(self, attempt: int, dry: bool = False) -> float:
+    def _delay(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter (50-100 % of the step)."""
         cap = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-        delay = cap * random.uniform(0.5, 1.0)
-        if not dry:
-            self._stop.wait(delay)
-        return delay
+        return cap * random.uniform(0.5, 1.0)
 
     def _interrupt(self) -> None:
         resp = self._resp
@@ -266,6 +268,8 @@ class KubernetesSource:
         self._resp = resp
         self.connected, self.failures = True, 0
         try:
+            if self._stop.is_set():  # stop() came between the loop's check and this request
+                return
             for line in iter_resp_lines(resp):
                 if self._stop.is_set():
                     return
