@@ -63,11 +63,7 @@ class OvsDaemons:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if _alive(pid) else None  # a killed daemon may linger as a zombie
 
     def vswitchd_ctl(self) -> str:
         return os.path.join(self.rundir, f"ovs-vswitchd.{self.pid('ovs-vswitchd')}.ctl")

@@ -1,6 +1,7 @@
 """The `agent` and `install-service` commands (registered into ovs_mesh.cli)."""
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import re
@@ -86,6 +87,7 @@ def cmd_agent(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.kick("SIGHUP", reset_backoff=True))
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
     LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs",
              config.local.node, source.path, config.source, config.local.ovsdb, args.resync)
     return agent.run()

@@ -285,7 +285,7 @@ class Agent:
         if n:
             LOG.info("reconcile (%s): %d changes in %.3fs: %s", why, n, seconds,
                      ", ".join(str(c) for c in result.changes[:20]) + (" ..." if n > 20 else ""))
-        elif not self.ready:
+        elif not self.ready or any(w in why for w in ("reconnected", "started", "SIGHUP")):
             LOG.info("reconcile (%s): converged, 0 changes in %.3fs", why, seconds)
         else:
             LOG.debug("reconcile (%s): converged, 0 changes in %.3fs", why, seconds)

@@ -22,6 +22,7 @@ import subprocess
 import threading
 import time
 
+from ..daemons import _alive
 from ..state import BRIDGE, COOKIE_MATCH
 
 LOG = logging.getLogger(__name__)
@@ -53,10 +54,9 @@ def vswitchd_pid(rundir: str) -> int | None:
     try:
         with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
             pid = int(f.read().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid) else None
 
 
 def flow_count(rundir: str, bridge: str = BRIDGE) -> int | None:
@@ -88,48 +88,61 @@ class OvsWatcher:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        last_client = last_seqno = last_change = None
-        last_pid = vswitchd_pid(self.agent.rundir) if self.agent.rundir else None
-        flows_seen = True
-        next_flow_check = 0.0
+        self._last_client = self._last_seqno = self._last_change = None
+        self._last_pid = vswitchd_pid(self.agent.rundir) if self.agent.rundir else None
+        self._flows_seen = True
+        self._next_flow_check = 0.0
+        self._failing: set[str] = set()
         while not self._stop.wait(self.interval):
-            try:
-                a = self.agent
-                client = a.client
-                if client is not None:
-                    if client is not last_client:
-                        last_client, last_seqno, last_change = client, session_seqno(client), None
-                    connected = ovsdb_connected(client)
-                    seqno = session_seqno(client)
-                    if connected and seqno != last_seqno:
-                        last_seqno = seqno
-                        a.kick("ovsdb-server reconnected: full resync", reset_backoff=True)
-                    elif connected and client.idl.change_seqno != last_change:
-                        last_change = client.idl.change_seqno
-                        expected = a.expected_fingerprint
-                        if expected is not None and fingerprint(client) != expected:
-                            a.kick("OVSDB rows we own changed")
-                    a.note_ovsdb_connected(connected)
-                rundir = a.rundir
-                if not rundir:
-                    continue
-                pid = vswitchd_pid(rundir)
-                if pid != last_pid:
-                    if pid is not None:
-                        a.kick(f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
-                    else:
-                        LOG.warning("ovs-vswitchd is not running (no live pid in %s)", rundir)
-                    last_pid = pid
-                now = time.monotonic()
-                if pid is not None and now >= next_flow_check and a.expected_flows is not None:
-                    next_flow_check = now + self.flow_interval
-                    count = flow_count(rundir)
-                    if count is None:
-                        flows_seen = False
-                    else:
-                        if count != a.expected_flows:
-                            a.kick(f"{count} flows with our cookie, expected {a.expected_flows}",
-                                   reset_backoff=not flows_seen)
-                        flows_seen = True
-            except Exception:  # the watcher must outlive any surprise
-                LOG.debug("ovs watcher", exc_info=True)
+            for check in (self._check_ovsdb, self._check_vswitchd):
+                try:
+                    check()
+                    self._failing.discard(check.__name__)
+                except Exception:  # the watcher must outlive any surprise; say so once
+                    if check.__name__ not in self._failing:
+                        self._failing.add(check.__name__)
+                        LOG.warning("OVS watcher: %s failed", check.__name__, exc_info=True)
+
+    def _check_ovsdb(self) -> None:
+        a = self.agent
+        client = a.client
+        if client is None:
+            return
+        if client is not self._last_client:
+            self._last_client, self._last_seqno, self._last_change = client, session_seqno(client), None
+        connected = ovsdb_connected(client)
+        seqno = session_seqno(client)
+        if connected and seqno != self._last_seqno:
+            self._last_seqno = seqno
+            a.kick("ovsdb-server reconnected: full resync", reset_backoff=True)
+        elif connected and client.idl.change_seqno != self._last_change:
+            self._last_change = client.idl.change_seqno
+            expected = a.expected_fingerprint
+            if expected is not None and fingerprint(client) != expected:
+                a.kick("OVSDB rows we own changed")
+        a.note_ovsdb_connected(connected)
+
+    def _check_vswitchd(self) -> None:
+        a = self.agent
+        rundir = a.rundir
+        if not rundir:
+            return
+        pid = vswitchd_pid(rundir)
+        if pid != self._last_pid:
+            if pid is not None:
+                a.kick(f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
+            else:
+                LOG.warning("ovs-vswitchd is not running (no live pid in %s)", rundir)
+            self._last_pid = pid
+        now = time.monotonic()
+        if pid is None or now < self._next_flow_check or a.expected_flows is None:
+            return
+        self._next_flow_check = now + self.flow_interval
+        count = flow_count(rundir)
+        if count is None:
+            self._flows_seen = False
+            return
+        if count != a.expected_flows:
+            a.kick(f"{count} flows with our cookie, expected {a.expected_flows}",
+                   reset_backoff=not self._flows_seen)
+        self._flows_seen = True

@@ -1,0 +1,139 @@
+"""The agent as a process against a real ovsdb-server + ovs-vswitchd (dummy datapath)."""
+import copy
+import os
+import signal
+import time
+
+from tests.agent.conftest import flow_lines, our_flows, sandbox_config, wait_for
+
+NODE3 = {"name": "node-3", "ip": "192.168.56.13", "subnet": "10.244.3.0/24"}
+
+
+def has_peer(ovs, subnet: str) -> bool:
+    return f"nw_dst={subnet}" in our_flows(ovs)
+
+
+def test_converges_follows_file_edits_and_keeps_last_good(ovs, agent_factory):
+    data = sandbox_config(ovs)
+    a = agent_factory(data, extra_env={"WATCHDOG_USEC": "400000"}).start()
+    a.wait_ready()
+    assert has_peer(ovs, "10.244.2.0/24")
+    assert any(f.startswith("STATUS=converged") for f in a.notify.fields())
+    wait_for(lambda: "WATCHDOG=1" in a.notify.fields(), 3, "a watchdog ping")
+
+    # Add a node (in-place write): its flows appear within 2 s.
+    added = copy.deepcopy(data)
+    added["nodes"].append(NODE3)
+    t0 = time.monotonic()
+    a.write(added)
+    wait_for(lambda: has_peer(ovs, "10.244.3.0/24"), 2, "node-3's flows")
+    print(f"add node -> flows: {time.monotonic() - t0:.3f}s")
+
+    # Remove it with an atomic rename: gone within 2 s.
+    t0 = time.monotonic()
+    a.write(data, atomic=True)
+    wait_for(lambda: not has_peer(ovs, "10.244.3.0/24"), 2, "node-3's flows gone")
+    print(f"remove node (rename) -> flows gone: {time.monotonic() - t0:.3f}s")
+
+    # A bad edit is logged once, with field and value; the old flows stay.
+    bad = copy.deepcopy(added)
+    bad["nodes"][2]["ip"] = "300.1.2.3"
+    a.write(bad)
+    wait_for(lambda: "nodes[2].ip: 300.1.2.3: not an IPv4 address" in a.log(), 2, "the error logged")
+    os.utime(a.config)         # touch: same bad content again
+    a.write(bad, atomic=True)  # and rewritten
+    time.sleep(1.0)
+    assert a.log().count("nodes[2].ip: 300.1.2.3") == 1, a.log()
+    assert has_peer(ovs, "10.244.2.0/24") and not has_peer(ovs, "10.244.3.0/24")
+
+    # Fixing the file applies it.
+    a.write(added, atomic=True)
+    wait_for(lambda: has_peer(ovs, "10.244.3.0/24"), 2, "node-3's flows after the fix")
+
+    # Metrics and health.
+    wait_for(lambda: a.metric("ovs_mesh_peers") == 2, 2, "2 peers in metrics")
+    status, body = a.http("/metrics")
+    assert status == 200
+    for name in ("ovs_mesh_reconcile_total", "ovs_mesh_reconcile_errors_total", "ovs_mesh_flows",
+                 "ovs_mesh_reconcile_duration_seconds_bucket", "ovs_mesh_last_reconcile_timestamp_seconds",
+                 'ovs_mesh_tunnel_up{peer="node-3"} 1.0', 'ovs_mesh_tunnels{peer="node-2",state="up"} 1.0'):
+        assert name in body, name
+    assert a.metric("ovs_mesh_flows") == len(flow_lines(ovs))
+    status, body = a.http("/healthz")
+    assert status == 200, body
+
+
+def test_repairs_ovs_behind_its_back(ovs, agent_factory):
+    a = agent_factory().start()
+    a.wait_ready()
+    # Someone deletes our tunnel port: repaired.
+    ovs.vsctl("del-port", "obr0", "obr0-vxlan")
+    wait_for(lambda: "obr0-vxlan" in ovs.vsctl("list-ports", "obr0"), 2, "the port back")
+    # Someone deletes our flows: replayed.
+    ovs.ofctl("del-flows", ovs.mgmt("obr0"))
+    wait_for(lambda: has_peer(ovs, "10.244.2.0/24"), 2, "flows back after del-flows")
+
+    # ovs-vswitchd dies and comes back: flows within 2 s of it being up.
+    before = flow_lines(ovs)
+    ovs.stop_daemon("ovs-vswitchd", signal.SIGKILL)
+    time.sleep(0.5)
+    ovs.start_vswitchd()
+    up = time.monotonic()
+    try:
+        wait_for(lambda: flow_lines(ovs) == before, 2, "the same flows after restart", interval=0.05)
+    except AssertionError:
+        raise AssertionError(f"flows {flow_lines(ovs)}\nlog:\n{a.log()}") from None
+    print(f"vswitchd up -> flows back: {time.monotonic() - up:.3f}s")
+
+    # ovsdb-server restarts: the agent reconnects and resyncs.
+    ovs.stop_daemon("ovsdb-server")
+    time.sleep(0.3)
+    ovs.start_ovsdb()
+    t0 = time.monotonic()
+    wait_for(lambda: "reconcile (ovsdb-server reconnected: full resync)" in a.log(), 15, "a full resync")
+    print(f"ovsdb-server up -> resync: {time.monotonic() - t0:.3f}s")
+    ovs.vsctl("del-port", "obr0", "obr0-vxlan")
+    wait_for(lambda: "obr0-vxlan" in ovs.vsctl("list-ports", "obr0"), 5, "the port repaired after reconnect")
+    assert a.proc.poll() is None
+    wait_for(lambda: a.http("/healthz")[0] == 200, 5, "healthy")
+
+
+def test_restart_is_converged_and_sigterm_leaves_the_mesh(ovs, agent_factory):
+    a = agent_factory().start()
+    a.wait_ready()
+    flows = flow_lines(ovs)
+    a.kill()  # SIGKILL
+    a.start()
+    a.wait_ready()
+    assert "converged, 0 changes" in a.log(), a.log()
+    assert a.metric("ovs_mesh_reconcile_changes_total") == 0
+    assert flow_lines(ovs) == flows
+
+    t0 = time.monotonic()
+    a.signal(signal.SIGTERM)
+    assert a.wait_exit(10) == 0
+    print(f"SIGTERM -> exit: {time.monotonic() - t0:.3f}s")
+    assert time.monotonic() - t0 < 3
+    assert "STOPPING=1" in a.notify.fields()
+    assert flow_lines(ovs) == flows
+    assert "obr0-vxlan" in ovs.vsctl("list-ports", "obr0")
+
+
+def test_burst_of_edits_is_coalesced(ovs, agent_factory):
+    data = sandbox_config(ovs)
+    a = agent_factory(data).start()
+    a.wait_ready()
+    before = a.metric("ovs_mesh_reconcile_total")
+    last = None
+    for i in range(100):
+        d = copy.deepcopy(data)
+        d["nodes"].append({**NODE3, "ip": f"192.168.57.{i + 1}"})
+        a.write(d, atomic=bool(i % 2))
+        last = d
+    wait_for(lambda: "192.168.57.100->tun_dst" in our_flows(ovs), 3, "the last edit applied")
+    time.sleep(0.5)
+    passes = a.metric("ovs_mesh_reconcile_total") - before
+    print(f"100 edits -> {passes:.0f} reconciles")
+    assert passes <= 20, passes
+    assert "192.168.57.99->" not in our_flows(ovs)
+    assert last is not None
