@@ -317,6 +317,8 @@ class HostLayer:
             self.nl.del_route(c.old.value)
         for c in by("address", "modify", "delete"):
             self.nl.del_address(c.old.value, c.old.key)
+        for c in by("address", "modify"):  # moved: tell the neighbours the new MAC
+            self.nl.announce(c.new.value, c.new.key.split("/")[0])
         restore = state.setdefault("restore", {})
         for c in by("setting", "add", "modify"):
             key = c.new.key

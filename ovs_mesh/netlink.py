@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import socket
+import struct
 import time
 from ipaddress import IPv4Interface
 
@@ -192,6 +193,20 @@ class Netlink:
         except NetlinkError as e:
             if not _gone(e):
                 raise
+
+    def announce(self, name: str, ip: str) -> None:
+        """Send a gratuitous ARP for `ip` from link `name`, so that neighbours
+        re-learn the MAC after an address moved between links."""
+        link = self.link(name)
+        if link is None or not link.mac:
+            return
+        mac = bytes.fromhex(link.mac.replace(":", ""))
+        addr = socket.inet_aton(ip)
+        frame = (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                 + mac + addr + b"\x00" * 6 + addr)
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+            s.bind((name, 0))
+            s.send(frame)
 
     def wait_link(self, name: str, timeout: float = 5.0) -> Link | None:
         deadline = time.monotonic() + timeout

@@ -4,6 +4,7 @@ file and the netdev underlay bridge; idempotence; strict teardown."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from tests.host.conftest import GATEWAY, NODE_IP, SUBNET, in_ns
@@ -73,3 +74,78 @@ def test_apply_converges_and_teardown_restores(node):
     assert node.underlay in node.ovs.vsctl("list-ports", "br-phy").split()
     assert ping(node.peer_ns, NODE_IP)
 
+    replies = in_ns(node.peer_ns, "ping", "-c", "3", "-i", "0.2", "-W", "1", NODE_IP, check=False).stdout
+    assert "DUP!" not in replies, replies
+
+    # Converged: a second apply and a plan change nothing.
+    again = ok(node.cli("apply", "--json"))
+    assert json.loads(again.stdout)["changes"] == []
+    assert "no changes" in ok(node.cli("plan")).stdout
+
+    # Teardown: all of it gone, sysctls restored, the underlay back on its interface and working.
+    ok(node.cli("teardown"))
+    l = links(node)
+    assert "kbr0" not in l and "obr0" not in l and "br-phy" not in l
+    assert node.sh("ip", "route", "show", "proto", str(ROUTE_PROTO)).stdout.strip() == ""
+    assert node.sysctl("net.ipv4.ip_forward") == forward_before
+    assert node.sysctl("net.ipv4.conf.all.send_redirects") == redirects_before
+    assert not os.path.exists(node.cni_conf)
+    assert node.sh("nft", "list", "table", "ip", "ovs_mesh", check=False).returncode != 0
+    assert addrs(node, node.underlay) == [f"{NODE_IP}/24"]
+    default = json.loads(node.sh("ip", "-j", "route", "show", "default").stdout)
+    assert default and default[0]["dev"] == node.underlay and default[0]["gateway"] == "192.168.77.2"
+    assert node.ovs.vsctl("list-br").split() == []
+    assert ping(node.peer_ns, NODE_IP)
+    assert not os.path.exists(os.path.join(node.ovs.rundir, "ovs-mesh.host.json"))
+    # A second teardown finds nothing to do.
+    assert "no changes" in ok(node.cli("teardown")).stdout
+
+
+def test_teardown_leaves_untagged_things_alone(node):
+    """A kbr0, routes and nft table that ovs-mesh did not create survive teardown,
+    and apply refuses to adopt a foreign kbr0."""
+    node.sh("ip", "link", "add", "kbr0", "type", "bridge")
+    node.sh("nft", "add", "table", "ip", "other")
+    node.sh("ip", "route", "add", "10.99.0.0/16", "via", "192.168.77.2")
+    bad = node.cli("apply")
+    assert bad.returncode == 1 and "kbr0" in bad.stderr and "refusing" in bad.stderr
+    ok(node.cli("teardown"))
+    assert "kbr0" in links(node)
+    assert node.sh("nft", "list", "table", "ip", "other", check=False).returncode == 0
+    assert "10.99.0.0/16" in node.sh("ip", "route").stdout
+    assert node.sysctl("net.ipv4.ip_forward") == "0"
+
+
+def test_foreign_cni_file_is_not_overwritten_or_deleted(node):
+    os.makedirs(os.path.dirname(node.cni_conf), exist_ok=True)
+    with open(node.cni_conf, "w") as f:
+        f.write('{"cniVersion": "1.0.0", "name": "someone-else", "plugins": []}\n')
+    bad = node.cli("apply")
+    assert bad.returncode == 1 and "cni_conf" in bad.stderr
+    ok(node.cli("teardown"))
+    assert "someone-else" in open(node.cni_conf).read()
+
+
+def test_bad_input_exits_2(node):
+    node.rewrite(underlay_interface="omh-nosuch0")
+    p = node.cli("apply")
+    assert p.returncode == 2, p.stderr
+    assert "local.underlay_interface: omh-nosuch0" in p.stderr
+    assert "kbr0" not in links(node)
+    node.rewrite(underlay_interface=node.underlay, datapath="bogus")
+    p = node.cli("plan")
+    assert p.returncode == 2 and "local.datapath" in p.stderr
+
+
+def test_mtu_follows_underlay_and_cluster_mtu(node):
+    node.sh("ip", "link", "set", node.underlay, "mtu", "1400")
+    ok(node.cli("apply"))
+    assert links(node)["kbr0"]["mtu"] == 1350
+    assert json.load(open(node.cni_conf))["plugins"][0]["mtu"] == 1350
+    node.config["cluster"]["mtu"] = 1300
+    node.rewrite()
+    changes = json.loads(ok(node.cli("apply", "--json")).stdout)["changes"]
+    assert {(c["kind"], c["action"]) for c in changes} >= {("link", "modify"), ("cni", "modify")}
+    assert links(node)["kbr0"]["mtu"] == 1300 and links(node)["obr0"]["mtu"] == 1300
+    assert json.load(open(node.cni_conf))["plugins"][0]["mtu"] == 1300
+    ok(node.cli("teardown"))
