@@ -166,14 +166,8 @@ def _make_node(st: LabState, n: dict) -> None:
 def apply_node(st: LabState, n: dict, topo: dict | None = None) -> str:
     """Write the node's config (topology + local) and run `ovs-mesh apply` in its namespace."""
     topo = topo if topo is not None else read_yaml(st.topology_path)
-    hack = os.environ.get("OVS_MESH_LAB_HOSTHACK")  # DEVHACK
-    local = _local_section(n)
-    if hack:  # DEVHACK
-        local["host"] = False  # DEVHACK
-    write_yaml(n["config"], node_config(topo, local))
+    write_yaml(n["config"], node_config(topo, _local_section(n)))
     p = run(*OVS_MESH, "--config", n["config"], "apply", netns=n["ns"], check=False, timeout=120)
-    if hack and p.returncode == 0:  # DEVHACK
-        run(sys.executable, hack, n["config"], netns=n["ns"])  # DEVHACK
     if p.returncode != 0:
         raise LabError(f"{n['name']}: ovs-mesh apply: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
     return p.stdout.strip().splitlines()[0] if p.stdout.strip() else "ok"
