@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
-from ipaddress import IPv4Interface
 
 from topology.config import ConfigError
 from topology.model import Config
@@ -31,8 +29,6 @@ from . import cni, masquerade
 from .netlink import SCOPE_LINK, Link, Netlink, Route
 from .state import BRIDGE, Change, OvsState
 from .underlay import UnderlayOvs, desired_ovs, set_tx_checksum, tx_checksum
-
-LOG = logging.getLogger(__name__)
 
 KBR = cni.BRIDGE_NAME
 ALIAS = "ovs-mesh"
@@ -251,11 +247,12 @@ class HostLayer:
         if teardown:
             settings = dict(restore)
         for key, value in settings.items():
+            kind = key.split(":", 1)[0]  # sysctl | offload
             cur = self._read_setting(key)
             if cur is not None or not teardown:
-                want.append(Item("setting", key, value, _setting_label(key, value)))
+                want.append(Item(kind, key, value, _setting_label(key, value)))
             if cur is not None:
-                have.append(Item("setting", key, cur, _setting_label(key, cur)))
+                have.append(Item(kind, key, cur, _setting_label(key, cur)))
 
         # Masquerade.
         cidr = str(config.cluster.cidr)
@@ -320,7 +317,7 @@ class HostLayer:
         for c in by("address", "modify"):  # moved: tell the neighbours the new MAC
             self.nl.announce(c.new.value, c.new.key.split("/")[0])
         restore = state.setdefault("restore", {})
-        for c in by("setting", "add", "modify"):
+        for c in by("sysctl", "add", "modify") + by("offload", "add", "modify"):
             key = c.new.key
             if teardown:
                 self._write_setting(key, c.new.value)

@@ -42,7 +42,7 @@ def test_apply_converges_and_teardown_restores(node):
 
     plan = ok(node.cli("plan", "--json"))
     kinds = {c["kind"] for c in json.loads(plan.stdout)["changes"]}
-    assert {"link", "address", "route", "setting", "cni", "masquerade", "underlay"} <= kinds
+    assert {"link", "address", "route", "sysctl", "offload", "cni", "masquerade", "underlay"} <= kinds
     ok(node.cli("apply"))
 
     l = links(node)
