@@ -173,7 +173,8 @@ class HostLayer:
     # --- plan ------------------------------------------------------------
     def plan(self, config: Config, pod_mtu: int, teardown: bool) -> list[Change]:
         """Host changes that would make this node match `config`."""
-        changes: list[Change] = []
+        changes: list[Change] = []  # underlay OVS rows first; their deletes last
+        late: list[Change] = []
         underlay = self._underlay(config)
         if underlay is not None:
             bridge, iface = underlay
@@ -181,9 +182,10 @@ class HostLayer:
             if ulink is None and not teardown:
                 raise ConfigError([f"local.underlay_interface: {iface}: no such network interface"])
             want = desired_ovs(bridge, iface, ulink.mtu if ulink else None)
-            changes += self.ovs.changes(bridge, OvsState() if teardown else want)
+            for c in self.ovs.changes(bridge, OvsState() if teardown else want):
+                (late if c.action == "delete" else changes).append(c)
         want, have = self._items(config, pod_mtu, teardown, underlay)
-        return changes + diff_items(want, have)
+        return changes + diff_items(want, have) + late
 
     def _items(self, config: Config, pod_mtu: int, teardown: bool, underlay) -> tuple[list[Item], list[Item]]:
         want: list[Item] = []

@@ -148,4 +148,9 @@ def test_mtu_follows_underlay_and_cluster_mtu(node):
     assert {(c["kind"], c["action"]) for c in changes} >= {("link", "modify"), ("cni", "modify")}
     assert links(node)["kbr0"]["mtu"] == 1300 and links(node)["obr0"]["mtu"] == 1300
     assert json.load(open(node.cni_conf))["plugins"][0]["mtu"] == 1300
+    node.config["cluster"]["masquerade"] = False
+    node.rewrite()
+    changes = json.loads(ok(node.cli("apply", "--json")).stdout)["changes"]
+    assert [(c["kind"], c["action"]) for c in changes] == [("masquerade", "delete")]
+    assert node.sh("nft", "list", "table", "ip", "ovs_mesh", check=False).returncode != 0
     ok(node.cli("teardown"))
