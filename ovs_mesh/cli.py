@@ -115,7 +115,13 @@ def _with_reconciler(args, fn):
     try:
         return fn(config, rec)
     finally:
-        rec.ovsdb.close()
+        close(rec)
+
+
+def close(rec) -> None:
+    rec.ovsdb.close()
+    if rec.host is not None:
+        rec.host.close()
 
 
 def cmd_plan(args) -> int:
@@ -148,7 +154,7 @@ def cmd_teardown(args) -> int:
     try:
         return run(config, rec)
     finally:
-        rec.ovsdb.close()
+        close(rec)
 
 
 def _status_path(config) -> str:
