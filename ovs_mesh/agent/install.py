@@ -63,6 +63,11 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
         if not dry_run:
             os.makedirs(os.path.dirname(config_path), exist_ok=True)
             _write(config_path, data_text("config.yaml"), 0o644)
+    cni_dir = os.path.join(root, "etc/cni/net.d")  # writable for the unit only if it exists
+    if not os.path.isdir(cni_dir):
+        done.append(f"create {cni_dir}")
+        if not dry_run:
+            os.makedirs(cni_dir, exist_ok=True)
     if enable and os.path.abspath(root) == "/":
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME]):
             done.append("run " + " ".join(cmd))

@@ -129,6 +129,7 @@ class Agent:
             self.source.stop()
             if self._kube is not None:
                 self._kube.stop()
+            self._close_host()
             if self.client is not None:
                 self.client.close()
             if self.server is not None:
@@ -234,6 +235,7 @@ class Agent:
                  and time.monotonic() - self._disconnected_since > RECREATE_CLIENT_AFTER)
         if self.client is not None and (self.client.remote != l.ovsdb or stale):
             LOG.info("reconnecting to OVSDB at %s with a new client", l.ovsdb)
+            self._close_host()
             self.client.close()
             self.client, self._rec, self._disconnected_since = None, None, None
         if self.client is None:
@@ -243,6 +245,7 @@ class Agent:
 
     def _reconciler(self, config: Config, client) -> Reconciler:
         if self._rec is None or self._rec.config != config or self._rec.ovsdb is not client:
+            self._close_host()
             host = None
             if config.local.host:
                 from ..host import HostLayer
@@ -250,6 +253,14 @@ class Agent:
                 host = HostLayer(config)
             self._rec = Reconciler(config, client, host=host)
         return self._rec
+
+    def _close_host(self) -> None:
+        host = self._rec.host if self._rec is not None else None
+        if host is not None and hasattr(host, "close"):
+            try:
+                host.close()
+            except Exception:
+                LOG.debug("closing the host layer", exc_info=True)
 
     def reconcile_once(self, why: str) -> bool:
         """One full pass; True when it succeeded (or there is nothing to do yet)."""
