@@ -87,8 +87,13 @@ def check_params(name: str, nodes: int, pods_per_node: int, mesh_degree: int) ->
 
 
 def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mesh_degree: int = 0,
-       pods_per_node: int = 2, progress=print) -> LabState:
-    """Create the lab; on failure the caller runs `down` (everything is recorded)."""
+       pods_per_node: int = 2, progress=print, apply: bool = True) -> LabState:
+    """Create the lab; on failure the caller runs `down` (everything is recorded).
+
+    apply=False stops after the bare nodes (namespaces, underlay, OVS daemons,
+    topology file): the caller configures them (tests/vagrant runs the VMs'
+    provisioning script in each node namespace).
+    """
     t0 = time.monotonic()
     if LabState.load(name) is not None:
         raise LabError(f"lab {name} exists ({LabState(name).dir}); run `ovs-mesh lab down --name {name}` first")
@@ -113,6 +118,9 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     for n in node_recs:
         _make_node(st, n)
         progress(f"{n['name']}: namespace {n['ns']}, {UNDERLAY_IF} {n['ip']}/24, ovsdb-server + ovs-vswitchd")
+    if not apply:
+        st.save()
+        return st
     _parallel(lambda n: apply_node(st, n, topo), node_recs,
               lambda n, out: progress(f"{n['name']}: ovs-mesh apply: {out}"))
     if pods_per_node:
