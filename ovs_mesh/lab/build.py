@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -242,8 +243,14 @@ def down(name: str, progress=print) -> bool:
     """Remove everything the lab recorded, newest first.  Idempotent."""
     st = LabState.load(name)
     if st is None:
-        progress(f"lab {name}: not found (nothing to remove)")
-        return False
+        # No record (its directory was removed by hand): namespaces named like
+        # ours are still ours; remove them and whatever runs inside.
+        leftovers = [ns for ns in _netns_list() if re.fullmatch(rf"{re.escape(name)}-(ul|n\d+(p\d+)?)", ns)]
+        for ns in sorted(leftovers, key=len, reverse=True):
+            _del_netns(ns, progress)
+        if not leftovers:
+            progress(f"lab {name}: not found (nothing to remove)")
+        return bool(leftovers)
     for r in reversed(st.resources()):
         kind = r["kind"]
         if kind == "ovs":
@@ -255,16 +262,27 @@ def down(name: str, progress=print) -> bool:
             if netns_exists(r["netns"]):
                 run("ip", "-n", r["netns"], "link", "del", r["name"], check=False)
         elif kind == "netns":
-            if netns_exists(r["name"]):
-                for pid in _netns_pids(r["name"]):
-                    _kill(pid, r["name"])
-                run("ip", "netns", "del", r["name"], check=False)
-                progress(f"deleted namespace {r['name']}")
+            _del_netns(r["name"], progress)
         elif kind == "dir":
             shutil.rmtree(r["path"], ignore_errors=True)
     shutil.rmtree(st.dir, ignore_errors=True)
     progress(f"lab {name} is down")
     return True
+
+
+def _del_netns(ns: str, progress) -> None:
+    if netns_exists(ns):
+        for pid in _netns_pids(ns):
+            _kill(pid, ns)
+        run("ip", "netns", "del", ns, check=False)
+        progress(f"deleted namespace {ns}")
+
+
+def _netns_list() -> list[str]:
+    try:
+        return sorted(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return []
 
 
 def _netns_pids(ns: str) -> list[int]:

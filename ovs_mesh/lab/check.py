@@ -24,10 +24,20 @@ TCP_BYTES = 10 * 1024 * 1024
 PROBE = [sys.executable, "-m", "ovs_mesh.lab.probe"]
 
 
+def _probe_cmd(rec: dict, ns: str | None, *args: str) -> list[str]:
+    """The probe command for a node/pod record, run in namespace `ns`.
+
+    Records of remote machines (the Vagrant lab, ovs_mesh/lab/remote.py) carry
+    `via` (a command prefix such as ssh) and `python` (the interpreter there).
+    """
+    return [*rec.get("via", ()), *(["ip", "netns", "exec", ns] if ns else []),
+            rec.get("python", PROBE[0]), *PROBE[1:], *args]
+
+
 def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subprocess.Popen]]:
     procs = []
     for pod in pods:
-        p = subprocess.Popen(["ip", "netns", "exec", pod["ns"], *PROBE, "serve"], stdout=subprocess.PIPE,
+        p = subprocess.Popen(_probe_cmd(pod, pod["ns"], "serve"), stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
         procs.append((st.record("proc", pid=p.pid, netns=pod["ns"], what="echo server"), p))
     deadline = time.monotonic() + 20
@@ -45,8 +55,8 @@ def _stop_servers(st: LabState, procs) -> None:
         st.forget(rec)
 
 
-def _probe(ns: str, job: dict) -> dict:
-    p = run(*PROBE, "probe", netns=ns, input=json.dumps(job), timeout=job["timeout"] * 4 + 120)
+def _probe(rec: dict, job: dict) -> dict:
+    p = run(*_probe_cmd(rec, rec["ns"], "probe"), input=json.dumps(job), timeout=job["timeout"] * 4 + 120)
     return json.loads(p.stdout)
 
 
@@ -79,7 +89,7 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
              f"(deadline {timeout:.0f}s per target)")
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
-            results = list(ex.map(lambda j: _probe(j[1]["ns"], j[2]), jobs))
+            results = list(ex.map(lambda j: _probe(j[1], j[2]), jobs))
     finally:
         _stop_servers(st, procs)
     report = {"lab": st.name, "params": st.params, "active_nodes": sorted(active),

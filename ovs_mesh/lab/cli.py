@@ -63,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="write here (atomically) instead of stdout")
     p.set_defaults(func=cmd_topology)
 
+    from .remote import register as register_remote  # `lab pods`, `lab remote-check` (Vagrant lab)
+    register_remote(lsub)
+
 
 def _input_error(*lines: str) -> int:
     for line in lines:
