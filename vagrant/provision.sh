@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Provision one ovs-mesh node: the steps every Vagrant VM runs, and that
+# tests/vagrant runs unchanged inside namespace-lab nodes (with paths pointing
+# into the lab directory).  It only calls the product's own commands:
+#   1. install Open vSwitch, the CNI plugins and ovs-mesh       (OVS_MESH_INSTALL)
+#   2. `ovs-mesh lab topology`: the same topology on every node, generated from
+#      the node list; then this node's config (topology + local section)
+#   3. `ovs-mesh validate`, then run it: systemd unit via `ovs-mesh install-service`,
+#      or `ovs-mesh apply` once, or `ovs-mesh agent` in the background (OVS_MESH_RUN)
+# Parameters (environment; defaults are the VM's):
+#   OVS_MESH_NODES      "NAME=IP NAME=IP ..."      every node of the mesh, in order (required)
+#   OVS_MESH_NODE       this node's name           (default: hostname)
+#   OVS_MESH_TUNNEL     vxlan | gre | geneve       (default vxlan)
+#   OVS_MESH_MODE       flow | port | stp          (default flow)
+#   OVS_MESH_CIDR       pod range                  (default 10.244.0.0/16)
+#   OVS_MESH_TOPOLOGY   shared topology file       (default /etc/ovs-mesh/topology.yaml)
+#   OVS_MESH_CONFIG     this node's config         (default /etc/ovs-mesh/config.yaml)
+#   OVS_MESH_OVSDB      OVSDB remote               (default unix:/var/run/openvswitch/db.sock)
+#   OVS_MESH_DATAPATH   system | netdev | dummy    (default system)
+#   OVS_MESH_UNDERLAY_BRIDGE, OVS_MESH_UNDERLAY_INTERFACE   netdev datapath only
+#   OVS_MESH_CNI_CONF   CNI conflist path          (default /etc/cni/net.d/10-ovs-mesh.conflist)
+#   OVS_MESH_INSTALL    apt | none                 (default apt: apt packages + venv from OVS_MESH_SRC)
+#   OVS_MESH_SRC        the repository             (default /ovs-mesh, the synced folder)
+#   OVS_MESH_VENV       virtualenv for ovs-mesh    (default /opt/ovs-mesh/venv)
+#   OVS_MESH_BIN        the ovs-mesh executable    (default $OVS_MESH_VENV/bin/ovs-mesh)
+#   OVS_MESH_RUN        systemd | apply | agent | none   (default systemd)
+#   OVS_MESH_AGENT_PIDFILE, OVS_MESH_AGENT_LOG     agent mode only
+set -euo pipefail
+
+log() { echo "ovs-mesh provision${NODE:+ [$NODE]}: $*"; }
+die() { echo "ovs-mesh provision: error: $*" >&2; exit 2; }
+
+NODES=${OVS_MESH_NODES:-}
+NODE=${OVS_MESH_NODE:-$(hostname)}
+TUNNEL=${OVS_MESH_TUNNEL:-vxlan}
+MODE=${OVS_MESH_MODE:-flow}
+CIDR=${OVS_MESH_CIDR:-10.244.0.0/16}
+TOPOLOGY=${OVS_MESH_TOPOLOGY:-/etc/ovs-mesh/topology.yaml}
+CONFIG=${OVS_MESH_CONFIG:-/etc/ovs-mesh/config.yaml}
+OVSDB=${OVS_MESH_OVSDB:-unix:/var/run/openvswitch/db.sock}
+DATAPATH=${OVS_MESH_DATAPATH:-system}
+UNDERLAY_BRIDGE=${OVS_MESH_UNDERLAY_BRIDGE:-}
+UNDERLAY_INTERFACE=${OVS_MESH_UNDERLAY_INTERFACE:-}
+CNI_CONF=${OVS_MESH_CNI_CONF:-/etc/cni/net.d/10-ovs-mesh.conflist}
+INSTALL=${OVS_MESH_INSTALL:-apt}
+SRC=${OVS_MESH_SRC:-/ovs-mesh}
+VENV=${OVS_MESH_VENV:-/opt/ovs-mesh/venv}
+BIN=${OVS_MESH_BIN:-$VENV/bin/ovs-mesh}
+RUN=${OVS_MESH_RUN:-systemd}
+
+[[ -n $NODES ]] || die "OVS_MESH_NODES: empty: give every node as NAME=IP, separated by spaces"
+case $INSTALL in apt|none) ;; *) die "OVS_MESH_INSTALL: $INSTALL: must be apt or none" ;; esac
+case $RUN in systemd|apply|agent|none) ;; *) die "OVS_MESH_RUN: $RUN: must be systemd, apply, agent or none" ;; esac
+
+# 1. Packages and ovs-mesh itself.
+if [[ $INSTALL == apt ]]; then
+  log "installing Open vSwitch, CNI plugins, Python venv (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends openvswitch-switch containernetworking-plugins \
+    python3-venv python3-pip iproute2 iputils-ping ethtool nftables >/dev/null
+  systemctl enable --now openvswitch-switch.service
+  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+  log "installing ovs-mesh from $SRC into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q "$SRC"
+fi
+[[ -x $BIN ]] || die "OVS_MESH_BIN: $BIN: not an executable (install ovs-mesh or set OVS_MESH_INSTALL=apt)"
+
+# 2. The topology (identical on every node) and this node's config.
+node_args=()
+for spec in $NODES; do node_args+=(--node "$spec"); done
+topo_args=("${node_args[@]}" --tunnel "$TUNNEL" --mode "$MODE" --cidr "$CIDR")
+mkdir -p "$(dirname "$TOPOLOGY")" "$(dirname "$CONFIG")"
+"$BIN" lab topology "${topo_args[@]}" -o "$TOPOLOGY"
+local_args=(--local "$NODE" --local-set "ovsdb=$OVSDB" --local-set "datapath=$DATAPATH"
+            --local-set host=true --local-set "cni_conf=$CNI_CONF")
+[[ -z $UNDERLAY_BRIDGE ]] || local_args+=(--local-set "underlay_bridge=$UNDERLAY_BRIDGE")
+[[ -z $UNDERLAY_INTERFACE ]] || local_args+=(--local-set "underlay_interface=$UNDERLAY_INTERFACE")
+"$BIN" lab topology "${topo_args[@]}" "${local_args[@]}" -o "$CONFIG"
+"$BIN" --config "$CONFIG" validate
+log "topology $TOPOLOGY ($(sha256sum "$TOPOLOGY" | cut -c1-12)), config $CONFIG: $TUNNEL, $MODE mode"
+
+# 3. Run it.
+case $RUN in
+  systemd)
+    "$BIN" install-service --exec "$BIN"   # keeps the config written above
+    systemctl restart ovs-mesh.service     # the agent converges at start; restarts keep traffic
+    log "ovs-mesh.service: $(systemctl is-active ovs-mesh.service)"
+    ;;
+  apply)
+    "$BIN" --config "$CONFIG" apply
+    ;;
+  agent)
+    pidfile=${OVS_MESH_AGENT_PIDFILE:-/run/ovs-mesh-agent.pid}
+    logfile=${OVS_MESH_AGENT_LOG:-/var/log/ovs-mesh-agent.log}
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      log "agent already running (pid $(cat "$pidfile")): it re-reads $CONFIG by itself"
+    else
+      nohup "$BIN" --config "$CONFIG" agent </dev/null >>"$logfile" 2>&1 &
+      echo $! >"$pidfile"
+      log "agent started (pid $!, log $logfile)"
+    fi
+    ;;
+  none) ;;
+esac
+
+# Converged when `plan` has nothing left to change (the agent may still be starting).
+if [[ $RUN != none ]]; then
+  for _ in $(seq 1 60); do
+    if "$BIN" --config "$CONFIG" plan 2>/dev/null | grep -q 'no changes'; then
+      log "converged: $("$BIN" --config "$CONFIG" status 2>/dev/null | head -n1)"
+      exit 0
+    fi
+    sleep 1
+  done
+  die "not converged after 60s: see '$BIN --config $CONFIG plan' and the agent's log"
+fi
