@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"YAML config (default: $OVS_MESH_CONFIG or {DEFAULT_CONFIG})")
     p.add_argument("--node", help="this node's name (overrides local.node; default: the hostname)")
     p.add_argument("--ovsdb", help="OVSDB remote: unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT (overrides local.ovsdb)")
+    p.add_argument("--local", metavar="FILE", dest="local_file",
+                   help="YAML with this node's `local` settings, overriding the config's local section "
+                        "(so every node can share one topology file)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("validate", help="check the config; report all errors at once")
@@ -66,9 +69,33 @@ def _add_extra_commands(sub) -> None:
         mod.register(sub)
 
 
+def overrides(args) -> dict:
+    """Local settings from --local FILE, then --node/--ovsdb on top."""
+    from topology.config import LOCAL_KEYS, load_yaml
+
+    out: dict = {}
+    path = getattr(args, "local_file", None)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = load_yaml(f.read(), path)
+        except OSError as e:
+            raise ConfigError([f"--local: {path}: {e.strerror}"]) from None
+        if isinstance(data, dict) and isinstance(data.get("local"), dict) and len(data) == 1:
+            data = data["local"]  # also accept a file that is just `local: {...}`
+        if not isinstance(data, dict):
+            raise ConfigError([f"--local: {path}: must be a mapping of local settings"])
+        unknown = [f"{path}: local.{k}: unknown key (allowed: {', '.join(LOCAL_KEYS)})"
+                   for k in data if k not in LOCAL_KEYS]
+        if unknown:
+            raise ConfigError(unknown)
+        out.update(data)
+    out.update({k: v for k, v in (("node", args.node), ("ovsdb", args.ovsdb)) if v is not None})
+    return out
+
+
 def load(args, require_local: bool = True):
-    overrides = {"node": args.node, "ovsdb": args.ovsdb}
-    return load_config(args.config, overrides, require_local=require_local)
+    return load_config(args.config, overrides(args), require_local=require_local)
 
 
 def make_reconciler(config):

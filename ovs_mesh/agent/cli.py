@@ -81,7 +81,9 @@ def cmd_agent(args) -> int:
     if not args.resync > 0:
         raise InputError(f"--resync: {args.resync}: must be a positive number of seconds")
     setup_logging(args.verbose)
-    source = FileSource(args.config, {"node": args.node, "ovsdb": args.ovsdb})
+    from ..cli import overrides
+
+    source = FileSource(args.config, overrides(args))
     config = source.load()  # bad config at start: exit 2, nothing touched
     agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
