@@ -12,7 +12,7 @@
 #   OVS_MESH_NODE       this node's name           (default: hostname)
 #   OVS_MESH_TUNNEL     vxlan | gre | geneve       (default vxlan)
 #   OVS_MESH_MODE       flow | port | stp          (default flow)
-#   OVS_MESH_CIDR       pod range                  (default 10.244.0.0/16)
+#   OVS_MESH_CIDR       pod range                  (default: ovs-mesh's)
 #   OVS_MESH_TOPOLOGY   shared topology file       (default /etc/ovs-mesh/topology.yaml)
 #   OVS_MESH_CONFIG     this node's config         (default /etc/ovs-mesh/config.yaml)
 #   OVS_MESH_OVSDB      OVSDB remote               (default unix:/var/run/openvswitch/db.sock)
@@ -34,7 +34,7 @@ NODES=${OVS_MESH_NODES:-}
 NODE=${OVS_MESH_NODE:-$(hostname)}
 TUNNEL=${OVS_MESH_TUNNEL:-vxlan}
 MODE=${OVS_MESH_MODE:-flow}
-CIDR=${OVS_MESH_CIDR:-10.244.0.0/16}
+CIDR=${OVS_MESH_CIDR:-}
 TOPOLOGY=${OVS_MESH_TOPOLOGY:-/etc/ovs-mesh/topology.yaml}
 CONFIG=${OVS_MESH_CONFIG:-/etc/ovs-mesh/config.yaml}
 OVSDB=${OVS_MESH_OVSDB:-unix:/var/run/openvswitch/db.sock}
@@ -70,7 +70,8 @@ fi
 # 2. The topology (identical on every node) and this node's config.
 node_args=()
 for spec in $NODES; do node_args+=(--node "$spec"); done
-topo_args=("${node_args[@]}" --tunnel "$TUNNEL" --mode "$MODE" --cidr "$CIDR")
+topo_args=("${node_args[@]}" --tunnel "$TUNNEL" --mode "$MODE")
+[[ -z $CIDR ]] || topo_args+=(--cidr "$CIDR")
 mkdir -p "$(dirname "$TOPOLOGY")" "$(dirname "$CONFIG")"
 "$BIN" lab topology "${topo_args[@]}" -o "$TOPOLOGY"
 local_args=(--local "$NODE" --local-set "ovsdb=$OVSDB" --local-set "datapath=$DATAPATH"
