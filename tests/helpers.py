@@ -5,6 +5,7 @@ import copy
 import os
 import subprocess
 import sys
+import time
 
 from ruamel.yaml import YAML
 
@@ -31,3 +32,15 @@ def write_config(path: str, data: dict) -> str:
 def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ovs_mesh", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+def wait_for(pred, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):
+    """Poll pred() until it returns a truthy value; fail with the last value after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

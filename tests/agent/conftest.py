@@ -19,21 +19,14 @@ import urllib.request
 
 import pytest
 
+from tests.helpers import wait_for  # noqa: F401  (used by the tests here)
+
 from tests.helpers import REPO, base_config, write_config
 from tests.sandbox.conftest import ovs  # noqa: F401  (the fixture)
 
 from ovs_mesh.state import COOKIE_MATCH
 
 
-def wait_for(pred, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def free_port() -> int:

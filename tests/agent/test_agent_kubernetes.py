@@ -7,17 +7,8 @@ import pytest
 from tests.agent.conftest import our_flows, wait_for
 from tests.helpers import base_config
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "kube"))
-from fake_apiserver import FakeApiServer, make_node  # noqa: E402
-
-
-@pytest.fixture
-def apiserver():
-    server = FakeApiServer()
-    try:
-        yield server
-    finally:
-        server.close()
+from tests.kube.conftest import apiserver  # noqa: F401  (fixture)
+from tests.kube.fake_apiserver import make_node  # noqa: E402
 
 
 def test_agent_follows_the_kubernetes_nodes(ovs, agent_factory, apiserver, tmp_path, monkeypatch):

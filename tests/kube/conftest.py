@@ -8,24 +8,14 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+from tests.helpers import wait_for  # noqa: F401  (used by the tests here)
 
-from fake_apiserver import FakeApiServer  # noqa: E402
+from tests.kube.fake_apiserver import FakeApiServer  # noqa: E402
 
 from topology.kubernetes_source import KubernetesSource  # noqa: E402
 from topology.model import Cluster  # noqa: E402
 
 
-def wait_for(pred, timeout: float = 5.0, what: str = "condition"):
-    """Poll pred() until it returns a truthy value; fail with the last value after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
 class Notifications:

@@ -11,8 +11,8 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from conftest import wait_for
-from fake_apiserver import make_node
+from tests.helpers import wait_for
+from tests.kube.fake_apiserver import make_node
 
 from topology.config import ConfigError
 from topology.kubernetes_source import KubernetesSource
