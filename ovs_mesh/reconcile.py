@@ -14,7 +14,7 @@ from topology.model import Config
 from . import desired as desired_mod
 from .diff import diff
 from .openflow import OpenFlow
-from .state import BRIDGE, Change, OvsState
+from .state import BRIDGE, Change, Conflict, OvsState
 
 DEFAULT_UNDERLAY_MTU = 1500
 
@@ -60,36 +60,37 @@ class Reconciler:
         underlay = self.host.underlay_mtu() if self.host is not None else DEFAULT_UNDERLAY_MTU
         return self.config.cluster.pod_mtu(underlay)
 
-    def desired(self, observed: Observed) -> OvsState:
-        return desired_mod.build(self.config, self.pod_mtu(), observed.ofports)
+    def desired(self, observed: Observed, pod_mtu: int | None = None) -> OvsState:
+        return desired_mod.build(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
 
-    def plan(self, teardown: bool = False) -> Result:
-        observed = self.observe()
-        changes = self._changes(observed, teardown)
+    def plan(self, teardown: bool = False, observed: Observed | None = None) -> Result:
+        observed = observed or self.observe()
+        _, changes = self._changes(observed, teardown)
         return Result(changes, observed.problems)
 
-    def _changes(self, observed: Observed, teardown: bool) -> list[Change]:
-        want = OvsState() if teardown else self.desired(observed)
+    def _changes(self, observed: Observed, teardown: bool) -> tuple[OvsState, list[Change]]:
+        mtu = self.pod_mtu()
+        want = OvsState() if teardown else self.desired(observed, mtu)
         changes = diff(want, observed.ovs)
         if self.host is not None:
-            changes += self.host.plan(self.config, self.pod_mtu(), teardown)
-        return changes
+            changes += self.host.plan(self.config, mtu, teardown)
+        return want, changes
 
-    def _check_ports(self, observed: Observed) -> list[str]:
+    def _check_ports(self, want: OvsState) -> list[str]:
         """After an OVSDB change: interfaces OVS failed to create, ofports not as requested."""
         _, ofports, problems = self.ovsdb.read(BRIDGE)
-        want = {p.name: p.ofport_request for p in self.desired(observed).ports}
-        problems += [f"port {n}: ofport {ofports.get(n)} is not the requested {r}"
-                     for n, r in want.items() if r and ofports.get(n) not in (r, -1)]
+        problems += [f"port {p.name}: ofport {ofports.get(p.name)} is not the requested {p.ofport_request}"
+                     for p in want.ports
+                     if p.ofport_request and ofports.get(p.name) not in (p.ofport_request, -1)]
         return problems
 
     def apply(self, teardown: bool = False) -> Result:
         start = time.monotonic()
         observed = self.observe()
-        blocking = [p for p in observed.problems if "refusing" in p]
-        if blocking:
-            raise ReconcileError("; ".join(blocking))
-        changes = self._changes(observed, teardown)
+        conflicts = [p for p in observed.problems if isinstance(p, Conflict)]
+        if conflicts:
+            raise ReconcileError("; ".join(conflicts))
+        want, changes = self._changes(observed, teardown)
         ovs_changes = [c for c in changes if c.kind in ("bridge", "port")]
         flow_changes = [c for c in changes if c.kind == "flow"]
         result = Result(changes, [])
@@ -105,6 +106,6 @@ class Reconciler:
             self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")],
                             self.config, teardown)
         if not teardown:
-            result.problems = self._check_ports(observed) if ovs_changes else observed.problems
+            result.problems = self._check_ports(want) if ovs_changes else observed.problems
         result.seconds = time.monotonic() - start
         return result

@@ -93,6 +93,10 @@ class OvsState:
         return {p.name: p for p in self.ports}
 
 
+class Conflict(str):
+    """A problem that forbids applying: something we would have to change is not ours."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Change:
     action: str        # add | delete | modify

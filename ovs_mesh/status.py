@@ -25,8 +25,9 @@ def _tunnel_health(idl, port_name: str) -> dict:
 
 def collect(config, rec, status_path: str) -> dict:
     c = config.cluster
-    plan = rec.plan()
-    flows = rec.observe().ovs.flows
+    observed = rec.observe()
+    plan = rec.plan(observed=observed)
+    flows = observed.ovs.flows
     peers = []
     with rec.ovsdb.conn.lock:
         for p in peers_of(c, config.nodes, config.local.node):

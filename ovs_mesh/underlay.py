@@ -15,7 +15,7 @@ import shutil
 import subprocess
 
 from .diff import diff
-from .state import OWNER_KEY, BridgeSpec, Change, OvsState, PortSpec, frozen_map
+from .state import OWNER_KEY, BridgeSpec, Change, Conflict, OvsState, PortSpec, frozen_map
 
 ROLE = "underlay"
 
@@ -44,7 +44,7 @@ class UnderlayOvs:
 
     def read(self, bridge: str) -> OvsState:
         state, _, problems = self.client.read(bridge)
-        refusing = [p for p in problems if "refusing" in p]
+        refusing = [p for p in problems if isinstance(p, Conflict)]
         if refusing:
             raise RuntimeError("; ".join(refusing))
         return state

@@ -5,7 +5,7 @@ failed to create are reported, not hidden.
 """
 from __future__ import annotations
 
-from ovs_mesh.state import OWNER_KEY, PEER_KEY, BridgeSpec, OvsState, PortSpec, frozen_map
+from ovs_mesh.state import OWNER_KEY, PEER_KEY, BridgeSpec, Conflict, OvsState, PortSpec, frozen_map
 
 
 def _one(col):
@@ -31,8 +31,8 @@ def read_owned(idl, bridge: str) -> tuple[OvsState, dict[str, int], list[str]]:
     if row is None:
         return OvsState(), {}, problems
     if OWNER_KEY not in row.external_ids:
-        problems.append(f"bridge {bridge} exists but was not created by ovs-mesh "
-                        f"(no external_ids:{OWNER_KEY}); refusing to touch it")
+        problems.append(Conflict(f"bridge {bridge} exists but was not created by ovs-mesh "
+                                 f"(no external_ids:{OWNER_KEY}); refusing to touch it"))
         return OvsState(), {}, problems
     local_mtu = None
     ports, ofports = [], {}
