@@ -83,7 +83,9 @@ def cmd_agent(args) -> int:
     setup_logging(args.verbose)
     from ..cli import overrides
 
-    source = FileSource(args.config, overrides(args))
+    # A node that is not (yet) in the topology file waits for it, like a new
+    # machine whose agent runs before the file lists it (the loop says so once).
+    source = FileSource(args.config, overrides(args), require_local=False)
     config = source.load()  # bad config at start: exit 2, nothing touched
     agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())

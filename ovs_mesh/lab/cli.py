@@ -1,4 +1,4 @@
-"""`ovs-mesh lab up|check|down|apply|topology`: the lab's command line.
+"""`ovs-mesh lab up|check|down|apply|add-node|remove-node|restart-agent|topology`: the lab's command line.
 
 Each subcommand returns an exit code: 0 ok, 1 runtime failure (or a failed
 check), 2 invalid input.
@@ -30,12 +30,17 @@ def register(sub) -> None:
                        help=f"lab name: prefix of its namespaces (default {DEFAULT_NAME})")
         return p
 
-    p = named(lsub.add_parser("up", help="build the lab: nodes, underlay, OVS, ovs-mesh apply, pods"))
+    p = named(lsub.add_parser("up", help="build the lab: nodes, underlay, OVS, an ovs-mesh agent per node, pods",
+                              description="Each node runs `ovs-mesh agent` on the lab's one topology file "
+                                          "(<lab dir>/topology.yaml) and its own local.yaml: edit the "
+                                          "topology file and the lab follows within a second."))
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     p.add_argument("--tunnel", choices=TUNNELS, default="vxlan")
     p.add_argument("--mode", choices=MODES, default="flow")
     p.add_argument("--mesh-degree", type=int, default=0, help="stp mode: peers per node (0: full mesh)")
     p.add_argument("--pods-per-node", type=int, default=2)
+    p.add_argument("--no-agent", action="store_true",
+                   help="configure each node with one `ovs-mesh apply` instead of running an agent")
     p.set_defaults(func=cmd_up)
 
     p = named(lsub.add_parser("check", help="prove pod<->pod and node->pod connectivity with real packets"))
@@ -44,8 +49,23 @@ def register(sub) -> None:
                    "(default 20; 60 in stp mode)")
     p.set_defaults(func=cmd_check)
 
-    p = named(lsub.add_parser("apply", help="re-apply the lab's topology file on every node still in it"))
+    p = named(lsub.add_parser("apply", help="wait until every node still in the topology file follows it "
+                                            "(one-shot `ovs-mesh apply` where no agent runs)"))
     p.set_defaults(func=cmd_apply)
+
+    p = named(lsub.add_parser("add-node", help="add a node (namespace, underlay, OVS, agent) and put it "
+                                               "in the topology file"))
+    p.add_argument("--pods", type=int, default=0, help="pods to create on it once it converged")
+    p.set_defaults(func=cmd_add_node)
+
+    p = named(lsub.add_parser("remove-node", help="drop a node from the topology file and remove it"))
+    p.add_argument("--node", required=True, help="node name (node-K)")
+    p.set_defaults(func=cmd_remove_node)
+
+    p = named(lsub.add_parser("restart-agent", help="stop a node's agent with a signal and start it again"))
+    p.add_argument("--node", required=True, help="node name (node-K)")
+    p.add_argument("--signal", choices=("TERM", "KILL"), default="TERM")
+    p.set_defaults(func=cmd_restart_agent)
 
     p = named(lsub.add_parser("down", help="remove everything the lab created (idempotent)"))
     p.set_defaults(func=cmd_down)
@@ -85,7 +105,8 @@ def cmd_up(args) -> int:
         return _input_error(*errors)
     try:
         build.up(args.name, nodes=args.nodes, tunnel=args.tunnel, mode=args.mode,
-                 mesh_degree=args.mesh_degree, pods_per_node=args.pods_per_node, progress=_progress)
+                 mesh_degree=args.mesh_degree, pods_per_node=args.pods_per_node, progress=_progress,
+                 agent=not args.no_agent)
     except build.LabError as e:
         print(f"lab up: {e}", file=sys.stderr)
         if LabState.load(args.name) is not None and "exists" not in str(e):
@@ -118,6 +139,58 @@ def cmd_apply(args) -> int:
         return _input_error(f"--name: {args.name}: no such lab")
     apply_all(st, progress=_progress)
     return 0
+
+
+def _on_node(args, fn) -> int:
+    """Run a lab step on a named lab (and node); LabError/AgentError -> exit 1."""
+    from .agents import AgentError
+    from .build import LabError
+
+    st = _lab(args)
+    if st is None:
+        return _input_error(f"--name: {args.name}: no such lab")
+    node = getattr(args, "node", None)
+    if node is not None and node not in [n["name"] for n in st.nodes]:
+        return _input_error(f"--node: {node}: not a node of lab {args.name} "
+                            f"({', '.join(n['name'] for n in st.nodes)})")
+    try:
+        fn(st)
+    except (LabError, AgentError) as e:
+        print(f"lab {args.lab_command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_add_node(args) -> int:
+    from .build import add_node, add_pod
+
+    def add(st):
+        n = add_node(st, progress=_progress)
+        for j in range(1, args.pods + 1):
+            pod = add_pod(st, n, j)
+            st.save()
+            _progress(f"{n['name']}: pod {pod['name']} {pod['ip']} (CNI bridge)")
+    if args.pods < 0:
+        return _input_error(f"--pods: {args.pods}: must be >= 0")
+    return _on_node(args, add)
+
+
+def cmd_remove_node(args) -> int:
+    from .build import remove_node
+
+    return _on_node(args, lambda st: remove_node(st, args.node, progress=_progress))
+
+
+def cmd_restart_agent(args) -> int:
+    import signal
+
+    from .build import restart_agent
+
+    def restart(st):
+        r = restart_agent(st, args.node, getattr(signal, f"SIG{args.signal}"))
+        _progress(f"{args.node}: agent pid {r['old_pid']} stopped (SIG{args.signal}); pid {r['pid']} "
+                  f"converged in {r['seconds']:.2f}s with {r['changes']} changes")
+    return _on_node(args, restart)
 
 
 def cmd_down(args) -> int:
