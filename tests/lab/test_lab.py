@@ -118,8 +118,10 @@ def test_teardown_on_a_lab_node(lab_name):
     node, other = st.nodes
     assert _ns(node, "ip", "link", "show", "kbr0").returncode == 0
     assert os.path.exists(node["cni_conf"])
-    p = subprocess.run(["ip", "netns", "exec", node["ns"], *OVS_MESH, "--config", node["config"], "teardown"],
-                       capture_output=True, text=True)
+    from ovs_mesh.lab import agents, build
+
+    assert build.stop_agent(st, node) is not None          # else the agent would build it all again
+    p = subprocess.run(agents.command(st, node, "teardown"), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert _ns(node, "ip", "link", "show", "kbr0").returncode != 0           # kbr0 gone
     assert "obr0" not in _vsctl(node, "list-br").split()                     # obr0 gone
@@ -171,6 +173,23 @@ def test_down_leaves_nothing(lab_name):
         proc.wait()
     assert pids and _leftovers(lab_name, pids)["netns"]
     ovs_mesh("lab", "down", "--name", lab_name)
+    assert _leftovers(lab_name, pids) == {"netns": [], "links": [], "pids": [], "procs": [], "dir": False}
+
+    # Killed once the agents run: `lab down` stops them (from the record) before their OVS.
+    proc = subprocess.Popen([*OVS_MESH, "lab", "up", "--name", lab_name, "--nodes", "2"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if "ovs-mesh agent pid" in line:
+                break
+        pids = _pids(lab_name)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    agent_pids = [int(open(os.path.join(lab_dir(lab_name), n, "agent.pid")).read()) for n in ("node-1", "node-2")]
+    assert all(os.path.exists(f"/proc/{pid}") for pid in agent_pids)
+    out = ovs_mesh("lab", "down", "--name", lab_name).stdout
+    assert out.index("stopped the ovs-mesh agent") < out.index("stopped ovsdb-server/ovs-vswitchd"), out
     assert _leftovers(lab_name, pids) == {"netns": [], "links": [], "pids": [], "procs": [], "dir": False}
 
     ovs_mesh("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "1")
