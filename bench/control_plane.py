@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -449,6 +450,8 @@ def main(argv=None) -> int:
             prof.dump_stats(args.profile)
     if args.worker:
         return worker(args.worker)
+    # SIGTERM ends the run through the finally blocks: sandboxes stopped, temp dirs removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [100, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     drivers = args.drivers.split(",")
