@@ -19,7 +19,7 @@ import time
 
 from ovs_mesh.daemons import _alive
 
-from .state import LabState
+from .state import LabError, LabState
 from .topology import write_yaml
 
 STATUS_FILE = "ovs-mesh.status.json"
@@ -27,8 +27,8 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 
-class AgentError(RuntimeError):
-    pass
+class AgentError(LabError):
+    """An agent did not start, get ready or stop."""
 
 
 def local_section(node: dict, underlay_bridge: str, underlay_if: str) -> dict:

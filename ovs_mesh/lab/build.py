@@ -26,7 +26,7 @@ from ovs_mesh.daemons import OvsDaemons, _alive
 from topology.allocate import allocate
 
 from . import agents
-from .state import NAME_RE, LabState
+from .state import NAME_RE, LabError, LabState
 from .topology import cluster_of, make_topology, read_yaml, write_yaml
 
 CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
@@ -34,10 +34,6 @@ UNDERLAY_NET = "192.168.213"     # node k has .(10+k)/24; lives only inside lab 
 UNDERLAY_IF = "ul0"              # the node's underlay NIC (inside its namespace)
 UNDERLAY_BRIDGE = "br-phy"       # OVS bridge that carries the node IP (userspace datapath)
 OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
-
-
-class LabError(RuntimeError):
-    pass
 
 
 def run(*args: str, netns: str | None = None, input: str | None = None, env: dict | None = None,
@@ -146,7 +142,8 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     st.pods.sort(key=lambda p: (p["k"], p["j"]))
     st.save()
     progress(f"lab {name} is up in {time.monotonic() - t0:.1f}s: {nodes} nodes, "
-             f"{nodes * pods_per_node} pods; run `ovs-mesh lab check --name {name}`")
+             f"{nodes * pods_per_node} pods; run `ovs-mesh lab check --name {name}`"
+             + (f"; edit {st.topology_path} and the agents follow" if agent else ""))
     return st
 
 
@@ -256,6 +253,9 @@ def apply_all(st: LabState, progress=print) -> list[str]:
     topo = read_yaml(st.topology_path)
     names = {e["name"] for e in topo.get("nodes") or []}
     active = [n for n in st.nodes if n["name"] in names]
+    c = cluster_of(topo)
+    st.params.update(tunnel=c.tunnel, mode=c.mode, mesh_degree=c.mesh_degree)  # what `lab check` shows
+    st.save()
 
     def follow(n):
         if agents.pid_of(n) is None:

@@ -16,6 +16,10 @@ BASE_DIR = os.environ.get("OVS_MESH_LAB_DIR", "/run/ovs-mesh-lab")
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 
 
+class LabError(RuntimeError):
+    """A lab step failed (the CLI exits 1 and `lab up` removes what it built)."""
+
+
 def lab_dir(name: str) -> str:
     return os.path.join(BASE_DIR, name)
 

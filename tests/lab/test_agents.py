@@ -242,3 +242,17 @@ def test_node_added_and_removed_within_2s(lab):
             build.remove_node(st, new, progress=lambda s: None)
     assert [n["name"] for n in st.nodes] == before
     assert not os.path.exists(new["dir"]) and not build.netns_exists(new["ns"])
+
+
+def test_lab_agent_commands(lab):
+    """The same steps from the command line: restart-agent, apply (agents follow), bad input exits 2."""
+    from tests.lab.conftest import ovs_mesh
+
+    out = ovs_mesh("lab", "restart-agent", "--name", lab.name, "--node", "node-2", "--signal", "KILL").stdout
+    assert re.search(r"node-2: agent pid \d+ stopped \(SIGKILL\); pid \d+ converged in [\d.]+s with 0 changes", out)
+    out = ovs_mesh("lab", "apply", "--name", lab.name).stdout
+    assert "node-1: agent converged: 1 peers" in out and "node-2: agent converged: 1 peers" in out
+    p = ovs_mesh("lab", "restart-agent", "--name", lab.name, "--node", "node-9", check=False)
+    assert p.returncode == 2 and "--node: node-9: not a node of lab" in p.stderr
+    p = ovs_mesh("lab", "remove-node", "--name", "nolab", "--node", "node-1", check=False)
+    assert p.returncode == 2 and "no such lab" in p.stderr
