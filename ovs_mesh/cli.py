@@ -115,7 +115,7 @@ def make_reconciler(config):
 
 def _print_result(result, as_json: bool, verb: str) -> None:
     if as_json:
-        print(json.dumps(result.as_dict(), indent=2))
+        print(json.dumps(result.as_dict()))
         return
     if not result.changes:
         print(f"{verb}: no changes (converged)")
@@ -189,10 +189,13 @@ def _status_path(config) -> str:
 
 
 def _write_status(config, result) -> None:
-    data = {"time": time.time(), **result.as_dict()}
+    """What `status` shows of the last reconcile: when, how many changes, problems."""
+    data = {"time": time.time(), "change_count": len(result.changes),
+            "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
+            "problems": result.problems, "seconds": round(result.seconds, 4)}
     try:
         with open(_status_path(config), "w") as f:
-            json.dump(data, f)
+            f.write(json.dumps(data))
     except OSError:
         LOG.debug("cannot write status file", exc_info=True)
 

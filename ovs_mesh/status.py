@@ -44,7 +44,8 @@ def collect(config, rec, status_path: str) -> dict:
             "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
-                                        "changes": len(last["changes"]), "problems": last["problems"]}}
+                                        "changes": last.get("change_count", len(last["changes"])),
+                                        "problems": last["problems"]}}
 
 
 def render(d: dict) -> str:

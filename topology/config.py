@@ -55,7 +55,10 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
+            # Keys are plain scalars in any sane config: compare their text, which
+            # costs nothing; anything else is constructed to compare.
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(
+                self.construct_object(key_node, deep=True))
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)

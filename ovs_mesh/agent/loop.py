@@ -27,7 +27,7 @@ from ..desired import peer_port_name, tunnel_port_name
 from ..reconcile import Reconciler
 from .metrics import AgentMetrics, MetricsServer
 from .sdnotify import SdNotify
-from .watch import OvsWatcher, fingerprint, flow_count, ovsdb_connected
+from .watch import OvsWatcher, fingerprint, ovsdb_connected
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
@@ -281,7 +281,9 @@ class Agent:
                 raise ConnectionError(f"not connected to OVSDB at {config.local.ovsdb}")
             rec = self._reconciler(config, client)
             result = rec.apply()
-            self.expected_flows = flow_count(config.local.rundir)
+            # From the desired state, not a dump: a dump taken now could already
+            # miss flows someone deleted since apply, and then hide that loss.
+            self.expected_flows = result.flows
             self.expected_fingerprint = fingerprint(client)
             tunnels = self._tunnels(config, client)
         except Exception as e:

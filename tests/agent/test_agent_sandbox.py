@@ -71,7 +71,10 @@ def test_repairs_ovs_behind_its_back(ovs, agent_factory):
     wait_for(lambda: "obr0-vxlan" in ovs.vsctl("list-ports", "obr0"), 2, "the port back")
     # Someone deletes our flows: replayed.
     ovs.ofctl("del-flows", ovs.mgmt("obr0"))
-    wait_for(lambda: has_peer(ovs, "10.244.2.0/24"), 5, "flows back after del-flows")
+    try:
+        wait_for(lambda: has_peer(ovs, "10.244.2.0/24"), 5, "flows back after del-flows")
+    except AssertionError:
+        raise AssertionError(f"flows not replayed after del-flows; log:\n{a.log()}") from None
 
     # ovs-vswitchd dies and comes back: flows within 2 s of it being up.
     before = flow_lines(ovs)
