@@ -288,6 +288,10 @@ def main(argv=None) -> int:
         return EXIT_INPUT
     except KeyboardInterrupt:
         return EXIT_FAIL
+    except BrokenPipeError:  # `ovs-mesh ... | head`: the reader left; not a failure of ours
+        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as e:  # runtime failure: say what, exit 1
         LOG.debug("failure", exc_info=True)
         print(f"ovs-mesh {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
