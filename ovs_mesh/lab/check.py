@@ -37,19 +37,24 @@ def _probe_cmd(rec: dict, ns: str | None, *args: str) -> list[str]:
 def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subprocess.Popen]]:
     procs = []
     for pod in pods:
-        p = subprocess.Popen(_probe_cmd(pod, pod["ns"], "serve"), stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, text=True)
+        # stdin stays open while we run: the server exits when it closes, so one
+        # reached through ssh or nsenter never outlives the check.
+        p = subprocess.Popen(_probe_cmd(pod, pod["ns"], "serve"), stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append((st.record("proc", pid=p.pid, netns=pod["ns"], what="echo server"), p))
     deadline = time.monotonic() + 20
     for rec, p in procs:
         ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready or p.stdout.readline().strip() != "ready":
-            raise LabError(f"echo server in {rec['netns']} did not start")
+        line = p.stdout.readline().strip() if ready else ""
+        if line != "ready":
+            err = p.stderr.read().strip() if p.poll() is not None else "no 'ready' within 20 s"
+            raise LabError(f"echo server in {rec['netns']} did not start: {line} {err}".replace("  ", " "))
     return procs
 
 
 def _stop_servers(st: LabState, procs) -> None:
     for rec, p in procs:
+        p.stdin.close()
         _kill(p.pid, rec["netns"])
         p.wait(timeout=5)
         st.forget(rec)

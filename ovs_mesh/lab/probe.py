@@ -9,6 +9,7 @@ probe:  reads a JSON job on stdin, pings/echoes every target in parallel with
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -42,7 +43,12 @@ def serve(port: int = PORT) -> None:
                 total += len(chunk)
             conn.sendall(str(total).encode())
 
+    def until_stdin_closes():
+        sys.stdin.read()
+        os._exit(0)
+
     threading.Thread(target=echo, daemon=True).start()
+    threading.Thread(target=until_stdin_closes, daemon=True).start()
     print("ready", flush=True)
     while True:
         conn, _ = tcp.accept()
