@@ -134,9 +134,13 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def _with_reconciler(args, fn):
-    config = load(args)
-    if config.local_node.subnet is None:
+def _with_reconciler(args, fn, teardown: bool = False):
+    """Load and check the config, connect, run fn(config, reconciler), disconnect.
+
+    Teardown needs neither the local node in the inventory nor its subnet: it
+    removes what is ours whatever the file says now."""
+    config = load(args, require_local=not teardown)
+    if not teardown and config.local_node.subnet is None:
         raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
     rec = make_reconciler(config)
     try:
@@ -176,12 +180,7 @@ def cmd_teardown(args) -> int:
         except FileNotFoundError:
             pass
         return EXIT_OK
-    config = load(args, require_local=False)
-    rec = make_reconciler(config)
-    try:
-        return run(config, rec)
-    finally:
-        close(rec)
+    return _with_reconciler(args, run, teardown=True)
 
 
 def _status_path(config) -> str:
