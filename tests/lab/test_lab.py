@@ -159,33 +159,30 @@ def _pids(name):
     return out
 
 
-def test_down_leaves_nothing(lab_name):
-    """Also after a crash: `lab up` killed half-way, then `lab down` (twice: idempotent)."""
-    proc = subprocess.Popen([*OVS_MESH, "lab", "up", "--name", lab_name, "--nodes", "3"],
+def _kill_up_at(lab_name: str, nodes: int, marker: str) -> list[int]:
+    """Start `lab up`, SIGKILL it when it prints `marker`; the lab's pids at that moment."""
+    proc = subprocess.Popen([*OVS_MESH, "lab", "up", "--name", lab_name, "--nodes", str(nodes)],
                             stdout=subprocess.PIPE, text=True)
     try:
-        for line in proc.stdout:        # kill it once some daemons run
-            if "node-2: namespace" in line:
+        for line in proc.stdout:
+            if marker in line:
                 break
         pids = _pids(lab_name)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
+    return pids
+
+
+def test_down_leaves_nothing(lab_name):
+    """Also after a crash: `lab up` killed half-way, then `lab down` (twice: idempotent)."""
+    pids = _kill_up_at(lab_name, 3, "node-2: namespace")  # once some daemons run
     assert pids and _leftovers(lab_name, pids)["netns"]
     ovs_mesh("lab", "down", "--name", lab_name)
     assert _leftovers(lab_name, pids) == {"netns": [], "links": [], "pids": [], "procs": [], "dir": False}
 
     # Killed once the agents run: `lab down` stops them (from the record) before their OVS.
-    proc = subprocess.Popen([*OVS_MESH, "lab", "up", "--name", lab_name, "--nodes", "2"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:
-            if "ovs-mesh agent pid" in line:
-                break
-        pids = _pids(lab_name)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
+    pids = _kill_up_at(lab_name, 2, "ovs-mesh agent pid")
     agent_pids = [int(open(os.path.join(lab_dir(lab_name), n, "agent.pid")).read()) for n in ("node-1", "node-2")]
     assert all(os.path.exists(f"/proc/{pid}") for pid in agent_pids)
     out = ovs_mesh("lab", "down", "--name", lab_name).stdout
