@@ -33,7 +33,7 @@ class Result:
     ovsdb_transactions: int = 0
     flow_changes: int = 0
     seconds: float = 0.0
-    flows: int = 0          # how many flows of ours the bridge holds when converged
+    desired: OvsState | None = None   # what the node holds once converged
 
     def as_dict(self) -> dict:
         return {"changes": [c.as_dict() for c in self.changes], "problems": self.problems,
@@ -94,7 +94,7 @@ class Reconciler:
         want, changes = self._changes(observed, teardown)
         ovs_changes = [c for c in changes if c.kind in ("bridge", "port")]
         flow_changes = [c for c in changes if c.kind == "flow"]
-        result = Result(changes, [], flows=len(want.flows))
+        result = Result(changes, [], desired=want)
         if teardown:
             # Flows first (while the bridge exists), then the rows.
             result.flow_changes = self.openflow.apply(flow_changes)

@@ -10,17 +10,31 @@ from .desired import peer_port_name, tunnel_port_name
 from .state import BRIDGE
 
 
-def _tunnel_health(idl, port_name: str) -> dict:
-    for iface in idl.tables["Interface"].rows.values():
-        if iface.name == port_name:
-            ofport = iface.ofport[0] if iface.ofport else -1
-            bfd = dict(iface.bfd_status)
-            health = "error" if (iface.error or ofport == -1) else "up"
-            if bfd:
-                health = bfd.get("state", "unknown")
-            return {"ofport": ofport, "health": health, "error": (iface.error or [None])[0],
-                    "bfd": bfd or None}
-    return {"ofport": None, "health": "missing", "error": None, "bfd": None}
+def _health(iface) -> dict:
+    if iface is None:
+        return {"ofport": None, "health": "missing", "error": None, "bfd": None}
+    ofport = iface.ofport[0] if iface.ofport else -1
+    bfd = dict(iface.bfd_status)
+    health = "error" if (iface.error or ofport == -1) else "up"
+    if bfd:
+        health = bfd.get("state", "unknown")
+    return {"ofport": ofport, "health": health, "error": (iface.error or [None])[0], "bfd": bfd or None}
+
+
+def tunnels(config, client) -> list[dict]:
+    """Each peer with its tunnel port and that port's health (BFD state in port mode).
+
+    One pass over the Interface table, whatever the number of peers: the agent
+    calls this after every reconcile."""
+    c = config.cluster
+    with client.conn.lock:
+        ifaces = {i.name: i for i in client.idl.tables["Interface"].rows.values()}
+        out = []
+        for p in peers_of(c, config.nodes, config.local.node):
+            port = tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name)
+            out.append({"name": p.name, "ip": str(p.ip), "subnet": str(p.subnet), "port": port,
+                        **_health(ifaces.get(port))})
+    return out
 
 
 def collect(config, rec, status_path: str) -> dict:
@@ -28,12 +42,7 @@ def collect(config, rec, status_path: str) -> dict:
     observed = rec.observe()
     plan = rec.plan(observed=observed)
     flows = observed.ovs.flows
-    peers = []
-    with rec.ovsdb.conn.lock:
-        for p in peers_of(c, config.nodes, config.local.node):
-            port = tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name)
-            peers.append({"name": p.name, "ip": str(p.ip), "subnet": str(p.subnet), "port": port,
-                          **_tunnel_health(rec.ovsdb.idl, port)})
+    peers = tunnels(config, rec.ovsdb)
     last = None
     try:
         with open(status_path) as f:

@@ -20,14 +20,13 @@ import logging
 import threading
 import time
 
-from topology.mesh import peers_of
 from topology.model import Config
 
-from ..desired import peer_port_name, tunnel_port_name
 from ..reconcile import Reconciler
+from ..status import tunnels as status_tunnels
 from .metrics import AgentMetrics, MetricsServer
 from .sdnotify import SdNotify
-from .watch import OvsWatcher, fingerprint, ovsdb_connected
+from .watch import OvsWatcher, ovsdb_connected
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
@@ -53,7 +52,7 @@ class Agent:
         # Shared with the watcher thread (plain attribute reads/writes).
         self.client = None
         self.rundir: str | None = None
-        self.expected_fingerprint = None
+        self.expected_rows = None
         self.expected_flows: int | None = None
         self.reconciles = 0
         self._kube = None
@@ -240,7 +239,7 @@ class Agent:
             self.client, self._rec, self._disconnected_since = None, None, None
         if self.client is None:
             self.client = OvsdbClient(l.ovsdb, timeout=OVSDB_TIMEOUT, ssl=(l.ssl_key, l.ssl_cert, l.ssl_ca))
-            self.expected_fingerprint = None
+            self.expected_rows = None
         return self.client
 
     def _reconciler(self, config: Config, client) -> Reconciler:
@@ -281,11 +280,12 @@ class Agent:
                 raise ConnectionError(f"not connected to OVSDB at {config.local.ovsdb}")
             rec = self._reconciler(config, client)
             result = rec.apply()
-            # From the desired state, not a dump: a dump taken now could already
-            # miss flows someone deleted since apply, and then hide that loss.
-            self.expected_flows = result.flows
-            self.expected_fingerprint = fingerprint(client)
-            tunnels = self._tunnels(config, client)
+            # What the watcher compares with comes from the desired state, not from
+            # a read after apply: a read could already miss a row or flow someone
+            # deleted since, and so hide that loss.
+            self.expected_flows = len(result.desired.flows)
+            self.expected_rows = dataclasses.replace(result.desired, flows=frozenset())
+            tunnels = [(t["name"], t["health"]) for t in status_tunnels(config, client)]
         except Exception as e:
             return self._failed("reconcile", e, start)
         seconds = time.monotonic() - start
@@ -326,19 +326,7 @@ class Agent:
         return False
 
     @staticmethod
-    def _tunnels(config: Config, client) -> list[tuple[str, str]]:
-        from ..status import _tunnel_health
-
-        c = config.cluster
-        out = []
-        with client.conn.lock:
-            for p in peers_of(c, config.nodes, config.local.node):
-                port = tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name)
-                out.append((p.name, _tunnel_health(client.idl, port)["health"]))
-        return out
-
-    @staticmethod
     def _write_status(config: Config, result) -> None:
         from ..cli import _write_status
 
-        _write_status(config, dataclasses.replace(result))
+        _write_status(config, result)

@@ -1,15 +1,15 @@
 """Notice when Open vSwitch no longer holds what the agent installed.
 
 Three cheap checks, run by one thread every 0.1 s:
-- OVSDB: when the IDL's change_seqno moves, fingerprint our rows (bridge obr0,
-  its tagged ports and interfaces) and compare with what the last reconcile
-  left; someone deleting our port shows up here.  A new session seqno means the
+- OVSDB: when the IDL's change_seqno moves, read our rows (bridge obr0, its
+  tagged ports and interfaces) and compare with the last reconcile's desired
+  state; someone deleting our port shows up here.  A new session seqno means the
   connection to ovsdb-server dropped and came back: full resync.
 - ovs-vswitchd: its pidfile naming a new live process means a restart (its
   flow tables start empty): resync at once, with the retry backoff reset.
 - Flows: every 0.5 s `ovs-ofctl dump-aggregate` counts the flows with our
-  cookie; a count different from the last reconcile's means flows were lost
-  or added behind our back.
+  cookie; a count different from the last desired state's means flows were
+  lost or added behind our back.
 
 The watcher only calls `kick(reason, reset_backoff)`: the worker does the work.
 """
@@ -44,10 +44,10 @@ def session_seqno(client) -> int | None:
     return session.get_seqno() if session is not None else None
 
 
-def fingerprint(client):
-    """What we own in OVSDB, as a comparable value (rows read under the IDL lock)."""
-    state, ofports, _ = client.read(BRIDGE)
-    return state, tuple(sorted(ofports.items()))
+def owned_rows(client):
+    """What we own in OVSDB now (bridge and ports, no flows), comparable with the desired state."""
+    state, _, _ = client.read(BRIDGE)
+    return state
 
 
 def vswitchd_pid(rundir: str) -> int | None:
@@ -117,8 +117,8 @@ class OvsWatcher:
             a.kick("ovsdb-server reconnected: full resync", reset_backoff=True)
         elif connected and client.idl.change_seqno != self._last_change:
             self._last_change = client.idl.change_seqno
-            expected = a.expected_fingerprint
-            if expected is not None and fingerprint(client) != expected:
+            expected = a.expected_rows
+            if expected is not None and owned_rows(client) != expected:
                 a.kick("OVSDB rows we own changed")
         a.note_ovsdb_connected(connected)
 
