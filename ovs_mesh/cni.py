@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from ipaddress import IPv4Network
+
+from topology.files import write_atomic
 
 NETWORK_NAME = "ovs-mesh"
 BRIDGE_NAME = "kbr0"
@@ -64,22 +65,7 @@ def write(path: str, content: str) -> bool:
     """Write atomically, only if different.  Returns True if written."""
     if read(path) == content:
         return False
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ovs-mesh-", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, content, 0o644)
     return True
 
 

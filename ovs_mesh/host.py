@@ -23,6 +23,7 @@ import json
 import os
 
 from topology.config import ConfigError
+from topology.files import write_atomic
 from topology.model import Config
 
 from . import cni, masquerade
@@ -137,10 +138,7 @@ class HostLayer:
             except FileNotFoundError:
                 pass
             return
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
     # --- facts -------------------------------------------------------------
     def underlay_mtu(self) -> int:

@@ -43,11 +43,10 @@ def allocate_file(path: str, dry_run: bool = False) -> list[tuple[str, IPv4Netwo
     and again after, so a bad file is never written).  Written atomically.
     """
     import io
-    import os
     import sys
-    import tempfile
 
     from .config import _yaml, load_yaml, parse_config
+    from .files import write_atomic
 
     with open(path, encoding="utf-8") as f:
         doc = load_yaml(f.read(), path, round_trip=True)
@@ -68,14 +67,5 @@ def allocate_file(path: str, dry_run: bool = False) -> list[tuple[str, IPv4Netwo
     if dry_run:
         sys.stdout.write(buf.getvalue())
         return changed
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ovs-mesh-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(buf.getvalue())
-        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomic(path, buf.getvalue())
     return changed

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+from topology.files import write_atomic
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 UNIT_NAME = "ovs-mesh.service"
 DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
@@ -78,8 +80,4 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
 
 
 def _write(path: str, text: str, mode: int) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text, mode)

@@ -18,6 +18,7 @@ import subprocess
 import time
 
 from ovs_mesh.daemons import _alive
+from topology.files import write_atomic
 
 from .state import LabError, LabState
 from .topology import write_yaml
@@ -95,10 +96,7 @@ def start(st: LabState, node: dict) -> tuple[int, float]:
         p = subprocess.Popen(command(st, node, "agent", "--metrics", "off"), stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                              close_fds=True)
-    tmp = node["agent_pidfile"] + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{p.pid}\n")
-    os.replace(tmp, node["agent_pidfile"])
+    write_atomic(node["agent_pidfile"], f"{p.pid}\n")
     _CHILDREN[p.pid] = p
     return p.pid, since
 

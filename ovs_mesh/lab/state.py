@@ -11,6 +11,8 @@ import os
 import re
 import threading
 
+from topology.files import write_atomic
+
 BASE_DIR = os.environ.get("OVS_MESH_LAB_DIR", "/run/ovs-mesh-lab")
 # Lab names become namespace and interface name prefixes: keep them short.
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,5}$")
@@ -47,13 +49,7 @@ class LabState:
             self._save()
 
     def _save(self) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1))
 
     def record(self, kind: str, **fields) -> dict:
         """Add a resource and persist it; call this BEFORE creating the thing."""

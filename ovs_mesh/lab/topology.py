@@ -8,11 +8,10 @@ nodes with allocated subnets); a node's config is that topology plus its
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from ipaddress import IPv4Network
 
 from topology.allocate import allocate
+from topology.files import write_atomic
 from topology.config import _yaml, load_yaml, parse_config
 from topology.model import Cluster
 
@@ -67,17 +66,8 @@ def read_yaml(path: str) -> dict:
 
 
 def write_yaml(path: str, doc: dict) -> None:
-    """Write atomically (temp file in the same directory, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".ovs-mesh-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(to_yaml(doc))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write atomically: agents watching the file never see half of it."""
+    write_atomic(path, to_yaml(doc))
 
 
 def cluster_of(topology: dict) -> Cluster:
