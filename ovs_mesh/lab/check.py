@@ -73,7 +73,6 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
     active = {e["name"] for e in read_yaml(st.topology_path).get("nodes") or []}
     pods = st.pods
     live = lambda node: node in active  # noqa: E731
-    nodes = {n["name"]: n for n in st.nodes}
     firsts = [p for p in pods if p["j"] == 1 and live(p["node"])]
     jobs = []
     for src in pods:

@@ -5,7 +5,6 @@ check), 2 invalid input.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -110,7 +109,7 @@ def cmd_up(args) -> int:
     except build.LabError as e:
         print(f"lab up: {e}", file=sys.stderr)
         if LabState.load(args.name) is not None and "exists" not in str(e):
-            print(f"lab up failed: removing what was built", file=sys.stderr)
+            print("lab up failed: removing what was built", file=sys.stderr)
             build.down(args.name, progress=_progress)
         return 1
     except BaseException:

@@ -1,9 +1,4 @@
 """The agent with `source: kubernetes`, against the fake API server (real client, kubeconfig)."""
-import os
-import sys
-
-import pytest
-
 from tests.agent.conftest import our_flows, wait_for
 from tests.helpers import base_config
 

@@ -1,14 +1,10 @@
 """Fixtures for the Kubernetes source tests: a fake API server and a running source."""
 from __future__ import annotations
 
-import os
-import sys
 import threading
-import time
 
 import pytest
 
-from tests.helpers import wait_for  # noqa: F401  (used by the tests here)
 
 from tests.kube.fake_apiserver import FakeApiServer  # noqa: E402
 

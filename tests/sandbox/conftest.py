@@ -5,7 +5,6 @@ the underlay subnet and static neighbours for the peers, so that
 `ofproto/trace` of a tunnelled packet ends in tnl_push.
 """
 import shutil
-import subprocess
 import tempfile
 
 import pytest

@@ -4,7 +4,6 @@ from ipaddress import IPv4Network as N
 import pytest
 
 from topology.allocate import AllocationError, allocate
-from topology.config import parse_config
 from topology.mesh import peers_of
 from topology.model import Cluster, Node
 from ipaddress import IPv4Address
