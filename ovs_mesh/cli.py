@@ -109,7 +109,7 @@ def make_reconciler(config):
     if l.host:
         from .host import HostLayer
 
-        host = HostLayer(config)
+        host = HostLayer(config, ovsdb)
     return Reconciler(config, ovsdb, host=host)
 
 

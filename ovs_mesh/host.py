@@ -109,11 +109,12 @@ def _restorable(setting: str) -> bool:
 
 
 class HostLayer:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, ovsdb=None):
+        """`ovsdb`: the OvsdbClient to share for the underlay bridge's rows."""
         self.config = config
         self.nl = Netlink()
         l = config.local
-        self.ovs = UnderlayOvs(l.ovsdb, ssl=(l.ssl_key, l.ssl_cert, l.ssl_ca))
+        self.ovs = UnderlayOvs(l.ovsdb, ssl=(l.ssl_key, l.ssl_cert, l.ssl_ca), client=ovsdb)
 
     def close(self) -> None:
         self.ovs.close()

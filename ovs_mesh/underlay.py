@@ -28,11 +28,13 @@ def desired_ovs(bridge: str, interface: str, mtu: int | None) -> OvsState:
 
 
 class UnderlayOvs:
-    """OVSDB rows of the underlay bridge, over its own OvsdbClient."""
+    """OVSDB rows of the underlay bridge, over the Reconciler's OvsdbClient when
+    given one (one connection per process), else a client of its own."""
 
-    def __init__(self, remote: str, ssl=None):
+    def __init__(self, remote: str, ssl=None, client=None):
         self.remote, self.ssl = remote, ssl
-        self._client = None
+        self._client = client
+        self._own = client is None
 
     @property
     def client(self):
@@ -56,14 +58,12 @@ class UnderlayOvs:
                 for c in diff(want, self.read(bridge))]
 
     def apply(self, bridge: str, changes: list[Change]) -> None:
-        from ovsdb_client.writer import apply_changes
-
         inner = [c.new for c in changes]
         if inner:
-            apply_changes(self.client.api, bridge, inner)
+            self.client.apply(bridge, inner)
 
     def close(self) -> None:
-        if self._client is not None:
+        if self._own and self._client is not None:
             self._client.close()
             self._client = None
 

@@ -249,7 +249,7 @@ class Agent:
             if config.local.host:
                 from ..host import HostLayer
 
-                host = HostLayer(config)
+                host = HostLayer(config, client)
             self._rec = Reconciler(config, client, host=host)
         return self._rec
 
