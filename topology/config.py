@@ -17,6 +17,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError as RoundTripError
 
+from .errors import InputError
 from .model import (
     DATAPATHS,
     MIN_POD_MTU,
@@ -34,12 +35,8 @@ NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _MISSING = object()
 
 
-class ConfigError(ValueError):
-    """Invalid input: carries every ``path: value: reason`` line found."""
-
-    def __init__(self, errors: Iterable[str]):
-        self.errors = list(errors)
-        super().__init__("\n".join(self.errors))
+class ConfigError(InputError):
+    """Invalid config: carries every problem found (`errors` renders them as lines)."""
 
 
 def _yaml() -> YAML:
