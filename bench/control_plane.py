@@ -317,7 +317,7 @@ def worker(cfg: str) -> int:
         return wrapper
 
     from ovs_mesh import cli, reconcile
-    from topology.config import load_config
+    from ovs_mesh.config_file import load_config
     phases["import"] = time.perf_counter() - t0
     config = timed("load_config", load_config)(cfg)
     rec = timed("connect", cli.make_reconciler)(config)  # includes the IDL's initial dump

@@ -13,7 +13,9 @@ import sys
 import time
 from ipaddress import IPv4Address, ip_address
 
-from topology.config import ConfigError, load_config
+from topology.config import ConfigError
+
+from .config_file import load_config, read_local_file
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
 DEFAULT_CONFIG = "/etc/ovs-mesh/config.yaml"
@@ -71,25 +73,10 @@ def _add_extra_commands(sub) -> None:
 
 def overrides(args) -> dict:
     """Local settings from --local FILE, then --node/--ovsdb on top."""
-    from topology.config import LOCAL_KEYS, load_yaml
-
     out: dict = {}
     path = getattr(args, "local_file", None)
     if path:
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = load_yaml(f.read(), path)
-        except OSError as e:
-            raise ConfigError([f"--local: {path}: {e.strerror}"]) from None
-        if isinstance(data, dict) and isinstance(data.get("local"), dict) and len(data) == 1:
-            data = data["local"]  # also accept a file that is just `local: {...}`
-        if not isinstance(data, dict):
-            raise ConfigError([f"--local: {path}: must be a mapping of local settings"])
-        unknown = [f"{path}: local.{k}: unknown key (allowed: {', '.join(LOCAL_KEYS)})"
-                   for k in data if k not in LOCAL_KEYS]
-        if unknown:
-            raise ConfigError(unknown)
-        out.update(data)
+        out.update(read_local_file(path))
     out.update({k: v for k, v in (("node", args.node), ("ovsdb", args.ovsdb)) if v is not None})
     return out
 
@@ -260,7 +247,7 @@ def cmd_trace(args) -> int:
 
 
 def cmd_allocate(args) -> int:
-    from topology.allocate import allocate_file
+    from .config_file import allocate_file
 
     changed = allocate_file(args.config, dry_run=args.dry_run)
     for name, subnet in changed:

@@ -1,4 +1,4 @@
-"""Parse and validate the YAML config (DESIGN.md section 5).
+"""Validate a decoded config document (pure: reading the file is ovs_mesh.config_file).
 
 Every problem is collected and reported at once as ``path: value: reason`` so a
 user fixes a file in one go.  Node checks are exposed separately
@@ -7,17 +7,11 @@ objects and skips the bad ones instead of failing.
 """
 from __future__ import annotations
 
-import io
 import re
-import socket
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 from typing import Any, Iterable
 
-import yaml
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError as RoundTripError
-
-from .errors import InputError
+from .errors import InputError, Problem, show
 from .model import (
     DATAPATHS,
     MIN_POD_MTU,
@@ -39,47 +33,14 @@ class ConfigError(InputError):
     """Invalid config: carries every problem found (`errors` renders them as lines)."""
 
 
-def _yaml() -> YAML:
-    """Round-trip YAML (keeps comments): only for writing a user's file back."""
-    y = YAML(typ="rt")
-    y.allow_duplicate_keys = False
-    return y
-
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """libyaml-backed safe loader (fast at thousands of nodes) that rejects duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            # Keys are plain scalars in any sane config: compare their text, which
-            # costs nothing; anything else is constructed to compare.
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(
-                self.construct_object(key_node, deep=True))
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 class _Checker:
+    """Collects `Problem`s; values are quoted through `show` (short, YAML spelling)."""
+
     def __init__(self) -> None:
-        self.errors: list[str] = []
+        self.errors: list[Problem] = []
 
     def error(self, path: str, value: Any, reason: str) -> None:
-        self.errors.append(f"{path}: {_show(value)}: {reason}")
+        self.errors.append(Problem(path, show(value), reason))
 
     def mapping(self, path: str, raw: Any, allowed: Iterable[str]) -> dict:
         if raw is None:
@@ -90,7 +51,7 @@ class _Checker:
         allowed = set(allowed)
         for key in raw:
             if key not in allowed:
-                self.error(f"{path}.{key}" if path else str(key), raw[key],
+                self.error(f"{path}.{show(key)}" if path else show(key), raw[key],
                            f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return dict(raw)
 
@@ -179,8 +140,8 @@ def check_subnet(subnet: IPv4Network, cluster: Cluster) -> str | None:
 
 
 def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
-                require_subnet: bool = False) -> tuple[list[Node], list[str], set[int]]:
-    """Validate node entries.  Returns (good nodes, errors, indexes of bad entries).
+                require_subnet: bool = False) -> tuple[list[Node], list[Problem], set[int]]:
+    """Validate node entries.  Returns (good nodes, problems, indexes of bad entries).
 
     A node that conflicts with an earlier one (duplicate name or IP, overlapping
     subnet) is the bad one; the earlier keeps its place.
@@ -293,14 +254,27 @@ def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
                    vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade)
 
 
-def _parse_local(c: _Checker, raw: Any, overrides: dict) -> Local:
+def host_port_problem(value: str) -> str | None:
+    """Why `value` is not HOST:PORT with a port in 1-65535 (None when it is)."""
+    m = re.fullmatch(r"[^:]*:(\d{1,5})", value)
+    if not m:
+        return "must be HOST:PORT"
+    if not 1 <= int(m.group(1)) <= 65535:
+        return "port must be between 1 and 65535"
+    return None
+
+
+def _parse_local(c: _Checker, raw: Any, overrides: dict, default_node: str) -> Local:
     m = c.mapping("local", raw, LOCAL_KEYS)
     m.update({k: v for k, v in overrides.items() if v is not None})
     d = Local(node="")
-    node = c.string("local.node", m.get("node", _MISSING), None) or socket.gethostname()
+    node = c.string("local.node", m.get("node", _MISSING), None) or default_node
     ovsdb = c.string("local.ovsdb", m.get("ovsdb", _MISSING), d.ovsdb)
-    if not re.match(r"^(unix:.+|tcp:[^:]+:\d+|ssl:[^:]+:\d+)$", ovsdb):
+    remote = re.fullmatch(r"unix:.+|(?:tcp|ssl):[^:]+:(\d+)", ovsdb, re.S)
+    if not remote:
         c.error("local.ovsdb", ovsdb, "must be unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")
+    elif remote.group(1) is not None and (len(remote.group(1)) > 5 or not 1 <= int(remote.group(1)) <= 65535):
+        c.error("local.ovsdb", ovsdb, "port must be between 1 and 65535")
     datapath = c.choice("local.datapath", m.get("datapath", _MISSING), DATAPATHS, d.datapath)
     host = c.boolean("local.host", m.get("host", _MISSING), d.host)
     strings = {k: c.string(f"local.{k}", m.get(k, _MISSING), getattr(d, k))
@@ -316,21 +290,45 @@ def _parse_local(c: _Checker, raw: Any, overrides: dict) -> Local:
         if v and len(v.encode()) > 15:
             c.error(f"local.{k}", v, "interface names are at most 15 bytes")
     metrics = strings["metrics"]
-    if metrics and not re.match(r"^[^:]*:\d{1,5}$", metrics):
-        c.error("local.metrics", metrics, "must be HOST:PORT")
+    if metrics and host_port_problem(metrics):
+        c.error("local.metrics", metrics, host_port_problem(metrics))
     return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, **strings)
 
 
-def parse_config(data: Any, overrides: dict | None = None, require_local: bool = True) -> Config:
-    """Validate a decoded YAML document; raise ConfigError with every problem."""
+MAX_PROBLEMS = 100  # reported of one document; the rest are counted in one last line
+
+
+def _parse_kubernetes(c: _Checker, raw: Any) -> dict:
+    kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds"))
+    resync = kube.get("resync_seconds", _MISSING)
+    if resync is not _MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
+                                   or not 1 <= resync <= 86400):
+        c.error("kubernetes.resync_seconds", resync, "must be a number of seconds between 1 and 86400")
+    c.string("kubernetes.kubeconfig", kube.get("kubeconfig", _MISSING), None)
+    return kube
+
+
+def _raise(problems: list[Problem]) -> None:
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        problems = problems[:MAX_PROBLEMS] + [Problem("...", f"{more} more", "not shown")]
+    raise ConfigError(problems)
+
+
+def parse_config(data: Any, overrides: dict | None = None, require_local: bool = True,
+                 default_node: str = "") -> Config:
+    """Validate a decoded YAML document; raise ConfigError with every problem.
+
+    `local.node` defaults to `default_node` (the caller passes the hostname:
+    this package does no I/O).  At most MAX_PROBLEMS problems are listed."""
     c = _Checker()
     top = c.mapping("", data, TOP_KEYS)
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(c.errors)
+        _raise(c.errors)
     cluster = _parse_cluster(c, top.get("cluster"))
     source = c.choice("source", top.get("source", _MISSING), SOURCES, "file")
-    local = _parse_local(c, top.get("local"), overrides or {})
-    kube = c.mapping("kubernetes", top.get("kubernetes"), ("kubeconfig", "resync_seconds"))
+    local = _parse_local(c, top.get("local"), overrides or {}, default_node)
+    kube = _parse_kubernetes(c, top.get("kubernetes"))
     raw_nodes = top.get("nodes") or []
     if not isinstance(raw_nodes, list):
         c.error("nodes", raw_nodes, "must be a list")
@@ -339,30 +337,11 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
     nodes, errors, _ = check_nodes(raw_nodes, cluster)
     c.errors.extend(errors)
-    if require_local and source == "file" and not c.errors and local.node not in {n.name for n in nodes}:
+    if require_local and not local.node and not c.errors:
+        c.error("local.node", None, "required (set local.node or --node)")
+    elif require_local and source == "file" and not c.errors and local.node not in {n.name for n in nodes}:
         c.error("local.node", local.node, "not in nodes (set local.node or --node)")
     if c.errors:
-        raise ConfigError(c.errors)
+        _raise(c.errors)
     return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes)), source=source,
                   kubernetes=dict(kube) or None)
-
-
-def load_yaml(text: str, path: str = "config", round_trip: bool = False) -> Any:
-    try:
-        if round_trip:
-            return _yaml().load(io.StringIO(text))
-        return yaml.load(text, Loader=_Loader)
-    except (yaml.YAMLError, RoundTripError) as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else "?"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError([f"{path}: {where}: malformed YAML: {problem}"]) from None
-
-
-def load_config(path: str, overrides: dict | None = None, require_local: bool = True) -> Config:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise ConfigError([f"--config: {path}: {e.strerror}"]) from None
-    return parse_config(load_yaml(text, path), overrides, require_local)

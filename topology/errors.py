@@ -24,10 +24,53 @@ def show(value: object) -> str:
         text = "null"
     elif isinstance(value, bool):
         text = "true" if value else "false"
+    elif isinstance(value, (list, tuple, dict)):
+        # str() of a container is unbounded (aliases share subtrees, so a small file can
+        # stand for gigabytes of text): render only the first SHOW_MAX characters.
+        text = _prefix(value)
+        if len(text) > SHOW_MAX:
+            return text[:SHOW_MAX].replace("\n", "\\n") + "..."
     else:
         text = str(value)
     text = text.replace("\n", "\\n")
     return text if len(text) <= SHOW_MAX else text[:SHOW_MAX] + f"... ({len(text)} characters)"
+
+
+def _prefix(value: object) -> str:
+    """str(value) for lists, tuples and dicts, cut a little past SHOW_MAX characters.
+
+    Iterative, so neither depth nor a self-referencing value can make it recurse."""
+    out: list[str] = []
+    size = 0
+    stack: list = [value]
+    while stack and size <= SHOW_MAX:
+        item = stack.pop()
+        if isinstance(item, _Text):
+            piece = item
+        elif isinstance(item, dict):
+            parts: list = [_Text("{")]
+            for i, (k, v) in enumerate(item.items()):
+                parts += [_Text(", ")] * bool(i) + [k, _Text(": "), v]
+                if i > SHOW_MAX:
+                    break
+            stack.extend(reversed(parts + [_Text("}")]))
+            continue
+        elif isinstance(item, (list, tuple)):
+            parts = [_Text("[" if isinstance(item, list) else "(")]
+            for i, v in enumerate(item[:SHOW_MAX]):
+                parts += [_Text(", ")] * bool(i) + [v]
+            close = "]" if isinstance(item, list) else ",)" if len(item) == 1 else ")"
+            stack.extend(reversed(parts + [_Text(close)]))
+            continue
+        else:
+            piece = repr(item[:SHOW_MAX + 1] if isinstance(item, (str, bytes)) else item)
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+class _Text(str):
+    """Punctuation of a container being rendered (not a value to repr)."""
 
 
 @dataclasses.dataclass(frozen=True)

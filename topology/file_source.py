@@ -7,8 +7,10 @@ ConfigMap volume swapping its `..data` symlink.  So we watch the *directory*
 on any event compare the file's identity (device, inode, size, mtime) and then
 its bytes: only a real change is parsed.
 
-Bad content is logged once (every ``path: value: reason`` line) and the last
-good config stays in force; the same bad content is not logged again.
+Bad content is logged once, in one line (the first few ``path: value: reason``
+problems) and the last good config stays in force; the same bad content is not
+logged again.  Reading is bounded (`ovs_mesh.config_file`): no file can hang,
+crash or bloat the agent.
 
 Protocol shared with `KubernetesSource`: ``start(notify)``, ``nodes()``,
 ``stop()``; plus ``config()`` for the whole document.
@@ -21,11 +23,17 @@ import os
 import threading
 from typing import Callable
 
-from .config import ConfigError, load_yaml, parse_config
+import errno
+import socket
+
+from ovs_mesh.config_file import decode, load_yaml, read_bytes
+
+from .config import ConfigError, parse_config
 from .model import Config, Node
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
+LOG_PROBLEMS = 3  # problems quoted in the one log line a bad file gets
 SETTLE_MS = 30  # gather the several events one save makes into one read
 
 try:  # a small, well-kept ctypes wrapper of inotify(7)
@@ -126,21 +134,20 @@ class FileSource:
         if identity is not None and identity == self._identity:
             return False
         try:
-            with open(self.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            return self._bad(None, [f"--config: {self.path}: {e.strerror}"], raise_errors)
+            data = read_bytes(self.path)
+        except ConfigError as e:  # missing (mid-rename), a FIFO, a device, too large, ...
+            if getattr(e, "errno", None) == errno.ENOENT:
+                return self._bad(None, e.errors, raise_errors)
+            self._identity = identity
+            return self._bad(hashlib.sha256(str(e).encode()).digest(), e.errors, raise_errors)
         self._identity = identity
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:  # back to the good content we already have
             self._bad_digest, self.errors = None, []
             return False
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return self._bad(digest, [f"{self.path}: byte {e.start}: not UTF-8"], raise_errors)
-        try:
-            config = parse_config(load_yaml(text, self.path), self.overrides, self.require_local)
+            config = parse_config(load_yaml(decode(data, self.path), self.path), self.overrides,
+                                  self.require_local, default_node=socket.gethostname())
         except ConfigError as e:
             return self._bad(digest, e.errors, raise_errors)
         with self._lock:
@@ -164,8 +171,9 @@ class FileSource:
         if digest != self._bad_digest:
             self._bad_digest = digest
             self.errors = list(errors)
-            LOG.error("config %s is invalid; keeping the last good config (%d error%s):",
-                      self.path, len(errors), "" if len(errors) == 1 else "s")
-            for line in errors:
-                LOG.error("invalid config: %s", line)
+            # One line, however bad the file: the first few problems, `validate` shows all.
+            shown = "; ".join(errors[:LOG_PROBLEMS])
+            more = f"; and {len(errors) - LOG_PROBLEMS} more (ovs-mesh validate lists them)" \
+                if len(errors) > LOG_PROBLEMS else ""
+            LOG.error("config %s is invalid; keeping the last good config: %s%s", self.path, shown, more)
         return False

@@ -50,8 +50,7 @@ log = logging.getLogger(__name__)
 
 # check_nodes field -> where it came from on the Node object
 FIELDS = {"name": "metadata.name", "ip": "status.addresses[InternalIP]", "subnet": "spec.podCIDR"}
-_LEADING = re.compile(r"^node\[(\d+)\]\.(\w+): (.*)$", re.S)
-_INNER = re.compile(r"node\[(\d+)\]\.(\w+)")
+_PATH = re.compile(r"node\[(\d+)\]\.(\w+)")
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
 
 
@@ -327,7 +326,7 @@ class KubernetesSource:
         good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True)
         for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
             msg = self._explain(err, raw)
-            m = _LEADING.match(err)
+            m = _PATH.fullmatch(err.path)
             key = (raw[int(m.group(1))]["name"], msg) if m else ("", re.sub(r"\d+ nodes", "N nodes", msg))
             problems[key] = (logging.WARNING, msg + ": skipped")
         for key, (level, msg) in sorted(problems.items()):
@@ -345,7 +344,7 @@ class KubernetesSource:
                 log.exception("kubernetes: notify callback failed")
 
     @staticmethod
-    def _explain(err: str, raw: list[dict]) -> str:
+    def _explain(err, raw: list[dict]) -> str:
         """``node[3].subnet: V: overlaps node[1].subnet N`` -> Kubernetes names and fields."""
         def name(i: str) -> str:
             return raw[int(i)]["name"] if int(i) < len(raw) else f"#{i}"
@@ -353,10 +352,10 @@ class KubernetesSource:
         def inner(m: re.Match) -> str:
             return f"node {name(m.group(1))}'s {FIELDS.get(m.group(2), m.group(2))}"
 
-        m = _LEADING.match(err)
+        m = _PATH.fullmatch(err.path)
         if not m:
-            return err
-        rest = _INNER.sub(inner, m.group(3))
+            return str(err)
+        rest = f"{err.value}: {_PATH.sub(inner, err.reason)}"
         return f"node {name(m.group(1))}: {FIELDS.get(m.group(2), m.group(2))}: {rest}"
 
     @staticmethod

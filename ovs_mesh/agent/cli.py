@@ -4,14 +4,17 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import re
 import signal
 import sys
+
+from topology.config import host_port_problem
+from topology.errors import show
 
 from ..cli import EXIT_INPUT, EXIT_OK, InputError
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OFF = ("", "off", "none")
+RESYNC_MIN, RESYNC_MAX = 1.0, 86400.0  # seconds: not a busy loop, at least daily
 
 
 def register(sub) -> None:
@@ -20,7 +23,7 @@ def register(sub) -> None:
                                     "changes to what ovs-mesh owns, when ovs-vswitchd restarts, and "
                                     "periodically.  SIGTERM stops it and leaves the mesh installed.")
     sp.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
-                    help="periodic full resync interval (default 60)")
+                    help=f"periodic full resync interval, {RESYNC_MIN:g} to {RESYNC_MAX:g} (default 60)")
     sp.add_argument("--metrics", metavar="HOST:PORT",
                     help="serve /metrics and /healthz here (overrides local.metrics; '' or off disables)")
     sp.set_defaults(func=cmd_agent)
@@ -68,8 +71,9 @@ def metrics_address(args, config) -> str | None:
     value = args.metrics if args.metrics is not None else config.local.metrics
     if value is None or value.strip().lower() in OFF:
         return None
-    if not re.match(r"^[^:]*:\d{1,5}$", value) or int(value.rpartition(":")[2]) > 65535:
-        raise InputError(f"--metrics: {value}: must be HOST:PORT, '' or off")
+    reason = host_port_problem(value)
+    if reason:
+        raise InputError(f"--metrics: {show(value)}: {reason}, '' or off")
     return value
 
 
@@ -78,8 +82,9 @@ def cmd_agent(args) -> int:
 
     from .loop import Agent
 
-    if not args.resync > 0:
-        raise InputError(f"--resync: {args.resync}: must be a positive number of seconds")
+    if not RESYNC_MIN <= args.resync <= RESYNC_MAX:  # also refuses nan and inf
+        raise InputError(f"--resync: {args.resync}: must be a number of seconds between "
+                         f"{RESYNC_MIN:g} and {RESYNC_MAX:g}")
     setup_logging(args.verbose)
     from ..cli import overrides
 

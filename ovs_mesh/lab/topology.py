@@ -12,7 +12,9 @@ from ipaddress import IPv4Network
 
 from topology.allocate import allocate
 from topology.files import write_atomic
-from topology.config import _yaml, load_yaml, parse_config
+from topology.config import parse_config
+
+from ..config_file import read_yaml as _read, round_trip_yaml
 from topology.model import Cluster
 
 
@@ -46,7 +48,7 @@ def node_config(topology: dict, local: dict) -> dict:
 
 def to_yaml(doc: dict) -> str:
     buf = io.StringIO()
-    _yaml().dump(_plain(doc), buf)
+    round_trip_yaml().dump(_plain(doc), buf)
     return buf.getvalue()
 
 
@@ -61,8 +63,7 @@ def _plain(v):
 
 
 def read_yaml(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return load_yaml(f.read(), path)
+    return _read(path)
 
 
 def write_yaml(path: str, doc: dict) -> None:

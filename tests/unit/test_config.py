@@ -3,7 +3,8 @@ import copy
 
 import pytest
 
-from topology.config import ConfigError, load_yaml, parse_config
+from ovs_mesh.config_file import load_yaml
+from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
 
 
