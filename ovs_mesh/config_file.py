@@ -33,13 +33,13 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError as RoundTripError
 
-from topology.config import ConfigError, parse_config
+from topology.config import ConfigError, local_key_problems, parse_config
 from topology.errors import Problem, show
 from topology.model import Config
 
 MAX_BYTES = 4 << 20        # 4 MiB: ~13x a 5000-node file
 MAX_DEPTH = 64             # a config is 4 levels deep
-MAX_NODES = 200_000        # YAML nodes in the document (a 5000-node file has ~40 000)
+MAX_NODES = 100_000        # YAML nodes in the document (a 5000-node file has ~40 000)
 MAX_ALIAS_NODES = 10_000   # nodes that all aliases together may stand for
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
@@ -91,26 +91,6 @@ def decode(data: bytes, path: str) -> str:
         raise ConfigError([Problem(show(path), f"byte {e.start}", "not UTF-8")]) from None
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """libyaml-backed safe loader (fast at thousands of nodes) that rejects duplicate keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            # Keys are plain scalars in any sane config: compare their text, which
-            # costs nothing; anything else is constructed to compare.
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else repr(
-                self.construct_object(key_node, deep=True))
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {show(key)}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _Loader.construct_mapping)
-
-
 def round_trip_yaml() -> YAML:
     """Round-trip YAML (keeps comments): only for writing a user's file back."""
     y = YAML(typ="rt")
@@ -118,65 +98,167 @@ def round_trip_yaml() -> YAML:
     return y
 
 
-_OPEN = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-_CLOSE = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+# Scalars are resolved and constructed exactly as PyYAML's SafeLoader does (same
+# implicit resolvers: ints, floats, bools, nulls, timestamps; same constructors).
+_SAFE = yaml.SafeLoader("")
+_IMPLICIT = _SAFE.yaml_implicit_resolvers
+_STR, _SEQ, _MAP = "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
+_MERGE = "tag:yaml.org,2002:merge"
+_Refused = yaml.constructor.ConstructorError
 
 
-def check_structure(text: str, path: str = "config") -> None:
-    """Walk the event stream (libyaml, iterative): refuse deep, huge or alias-bomb documents.
+def _scalar(event) -> tuple[Any, bool]:
+    """(value, is a merge key `<<`) of a scalar event."""
+    value, tag = event.value, event.tag
+    if tag is None or tag == "!":
+        tag = _STR
+        if event.implicit[0]:
+            for candidate, regexp in _IMPLICIT.get(value[:1], ()):
+                if regexp.match(value):
+                    tag = candidate
+                    break
+    if tag == _STR:
+        return value, False
+    if tag == _MERGE:
+        return None, True
+    construct = _SAFE.yaml_constructors.get(tag)
+    if construct is None or tag in (_SEQ, _MAP):
+        raise _Refused(None, None, f"unsupported tag {show(tag)}", event.start_mark)
+    try:
+        return construct(_SAFE, yaml.ScalarNode(tag, value, event.start_mark, event.end_mark)), False
+    except (ValueError, TypeError, OverflowError) as e:  # 2001-13-45, a 5000-digit int, bad base64
+        raise _Refused(None, None, f"{show(value)}: {show(e)}", event.start_mark) from None
 
-    Each node's size counts what an alias to it would stand for; anchors are
-    recorded when their node ends, so an alias to an unfinished node counts 1."""
+
+class _Mapping:
+    """A mapping being built: keys and values alternate; `<<` merges like SafeLoader."""
+    __slots__ = ("data", "key", "has_key", "texts", "merges", "mark")
+
+    def __init__(self, mark):
+        self.data: dict = {}
+        self.key = None
+        self.has_key = False
+        self.texts: set = set()
+        self.merges: list = []
+        self.mark = mark
+
+    def done(self) -> dict:
+        if not self.merges:
+            return self.data
+        merged: dict = {}
+        for m in reversed(self.merges):  # the first mapping listed wins, explicit keys win over all
+            merged.update(m)
+        merged.update(self.data)
+        return merged
+
+
+def build(text: str, path: str = "config") -> Any:
+    """The document in `text`, built from libyaml's event stream in one iterative pass.
+
+    PyYAML's composer and constructor recurse (50 000 nested `[` overflowed the C
+    stack); this walk keeps its own stack, so the bounds are checked before any
+    node is built: depth (MAX_DEPTH), nodes (MAX_NODES), and what aliases stand
+    for in all (MAX_ALIAS_NODES; an alias is the same object, never a copy).
+    Duplicate keys and anything but one document are refused."""
     def refuse(event, reason: str) -> ConfigError:
         return ConfigError([Problem(show(path), f"line {event.start_mark.line + 1}", reason)])
 
-    stack: list[list] = [[0, None]]     # [size so far, anchor] of each open collection
-    anchors: dict[str, int] = {}
-    nodes = aliased = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    stack: list = []         # open collections: a list, or a _Mapping
+    sizes: list[int] = []    # nodes in each open collection (what an alias to it stands for)
+    anchors: dict[str, tuple[Any, int]] = {}
+    open_anchors: list = []
+    root: list = []
+    nodes = aliased = documents = 0
+
+    def add(event, value, size: int, is_merge: bool = False) -> None:
+        if not stack:
+            root.append(value)
+            return
+        sizes[-1] += size
+        top = stack[-1]
+        if top.__class__ is list:
+            top.append(value)
+        elif not top.has_key:
+            if isinstance(value, (list, dict)):
+                raise refuse(event, "malformed YAML: a mapping key must be a scalar")
+            text = event.value if isinstance(event, yaml.ScalarEvent) else repr(value)
+            if not is_merge and (text in top.texts or value in top.data):
+                raise refuse(event, f"malformed YAML: duplicate key {show(text)}")
+            top.texts.add(text)
+            top.key, top.has_key = (_MERGE if is_merge else value), True
+        else:
+            if top.key is _MERGE:
+                items = value if isinstance(value, list) else [value]
+                if not all(isinstance(m, dict) for m in items):
+                    raise refuse(event, "malformed YAML: << merges only mappings")
+                top.merges.extend(items)
+            else:
+                top.data[top.key] = value
+            top.has_key = False
+
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader")
+                            else yaml.SafeLoader):
         cls = event.__class__
-        if cls is yaml.ScalarEvent:  # the common case first: this walk is on every load
+        if cls is yaml.ScalarEvent:  # the common case first
             nodes += 1
+            value, is_merge = _scalar(event)
             if event.anchor is not None:
-                anchors[event.anchor] = 1
-            stack[-1][0] += 1
-        elif cls in _OPEN:
-            if len(stack) > MAX_DEPTH:
-                raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
-            stack.append([1, event.anchor])
+                anchors[event.anchor] = (value, 1)
+            add(event, value, 1, is_merge)
+        elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
             nodes += 1
-        elif cls in _CLOSE:
-            size, anchor = stack.pop()
+            if len(stack) >= MAX_DEPTH:
+                raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
+            if event.tag not in (None, "!", _SEQ if cls is yaml.SequenceStartEvent else _MAP):
+                raise refuse(event, f"malformed YAML: unsupported tag {show(event.tag)}")
+            stack.append([] if cls is yaml.SequenceStartEvent else _Mapping(event.start_mark))
+            sizes.append(1)
+            open_anchors.append(event.anchor)
+        elif cls is yaml.MappingEndEvent or cls is yaml.SequenceEndEvent:
+            top, size, anchor = stack.pop(), sizes.pop(), open_anchors.pop()
+            value = top if top.__class__ is list else top.done()
             if anchor is not None:
-                anchors[anchor] = size
-            stack[-1][0] += size
+                anchors[anchor] = (value, size)
+            add(event, value, size)
             continue
         elif cls is yaml.AliasEvent:
-            size = anchors.get(event.anchor, 1)
+            if event.anchor not in anchors:
+                raise refuse(event, f"malformed YAML: undefined alias {show(event.anchor)}")
+            value, size = anchors[event.anchor]
             aliased += size
             if aliased > MAX_ALIAS_NODES:
                 raise refuse(event, f"aliases stand for more than {MAX_ALIAS_NODES} nodes (the limit)")
-            stack[-1][0] += size
+            add(event, value, size)
+            continue
+        elif cls is yaml.DocumentStartEvent:
+            documents += 1
+            if documents > 1:
+                raise refuse(event, "malformed YAML: more than one document")
             continue
         else:
             continue
         if nodes > MAX_NODES:
             raise refuse(event, f"more than {MAX_NODES} YAML nodes (the limit)")
+    return root[0] if root else None
 
 
 def load_yaml(text: str, path: str = "config", round_trip: bool = False) -> Any:
-    """Decode a YAML document after `check_structure`; ConfigError on any problem."""
+    """Decode one YAML document with the bounds of `build`; ConfigError on any problem.
+
+    The round-trip path (ruamel, for `allocate`) runs `build` first, so ruamel's
+    recursive composer only ever sees a document within the bounds."""
     try:
-        check_structure(text, path)
+        data = build(text, path)
         if round_trip:
             return round_trip_yaml().load(io.StringIO(text))
-        return yaml.load(text, Loader=_Loader)
+        return data
     except (yaml.YAMLError, RoundTripError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError([Problem(show(path), where, f"malformed YAML: {show(problem)}")]) from None
-    except RecursionError:  # not reachable past check_structure; never a traceback if it is
+        problem = problem if len(problem) <= 200 else problem[:200] + "..."  # libyaml's are short
+        raise ConfigError([Problem(show(path), where, f"malformed YAML: {problem}")]) from None
+    except RecursionError:  # not reachable within MAX_DEPTH; never a traceback if it is
         raise ConfigError([Problem(show(path), "?", "nested too deeply")]) from None
 
 
@@ -194,8 +276,6 @@ def load_config(path: str, overrides: dict | None = None, require_local: bool = 
 
 def read_local_file(path: str) -> dict:
     """`--local FILE`: this node's local settings, bare or as `local: {...}`."""
-    from topology.config import LOCAL_KEYS
-
     data = read_yaml(path, what="--local")
     if isinstance(data, dict) and list(data) == ["local"]:
         data = data["local"]  # also accept a file that is just `local: {...}`
@@ -204,8 +284,7 @@ def read_local_file(path: str) -> dict:
                                        "must be a mapping of local settings")])
     if not isinstance(data, dict):
         raise ConfigError([Problem("--local", show(path), "must be a mapping of local settings")])
-    unknown = [f"{show(path)}: local.{show(k)}: unknown key (allowed: {', '.join(LOCAL_KEYS)})"
-               for k in data if k not in LOCAL_KEYS]
+    unknown = local_key_problems(data, show(path))
     if unknown:
         raise ConfigError(unknown)
     return data
@@ -223,7 +302,10 @@ def allocate_file(path: str, dry_run: bool = False):
     from topology.allocate import allocate
     from topology.files import write_atomic
 
-    doc = read_yaml(path, round_trip=True)
+    text = decode(read_bytes(path), path)
+    # The fast path validates first: ruamel (pure Python) only sees a valid, bounded file.
+    parse_config(load_yaml(text, path), require_local=False)
+    doc = load_yaml(text, path, round_trip=True)
     config = parse_config(doc, require_local=False)
     entries = doc.get("nodes") or []
     current = [None if e.get("subnet") is None else IPv4Network(e["subnet"]) for e in entries]
@@ -246,5 +328,5 @@ def allocate_file(path: str, dry_run: bool = False):
 
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_ALIAS_NODES", "read_bytes", "decode",
-           "check_structure", "load_yaml", "read_yaml", "load_config", "read_local_file",
+           "build", "load_yaml", "read_yaml", "load_config", "read_local_file",
            "allocate_file", "round_trip_yaml"]

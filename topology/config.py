@@ -25,6 +25,7 @@ from .model import (
     Node,
 )
 
+MAX_PROBLEMS = 100  # reported of one document; the rest are counted in one last line
 NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _MISSING = object()
 
@@ -34,13 +35,26 @@ class ConfigError(InputError):
 
 
 class _Checker:
-    """Collects `Problem`s; values are quoted through `show` (short, YAML spelling)."""
+    """Collects `Problem`s; values are quoted through `show` (short, YAML spelling).
 
-    def __init__(self) -> None:
+    Past `limit` problems only `count` grows: a file of 100 000 bad entries costs
+    no more to report than one of 100."""
+
+    def __init__(self, limit: int | None = None) -> None:
         self.errors: list[Problem] = []
+        self.count = 0
+        self.limit = limit
 
     def error(self, path: str, value: Any, reason: str) -> None:
-        self.errors.append(Problem(path, show(value), reason))
+        self.count += 1
+        if self.limit is None or len(self.errors) < self.limit:
+            self.errors.append(Problem(path, show(value), reason))
+
+    def problems(self) -> list[Problem]:
+        """The problems kept, and one last line counting the others."""
+        if self.count <= len(self.errors):
+            return self.errors
+        return self.errors + [Problem("...", f"{self.count - len(self.errors)} more", "not shown")]
 
     def mapping(self, path: str, raw: Any, allowed: Iterable[str]) -> dict:
         if raw is None:
@@ -49,10 +63,10 @@ class _Checker:
             self.error(path, raw, "must be a mapping")
             return {}
         allowed = set(allowed)
+        reason = f"unknown key (allowed: {', '.join(sorted(allowed))})"
         for key in raw:
             if key not in allowed:
-                self.error(f"{path}.{show(key)}" if path else show(key), raw[key],
-                           f"unknown key (allowed: {', '.join(sorted(allowed))})")
+                self.error(f"{path}.{show(key)}" if path else show(key), raw[key], reason)
         return dict(raw)
 
     def choice(self, path: str, raw: Any, choices: Iterable[str], default: str) -> str:
@@ -140,13 +154,20 @@ def check_subnet(subnet: IPv4Network, cluster: Cluster) -> str | None:
 
 
 def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
-                require_subnet: bool = False) -> tuple[list[Node], list[Problem], set[int]]:
+                require_subnet: bool = False, limit: int | None = None
+                ) -> tuple[list[Node], list[Problem], set[int]]:
     """Validate node entries.  Returns (good nodes, problems, indexes of bad entries).
 
     A node that conflicts with an earlier one (duplicate name or IP, overlapping
     subnet) is the bad one; the earlier keeps its place.
     """
-    c = _Checker()
+    c = _Checker(limit)
+    nodes, bad = _check_nodes(c, raw_nodes, cluster, path, require_subnet)
+    return nodes, c.problems(), bad
+
+
+def _check_nodes(c: _Checker, raw_nodes: list, cluster: Cluster, path: str,
+                 require_subnet: bool) -> tuple[list[Node], set[int]]:
     nodes: list[Node] = []
     bad: set[int] = set()
     names: dict[str, int] = {}
@@ -156,7 +177,7 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
     subnets: dict[IPv4Network, int] = {}
     for i, raw in enumerate(raw_nodes):
         p = f"{path}[{i}]"
-        before = len(c.errors)
+        before = c.count
         entry = c.mapping(p, raw, ("name", "ip", "subnet"))
         if not isinstance(raw, dict):
             bad.add(i)
@@ -192,7 +213,7 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
             elif subnet in subnets:
                 j = subnets[subnet]
                 c.error(f"{p}.subnet", sub_raw, f"overlaps {path}[{j}].subnet {subnet}")
-        if len(c.errors) > before:
+        if c.count > before:
             bad.add(i)
             continue
         names[name] = i
@@ -204,7 +225,7 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
     if len(raw_nodes) > capacity:
         c.error(path, f"{len(raw_nodes)} nodes",
                 f"more than cluster.cidr {cluster.cidr} holds at /{cluster.node_prefix} ({capacity})")
-    return nodes, c.errors, bad
+    return nodes, bad
 
 
 CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_degree", "mtu",
@@ -212,6 +233,16 @@ CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_deg
 LOCAL_KEYS = ("node", "ovsdb", "datapath", "host", "underlay_bridge", "underlay_interface",
               "cni_conf", "metrics", "ovs_rundir", "ssl_key", "ssl_cert", "ssl_ca")
 TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
+
+
+def local_key_problems(data: dict, where: str) -> list[Problem]:
+    """Unknown keys of a mapping of local settings (a `--local` file; `where` names it)."""
+    c = _Checker(MAX_PROBLEMS)
+    reason = f"unknown key (allowed: {', '.join(LOCAL_KEYS)})"
+    for k in data:
+        if k not in LOCAL_KEYS:
+            c.error(where, f"local.{show(k)}", reason)
+    return c.problems()
 
 
 def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
@@ -295,9 +326,6 @@ def _parse_local(c: _Checker, raw: Any, overrides: dict, default_node: str) -> L
     return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, **strings)
 
 
-MAX_PROBLEMS = 100  # reported of one document; the rest are counted in one last line
-
-
 def _parse_kubernetes(c: _Checker, raw: Any) -> dict:
     kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds"))
     resync = kube.get("resync_seconds", _MISSING)
@@ -308,11 +336,6 @@ def _parse_kubernetes(c: _Checker, raw: Any) -> dict:
     return kube
 
 
-def _raise(problems: list[Problem]) -> None:
-    if len(problems) > MAX_PROBLEMS:
-        more = len(problems) - MAX_PROBLEMS
-        problems = problems[:MAX_PROBLEMS] + [Problem("...", f"{more} more", "not shown")]
-    raise ConfigError(problems)
 
 
 def parse_config(data: Any, overrides: dict | None = None, require_local: bool = True,
@@ -321,10 +344,10 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
 
     `local.node` defaults to `default_node` (the caller passes the hostname:
     this package does no I/O).  At most MAX_PROBLEMS problems are listed."""
-    c = _Checker()
+    c = _Checker(MAX_PROBLEMS)
     top = c.mapping("", data, TOP_KEYS)
     if data is not None and not isinstance(data, dict):
-        _raise(c.errors)
+        raise ConfigError(c.problems())
     cluster = _parse_cluster(c, top.get("cluster"))
     source = c.choice("source", top.get("source", _MISSING), SOURCES, "file")
     local = _parse_local(c, top.get("local"), overrides or {}, default_node)
@@ -335,13 +358,12 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raw_nodes = []
     if source == "kubernetes" and raw_nodes:
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
-    nodes, errors, _ = check_nodes(raw_nodes, cluster)
-    c.errors.extend(errors)
-    if require_local and not local.node and not c.errors:
+    nodes, _ = _check_nodes(c, raw_nodes, cluster, "nodes", False)
+    if require_local and not local.node and not c.count:
         c.error("local.node", None, "required (set local.node or --node)")
-    elif require_local and source == "file" and not c.errors and local.node not in {n.name for n in nodes}:
+    elif require_local and source == "file" and not c.count and local.node not in {n.name for n in nodes}:
         c.error("local.node", local.node, "not in nodes (set local.node or --node)")
-    if c.errors:
-        _raise(c.errors)
+    if c.count:
+        raise ConfigError(c.problems())
     return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes)), source=source,
                   kubernetes=dict(kube) or None)

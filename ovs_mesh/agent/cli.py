@@ -105,6 +105,13 @@ def cmd_agent(args) -> int:
 def cmd_install_service(args) -> int:
     from .install import install_service
 
+    # ExecStart= takes one absolute path here: a space, newline or '%' would split it or
+    # inject another unit directive.
+    if args.exec_path is not None and (not os.path.isabs(args.exec_path)
+                                       or any(ch.isspace() or ch in "%\\;\"'" or not ch.isprintable()
+                                              for ch in args.exec_path)):
+        raise InputError(f"--exec: {show(args.exec_path)}: must be an absolute path without "
+                         "spaces, quotes, '%', ';' or control characters")
     for line in install_service(root=args.root, exec_path=args.exec_path, dry_run=args.dry_run,
                                 enable=not args.no_enable):
         print(line)
