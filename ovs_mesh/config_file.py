@@ -126,7 +126,9 @@ def _scalar(event) -> tuple[Any, bool]:
         raise _Refused(None, None, f"unsupported tag {show(tag)}", event.start_mark)
     try:
         return construct(_SAFE, yaml.ScalarNode(tag, value, event.start_mark, event.end_mark)), False
-    except (ValueError, TypeError, OverflowError) as e:  # 2001-13-45, a 5000-digit int, bad base64
+    except yaml.YAMLError:
+        raise
+    except Exception as e:  # PyYAML's own: 2001-13-45, a 5000-digit int, `!!int ''` (IndexError)
         raise _Refused(None, None, f"{show(value)}: {show(e)}", event.start_mark) from None
 
 
