@@ -71,3 +71,39 @@ def test_pods_cannot_spoof_ip_or_arp(node):
     node.cni_plugin("DEL", b)
     ok(node.cli("teardown"))
     assert node.sh("nft", "list", "table", "bridge", "ovs_mesh", check=False).returncode != 0
+
+
+def test_service_dnat_and_masquerade_still_work(node):
+    """kube-proxy style: a pod reaches another pod through a service VIP that the
+    node DNATs (and SNATs, as kube-proxy does for hairpin traffic); a pod reaches
+    the outside masqueraded (covered in test_cni_pod too)."""
+    ok(node.cli("apply"))
+    client, _ = node.add_pod("pc")
+    server, rs = node.add_pod("ps")
+    ip_s = rs["ips"][0]["address"].split("/")[0]
+    vip = "10.96.0.10"
+    table = f"omho_svc_{os.getpid()}"
+    rules = (f"table ip {table} {{\n"
+             f"  chain pre {{ type nat hook prerouting priority dstnat; ip daddr {vip} tcp dport 80 "
+             f"dnat to {ip_s}:8080; }}\n"
+             f"  chain post {{ type nat hook postrouting priority srcnat; ip daddr {ip_s} tcp dport 8080 "
+             f"masquerade; }}\n}}\n")
+    p = subprocess.run(["ip", "netns", "exec", node.ns, "nft", "-f", "-"], input=rules, capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    srv = subprocess.Popen(["ip", "netns", "exec", server, sys.executable, "-c",
+                            "import socket\ns = socket.create_server(('0.0.0.0', 8080))\nprint('READY', flush=True)\n"
+                            "c, a = s.accept()\nc.sendall(('hello ' + a[0]).encode())\nc.close()"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "READY"
+        got = in_ns(client, sys.executable, "-c",
+                    f"import socket\nc = socket.create_connection(('{vip}', 80), timeout=10)\n"
+                    "print(c.recv(100).decode())").stdout.strip()
+        assert got == f"hello {GATEWAY}"   # DNATed to the server, SNATed to the gateway by the node
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+        srv.wait()
+    node.sh("nft", "delete", "table", "ip", table)
+    ok(node.cli("teardown"))
