@@ -110,12 +110,14 @@ def test_teardown_leaves_untagged_things_alone(node):
     and apply refuses to adopt a foreign kbr0."""
     node.sh("ip", "link", "add", "kbr0", "type", "bridge")
     node.sh("nft", "add", "table", "ip", "other")
+    node.sh("nft", "add", "table", "bridge", "other")
     node.sh("ip", "route", "add", "10.99.0.0/16", "via", "192.168.77.2")
     bad = node.cli("apply")
     assert bad.returncode == 1 and "kbr0" in bad.stderr and "refusing" in bad.stderr
     ok(node.cli("teardown"))
     assert "kbr0" in links(node)
     assert node.sh("nft", "list", "table", "ip", "other", check=False).returncode == 0
+    assert node.sh("nft", "list", "table", "bridge", "other", check=False).returncode == 0
     assert "10.99.0.0/16" in node.sh("ip", "route").stdout
     assert node.sysctl("net.ipv4.ip_forward") == "0"
 
