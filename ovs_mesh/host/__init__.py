@@ -36,11 +36,12 @@ __all__ = ["ALIAS", "KBR", "ROUTE_PROTO", "HostChange", "HostLayer", "HostState"
 
 class HostLayer:
     """The host stage of one node, for one config: built once, closed once.
-    `ovsdb` is the OvsdbClient the underlay bridge's rows are read and written with."""
+    `ovsdb` is the OvsdbClient the underlay bridge's rows are read and written
+    with; `netlink` defaults to a Netlink of the current network namespace."""
 
-    def __init__(self, config: Config, ovsdb=None):
+    def __init__(self, config: Config, ovsdb=None, netlink=None):
         self.config, self.ovsdb = config, ovsdb
-        self.nl = Netlink()
+        self.nl = netlink if netlink is not None else Netlink()
 
     def close(self) -> None:
         self.nl.close()
