@@ -6,6 +6,8 @@ deletion and the underlay rows' deletion last.  Every step is an idempotent
 ensure or delete, so an interrupted apply is finished by the next one."""
 from __future__ import annotations
 
+import logging
+
 from topology.errors import Transient
 from topology.model import Config
 
@@ -17,6 +19,8 @@ from . import saved as saved_mod
 from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
                     LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
 from .observe import read_setting, sysctl_path, underlay_of
+
+LOG = logging.getLogger(__name__)
 
 
 def write_sysctl(name: str, value: str) -> None:
@@ -121,8 +125,12 @@ class HostApplier:
             ruleset = c.new and nft.masquerade_ruleset(c.new.cidr)
         else:
             family = nft.ANTISPOOF_FAMILY
+            scoped = nft.bridge_meta_supported()
+            if c.new and not scoped:
+                LOG.warning("the kernel cannot match a frame's bridge (nft_meta_bridge): the anti-spoofing "
+                            "rules hold for every Linux bridge's ports here, not only %s's", KBR)
             ruleset = c.new and nft.antispoof_ruleset(c.new.subnet, c.new.gateway, c.new.gateway_port, KBR,
-                                                      scoped=nft.bridge_meta_supported())
+                                                      scoped=scoped)
         nft.remove(family) if c.action == "delete" else nft.replace(family, ruleset)
 
     def _own_kbr0(self) -> bool:
