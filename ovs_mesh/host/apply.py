@@ -47,16 +47,8 @@ class HostApplier:
             saved_mod.save(self.rundir, saved)
         for c in _pick(changes, (Kbr, Enslaved, LinkUp), "add", "modify"):
             self.link(c.new)
-        for c in _pick(changes, Address, "add", "modify"):
-            self.nl.add_address(c.new.dev, c.new.cidr)
-        for c in _pick(changes, HostRoute, "add", "modify"):
-            self.nl.replace_route(c.new.route)
-        for c in _pick(changes, HostRoute, "delete"):
-            self.nl.del_route(c.old.route)
-        for c in _pick(changes, Address, "modify", "delete"):
-            self.nl.del_address(c.old.dev, c.old.cidr)
-        for c in _pick(changes, Address, "modify"):  # moved: tell the neighbours the new MAC
-            self.nl.announce(c.new.dev, c.new.cidr.split("/")[0])
+        self.addresses_and_routes(_pick(changes, Address, "add", "modify", "delete"),
+                                  _pick(changes, HostRoute, "add", "modify", "delete"))
         saved = self.settings(_pick(changes, (Sysctl, Offload), "add", "modify"), saved, teardown)
         for c in changes:
             if isinstance(c.obj, (Masquerade, AntiSpoof)):
@@ -92,6 +84,21 @@ class HostApplier:
             self.nl.set_link(obj.name, master=obj.master, up=obj.up)
         else:
             self.nl.set_link(obj.name, up=True)
+
+    def addresses_and_routes(self, addresses: list[HostChange], routes: list[HostChange]) -> None:
+        """New addresses, then routes (they may need the address as source), then
+        the old addresses: a moved route is in place before its address leaves."""
+        for c in addresses:
+            if c.new is not None:
+                self.nl.add_address(c.new.dev, c.new.cidr)
+        for c in routes:
+            self.nl.replace_route(c.new.route) if c.new is not None else self.nl.del_route(c.old.route)
+        for c in addresses:
+            if c.old is not None:
+                self.nl.del_address(c.old.dev, c.old.cidr)
+        for c in addresses:
+            if c.action == "modify":  # moved: tell the neighbours the new MAC
+                self.nl.announce(c.new.dev, c.new.cidr.split("/")[0])
 
     def settings(self, changes: list[HostChange], saved: saved_mod.Saved, teardown: bool) -> saved_mod.Saved:
         """Write settings; record each previous value before the first write of
