@@ -74,7 +74,7 @@ class Reconciler:
         want = OvsState() if teardown else self.desired(observed, mtu)
         changes = diff(want, observed.ovs)
         if self.host is not None:
-            changes += self.host.plan(self.config, mtu, teardown)
+            changes += self.host.plan(mtu, teardown)
         return want, changes
 
     def _check_ports(self, want: OvsState) -> list[str]:
@@ -104,8 +104,7 @@ class Reconciler:
             result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, ovs_changes)
             result.flow_changes = self.openflow.apply(flow_changes)
         if self.host is not None:
-            self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")],
-                            self.config, teardown)
+            self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")], teardown)
         if not teardown:
             result.problems = self._check_ports(want) if ovs_changes else observed.problems
         result.seconds = time.monotonic() - start

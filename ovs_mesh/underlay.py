@@ -1,21 +1,22 @@
 """The userspace-datapath underlay: the node IP on an OVS bridge of ours.
 
 With `datapath: netdev`, OVS's userspace tunnels only work if the route to a
-peer resolves through an OVS bridge (OVS-FACTS.md).  So the node IP moves from
+peer resolves through an OVS bridge (the tunnel's egress is looked up in OVS's
+own routing table, which learns only addresses of OVS bridges' internal
+devices).  So the node IP moves from
 `underlay_interface` to the internal device of `underlay_bridge`, a netdev
 bridge (external_ids ovs-mesh=underlay, fail_mode standalone: plain
-learning switch) with `underlay_interface` as its only port.  The host layer
-moves addresses and routes; this module owns the OVS rows (through the same
-ovsdb_client reader/writer as obr0, so the same tagging rules hold) and the
-tx checksum offload switch of the underlay interface.
+learning switch) with `underlay_interface` as its only port.  This module
+describes those rows (the host layer reads and writes them with the OVSDB
+client it is given, so the same tagging rules as obr0 hold) and switches the
+underlay interface's tx checksum offload; the host layer moves addresses and routes.
 """
 from __future__ import annotations
 
 import shutil
 import subprocess
 
-from .diff import diff
-from .state import OWNER_KEY, BridgeSpec, Change, Conflict, OvsState, PortSpec, frozen_map
+from .state import OWNER_KEY, BridgeSpec, OvsState, PortSpec, frozen_map
 
 ROLE = "underlay"
 
@@ -25,47 +26,6 @@ def desired_ovs(bridge: str, interface: str, mtu: int | None) -> OvsState:
         bridge=BridgeSpec(name=bridge, datapath_type="netdev", fail_mode="", rstp_enable=False,
                           mtu_request=mtu, external_ids=frozen_map({OWNER_KEY: ROLE})),
         ports=(PortSpec(name=interface, type="", external_ids=frozen_map({OWNER_KEY: ROLE})),))
-
-
-class UnderlayOvs:
-    """OVSDB rows of the underlay bridge, over the Reconciler's OvsdbClient when
-    given one (one connection per process), else a client of its own."""
-
-    def __init__(self, remote: str, ssl=None, client=None):
-        self.remote, self.ssl = remote, ssl
-        self._client = client
-        self._own = client is None
-
-    @property
-    def client(self):
-        if self._client is None:
-            from ovsdb_client import OvsdbClient
-
-            self._client = OvsdbClient(self.remote, ssl=self.ssl)
-        return self._client
-
-    def read(self, bridge: str) -> OvsState:
-        state, _, problems = self.client.read(bridge)
-        refusing = [p for p in problems if isinstance(p, Conflict)]
-        if refusing:
-            raise RuntimeError("; ".join(refusing))
-        return state
-
-    def changes(self, bridge: str, want: OvsState) -> list[Change]:
-        """OVS changes wrapped as host changes of kind "underlay" (the
-        Reconciler routes kinds bridge/port to obr0, so they must not leak)."""
-        return [Change(c.action, "underlay", f"{c.kind} {c.name}", old=c, new=c)
-                for c in diff(want, self.read(bridge))]
-
-    def apply(self, bridge: str, changes: list[Change]) -> None:
-        inner = [c.new for c in changes]
-        if inner:
-            self.client.apply(bridge, inner)
-
-    def close(self) -> None:
-        if self._own and self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 def tx_checksum(interface: str) -> str | None:

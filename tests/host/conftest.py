@@ -4,6 +4,7 @@ network).  Everything is named omh-<random> and removed on the way out."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -12,6 +13,7 @@ import tempfile
 
 import pytest
 
+from ovs_mesh import cni
 from ovs_mesh.daemons import OvsDaemons
 from tests.conftest import need_root
 from tests.helpers import write_config
@@ -20,6 +22,7 @@ VENV_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
                         ".venv", "bin")
 NODE_IP, PEER_IP, PREFIX = "192.168.77.11", "192.168.77.2", 24
 SUBNET, GATEWAY = "10.244.1.0/24", "10.244.1.1"
+CNI_BIN = "/usr/lib/cni"
 
 
 def sh(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -55,6 +58,29 @@ class Node:
     def sysctl(self, name: str) -> str:
         return self.sh("sysctl", "-n", name).stdout.strip()
 
+    def cni_plugin(self, command: str, pod_ns: str) -> dict:
+        """Run the reference `bridge` plugin from the conflist ovs-mesh wrote, as a
+        runtime would (IPAM leases kept in this test's temp dir)."""
+        with open(self.cni_conf) as f:
+            conf = cni.plugin_config(f.read())
+        conf["ipam"]["dataDir"] = os.path.join(self.tmp, "ipam")
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": f"{pod_ns}-c", "CNI_NETNS": f"/var/run/netns/{pod_ns}",
+               "CNI_IFNAME": "eth0", "CNI_PATH": CNI_BIN}
+        p = subprocess.run(["ip", "netns", "exec", self.ns, os.path.join(CNI_BIN, conf["type"])],
+                           input=json.dumps(conf), capture_output=True, text=True, timeout=60,
+                           env={**os.environ, **env})
+        assert p.returncode == 0, f"CNI {command}: {p.stdout} {p.stderr}"
+        return json.loads(p.stdout) if p.stdout.strip() else {}
+
+    def add_pod(self, suffix: str) -> tuple[str, dict]:
+        """A pod namespace attached by the CNI plugin: (netns, CNI result)."""
+        if not os.path.exists(os.path.join(CNI_BIN, "bridge")):
+            pytest.skip("containernetworking-plugins is not installed")
+        pod = self.ns.replace("-n", f"-{suffix}")
+        sh("ip", "netns", "add", pod)
+        self.created.append(pod)
+        return pod, self.cni_plugin("ADD", pod)
+
     def rewrite(self, **local) -> None:
         self.config["local"].update(local)
         write_config(self.config_path, self.config)
@@ -83,6 +109,8 @@ def node():
         sh("ip", "link", "set", u, "netns", ns)
         sh("ip", "link", "set", p, "netns", peer)
         in_ns(ns, "ip", "link", "set", "lo", "up")
+        # A new netns copies the root namespace's IPv4 settings: start from the kernel default.
+        in_ns(ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         in_ns(ns, "ip", "addr", "add", f"{NODE_IP}/{PREFIX}", "dev", u)
         in_ns(ns, "ip", "link", "set", u, "up")
         in_ns(ns, "ip", "route", "add", "default", "via", PEER_IP, "dev", u)

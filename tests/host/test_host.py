@@ -42,7 +42,8 @@ def test_apply_converges_and_teardown_restores(node):
 
     plan = ok(node.cli("plan", "--json"))
     kinds = {c["kind"] for c in json.loads(plan.stdout)["changes"]}
-    assert {"link", "address", "route", "sysctl", "offload", "cni", "masquerade", "underlay"} <= kinds
+    assert {"link", "address", "route", "sysctl", "offload", "cni", "masquerade", "antispoof",
+            "underlay"} <= kinds
     ok(node.cli("apply"))
 
     l = links(node)
@@ -67,6 +68,8 @@ def test_apply_converges_and_teardown_restores(node):
     assert rng == {"subnet": SUBNET, "rangeStart": "10.244.1.2", "gateway": GATEWAY}
     nft = node.sh("nft", "list", "table", "ip", "ovs_mesh").stdout
     assert "masquerade" in nft and "10.244.0.0/16" in nft
+    spoof = node.sh("nft", "list", "table", "bridge", "ovs_mesh").stdout
+    assert f"ip saddr != {SUBNET} drop" in spoof and 'iifname != "obr0"' in spoof
     # netdev underlay: the node IP lives on br-phy, with the default route; the node is reachable.
     assert addrs(node, "br-phy") == [f"{NODE_IP}/24"] and addrs(node, node.underlay) == []
     default = json.loads(node.sh("ip", "-j", "route", "show", "default").stdout)
@@ -91,6 +94,7 @@ def test_apply_converges_and_teardown_restores(node):
     assert node.sysctl("net.ipv4.conf.all.send_redirects") == redirects_before
     assert not os.path.exists(node.cni_conf)
     assert node.sh("nft", "list", "table", "ip", "ovs_mesh", check=False).returncode != 0
+    assert node.sh("nft", "list", "table", "bridge", "ovs_mesh", check=False).returncode != 0
     assert addrs(node, node.underlay) == [f"{NODE_IP}/24"]
     default = json.loads(node.sh("ip", "-j", "route", "show", "default").stdout)
     assert default and default[0]["dev"] == node.underlay and default[0]["gateway"] == "192.168.77.2"
@@ -106,12 +110,14 @@ def test_teardown_leaves_untagged_things_alone(node):
     and apply refuses to adopt a foreign kbr0."""
     node.sh("ip", "link", "add", "kbr0", "type", "bridge")
     node.sh("nft", "add", "table", "ip", "other")
+    node.sh("nft", "add", "table", "bridge", "other")
     node.sh("ip", "route", "add", "10.99.0.0/16", "via", "192.168.77.2")
     bad = node.cli("apply")
     assert bad.returncode == 1 and "kbr0" in bad.stderr and "refusing" in bad.stderr
     ok(node.cli("teardown"))
     assert "kbr0" in links(node)
     assert node.sh("nft", "list", "table", "ip", "other", check=False).returncode == 0
+    assert node.sh("nft", "list", "table", "bridge", "other", check=False).returncode == 0
     assert "10.99.0.0/16" in node.sh("ip", "route").stdout
     assert node.sysctl("net.ipv4.ip_forward") == "0"
 

@@ -1,10 +1,146 @@
-"""The host layer's pure parts: CNI conflist, item diff, nft ruleset, kbr0 MAC."""
+"""The host layer's pure parts, without root: desired_host for each setting
+combination, the diff (add, modify, delete, moves, teardown restores saved
+settings, nothing foreign touched), CNI conflist and nft rendering, kbr0's MAC."""
 import json
 from ipaddress import IPv4Address, IPv4Network
 
-from ovs_mesh import cni, masquerade
-from ovs_mesh.host import Item, diff_items, gateway_mac
+import pytest
+
+from topology.config import parse_config
+from topology.errors import InputError, NotOurs
+from ovs_mesh import cni, nft
+from ovs_mesh.host import desired_host, diff_host, gateway_mac
+from ovs_mesh.host.model import (Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostRoute, HostState,
+                                 Kbr, LinkUp, Masquerade, Offload, Sysctl, Underlay, UnderlayBridge,
+                                 UnderlayPort)
+from ovs_mesh.netlink import Route
 from ovs_mesh.underlay import desired_ovs
+
+CNI = "/etc/cni/net.d/10-ovs-mesh.conflist"
+
+
+def config(masquerade=True, datapath="system", underlay=False, mtu="auto"):
+    local = {"node": "node-1", "datapath": datapath, "host": True, "cni_conf": CNI,
+             "ovsdb": "unix:/run/omho/db.sock"}
+    if underlay:
+        local.update(underlay_bridge="br-phy", underlay_interface="eth1")
+    return parse_config({
+        "cluster": {"cidr": "10.244.0.0/16", "node_prefix": 24, "masquerade": masquerade, "mtu": mtu},
+        "nodes": [{"name": "node-1", "ip": "192.168.56.11", "subnet": "10.244.1.0/24"},
+                  {"name": "node-2", "ip": "192.168.56.12", "subnet": "10.244.2.0/24"}],
+        "local": local})
+
+
+def lines(changes):
+    return [str(c) for c in changes]
+
+
+def converged(cfg, mtu=1450, facts=HostFacts()):
+    """What a host looks like after applying: the desired objects themselves."""
+    return desired_host(cfg, mtu, HostState((), facts))
+
+
+OUR_ROUTE = HostRoute(Route("10.244.0.0/16", "kbr0", src="10.244.1.1", scope=253, proto=109))
+
+
+def test_fresh_node_plan_lines_in_apply_order():
+    changes = diff_host(converged(config()), HostState())
+    assert lines(changes) == [
+        "+ link kbr0 (bridge, mtu 1450)", "+ link obr0 master kbr0", "+ address 10.244.1.1/24 dev kbr0",
+        "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
+        "+ sysctl net.ipv4.ip_forward=1", "+ sysctl net.ipv4.conf.all.send_redirects=0",
+        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0",
+        "+ masquerade 10.244.0.0/16 (nft table ip ovs_mesh)",
+        "+ antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)", f"+ cni {CNI}"]
+    assert changes[0].as_dict() == {"action": "add", "kind": "link", "name": "kbr0 (bridge, mtu 1450)"}
+    want = converged(config())
+    assert want.of(Kbr) == [Kbr(1450, "0a:58:0a:f4:01:01")] and want.of(HostRoute) == [OUR_ROUTE]
+    assert want.of(AntiSpoof) == [AntiSpoof("10.244.1.0/24", "10.244.1.1", "obr0")]
+    assert json.loads(want.of(CniFile)[0].content)["plugins"][0]["mtu"] == 1450
+
+
+@pytest.mark.parametrize("masquerade", [True, False])
+@pytest.mark.parametrize("datapath", ["system", "dummy"])
+def test_desired_per_setting(masquerade, datapath):
+    want = converged(config(masquerade=masquerade, datapath=datapath), mtu=1400)
+    assert bool(want.of(Masquerade)) is masquerade
+    assert bool(want.of(Enslaved)) is (datapath != "dummy")  # dummy: obr0 has no kernel device
+    assert want.of(Kbr)[0].mtu == 1400 and not want.of(UnderlayBridge, Offload, LinkUp)
+    assert diff_host(want, want) == []
+
+
+def test_netdev_underlay_moves_addresses_and_routes_and_turns_offload_off():
+    cfg = config(datapath="netdev", underlay=True)
+    facts = HostFacts(underlay=Underlay("br-phy", "eth1"), underlay_mtu=9000)
+    default = Route("default", "eth1", gateway="192.168.56.1", proto=4)
+    observed = HostState((Address("192.168.56.11/24", "eth1"), HostRoute(default), Offload("eth1", "on"),
+                          Sysctl("net.ipv4.ip_forward", "0")), facts)
+    want = desired_host(cfg, 8950, observed)
+    assert want.of(UnderlayBridge)[0].spec == desired_ovs("br-phy", "eth1", 9000).bridge
+    assert want.of(Address)[-1] == Address("192.168.56.11/24", "br-phy")
+    got = lines(diff_host(want, observed))
+    assert got[:4] == ["+ underlay bridge br-phy", "+ underlay port eth1", "+ link kbr0 (bridge, mtu 8950)",
+                       "+ link obr0 master kbr0"]
+    assert "~ address 192.168.56.11/24 dev eth1 -> 192.168.56.11/24 dev br-phy" in got
+    assert "~ route default via 192.168.56.1 dev eth1 -> default via 192.168.56.1 dev br-phy" in got
+    assert "~ offload eth1 tx-checksumming on -> eth1 tx-checksumming off" in got
+    assert "~ sysctl net.ipv4.ip_forward=0 -> net.ipv4.ip_forward=1" in got
+    # Without ethtool (no offload observed) the offload is left alone.
+    assert not desired_host(cfg, 8950, HostState((), facts)).of(Offload)
+
+
+def test_missing_underlay_interface_is_bad_input():
+    facts = HostFacts(underlay=Underlay("br-phy", "eth1"), underlay_mtu=None)
+    with pytest.raises(InputError) as e:
+        desired_host(config(datapath="netdev", underlay=True), 1450, HostState((), facts))
+    assert e.value.errors == ["local.underlay_interface: eth1: no such network interface"]
+    # teardown does not need it
+    assert desired_host(config(datapath="netdev", underlay=True), 1450, HostState((), facts), True).objects == ()
+
+
+def test_foreign_objects_are_refused_and_survive_teardown():
+    facts = HostFacts(foreign=("link kbr0 exists but was not created by ovs-mesh; refusing to touch it",))
+    with pytest.raises(NotOurs, match="refusing"):
+        desired_host(config(), 1450, HostState((), facts))
+    # Teardown of a host where only foreign things exist: nothing to do.
+    assert diff_host(desired_host(config(), 1450, HostState((), facts), True), HostState((), facts)) == []
+
+
+def test_modify_and_delete():
+    cfg = config(masquerade=False)
+    have = converged(config(), mtu=1500)
+    stale = HostRoute(Route("10.245.0.0/16", "kbr0", src="10.244.1.1", scope=253, proto=109))
+    have = HostState(have.objects + (stale, Kbr(1500, "0a:58:0a:f4:01:01", up=False)), have.facts)
+    got = lines(diff_host(converged(cfg, mtu=1450), have))
+    assert got[0] == "~ link kbr0 (bridge, mtu 1500) -> kbr0 (bridge, mtu 1450)"
+    assert f"~ cni {CNI}" in got
+    assert got[-2:] == ["- route 10.245.0.0/16 dev kbr0 scope link src 10.244.1.1",
+                        "- masquerade 10.244.0.0/16 (nft table ip ovs_mesh)"]
+
+
+def test_teardown_restores_saved_settings_and_deletes_ours_in_reverse():
+    saved = (Sysctl("net.ipv4.ip_forward", "0"), Offload("eth1", "on"), Sysctl("net.ipv4.conf.gone.x", "1"))
+    facts = HostFacts(underlay=Underlay("br-phy", "eth1"), underlay_mtu=1500, saved=saved)
+    default = Route("default", "br-phy", gateway="192.168.56.1", proto=4)
+    have = HostState((UnderlayBridge(desired_ovs("br-phy", "eth1", 1500).bridge),
+                      UnderlayPort(desired_ovs("br-phy", "eth1", 1500).ports[0]),
+                      Kbr(1450, "m"), Enslaved("obr0"), LinkUp("br-phy"), Address("10.244.1.1/24", "kbr0"),
+                      Address("192.168.56.11/24", "br-phy"), OUR_ROUTE, HostRoute(default),
+                      Sysctl("net.ipv4.ip_forward", "1"), Sysctl("net.ipv4.conf.all.send_redirects", "0"),
+                      Offload("eth1", "off"), Masquerade("10.244.0.0/16"),
+                      AntiSpoof("10.244.1.0/24", "10.244.1.1", "obr0"), CniFile(CNI, "{}")), facts)
+    got = lines(diff_host(desired_host(config(datapath="netdev", underlay=True), 1450, have, True), have))
+    assert got == [
+        "~ address 192.168.56.11/24 dev br-phy -> 192.168.56.11/24 dev eth1",
+        "~ route default via 192.168.56.1 dev br-phy -> default via 192.168.56.1 dev eth1",
+        "~ sysctl net.ipv4.ip_forward=1 -> net.ipv4.ip_forward=0",
+        "~ offload eth1 tx-checksumming off -> eth1 tx-checksumming on",
+        f"- cni {CNI}", "- antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)",
+        "- masquerade 10.244.0.0/16 (nft table ip ovs_mesh)",
+        "- route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1", "- address 10.244.1.1/24 dev kbr0",
+        "- link kbr0 (bridge, mtu 1450)", "- underlay port eth1", "- underlay bridge br-phy"]
+    # all.send_redirects was not saved (it was 0 before us): it stays as it is; obr0 and br-phy
+    # are OVS's devices: not deleted by the host layer.
 
 
 def test_conflist_for_bridge_plugin():
@@ -31,24 +167,17 @@ def test_cni_write_is_atomic_and_only_when_different(tmp_path):
     assert cni.remove(str(path)) is False and path.exists()
 
 
-def test_diff_items_orders_adds_modifies_then_deletes():
-    want = [Item("link", "kbr0", 1450, "kbr0"), Item("route", "a", 1, "a"), Item("route", "b", 2, "b")]
-    have = [Item("link", "kbr0", 1500, "kbr0"), Item("route", "b", 2, "b"), Item("route", "c", 3, "c")]
-    got = [(c.action, c.kind, c.name) for c in diff_items(want, have)]
-    assert got == [("modify", "link", "kbr0"), ("add", "route", "a"), ("delete", "route", "c")]
-    assert diff_items(want, want) == []
-
-
-def test_moved_item_label_shows_both_ends():
-    [c] = diff_items([Item("address", "1.2.3.4/24", "br-phy", "1.2.3.4/24 dev br-phy")],
-                     [Item("address", "1.2.3.4/24", "eth1", "1.2.3.4/24 dev eth1")])
-    assert str(c) == "~ address 1.2.3.4/24 dev eth1 -> 1.2.3.4/24 dev br-phy"
-
-
-def test_masquerade_ruleset_names_the_range():
-    rules = masquerade.ruleset("10.244.0.0/16")
+def test_nft_rulesets_name_their_parameters():
+    rules = nft.masquerade_ruleset("10.244.0.0/16")
     assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in rules
     assert "table ip ovs_mesh" in rules
+    spoof = nft.antispoof_ruleset("10.244.1.0/24", "10.244.1.1", "obr0", "kbr0")
+    assert "table bridge ovs_mesh" in spoof and 'comment "ovs-mesh antispoof 10.244.1.0/24 10.244.1.1 obr0"' in spoof
+    pod = 'meta ibrname "kbr0" iifname != "obr0"'
+    for rule in ("ip saddr != 10.244.1.0/24 drop", "ip saddr 10.244.1.1 drop",
+                 "arp saddr ip != { 10.244.1.0/24, 0.0.0.0 } drop", "arp saddr ip 10.244.1.1 drop"):
+        assert f"{pod} {rule}" in spoof
+    assert "ibrname" not in nft.antispoof_ruleset("10.244.1.0/24", "10.244.1.1", "obr0", "kbr0", scoped=False)
 
 
 def test_gateway_mac_is_stable_and_local():
@@ -62,3 +191,15 @@ def test_underlay_bridge_is_tagged_netdev_standalone():
     assert s.bridge.datapath_type == "netdev" and s.bridge.fail_mode == "" and s.bridge.mtu_request == 9000
     assert dict(s.bridge.external_ids) == {"ovs-mesh": "underlay"}
     assert [p.name for p in s.ports] == ["eth1"] and dict(s.ports[0].external_ids) == {"ovs-mesh": "underlay"}
+
+
+def test_state_file_round_trip_and_removal(tmp_path):
+    from ovs_mesh.host import saved
+    s = saved.Saved((Sysctl("net.ipv4.ip_forward", "0"), Offload("eth1", "on")), Underlay("br-phy", "eth1"))
+    saved.save(str(tmp_path), s)
+    assert json.loads((tmp_path / saved.STATE_FILE).read_text())["restore"] == {
+        "offload:eth1": "on", "sysctl:net.ipv4.ip_forward": "0"}   # the format older versions wrote
+    back = saved.load(str(tmp_path))
+    assert set(back.restore) == set(s.restore) and back.underlay == s.underlay
+    saved.save(str(tmp_path), saved.Saved())
+    assert not (tmp_path / saved.STATE_FILE).exists() and saved.load(str(tmp_path)) == saved.Saved()

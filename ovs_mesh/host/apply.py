@@ -1,0 +1,146 @@
+"""Executes host changes: one applier per kind, run in an order that keeps the
+node reachable: the underlay bridge's rows and links first, addresses and
+routes (a route moves before the address it leaves), settings (the previous
+value saved before the first write), nftables and the CNI file, then kbr0's
+deletion and the underlay rows' deletion last.  Every step is an idempotent
+ensure or delete, so an interrupted apply is finished by the next one."""
+from __future__ import annotations
+
+import logging
+
+from topology.errors import Transient
+from topology.model import Config
+
+from .. import cni, nft
+from ..netlink import Netlink
+from ..state import Change
+from ..underlay import set_tx_checksum
+from . import saved as saved_mod
+from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
+                    LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
+from .observe import read_setting, sysctl_path, underlay_of
+
+LOG = logging.getLogger(__name__)
+
+
+def write_sysctl(name: str, value: str) -> None:
+    with open(sysctl_path(name), "w") as f:
+        f.write(value)
+
+
+def _pick(changes: list[HostChange], types, *actions: str) -> list[HostChange]:
+    return [c for c in changes if isinstance(c.obj, types) and c.action in actions]
+
+
+class HostApplier:
+    def __init__(self, config: Config, nl: Netlink, ovsdb):
+        self.config, self.nl, self.ovsdb = config, nl, ovsdb
+        self.rundir = config.local.rundir
+
+    def apply(self, changes: list[HostChange], teardown: bool) -> None:
+        saved = saved_mod.load(self.rundir)
+        u = underlay_of(self.config, saved)
+        underlay = (UnderlayBridge, UnderlayPort)
+        self.underlay_ovs(u.bridge if u else None, _pick(changes, underlay, "add", "modify"))
+        if u is not None and not teardown and saved.underlay != u:
+            saved = saved_mod.Saved(saved.restore, u)
+            saved_mod.save(self.rundir, saved)
+        for c in _pick(changes, (Kbr, Enslaved, LinkUp), "add", "modify"):
+            self.link(c.new)
+        self.addresses_and_routes(_pick(changes, Address, "add", "modify", "delete"),
+                                  _pick(changes, HostRoute, "add", "modify", "delete"))
+        saved = self.settings(_pick(changes, (Sysctl, Offload), "add", "modify"), saved, teardown)
+        for c in changes:
+            if isinstance(c.obj, (Masquerade, AntiSpoof)):
+                self.nft(c)
+            elif isinstance(c.obj, CniFile):
+                cni.remove(c.old.path) if c.action == "delete" else cni.write(c.new.path, c.new.content)
+        if _pick(changes, Kbr, "delete") and self._own_kbr0():
+            self.nl.delete_link(KBR)
+        self.underlay_ovs(u.bridge if u else None, _pick(changes, underlay, "delete"))
+        if teardown and u is not None and self.nl.link(u.bridge) is None:
+            saved_mod.save(self.rundir, saved_mod.Saved(saved.restore, None))
+
+    # --- one applier per kind ---------------------------------------------
+    def underlay_ovs(self, bridge: str | None, changes: list[HostChange]) -> None:
+        """The underlay bridge's rows, in one transaction of the OVSDB client we were given."""
+        if not changes:
+            return
+        rows = [Change(c.action, "bridge" if isinstance(c.obj, UnderlayBridge) else "port", c.obj.spec.name,
+                       old=c.old.spec if c.old else None, new=c.new.spec if c.new else None)
+                for c in changes]
+        self.ovsdb.apply(bridge, rows)
+
+    def link(self, obj: Kbr | Enslaved | LinkUp) -> None:
+        if isinstance(obj, Kbr):
+            if not self._own_kbr0():
+                self.nl.create_bridge(KBR, ALIAS)
+            self.nl.set_link(KBR, mtu=obj.mtu, mac=obj.mac, up=obj.up)
+            return
+        # obr0 / the underlay bridge: OVS internal devices; wait for vswitchd.
+        if self.nl.wait_link(obj.name) is None:
+            raise Transient(f"OVS internal device {obj.name} did not appear")
+        if isinstance(obj, Enslaved):
+            self.nl.set_link(obj.name, master=obj.master, up=obj.up)
+        else:
+            self.nl.set_link(obj.name, up=True)
+
+    def addresses_and_routes(self, addresses: list[HostChange], routes: list[HostChange]) -> None:
+        """New addresses, then routes (they may need the address as source), then
+        the old addresses: a moved route is in place before its address leaves."""
+        for c in addresses:
+            if c.new is not None:
+                self.nl.add_address(c.new.dev, c.new.cidr)
+        for c in routes:
+            self.nl.replace_route(c.new.route) if c.new is not None else self.nl.del_route(c.old.route)
+        for c in addresses:
+            if c.old is not None:
+                self.nl.del_address(c.old.dev, c.old.cidr)
+        for c in addresses:
+            if c.action == "modify":  # moved: tell the neighbours the new MAC
+                self.nl.announce(c.new.dev, c.new.cidr.split("/")[0])
+
+    def settings(self, changes: list[HostChange], saved: saved_mod.Saved, teardown: bool) -> saved_mod.Saved:
+        """Write settings; record each previous value before the first write of
+        it, and on teardown forget those that are back at their saved value."""
+        restore = {(s.kind, s.key): s for s in saved.restore}
+        for c in changes:
+            key = (c.kind, c.new.key)
+            if teardown:
+                self._write(c.new)
+                restore.pop(key, None)
+                continue
+            if c.old is not None and c.old.restorable:
+                restore.setdefault(key, c.old)
+            saved_mod.save(self.rundir, saved.with_restore(restore.values()))  # record before changing
+            self._write(c.new)
+        if teardown:
+            restore = {k: s for k, s in restore.items() if read_setting(s, self.nl) not in (None, s.value)}
+        saved = saved.with_restore(restore.values())
+        saved_mod.save(self.rundir, saved)
+        return saved
+
+    def _write(self, s: Sysctl | Offload) -> None:
+        if isinstance(s, Sysctl):
+            write_sysctl(s.name, s.value)
+        else:
+            set_tx_checksum(s.interface, s.value)
+
+    def nft(self, c: HostChange) -> None:
+        if isinstance(c.obj, Masquerade):
+            family = nft.MASQ_FAMILY
+            ruleset = c.new and nft.masquerade_ruleset(c.new.cidr)
+        else:
+            family = nft.ANTISPOOF_FAMILY
+            scoped = nft.bridge_meta_supported()
+            if c.new and not scoped:
+                LOG.warning("the kernel cannot match a frame's bridge (nft_meta_bridge): the anti-spoofing "
+                            "rules hold for every Linux bridge's ports here, not only %s's", KBR)
+            ruleset = c.new and nft.antispoof_ruleset(c.new.subnet, c.new.gateway, c.new.gateway_port, KBR,
+                                                      scoped=scoped)
+        nft.remove(family) if c.action == "delete" else nft.replace(family, ruleset)
+
+    def _own_kbr0(self) -> bool:
+        link = self.nl.link(KBR)
+        return link is not None and link.alias == ALIAS
+

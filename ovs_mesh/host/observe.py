@@ -1,0 +1,130 @@
+"""The one place that reads the host: netlink, sysctls, ethtool, nftables, the
+CNI file, the state file and the underlay bridge's OVSDB rows.  Reads only
+what is ours (by tag) and the settings we change; whatever we would have to
+write but is not ours is reported in `facts.foreign`, not returned."""
+from __future__ import annotations
+
+import os
+
+from topology.errors import NotOurs
+from topology.model import Config
+
+from .. import cni, nft
+from ..netlink import Netlink
+from ..state import BRIDGE, Conflict
+from ..underlay import tx_checksum
+from . import saved as saved_mod
+from .desired import wanted_sysctls
+from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
+                    HostRoute, HostState, Kbr, LinkUp, Masquerade, Offload, Sysctl, Underlay,
+                    UnderlayBridge, UnderlayPort)
+
+SYSCTL_ROOT = "/proc/sys"
+DEFAULT_MTU = 1500
+RTPROT_KERNEL = 2
+
+
+def sysctl_path(name: str) -> str:
+    return os.path.join(SYSCTL_ROOT, *name.split("."))
+
+
+def read_sysctl(name: str) -> str | None:
+    try:
+        with open(sysctl_path(name)) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def underlay_of(config: Config, saved: saved_mod.Saved) -> Underlay | None:
+    """The netdev underlay from the config, else the one we recorded (teardown after an edit)."""
+    l = config.local
+    if l.datapath == "netdev" and l.underlay_bridge and l.underlay_interface:
+        return Underlay(l.underlay_bridge, l.underlay_interface)
+    return saved.underlay
+
+
+def underlay_mtu(config: Config, nl: Netlink) -> int:
+    """The MTU of the interface that carries the node IP (1500 if unknown)."""
+    name = config.local.underlay_interface or nl.link_with_address(str(config.local_node.ip))
+    link = nl.link(name) if name else None
+    return link.mtu if link is not None else DEFAULT_MTU
+
+
+def read_setting(s: Sysctl | Offload, nl: Netlink) -> str | None:
+    """The current value of a setting, None if it does not exist (yet)."""
+    if isinstance(s, Sysctl):
+        return read_sysctl(s.name)
+    return tx_checksum(s.interface) if nl.link(s.interface) is not None else None
+
+
+def read_underlay_ovs(ovsdb, bridge: str) -> list[HostObject]:
+    state, _, problems = ovsdb.read(bridge)
+    refusing = [p for p in problems if isinstance(p, Conflict)]
+    if refusing:
+        raise NotOurs("; ".join(refusing))
+    out: list[HostObject] = [UnderlayBridge(state.bridge)] if state.bridge is not None else []
+    return out + [UnderlayPort(p) for p in state.ports]
+
+
+def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
+    """What is ours on this host now, in the order the diff deletes it in reverse."""
+    saved = saved_mod.load(config.local.rundir)
+    u = underlay_of(config, saved)
+    objects: list[HostObject] = []
+    foreign: list[str] = []
+    ulink = None
+    if u is not None:
+        if ovsdb is None:
+            raise RuntimeError("the netdev underlay needs an OVSDB client")
+        objects += read_underlay_ovs(ovsdb, u.bridge)
+        ulink = nl.link(u.interface)
+
+    kbr = nl.link(KBR)
+    if kbr is not None and kbr.alias != ALIAS:
+        foreign.append(f"link {KBR} exists but was not created by ovs-mesh (no alias {ALIAS!r}); "
+                       "refusing to touch it")
+        kbr = None
+    if kbr is not None:
+        objects.append(Kbr(kbr.mtu, kbr.mac, kbr.up))
+    obr = nl.link(BRIDGE)
+    if obr is not None and obr.master == KBR:
+        objects.append(Enslaved(BRIDGE, obr.master, obr.up))
+    blink = nl.link(u.bridge) if u is not None else None
+    if blink is not None and blink.up:
+        objects.append(LinkUp(u.bridge))
+
+    if kbr is not None:
+        objects += [Address(a, KBR) for a in nl.addresses(KBR)]
+    underlay_devs = (u.interface, u.bridge) if u is not None else ()
+    for dev in underlay_devs:
+        objects += [Address(a, dev) for a in nl.addresses(dev)]
+    objects += [HostRoute(r) for r in nl.routes(proto=ROUTE_PROTO)]
+    for dev in underlay_devs:
+        objects += [HostRoute(r) for r in nl.routes(dev=dev) if r.proto not in (RTPROT_KERNEL, ROUTE_PROTO)]
+
+    settings: dict = {(s.kind, s.key): s for s in (*wanted_sysctls(), *saved.restore)}
+    if u is not None:
+        settings.setdefault(("offload", u.interface), Offload(u.interface, ""))
+    for s in settings.values():
+        cur = read_setting(s, nl)
+        if cur is not None:
+            objects.append(type(s)(s.key, cur))
+
+    cidr = nft.observe_masquerade()
+    if cidr is not None:
+        objects.append(Masquerade(cidr))
+    spoof = nft.observe_antispoof()
+    if spoof is not None:
+        objects.append(AntiSpoof(*spoof))
+
+    path = config.local.cni_conf
+    content = cni.read(path)
+    if content is not None and not cni.is_ours(content):
+        foreign.append(f"local.cni_conf: {path}: exists and was not written by ovs-mesh; "
+                       "refusing to overwrite it")
+    elif content is not None:
+        objects.append(CniFile(path, content))
+    facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
+                      saved=saved.restore, foreign=tuple(foreign))
+    return HostState(tuple(objects), facts)
