@@ -143,6 +143,8 @@ class FileSource:
         self._identity = identity
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:  # back to the good content we already have
+            if self._bad_digest is not None:
+                LOG.info("config %s is back to the config in force", self.path)
             self._bad_digest, self.errors = None, []
             return False
         try:
