@@ -17,14 +17,13 @@ Protocol shared with `KubernetesSource`: ``start(notify)``, ``nodes()``,
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import socket
 import threading
 from typing import Callable
-
-import errno
-import socket
 
 from ovs_mesh.config_file import decode, load_yaml, read_bytes
 
