@@ -11,13 +11,15 @@ every step, and every refusal is an `InputError` (exit 2, ``path: value: reason`
   most `MAX_BYTES + 1` bytes are read, whatever the file claims to be.
 - **UTF-8 only**: other encodings (Latin-1) are refused with the offset of the
   first bad byte.
-- **Structure before composition**: libyaml's event parser is not recursive,
-  but the composer and constructor are (50 000 nested `[` overflowed the C
-  stack).  So the event stream is walked first, and a document nested deeper
-  than `MAX_DEPTH`, with more than `MAX_NODES` nodes, or whose aliases would
-  stand for more than `MAX_ALIAS_NODES` nodes in all (a 520-byte "billion
-  laughs" file expands to 9^9), is refused before anything is built.  The same
-  walk guards the round-trip (ruamel) path that `allocate` uses.
+- **Built without recursion**: libyaml's event parser keeps its own stack, but
+  PyYAML's composer and constructor recurse (50 000 nested `[` overflowed the C
+  stack, 1 000-20 000 levels raised RecursionError).  So `build` makes the
+  document from the event stream in one loop with an explicit stack, and
+  refuses, as soon as it is crossed, nesting deeper than `MAX_DEPTH`, more than
+  `MAX_NODES` nodes, or aliases that stand for more than `MAX_ALIAS_NODES` nodes
+  in all (a 520-byte "billion laughs" file stands for 9^9).  Scalars resolve
+  exactly as with PyYAML's SafeLoader.  The round-trip (ruamel) path that
+  `allocate` uses runs `build` first.
 
 Validation of the decoded document is pure and lives in `topology.config`.
 """
@@ -54,14 +56,14 @@ def read_bytes(path: str, what: str = "--config") -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError as e:
-        err = ConfigError([Problem(what, show(path), e.strerror or str(e))])
+        err = ConfigError([Problem(what, path, e.strerror or str(e))])
         err.errno = e.errno
         raise err from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a file")
-            raise ConfigError([Problem(what, show(path), f"not a regular file ({kind})")])
+            raise ConfigError([Problem(what, path, f"not a regular file ({kind})")])
         if st.st_size > MAX_BYTES:
             raise _too_big(what, path)
         chunks, size = [], 0
@@ -75,20 +77,20 @@ def read_bytes(path: str, what: str = "--config") -> bytes:
             raise _too_big(what, path)
         return b"".join(chunks)
     except OSError as e:
-        raise ConfigError([Problem(what, show(path), e.strerror or str(e))]) from None
+        raise ConfigError([Problem(what, path, e.strerror or str(e))]) from None
     finally:
         os.close(fd)
 
 
 def _too_big(what: str, path: str) -> ConfigError:
-    return ConfigError([Problem(what, show(path), f"larger than {MAX_BYTES} bytes (the limit)")])
+    return ConfigError([Problem(what, path, f"larger than {MAX_BYTES} bytes (the limit)")])
 
 
 def decode(data: bytes, path: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError([Problem(show(path), f"byte {e.start}", "not UTF-8")]) from None
+        raise ConfigError([Problem(path, f"byte {e.start}", "not UTF-8")]) from None
 
 
 def round_trip_yaml() -> YAML:
@@ -163,13 +165,14 @@ def build(text: str, path: str = "config") -> Any:
     for in all (MAX_ALIAS_NODES; an alias is the same object, never a copy).
     Duplicate keys and anything but one document are refused."""
     def refuse(event, reason: str) -> ConfigError:
-        return ConfigError([Problem(show(path), f"line {event.start_mark.line + 1}", reason)])
+        return ConfigError([Problem(path, f"line {event.start_mark.line + 1}", reason)])
 
     stack: list = []         # open collections: a list, or a _Mapping
     sizes: list[int] = []    # nodes in each open collection (what an alias to it stands for)
     anchors: dict[str, tuple[Any, int]] = {}
     open_anchors: list = []
     root: list = []
+    plain: dict[str, tuple[Any, bool]] = {}  # plain scalar text -> its (immutable) value
     nodes = aliased = documents = 0
 
     def add(event, value, size: int, is_merge: bool = False) -> None:
@@ -203,7 +206,13 @@ def build(text: str, path: str = "config") -> Any:
         cls = event.__class__
         if cls is yaml.ScalarEvent:  # the common case first
             nodes += 1
-            value, is_merge = _scalar(event)
+            if event.tag is None and event.implicit[0]:  # plain: resolve each text once
+                resolved = plain.get(event.value)
+                if resolved is None:
+                    resolved = plain[event.value] = _scalar(event)
+                value, is_merge = resolved
+            else:
+                value, is_merge = _scalar(event)
             if event.anchor is not None:
                 anchors[event.anchor] = (value, 1)
             add(event, value, 1, is_merge)
@@ -259,9 +268,9 @@ def load_yaml(text: str, path: str = "config", round_trip: bool = False) -> Any:
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         problem = problem if len(problem) <= 200 else problem[:200] + "..."  # libyaml's are short
-        raise ConfigError([Problem(show(path), where, f"malformed YAML: {problem}")]) from None
+        raise ConfigError([Problem(path, where, f"malformed YAML: {problem}")]) from None
     except RecursionError:  # not reachable within MAX_DEPTH; never a traceback if it is
-        raise ConfigError([Problem(show(path), "?", "nested too deeply")]) from None
+        raise ConfigError([Problem(path, "?", "nested too deeply")]) from None
 
 
 def read_yaml(path: str, what: str = "--config", round_trip: bool = False) -> Any:
@@ -282,11 +291,11 @@ def read_local_file(path: str) -> dict:
     if isinstance(data, dict) and list(data) == ["local"]:
         data = data["local"]  # also accept a file that is just `local: {...}`
         if not isinstance(data, dict):
-            raise ConfigError([Problem(f"{show(path)}: local", show(data),
+            raise ConfigError([Problem(f"{path}: local", show(data),
                                        "must be a mapping of local settings")])
     if not isinstance(data, dict):
-        raise ConfigError([Problem("--local", show(path), "must be a mapping of local settings")])
-    unknown = local_key_problems(data, show(path))
+        raise ConfigError([Problem("--local", path, "must be a mapping of local settings")])
+    unknown = local_key_problems(data, path)
     if unknown:
         raise ConfigError(unknown)
     return data

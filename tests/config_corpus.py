@@ -45,6 +45,9 @@ def _texts() -> dict[str, bytes | str]:
     out["nul-bytes"] = b"cluster: {cidr: 10.244.0.0/16}\n\x00\x00\x00\n"
     out["latin-1"] = "cluster:\n  tunnel: caf\u00e9\n".encode("latin-1")
     out["python-tag"] = '!!python/object/apply:os.system ["touch /tmp/ovsm-pwned"]\n'
+    out["int-5000-digits"] = "cluster: {vxlan_port: " + "9" * 5000 + "}\n"   # int() refuses > 4300 digits
+    out["bad-timestamp"] = "cluster: {cidr: 2001-13-45}\n"
+    out["empty-int-tag"] = "cluster: {vxlan_port: !!int ''}\n"
     out["two-documents"] = "cluster: {}\n---\ncluster: {}\n"
     out["duplicate-keys"] = "cluster: {}\ncluster: {}\n"
     out["tcp-port-99999"] = good_head.replace("host: false", "host: false, ovsdb: 'tcp:127.0.0.1:99999'") \

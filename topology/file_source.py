@@ -17,14 +17,13 @@ Protocol shared with `KubernetesSource`: ``start(notify)``, ``nodes()``,
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import socket
 import threading
 from typing import Callable
-
-import errno
-import socket
 
 from ovs_mesh.config_file import decode, load_yaml, read_bytes
 
@@ -143,6 +142,8 @@ class FileSource:
         self._identity = identity
         digest = hashlib.sha256(data).digest()
         if digest == self._digest:  # back to the good content we already have
+            if self._bad_digest is not None:
+                LOG.info("config %s is back to the config in force", self.path)
             self._bad_digest, self.errors = None, []
             return False
         try:

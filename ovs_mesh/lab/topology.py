@@ -13,9 +13,9 @@ from ipaddress import IPv4Network
 from topology.allocate import allocate
 from topology.files import write_atomic
 from topology.config import parse_config
+from topology.model import Cluster
 
 from ..config_file import read_yaml as _read, round_trip_yaml
-from topology.model import Cluster
 
 
 def make_topology(nodes: list[tuple[str, str]], tunnel: str = "vxlan", mode: str = "flow",
