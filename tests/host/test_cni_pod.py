@@ -9,8 +9,7 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
+from tests.helpers import need
 from tests.host.conftest import GATEWAY, NODE_IP, PEER_IP, SUBNET, in_ns, sh
 from tests.host.test_host import ok, ping
 
@@ -30,8 +29,7 @@ def run_plugin(node, command: str, pod_ns: str, conf: dict) -> dict:
 
 
 def test_pod_from_cni_bridge_plugin(node):
-    if not os.path.exists(os.path.join(CNI_BIN, "bridge")):
-        pytest.skip("containernetworking-plugins is not installed")
+    need(os.path.join(CNI_BIN, "bridge"), os.path.join(CNI_BIN, "host-local"))
     ok(node.cli("apply"))
     with open(node.cni_conf) as f:
         conf = cni.plugin_config(f.read())

@@ -2,9 +2,13 @@
 import json
 from ipaddress import IPv4Address, IPv4Network
 
+import pytest
+
 from ovs_mesh import cni, masquerade
 from ovs_mesh.host import Item, diff_items, gateway_mac
 from ovs_mesh.underlay import desired_ovs
+
+pytestmark = pytest.mark.unit   # no namespace needed: the unit tier, though it lives in tests/host
 
 
 def test_conflist_for_bridge_plugin():
