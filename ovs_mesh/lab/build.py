@@ -181,6 +181,8 @@ def down(name: str, progress=print) -> bool:
              lambda r, pid: pid and progress(f"stopped the ovs-mesh agent of {r['node']} (pid {pid})"))
     for r in reversed(st.resources()):
         release(r, progress)
+        if r["kind"] == "ovs":
+            progress(f"stopped ovsdb-server/ovs-vswitchd of {r['netns']}")
     shutil.rmtree(st.dir, ignore_errors=True)
     progress(f"lab {name} is down")
     return True

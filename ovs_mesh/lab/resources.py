@@ -81,11 +81,13 @@ def kill(pid: int, netns: str | None) -> None:
 
 
 def release(r: dict, progress) -> None:
-    """Remove one recorded resource; idempotent.  Agents are stopped by agents.stop_recorded."""
+    """Remove one recorded resource; idempotent; `progress` hears of each namespace deleted.
+
+    Agents are stopped by agents.stop_recorded, before anything else.
+    """
     kind = r["kind"]
     if kind == "ovs":
         OvsDaemons(r["rundir"], netns=r["netns"]).stop()
-        progress(f"stopped ovsdb-server/ovs-vswitchd of {r['netns']}")
     elif kind == "proc":
         kill(r["pid"], r.get("netns"))
     elif kind == "veth":
