@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from tests.conftest import apiserver, kubeconfig  # noqa: F401  aliases: the fixtures moved to tests/conftest.py
 from topology.kubernetes_source import KubernetesSource
 from topology.model import Cluster
 

@@ -6,6 +6,11 @@ import pytest
 from tests.helpers import LAB_TOOLS, need, run_cli
 
 
+def ovs_mesh(*args, check=True, timeout=300):
+    """Alias of tests.helpers.run_cli for older tests: `ovs-mesh ARGS`, failing the test on an error by default."""
+    return run_cli(*args, check=check, timeout=timeout)
+
+
 def need_lab_tools():
     need(*LAB_TOOLS, root=True)
 

@@ -5,6 +5,7 @@ the underlay subnet and static neighbours for the peers, so that
 `ofproto/trace` of a tunnelled packet ends in tnl_push.
 """
 from ovs_mesh.daemons import OvsDaemons
+from tests.conftest import ovs  # noqa: F401  alias: the fixture moved to tests/conftest.py; older imports still work
 
 
 def setup_underlay(ovs: OvsDaemons, local_ip: str, peer_ips, prefix: int = 24):
