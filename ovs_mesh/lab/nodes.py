@@ -59,6 +59,8 @@ def make_node(st: LabState, n: Node) -> None:
     """Namespace, underlay veth with the node IP, private OVS daemons (each recorded first)."""
     ul = ul_ns(st.name)
     add_netns(st, n.ns)
+    # A new namespace copies the host's ip_forward; a fresh machine has 0 (ovs-mesh turns it on).
+    run("sysctl", "-qw", "net.ipv4.ip_forward=0", netns=n.ns)
     peer = f"n{n.k}"
     st.record("veth", netns=ul, name=peer, peer_netns=n.ns, peer_name=UNDERLAY_IF)
     run("ip", "-n", ul, "link", "add", peer, "type", "veth", "peer", "name", UNDERLAY_IF, "netns", n.ns)

@@ -73,6 +73,8 @@ def node():
         sh("ip", "link", "set", u, "netns", ns)
         sh("ip", "link", "set", p, "netns", peer)
         in_ns(ns, "ip", "link", "set", "lo", "up")
+        # A new namespace copies the host's ip_forward: start from a fresh machine's 0 whatever the host has.
+        in_ns(ns, "sysctl", "-qw", "net.ipv4.ip_forward=0")
         in_ns(ns, "ip", "addr", "add", f"{NODE_IP}/{PREFIX}", "dev", u)
         in_ns(ns, "ip", "link", "set", u, "up")
         in_ns(ns, "ip", "route", "add", "default", "via", PEER_IP, "dev", u)
