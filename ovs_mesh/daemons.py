@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
+
+from .process import alive, stop_pid, wait_until
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
@@ -63,7 +64,7 @@ class OvsDaemons:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None  # a killed daemon may linger as a zombie
+        return pid if alive(pid) else None  # a killed daemon may linger as a zombie
 
     def vswitchd_ctl(self) -> str:
         return os.path.join(self.rundir, f"ovs-vswitchd.{self.pid('ovs-vswitchd')}.ctl")
@@ -83,51 +84,25 @@ class OvsDaemons:
             self.run("ovsdb-server", os.path.join(self.rundir, "conf.db"),
                      f"--remote=punix:{self.db_sock}", "--pidfile", "--detach", "--log-file",
                      "--no-chdir", *self.ovsdb_args)
-        _wait(lambda: os.path.exists(self.db_sock), 10, "ovsdb-server socket")
+        _wait(lambda: os.path.exists(self.db_sock), "ovsdb-server socket")
 
     def start_vswitchd(self) -> None:
         if self.pid("ovs-vswitchd") is None:
             extra = ["--enable-dummy"] if self.dummy else []
             self.run("ovs-vswitchd", self.remote, "--pidfile", "--detach", "--log-file", "--no-chdir",
                      *extra)
-        _wait(lambda: os.path.exists(self.vswitchd_ctl()), 10, "ovs-vswitchd control socket")
+        _wait(lambda: os.path.exists(self.vswitchd_ctl()), "ovs-vswitchd control socket")
 
     def stop_daemon(self, daemon: str, sig=signal.SIGTERM, timeout: float = 10) -> None:
         pid = self.pid(daemon)
-        if pid is None:
-            return
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if not _wait(lambda: not _alive(pid), timeout, None):
-            os.kill(pid, signal.SIGKILL)
-            _wait(lambda: not _alive(pid), 5, None)
+        if pid is not None:
+            stop_pid(pid, timeout, sig)
 
     def stop(self) -> None:
         self.stop_daemon("ovs-vswitchd")
         self.stop_daemon("ovsdb-server")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child (ours, not yet reaped) is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait(cond, timeout: float, what: str | None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    if what:
+def _wait(cond, what: str, timeout: float = 10) -> None:
+    if not wait_until(cond, timeout):
         raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-    return False

@@ -1,15 +1,58 @@
-"""Small builders shared by the test tiers."""
+"""Small builders shared by the test tiers: configs, the one CLI runner, the one "tool missing" rule."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
+import pytest
 from ruamel.yaml import YAML
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = [sys.executable, "-m", "ovs_mesh"]   # how every test runs ovs-mesh (the venv's code)
+
+# Debian package of each tool a test may need: the skip message says what to install.
+PACKAGES = {"ovs-vswitchd": "openvswitch-switch", "ovsdb-server": "openvswitch-switch",
+            "ovs-pki": "openvswitch-common", "ip": "iproute2", "ping": "iputils-ping", "ethtool": "ethtool",
+            "nsenter": "util-linux", "systemd-analyze": "systemd", "vagrant": "vagrant",
+            "/usr/lib/cni/bridge": "containernetworking-plugins",
+            "/usr/lib/cni/host-local": "containernetworking-plugins"}
+LAB_TOOLS = ("ovs-vswitchd", "ovsdb-server", "ip", "ping", "ethtool", "/usr/lib/cni/bridge",
+             "/usr/lib/cni/host-local")
+
+
+def need(*tools: str, root: bool = False) -> None:
+    """Skip unless every tool (a command on PATH, or an absolute path) is there, and root if asked.
+
+    The one rule for missing tools: the skip names what is missing and its Debian
+    package; with CI set, tests/conftest.py turns every skip into a failure.
+    """
+    if root and os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, OVS daemons)")
+    missing = [t for t in tools if not (os.access(t, os.X_OK) if os.path.isabs(t) else shutil.which(t))]
+    if missing:
+        pkgs = sorted({PACKAGES[t] for t in missing if t in PACKAGES})
+        pytest.skip(f"missing: {', '.join(missing)}" + (f" (apt-get install {' '.join(pkgs)})" if pkgs else ""))
+
+
+def need_root() -> None:
+    need(root=True)
+
+
+def run_cli(*args: str, netns: str | None = None, check: bool = False, env: dict | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    """`ovs-mesh ARGS` (inside network namespace `netns`); check=True fails the test on a non-zero exit."""
+    cmd = (["ip", "netns", "exec", netns] if netns else []) + [*CLI, *args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                       env={**os.environ, **(env or {})})
+    if check and p.returncode != 0:
+        raise AssertionError(f"ovs-mesh {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
 
 
 def base_config(n: int = 3, tunnel: str = "vxlan", mode: str = "flow", **cluster) -> dict:
@@ -21,6 +64,13 @@ def base_config(n: int = 3, tunnel: str = "vxlan", mode: str = "flow", **cluster
     }
 
 
+def sandbox_config(ovs, n: int = 2, **cluster) -> dict:
+    """base_config(n) for node-1 on a sandbox OVS (dummy datapath, no host networking)."""
+    data = base_config(n, **cluster)
+    data["local"]["ovsdb"] = ovs.remote
+    return data
+
+
 def write_config(path: str, data: dict) -> str:
     y = YAML(typ="safe", pure=True)
     y.default_flow_style = False
@@ -29,9 +79,20 @@ def write_config(path: str, data: dict) -> str:
     return path
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ovs_mesh", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+@contextlib.contextmanager
+def sandbox_ovs(prefix: str = "ovsm-sb-", **kw):
+    """A private ovsdb-server + ovs-vswitchd (dummy datapath) in a temp dir, removed on the way out."""
+    from ovs_mesh.daemons import OvsDaemons
+
+    need("ovs-vswitchd", "ovsdb-server")
+    d = tempfile.mkdtemp(prefix=prefix)
+    daemons = OvsDaemons(d, dummy=True, **kw)
+    try:
+        daemons.start()
+        yield daemons
+    finally:
+        daemons.stop()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def wait_for(pred, timeout: float = 5.0, what: str = "condition", interval: float = 0.02):

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 
-from ..daemons import _alive
+from ..process import alive as _alive
 from ..state import BRIDGE, COOKIE_MATCH
 
 LOG = logging.getLogger(__name__)

@@ -8,6 +8,7 @@ logs to `<node>/agent.log`, and counts as ready when it has written the status
 file of a successful reconcile (`<node>/ovs/ovs-mesh.status.json`, the one
 `ovs-mesh status` reads) after it started.  Agents are stopped by the pid in
 their pid file (SIGTERM, then SIGKILL after a deadline), never by name.
+A node without an agent is configured with one `ovs-mesh apply` (apply_once).
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
-from ovs_mesh.daemons import _alive
+from ovs_mesh.process import alive, stop_pid
 from topology.files import write_atomic
 
-from .state import LabError, LabState
+from .nodes import local_section
+from .resources import run
+from .state import LabError, LabState, Node
 from .topology import write_yaml
 
+OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
 STATUS_FILE = "ovs-mesh.status.json"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -32,26 +37,19 @@ class AgentError(LabError):
     """An agent did not start, get ready or stop."""
 
 
-def local_section(node: dict, underlay_bridge: str, underlay_if: str) -> dict:
-    return {"node": node["name"], "ovsdb": f"unix:{node['rundir']}/db.sock", "datapath": "netdev",
-            "host": True, "underlay_bridge": underlay_bridge, "underlay_interface": underlay_if,
-            "cni_conf": node["cni_conf"]}
+def write_local(node: Node) -> None:
+    """The node's local.yaml (its `local` section): what its agent reads beside the topology."""
+    write_yaml(node.local, local_section(node))
 
 
-def write_local(node: dict, local: dict) -> None:
-    write_yaml(node["local"], local)
-
-
-def args(st: LabState, node: dict, *extra: str) -> list[str]:
+def args(st: LabState, node: Node, *extra: str) -> list[str]:
     """`ovs-mesh --config <lab>/topology.yaml --local <node>/local.yaml EXTRA` (run it in the node's namespace)."""
-    from .build import OVS_MESH
-
-    return [*OVS_MESH, "--config", st.topology_path, "--local", node["local"], *extra]
+    return [*OVS_MESH, "--config", st.topology_path, "--local", node.local, *extra]
 
 
-def command(st: LabState, node: dict, *extra: str) -> list[str]:
+def command(st: LabState, node: Node, *extra: str) -> list[str]:
     """args() inside the node namespace."""
-    return ["ip", "netns", "exec", node["ns"], *args(st, node, *extra)]
+    return ["ip", "netns", "exec", node.ns, *args(st, node, *extra)]
 
 
 def _cmdline(pid: int) -> str:
@@ -62,41 +60,44 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def pid_of(node: dict) -> int | None:
+def pid_of(node: Node) -> int | None:
     """The live agent of this node (pid file, checked against the command line: pid reuse)."""
+    return _pid_from(node.agent_pidfile, node.local)
+
+
+def _pid_from(pidfile: str, local: str) -> int | None:
     try:
-        with open(node["agent_pidfile"]) as f:
+        with open(pidfile) as f:
             pid = int(f.read().strip())
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError):
         return None
     cmd = _cmdline(pid)
-    if not _alive(pid) or " agent" not in cmd or node["local"] not in cmd:
+    if not alive(pid) or " agent" not in cmd or local not in cmd:
         return None
     return pid
 
 
-def last_status(node: dict) -> dict | None:
+def last_status(node: Node) -> dict | None:
     try:
-        with open(os.path.join(node["rundir"], STATUS_FILE)) as f:
+        with open(os.path.join(node.rundir, STATUS_FILE)) as f:
             return json.load(f)
     except (OSError, ValueError):
         return None
 
 
-def start(st: LabState, node: dict) -> tuple[int, float]:
+def start(st: LabState, node: Node) -> tuple[int, float]:
     """Start the node's agent (recorded first); returns (pid, wall-clock start time)."""
     if pid_of(node) is not None:
-        raise AgentError(f"{node['name']}: agent already runs as pid {pid_of(node)}")
-    st.record("agent", node=node["name"], netns=node["ns"], pidfile=node["agent_pidfile"],
-              local=node["local"])
+        raise AgentError(f"{node.name}: agent already runs as pid {pid_of(node)}")
+    st.record("agent", node=node.name, netns=node.ns, pidfile=node.agent_pidfile, local=node.local)
     env = {k: v for k, v in os.environ.items()
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
     since = time.time()
-    with open(node["agent_log"], "ab") as log:
+    with open(node.agent_log, "ab") as log:
         p = subprocess.Popen(command(st, node, "agent", "--metrics", "off"), stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                              close_fds=True)
-    write_atomic(node["agent_pidfile"], f"{p.pid}\n")
+    write_atomic(node.agent_pidfile, f"{p.pid}\n")
     _CHILDREN[p.pid] = p
     return p.pid, since
 
@@ -104,82 +105,71 @@ def start(st: LabState, node: dict) -> tuple[int, float]:
 _CHILDREN: dict[int, subprocess.Popen] = {}  # reaped when stopped (no zombies in long test runs)
 
 
-def wait_ready(node: dict, pid: int, since: float, timeout: float = READY_TIMEOUT) -> dict:
+def wait_ready(node: Node, pid: int, since: float, timeout: float = READY_TIMEOUT) -> dict:
     """Wait for the agent's first successful reconcile after `since`; returns its status record."""
     deadline = time.monotonic() + timeout
     while True:
         s = last_status(node)
         if s is not None and s.get("time", 0) >= since:
             return s
-        if not _alive(pid):
-            raise AgentError(f"{node['name']}: agent (pid {pid}) exited before it was ready:\n{log_tail(node)}")
+        if not alive(pid):
+            raise AgentError(f"{node.name}: agent (pid {pid}) exited before it was ready:\n{log_tail(node)}")
         if time.monotonic() > deadline:
-            raise AgentError(f"{node['name']}: agent (pid {pid}) not ready after {timeout:.0f}s:\n{log_tail(node)}")
+            raise AgentError(f"{node.name}: agent (pid {pid}) not ready after {timeout:.0f}s:\n{log_tail(node)}")
         time.sleep(0.02)
 
 
-def wait_log(node: dict, pid: int, text: str, offset: int = 0, timeout: float = READY_TIMEOUT) -> None:
+def wait_log(node: Node, pid: int, text: str, offset: int = 0, timeout: float = READY_TIMEOUT) -> None:
     """Wait until the agent's log (from byte `offset`) contains `text`."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with open(node["agent_log"], "rb") as f:
+            with open(node.agent_log, "rb") as f:
                 f.seek(offset)
                 if text.encode() in f.read():
                     return
         except OSError:
             pass
-        if not _alive(pid):
-            raise AgentError(f"{node['name']}: agent (pid {pid}) exited:\n{log_tail(node)}")
+        if not alive(pid):
+            raise AgentError(f"{node.name}: agent (pid {pid}) exited:\n{log_tail(node)}")
         if time.monotonic() > deadline:
-            raise AgentError(f"{node['name']}: no {text!r} in the agent log after {timeout:.0f}s:\n"
+            raise AgentError(f"{node.name}: no {text!r} in the agent log after {timeout:.0f}s:\n"
                              f"{log_tail(node)}")
         time.sleep(0.02)
 
 
-def log_tail(node: dict, lines: int = 15) -> str:
+def log_tail(node: Node, lines: int = 15) -> str:
     try:
-        with open(node["agent_log"], errors="replace") as f:
+        with open(node.agent_log, errors="replace") as f:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return "(no log)"
 
 
-def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> bool:
-    """Send `sig`; after `timeout` seconds still alive: SIGKILL.  True when it had to be killed."""
-    killed = False
-    for s in (sig, signal.SIGKILL):
-        try:
-            os.kill(pid, s)
-        except ProcessLookupError:
-            break
-        killed = s == signal.SIGKILL
-        deadline = time.monotonic() + (timeout if s != signal.SIGKILL else 5)
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not _alive(pid):
-            break
+def _stop(pid: int, sig: int, timeout: float) -> None:
+    stop_pid(pid, timeout, sig)
     child = _CHILDREN.pop(pid, None)
     if child is not None:
         child.wait(timeout=5)
-    return killed and sig != signal.SIGKILL
 
 
-def stop(node: dict, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
+def stop(node: Node, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
     """Stop the node's agent if it runs; returns the pid it had."""
     pid = pid_of(node)
     if pid is not None:
-        stop_pid(pid, sig, timeout)
+        _stop(pid, sig, timeout)
     return pid
 
 
 def stop_recorded(rec: dict, timeout: float = STOP_TIMEOUT) -> int | None:
     """Stop an agent from its state record (used by `lab down`, also after a crash)."""
-    return stop({"name": rec["node"], "agent_pidfile": rec["pidfile"], "local": rec["local"]},
-                timeout=timeout)
+    pid = _pid_from(rec["pidfile"], rec["local"])
+    if pid is not None:
+        _stop(pid, signal.SIGTERM, timeout)
+    return pid
 
 
-def restart(st: LabState, node: dict, sig: int = signal.SIGTERM, timeout: float = READY_TIMEOUT) -> dict:
+def restart(st: LabState, node: Node, sig: int = signal.SIGTERM, timeout: float = READY_TIMEOUT) -> dict:
     """Stop the agent with `sig`, start a new one and wait until it is ready.
 
     Returns {"old_pid", "pid", "changes" (of the new agent's first reconcile),
@@ -191,3 +181,28 @@ def restart(st: LabState, node: dict, sig: int = signal.SIGTERM, timeout: float 
     s = wait_ready(node, pid, since, timeout)
     return {"old_pid": old, "pid": pid, "changes": len(s.get("changes", [])),
             "problems": s.get("problems", []), "seconds": time.monotonic() - t0}
+
+
+def apply_once(st: LabState, n: Node) -> str:
+    """Run `ovs-mesh apply` once in the node's namespace (shared topology + its local file)."""
+    p = run(*args(st, n, "apply"), netns=n.ns, check=False, timeout=120)
+    if p.returncode != 0:
+        raise LabError(f"{n.name}: ovs-mesh apply: exit {p.returncode}: {(p.stderr or p.stdout).strip()}")
+    return p.stdout.strip().splitlines()[0] if p.stdout.strip() else "ok"
+
+
+def wait_converged(st: LabState, n: Node, timeout: float = 30) -> dict:
+    """Poll `ovs-mesh status --json` in the node until OVS matches the topology file now."""
+    deadline = time.monotonic() + timeout
+    while True:
+        p = run(*args(st, n, "status", "--json"), netns=n.ns, check=False)
+        try:
+            data = json.loads(p.stdout)
+        except ValueError:
+            data = {"converged": False, "problems": [(p.stderr or p.stdout).strip()]}
+        if data.get("converged"):
+            return data
+        if time.monotonic() > deadline:
+            raise LabError(f"{n.name}: not converged after {timeout:.0f}s: {data.get('problems')}\n"
+                           f"{log_tail(n)}")
+        time.sleep(0.1)

@@ -16,22 +16,25 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .build import LabError, _kill, run
-from .state import LabState
+from .resources import kill, run
+from .state import LabError, LabState, Node
 from .topology import read_yaml
 
 TCP_BYTES = 10 * 1024 * 1024
 PROBE = [sys.executable, "-m", "ovs_mesh.lab.probe"]
 
 
-def _probe_cmd(rec: dict, ns: str | None, *args: str) -> list[str]:
-    """The probe command for a node/pod record, run in namespace `ns`.
+def _probe_cmd(rec: dict | Node, *args: str) -> list[str]:
+    """The probe command for a node or pod record, run in its namespace.
 
     Records of remote machines (the Vagrant lab, ovs_mesh/lab/remote.py) carry
     `via` (a command prefix such as ssh) and `python` (the interpreter there).
     """
-    return [*rec.get("via", ()), *(["ip", "netns", "exec", ns] if ns else []),
-            rec.get("python", PROBE[0]), *PROBE[1:], *args]
+    if isinstance(rec, Node):
+        via, python, ns = rec.via, rec.python, rec.ns
+    else:
+        via, python, ns = rec.get("via", ()), rec.get("python"), rec["ns"]
+    return [*via, *(["ip", "netns", "exec", ns] if ns else []), python or PROBE[0], *PROBE[1:], *args]
 
 
 def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subprocess.Popen]]:
@@ -39,7 +42,7 @@ def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subproces
     for pod in pods:
         # stdin stays open while we run: the server exits when it closes, so one
         # reached through ssh or nsenter never outlives the check.
-        p = subprocess.Popen(_probe_cmd(pod, pod["ns"], "serve"), stdin=subprocess.PIPE,
+        p = subprocess.Popen(_probe_cmd(pod, "serve"), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append((st.record("proc", pid=p.pid, netns=pod["ns"], what="echo server"), p))
     deadline = time.monotonic() + 20
@@ -55,13 +58,13 @@ def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subproces
 def _stop_servers(st: LabState, procs) -> None:
     for rec, p in procs:
         p.stdin.close()
-        _kill(p.pid, rec["netns"])
+        kill(p.pid, rec["netns"])
         p.wait(timeout=5)
         st.forget(rec)
 
 
-def _probe(rec: dict, job: dict) -> dict:
-    p = run(*_probe_cmd(rec, rec["ns"], "probe"), input=json.dumps(job), timeout=job["timeout"] * 4 + 120)
+def _probe(rec: dict | Node, job: dict) -> dict:
+    p = run(*_probe_cmd(rec, "probe"), input=json.dumps(job), timeout=job["timeout"] * 4 + 120)
     return json.loads(p.stdout)
 
 
@@ -85,8 +88,8 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
             tcp = [{"ip": dst["ip"], "name": dst["name"], "bytes": tcp_bytes}]
         jobs.append(("pod", src, {"timeout": timeout, "targets": targets, "tcp": tcp}))
     for n in st.nodes:
-        targets = [{"ip": d["ip"], "name": d["name"], "expect": live(n["name"]) and live(d["node"])}
-                   for d in pods if d["node"] != n["name"]]
+        targets = [{"ip": d["ip"], "name": d["name"], "expect": live(n.name) and live(d["node"])}
+                   for d in pods if d["node"] != n.name]
         jobs.append(("node", n, {"timeout": timeout, "targets": targets, "ifname": "kbr0"}))
     procs = _start_servers(st, pods)
     progress(f"check: {len(pods)} pods, {len(st.nodes)} nodes, echo servers up; probing "
@@ -98,12 +101,12 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
         _stop_servers(st, procs)
     report = {"lab": st.name, "params": st.params, "active_nodes": sorted(active),
               "pods": [{k: p[k] for k in ("name", "node", "ip", "ns")} for p in pods],
-              "nodes": [{k: n[k] for k in ("name", "ip", "ns")} for n in st.nodes],
+              "nodes": [{"name": n.name, "ip": n.ip, "ns": n.ns} for n in st.nodes],
               "pod_to_pod": [], "node_to_pod": [], "tcp": []}
     for (kind, src, job), res in zip(jobs, results):
         for t, r in zip(job["targets"], res["targets"]):
-            cell = {"src": src["name"], "dst": t["name"], "dst_ip": t["ip"], "expect": t["expect"],
-                    "ping": r["ping"]}
+            cell = {"src": src["name"] if kind == "pod" else src.name, "dst": t["name"], "dst_ip": t["ip"],
+                    "expect": t["expect"], "ping": r["ping"]}
             if kind == "pod":
                 cell["source_seen"] = r.get("source_seen")
                 if t["df"]:

@@ -10,7 +10,7 @@ import sys
 
 from topology.model import MODES, TUNNELS
 
-from .state import NAME_RE, LabState
+from .state import NAME_RE, LabError, LabExists, LabState
 
 DEFAULT_NAME = "oml"
 
@@ -106,9 +106,12 @@ def cmd_up(args) -> int:
         build.up(args.name, nodes=args.nodes, tunnel=args.tunnel, mode=args.mode,
                  mesh_degree=args.mesh_degree, pods_per_node=args.pods_per_node, progress=_progress,
                  agent=not args.no_agent)
-    except build.LabError as e:
+    except LabExists as e:   # nothing was built: the lab there is someone's, leave it
         print(f"lab up: {e}", file=sys.stderr)
-        if LabState.load(args.name) is not None and "exists" not in str(e):
+        return 1
+    except LabError as e:
+        print(f"lab up: {e}", file=sys.stderr)
+        if LabState.load(args.name) is not None:
             print("lab up failed: removing what was built", file=sys.stderr)
             build.down(args.name, progress=_progress)
         return 1
@@ -141,34 +144,32 @@ def cmd_apply(args) -> int:
 
 
 def _on_node(args, fn) -> int:
-    """Run a lab step on a named lab (and node); LabError/AgentError -> exit 1."""
-    from .agents import AgentError
-    from .build import LabError
-
+    """Run a lab step on a named lab (and node); LabError (AgentError too) -> exit 1."""
     st = _lab(args)
     if st is None:
         return _input_error(f"--name: {args.name}: no such lab")
     node = getattr(args, "node", None)
-    if node is not None and node not in [n["name"] for n in st.nodes]:
+    if node is not None and node not in [n.name for n in st.nodes]:
         return _input_error(f"--node: {node}: not a node of lab {args.name} "
-                            f"({', '.join(n['name'] for n in st.nodes)})")
+                            f"({', '.join(n.name for n in st.nodes)})")
     try:
         fn(st)
-    except (LabError, AgentError) as e:
+    except LabError as e:
         print(f"lab {args.lab_command}: {e}", file=sys.stderr)
         return 1
     return 0
 
 
 def cmd_add_node(args) -> int:
-    from .build import add_node, add_pod
+    from .build import add_node
+    from .pods import add_pod
 
     def add(st):
         n = add_node(st, progress=_progress)
         for j in range(1, args.pods + 1):
             pod = add_pod(st, n, j)
             st.save()
-            _progress(f"{n['name']}: pod {pod['name']} {pod['ip']} (CNI bridge)")
+            _progress(f"{n.name}: pod {pod['name']} {pod['ip']} (CNI bridge)")
     if args.pods < 0:
         return _input_error(f"--pods: {args.pods}: must be >= 0")
     return _on_node(args, add)

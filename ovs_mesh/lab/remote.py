@@ -1,7 +1,7 @@
 """`lab pods` and `lab remote-check`: the lab check against real machines (the Vagrant lab).
 
 `ovs-mesh lab pods` runs ON a node (a VM): it creates test pods through the
-CNI conflist ovs-mesh wrote (build.add_pod, the namespace lab's own code),
+CNI conflist ovs-mesh wrote (pods.add_pod, the namespace lab's own code),
 records them like a lab (`ovs-mesh lab down --name NAME` removes them) and
 prints them as JSON, with the topology the node was configured from.
 
@@ -20,8 +20,10 @@ import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from .build import LabError, add_pod, down, run
-from .state import NAME_RE, LabState
+from .build import down
+from .pods import add_pod
+from .resources import run
+from .state import NAME_RE, LabError, LabState, Node
 
 REMOTE_PYTHON = "/opt/ovs-mesh/venv/bin/python"
 REMOTE_OVS_MESH = "/opt/ovs-mesh/venv/bin/ovs-mesh"
@@ -74,8 +76,7 @@ def cmd_pods(args) -> int:
     st = LabState(args.name)
     st.record("dir", path=st.dir)
     k = [n.name for n in config.nodes].index(me.name) + 1
-    node = {"name": me.name, "k": k, "ns": None, "ip": str(me.ip), "cni_conf": config.local.cni_conf,
-            "ipam_dir": os.path.join(st.dir, "ipam")}
+    node = Node(name=me.name, k=k, ip=str(me.ip), ns=None, dir=st.dir, cni_conf=config.local.cni_conf)
     st.nodes.append(node)
     st.save()
     try:
@@ -88,7 +89,7 @@ def cmd_pods(args) -> int:
     c = config.cluster
     topology = {"cluster": {"cidr": str(c.cidr), "tunnel": c.tunnel, "mode": c.mode},
                 "nodes": [{"name": n.name, "ip": str(n.ip), "subnet": str(n.subnet)} for n in config.nodes]}
-    print(json.dumps({"node": node, "pods": st.pods, "topology": topology}))
+    print(json.dumps({"node": node.to_dict(), "pods": st.pods, "topology": topology}))
     return 0
 
 
@@ -135,7 +136,7 @@ def cmd_remote_check(args) -> int:
                          mode=topology["cluster"]["mode"], pods_per_node=args.pods_per_node)
         for node, m in zip(args.nodes, made):
             remote = {"via": vias[node], "python": args.python}
-            st.nodes.append({**m["node"], **remote})
+            st.nodes.append(Node.from_dict({**m["node"], **remote}))
             st.pods.extend({**p, **remote} for p in m["pods"])
             say(f"{node}: pods " + ", ".join(f"{p['name']} {p['ip']}" for p in m["pods"]))
         os.makedirs(st.dir, exist_ok=True)

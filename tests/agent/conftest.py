@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.error
@@ -18,14 +17,9 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import wait_for  # noqa: F401  (used by the tests here)
-
-from tests.helpers import REPO, base_config, write_config
-from tests.sandbox.conftest import ovs  # noqa: F401  (the fixture)
+from tests.helpers import CLI, REPO, sandbox_config, wait_for, write_config
 
 from ovs_mesh.state import COOKIE_MATCH
-
-
 
 
 def free_port() -> int:
@@ -40,12 +34,6 @@ def our_flows(ovs) -> str:
 
 def flow_lines(ovs) -> list[str]:
     return sorted(line.strip() for line in our_flows(ovs).splitlines() if "cookie=" in line)
-
-
-def sandbox_config(ovs, n: int = 2) -> dict:
-    data = base_config(n)
-    data["local"]["ovsdb"] = ovs.remote
-    return data
 
 
 class NotifySocket:
@@ -105,7 +93,7 @@ class AgentProc:
         self._log = open(self.log_path, "w")
         self.logs.append(self.log_path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ovs_mesh", "--config", self.config, "agent",
+            [*CLI, "--config", self.config, "agent",
              "--metrics", f"127.0.0.1:{self.port}", "--resync", str(self.resync)],
             cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         return self
@@ -168,7 +156,7 @@ class AgentProc:
 
 
 @pytest.fixture
-def agent_factory(ovs):  # noqa: F811
+def agent_factory(ovs):
     made: list[AgentProc] = []
     workdir = tempfile.mkdtemp(prefix="ovsm-ag-", dir=ovs.rundir)
 

@@ -2,7 +2,6 @@
 from tests.agent.conftest import our_flows, wait_for
 from tests.helpers import base_config
 
-from tests.kube.conftest import apiserver  # noqa: F401  (fixture)
 from tests.kube.fake_apiserver import make_node  # noqa: E402
 
 

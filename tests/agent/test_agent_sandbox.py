@@ -4,7 +4,8 @@ import os
 import signal
 import time
 
-from tests.agent.conftest import flow_lines, our_flows, sandbox_config, wait_for
+from tests.agent.conftest import flow_lines, our_flows
+from tests.helpers import sandbox_config, wait_for
 
 NODE3 = {"name": "node-3", "ip": "192.168.56.13", "subnet": "10.244.3.0/24"}
 

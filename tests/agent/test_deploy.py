@@ -8,7 +8,7 @@ import uuid
 import pytest
 import yaml
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, need, run_cli
 
 from ovs_mesh.agent.install import unit_text
 from ovs_mesh.agent.sdnotify import SdNotify
@@ -28,8 +28,7 @@ def unit_settings(text: str) -> dict[str, list[str]]:
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path):
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze missing (apt-get install systemd)")
+    need("systemd-analyze")
     exe = os.path.join(REPO, ".venv/bin/ovs-mesh")
     if not os.access(exe, os.X_OK):
         exe = shutil.which("ovs-mesh") or pytest.skip("no ovs-mesh executable installed")

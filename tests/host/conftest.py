@@ -15,11 +15,8 @@ import pytest
 
 from ovs_mesh import cni
 from ovs_mesh.daemons import OvsDaemons
-from tests.conftest import need_root
-from tests.helpers import write_config
+from tests.helpers import need, run_cli, write_config
 
-VENV_BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        ".venv", "bin")
 NODE_IP, PEER_IP, PREFIX = "192.168.77.11", "192.168.77.2", 24
 SUBNET, GATEWAY = "10.244.1.0/24", "10.244.1.1"
 CNI_BIN = "/usr/lib/cni"
@@ -49,8 +46,8 @@ class Node:
     created: list = dataclasses.field(default_factory=list)  # extra namespaces to delete
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return in_ns(self.ns, os.path.join(VENV_BIN, "ovs-mesh"), "--config", self.config_path, *args,
-                     check=False, timeout=timeout)
+        """`ovs-mesh --config <node config> ARGS` inside the node's namespace."""
+        return run_cli("--config", self.config_path, *args, netns=self.ns, timeout=timeout)
 
     def sh(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return in_ns(self.ns, *args, **kw)
@@ -86,16 +83,9 @@ class Node:
         write_config(self.config_path, self.config)
 
 
-def _need_tools():
-    need_root()
-    for tool in ("ovs-vswitchd", "ip", "ethtool"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-
-
 @pytest.fixture
 def node():
-    _need_tools()
+    need("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", root=True)
     sfx = secrets.token_hex(3)
     ns, peer = f"omh-{sfx}-n", f"omh-{sfx}-p"
     u, p = f"omh{sfx}u", f"omh{sfx}p"

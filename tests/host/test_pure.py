@@ -142,6 +142,8 @@ def test_teardown_restores_saved_settings_and_deletes_ours_in_reverse():
     # all.send_redirects was not saved (it was 0 before us): it stays as it is; obr0 and br-phy
     # are OVS's devices: not deleted by the host layer.
 
+pytestmark = pytest.mark.unit   # no namespace needed: the unit tier, though it lives in tests/host
+
 
 def test_conflist_for_bridge_plugin():
     text = cni.render(IPv4Network("10.244.3.0/24"), 1450)

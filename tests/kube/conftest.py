@@ -1,17 +1,14 @@
-"""Fixtures for the Kubernetes source tests: a fake API server and a running source."""
+"""Fixtures for the Kubernetes source tests: a running source (the fake API server,
+`apiserver`, and its `kubeconfig` are in tests/conftest.py)."""
 from __future__ import annotations
 
 import threading
 
 import pytest
 
-
-from tests.kube.fake_apiserver import FakeApiServer  # noqa: E402
-
-from topology.kubernetes_source import KubernetesSource  # noqa: E402
-from topology.model import Cluster  # noqa: E402
-
-
+from tests.conftest import apiserver, kubeconfig  # noqa: F401  aliases: the fixtures moved to tests/conftest.py
+from topology.kubernetes_source import KubernetesSource
+from topology.model import Cluster
 
 
 class Notifications:
@@ -22,20 +19,6 @@ class Notifications:
     def __call__(self):
         with self.lock:
             self.count += 1
-
-
-@pytest.fixture
-def apiserver():
-    server = FakeApiServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-@pytest.fixture
-def kubeconfig(apiserver, tmp_path):
-    return apiserver.kubeconfig(str(tmp_path / "kubeconfig"))
 
 
 @pytest.fixture

@@ -1,31 +1,18 @@
 """Lab fixtures: unique lab names, and `lab down` after every test, also on failure."""
-import os
 import secrets
-import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import need_root
-
-OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
-
-
-def need_lab_tools():
-    need_root()
-    missing = [t for t in ("ovs-vswitchd", "ovsdb-server", "ip", "ping", "ethtool") if shutil.which(t) is None]
-    missing += [p for p in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local") if not os.path.exists(p)]
-    if missing:
-        pytest.skip(f"missing lab tools: {', '.join(missing)} (apt-get install openvswitch-switch "
-                    "containernetworking-plugins iputils-ping ethtool)")
+from tests.helpers import LAB_TOOLS, need, run_cli
 
 
 def ovs_mesh(*args, check=True, timeout=300):
-    p = subprocess.run([*OVS_MESH, *args], capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"ovs-mesh {' '.join(args)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
+    """Alias of tests.helpers.run_cli for older tests: `ovs-mesh ARGS`, failing the test on an error by default."""
+    return run_cli(*args, check=check, timeout=timeout)
+
+
+def need_lab_tools():
+    need(*LAB_TOOLS, root=True)
 
 
 @pytest.fixture
@@ -36,4 +23,4 @@ def lab_name():
     try:
         yield name
     finally:
-        ovs_mesh("lab", "down", "--name", name, check=False)
+        run_cli("lab", "down", "--name", name, timeout=300)

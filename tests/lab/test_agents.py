@@ -17,8 +17,11 @@ import pytest
 
 from ovs_mesh.daemons import OvsDaemons
 from ovs_mesh.lab import agents, build
+from ovs_mesh.lab.pods import add_pod
+from ovs_mesh.lab.resources import netns_exists
 from ovs_mesh.lab.topology import read_yaml
 
+from tests.helpers import run_cli
 from tests.lab.conftest import need_lab_tools
 
 BOUND = 2.0  # seconds: issue 4's limit for vswitchd restarts and topology edits
@@ -106,9 +109,9 @@ def test_agent_restarts_lose_no_packets(lab):
             with ThreadPoolExecutor(max_workers=len(st.nodes)) as ex:
                 results = list(ex.map(lambda n: build.restart_agent(st, n, sig), st.nodes))
             for n, r in zip(st.nodes, results):
-                restarts.append((n["name"], sig.name, r))
+                restarts.append((n.name, sig.name, r))
                 assert r["old_pid"] and r["pid"] != r["old_pid"], r
-                assert r["changes"] == 0 and not r["problems"], (n["name"], sig.name, r)
+                assert r["changes"] == 0 and not r["problems"], (n.name, sig.name, r)
                 assert agents.pid_of(n) == r["pid"]
         # Keep pinging a while longer: a restart that broke something would show up now.
         seen = len(ping.replies)
@@ -122,7 +125,7 @@ def test_agent_restarts_lose_no_packets(lab):
     print(f"ping -i 0.1 {a['name']} -> {b['name']} during 4 agent restarts: {sent} sent, {received} received")
     assert sent >= 20 and received == sent, f"{sent - received} of {sent} lost"
     for n in st.nodes:  # what the restarted agents said
-        log = open(n["agent_log"]).read()
+        log = open(n.agent_log).read()
         assert log.count("reconcile (start): converged, 0 changes") >= 2, agents.log_tail(n)
 
 
@@ -134,7 +137,7 @@ def test_vswitchd_restart_traffic_back_within_2s(lab):
     agent_pid = agents.pid_of(node)
     assert agent_pid
     wait_ping(src["ns"], dst["ip"])
-    ovs = OvsDaemons(node["rundir"], netns=node["ns"])
+    ovs = OvsDaemons(node.rundir, netns=node.ns)
     old = ovs.pid("ovs-vswitchd")
     ping = Ping(src["ns"], dst["ip"], 0.01)                 # the tight probe: 100 per second
     try:
@@ -148,7 +151,7 @@ def test_vswitchd_restart_traffic_back_within_2s(lab):
         first = next(t for t in ping.replies if t > t_up)
     finally:
         ping.kill()
-    print(f"ovs-vswitchd of {node['name']} restarted: first reply {src['name']} -> {dst['name']} "
+    print(f"ovs-vswitchd of {node.name} restarted: first reply {src['name']} -> {dst['name']} "
           f"{first - t_up:.3f}s after it was up")
     assert first - t_up <= BOUND
     assert agents.pid_of(node) == agent_pid                  # the agent was not restarted
@@ -162,11 +165,11 @@ def test_vswitchd_restart_traffic_back_within_2s(lab):
 
 def _state(node):
     """What OVS on this node holds: the bridge/port/interface view and the flows of obr0."""
-    show = ns(node["ns"], "ovs-vsctl", f"--db=unix:{node['rundir']}/db.sock", "--columns=name,external_ids,options",
+    show = ns(node.ns, "ovs-vsctl", f"--db=unix:{node.rundir}/db.sock", "--columns=name,external_ids,options",
               "list", "Interface").stdout
-    ports = ns(node["ns"], "ovs-vsctl", f"--db=unix:{node['rundir']}/db.sock", "--columns=name,external_ids",
+    ports = ns(node.ns, "ovs-vsctl", f"--db=unix:{node.rundir}/db.sock", "--columns=name,external_ids",
                "list", "Port").stdout
-    flows = ns(node["ns"], "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{node['rundir']}/obr0.mgmt").stdout
+    flows = ns(node.ns, "ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"unix:{node.rundir}/obr0.mgmt").stdout
     return show + ports + flows
 
 
@@ -188,71 +191,70 @@ def test_node_added_and_removed_within_2s(lab):
     wait for the kernel's 1 s ARP retransmit timer, which measures the probe, not the mesh.
     """
     st = lab
-    before = [n["name"] for n in st.nodes]
+    before = [n.name for n in st.nodes]
     others = list(st.nodes)
     new = build.add_node(st, progress=lambda s: None, wait=False)   # returns right after the atomic edit
     t_edit = time.monotonic()
     try:
-        entry = next(e for e in read_yaml(st.topology_path)["nodes"] if e["name"] == new["name"])
+        entry = next(e for e in read_yaml(st.topology_path)["nodes"] if e["name"] == new.name)
         subnet = entry["subnet"]
         gateway = subnet.rsplit(".", 1)[0] + ".1"
         deadline = t_edit + 15
 
         def reach(pod):
-            node = next(n for n in others if n["name"] == pod["node"])
+            node = next(n for n in others if n.name == pod["node"])
 
             def probe():
-                ns(node["ns"], "ip", "neigh", "del", gateway, "dev", "kbr0")
+                ns(node.ns, "ip", "neigh", "del", gateway, "dev", "kbr0")
                 return ns(pod["ns"], "ping", "-c1", "-W0.2", gateway).returncode == 0
             return _until(deadline, probe)
         with ThreadPoolExecutor(max_workers=len(st.pods)) as ex:
             times = dict(zip([p["name"] for p in st.pods], ex.map(reach, list(st.pods))))
         for pod, t in times.items():
-            print(f"{new['name']} added: gateway {gateway} reachable from {pod} "
+            print(f"{new.name} added: gateway {gateway} reachable from {pod} "
                   + (f"{t - t_edit:.3f}s after the edit" if t else "NEVER"))
         assert all(times.values()), times
         assert max(times.values()) - t_edit <= BOUND, times
 
         # The new node is a full member: a pod on it reaches every pod and back.
         agents.wait_ready(new, agents.pid_of(new), 0)
-        pod = build.add_pod(st, new, 1)
+        pod = add_pod(st, new, 1)
         st.save()
         for other in [p for p in st.pods if p is not pod]:
             wait_ping(other["ns"], pod["ip"])
             wait_ping(pod["ns"], other["ip"])
 
         # Removed from the file: nothing about it stays on the other nodes.
-        assert new["ip"] in _state(others[0]) and subnet in _state(others[0])
-        build.remove_from_topology(st, new["name"])
+        assert new.ip in _state(others[0]) and subnet in _state(others[0])
+        build.remove_from_topology(st, new.name)
         t_edit = time.monotonic()
         gone = {}
         for n in others:
-            gone[n["name"]] = _until(t_edit + 15, lambda n=n: not any(
-                s in _state(n) for s in (new["ip"], subnet, new["name"])))
+            gone[n.name] = _until(t_edit + 15, lambda n=n: not any(
+                s in _state(n) for s in (new.ip, subnet, new.name)))
         for name, t in gone.items():
-            print(f"{new['name']} removed: no state for it on {name} "
+            print(f"{new.name} removed: no state for it on {name} "
                   + (f"{t - t_edit:.3f}s after the edit" if t else "EVER"))
-        assert all(gone.values()), {n["name"]: _state(n) for n in others}
+        assert all(gone.values()), {n.name: _state(n) for n in others}
         assert max(gone.values()) - t_edit <= BOUND, gone
-        for p in [p for p in st.pods if p["node"] != new["name"]]:    # and the rest still works
-            for q in [q for q in st.pods if q["node"] != new["name"] and q is not p]:
+        for p in [p for p in st.pods if p["node"] != new.name]:    # and the rest still works
+            for q in [q for q in st.pods if q["node"] != new.name and q is not p]:
                 wait_ping(p["ns"], q["ip"])
     finally:
-        if any(n["name"] == new["name"] for n in st.nodes):
+        if any(n.name == new.name for n in st.nodes):
             build.remove_node(st, new, progress=lambda s: None)
-    assert [n["name"] for n in st.nodes] == before
-    assert not os.path.exists(new["dir"]) and not build.netns_exists(new["ns"])
+    assert [n.name for n in st.nodes] == before
+    assert not os.path.exists(new.dir) and not netns_exists(new.ns)
 
 
 def test_lab_agent_commands(lab):
     """The same steps from the command line: restart-agent, apply (agents follow), bad input exits 2."""
-    from tests.lab.conftest import ovs_mesh
-
-    out = ovs_mesh("lab", "restart-agent", "--name", lab.name, "--node", "node-2", "--signal", "KILL").stdout
+    out = run_cli("lab", "restart-agent", "--name", lab.name, "--node", "node-2", "--signal", "KILL",
+                  check=True, timeout=300).stdout
     assert re.search(r"node-2: agent pid \d+ stopped \(SIGKILL\); pid \d+ converged in [\d.]+s with 0 changes", out)
-    out = ovs_mesh("lab", "apply", "--name", lab.name).stdout
+    out = run_cli("lab", "apply", "--name", lab.name, check=True, timeout=300).stdout
     assert "node-1: agent converged: 1 peers" in out and "node-2: agent converged: 1 peers" in out
-    p = ovs_mesh("lab", "restart-agent", "--name", lab.name, "--node", "node-9", check=False)
+    p = run_cli("lab", "restart-agent", "--name", lab.name, "--node", "node-9", timeout=300)
     assert p.returncode == 2 and "--node: node-9: not a node of lab" in p.stderr
-    p = ovs_mesh("lab", "remove-node", "--name", "nolab", "--node", "node-1", check=False)
+    p = run_cli("lab", "remove-node", "--name", "nolab", "--node", "node-1", timeout=300)
     assert p.returncode == 2 and "no such lab" in p.stderr

@@ -1,33 +1,11 @@
-"""A real ovsdb-server + ovs-vswitchd (dummy datapath) in a temp dir per test.
+"""Sandbox helpers; the `ovs` fixture (a private OVS per test) is in tests/conftest.py.
 
 The underlay for dummy tunnels: bridge br-phy with the node IP, a route to
 the underlay subnet and static neighbours for the peers, so that
 `ofproto/trace` of a tunnelled packet ends in tnl_push.
 """
-import shutil
-import tempfile
-
-import pytest
-
 from ovs_mesh.daemons import OvsDaemons
-
-
-def _need_ovs():
-    if shutil.which("ovs-vswitchd") is None:
-        pytest.skip("Open vSwitch is not installed (apt-get install openvswitch-switch)")
-
-
-@pytest.fixture
-def ovs():
-    _need_ovs()
-    d = tempfile.mkdtemp(prefix="ovsm-sb-")
-    daemons = OvsDaemons(d, dummy=True)
-    try:
-        daemons.start()
-        yield daemons
-    finally:
-        daemons.stop()
-        shutil.rmtree(d, ignore_errors=True)
+from tests.conftest import ovs  # noqa: F401  alias: the fixture moved to tests/conftest.py; older imports still work
 
 
 def setup_underlay(ovs: OvsDaemons, local_ip: str, peer_ips, prefix: int = 24):

@@ -5,18 +5,12 @@ import re
 
 import pytest
 
-from tests.helpers import base_config, run_cli, write_config
+from tests.helpers import need, run_cli, sandbox_config, write_config
 from tests.sandbox.conftest import setup_underlay
 
 from ovs_mesh.desired import peer_port_name
 
 PEER_IPS = [f"192.168.56.{10 + i}" for i in range(2, 8)]
-
-
-def sandbox_config(ovs, n=3, **kw):
-    data = base_config(n, **kw)
-    data["local"]["ovsdb"] = ovs.remote
-    return data
 
 
 def cli(ovs, data, *args):
@@ -275,14 +269,12 @@ def test_tcp_remote(ovs):
 
 def test_ssl_remote(tmp_path):
     """ssl: remotes with client certificates (keys made by ovs-pki)."""
-    import shutil
     import socket
     import subprocess
 
     from ovs_mesh.daemons import OvsDaemons
 
-    if shutil.which("ovs-pki") is None:
-        pytest.skip("ovs-pki not installed")
+    need("ovs-pki")
     pki = tmp_path / "pki"
     for args in (["init"], ["req+sign", "server", "switch"], ["req+sign", "client", "switch"]):
         subprocess.run(["ovs-pki", f"--dir={pki}", "--force", *args], cwd=tmp_path, check=True,

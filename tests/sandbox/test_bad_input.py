@@ -3,30 +3,17 @@ import os
 
 import pytest
 
-from tests.helpers import run_cli, write_config
-from tests.sandbox.test_apply import apply_ok, sandbox_config, snapshot
+from tests.helpers import run_cli, sandbox_config, sandbox_ovs, write_config
+from tests.sandbox.test_apply import apply_ok, snapshot
 from tests.unit.test_config import BAD
 
 
 @pytest.fixture(scope="module")
-def converged(tmp_path_factory):
-    import shutil
-    import tempfile
-
-    from ovs_mesh.daemons import OvsDaemons
-
-    if shutil.which("ovs-vswitchd") is None:
-        pytest.skip("Open vSwitch is not installed")
-    d = tempfile.mkdtemp(prefix="ovsm-bad-")
-    ovs = OvsDaemons(d, dummy=True)
-    try:
-        ovs.start()
+def converged():
+    with sandbox_ovs(prefix="ovsm-bad-") as ovs:
         good = sandbox_config(ovs, 3)
         apply_ok(ovs, good)
         yield ovs, good, snapshot(ovs)
-    finally:
-        ovs.stop()
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.parametrize("desc,fn,expect", BAD, ids=[b[0] for b in BAD])

@@ -5,18 +5,18 @@ Runs offline: VAGRANT_HOME and the .vagrant dir live in a temp dir, and `--ignor
 provider (VirtualBox, libvirt) can run on a CI machine.
 """
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from tests.helpers import need
 
 VAGRANT_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "vagrant")
 
 
 @pytest.fixture
 def validate(tmp_path):
-    if shutil.which("vagrant") is None:
-        pytest.skip("vagrant is not installed (apt-get install vagrant)")
+    need("vagrant")
 
     def run(**env):
         full = {k: v for k, v in os.environ.items() if not k.startswith(("OVS_MESH_", "NODES"))}

@@ -1,0 +1,42 @@
+"""The lab's records without a machine: a node survives the state file, pods get the CNI config
+a runtime would pass (from the conflist ovs-mesh renders), and bad `lab up` parameters are named."""
+import json
+from ipaddress import IPv4Network
+
+from ovs_mesh import cni
+from ovs_mesh.lab import build, nodes, pods, state
+
+
+def test_node_round_trips_through_the_state_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(state, "BASE_DIR", str(tmp_path))
+    st = state.LabState("t1")
+    n = nodes.new_node(st, 2)
+    st.nodes.append(n)
+    st.save()
+    with open(st.path) as f:
+        assert json.load(f)["nodes"] == [{"name": "node-2", "k": 2, "ip": "192.168.213.12", "ns": "t1-n2",
+                                         "dir": str(tmp_path / "t1" / "node-2"),
+                                         "cni_conf": str(tmp_path / "t1" / "node-2" / "cni" / "10-ovs-mesh.conflist")}]
+    back = state.LabState.load("t1").node("node-2")
+    assert back == n and back.rundir == str(tmp_path / "t1" / "node-2" / "ovs")
+    assert nodes.local_section(back)["ovsdb"] == f"unix:{back.rundir}/db.sock"
+    remote = state.Node.from_dict({**n.to_dict(), "via": ["ssh", "vm-2"], "python": "/opt/py", "extra": 1})
+    assert (remote.via, remote.python) == (["ssh", "vm-2"], "/opt/py")
+
+
+def test_pod_plugin_configs_come_from_the_written_conflist(tmp_path):
+    n = state.Node(name="node-1", k=1, ip="192.168.213.11", ns="t1-n1", dir=str(tmp_path),
+                   cni_conf=str(tmp_path / "10-ovs-mesh.conflist"))
+    text = cni.render(IPv4Network("10.244.1.0/24"), 1450)
+    (tmp_path / "10-ovs-mesh.conflist").write_text(text)
+    [conf] = pods.plugin_configs(n)
+    assert conf == {**cni.plugin_config(text), "ipam": {**cni.plugin_config(text)["ipam"], "dataDir": n.ipam_dir}}
+
+
+def test_bad_up_parameters_are_all_named():
+    assert build.check_params("Bad_Name", 0, 51, -1) == [
+        "--name: Bad_Name: must be 1-6 lowercase letters/digits starting with a letter",
+        "--nodes: 0: must be between 1 and 200",
+        "--pods-per-node: 51: must be between 0 and 50",
+        "--mesh-degree: -1: must be >= 0"]
+    assert build.check_params("oml", 3, 2, 0) == []
