@@ -23,12 +23,13 @@ import json
 import os
 
 from topology.config import ConfigError
-from topology.files import write_atomic
+from ovs_mesh.files import write_atomic
 from topology.model import Config
 
 from . import cni, masquerade
 from .netlink import SCOPE_LINK, Link, Netlink, Route
-from .state import BRIDGE, Change, OvsState
+from .state import BRIDGE, OvsState
+from .state import HostChange as Change
 from .underlay import UnderlayOvs, desired_ovs, set_tx_checksum, tx_checksum
 
 KBR = cni.BRIDGE_NAME
@@ -113,8 +114,7 @@ class HostLayer:
         """`ovsdb`: the OvsdbClient to share for the underlay bridge's rows."""
         self.config = config
         self.nl = Netlink()
-        l = config.local
-        self.ovs = UnderlayOvs(l.ovsdb, ssl=(l.ssl_key, l.ssl_cert, l.ssl_ca), client=ovsdb)
+        self.ovs = UnderlayOvs(ovsdb)
 
     def close(self) -> None:
         self.ovs.close()
@@ -170,8 +170,9 @@ class HostLayer:
         return link
 
     # --- plan ------------------------------------------------------------
-    def plan(self, config: Config, pod_mtu: int, teardown: bool) -> list[Change]:
-        """Host changes that would make this node match `config`."""
+    def plan(self, pod_mtu: int, teardown: bool) -> list[Change]:
+        """Host changes that would make this node match its config."""
+        config = self.config
         changes: list[Change] = []  # underlay OVS rows first; their deletes last
         late: list[Change] = []
         underlay = self._underlay(config)
@@ -293,9 +294,10 @@ class HostLayer:
             set_tx_checksum(name, value)
 
     # --- apply -------------------------------------------------------------
-    def apply(self, changes: list[Change], config: Config, teardown: bool) -> None:
+    def apply(self, changes: list[Change], teardown: bool) -> None:
         """Execute exactly `changes`, in an order that keeps the node reachable:
         create before use, move routes before the addresses they leave, delete last."""
+        config = self.config
         by = lambda kind, *actions: [c for c in changes if c.kind == kind and c.action in actions]  # noqa: E731
         state = self._load_state(config)
         underlay = self._underlay(config)

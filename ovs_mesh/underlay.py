@@ -14,8 +14,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .diff import diff
-from .state import OWNER_KEY, BridgeSpec, Change, Conflict, OvsState, PortSpec, frozen_map
+from .diff import diff_rows
+from .state import OWNER_KEY, BridgeSpec, HostChange, OvsState, PortSpec, frozen_map
 
 ROLE = "underlay"
 
@@ -28,44 +28,30 @@ def desired_ovs(bridge: str, interface: str, mtu: int | None) -> OvsState:
 
 
 class UnderlayOvs:
-    """OVSDB rows of the underlay bridge, over the Reconciler's OvsdbClient when
-    given one (one connection per process), else a client of its own."""
+    """OVSDB rows of the underlay bridge, over the node's one OvsdbClient."""
 
-    def __init__(self, remote: str, ssl=None, client=None):
-        self.remote, self.ssl = remote, ssl
-        self._client = client
-        self._own = client is None
-
-    @property
-    def client(self):
-        if self._client is None:
-            from ovsdb_client import OvsdbClient
-
-            self._client = OvsdbClient(self.remote, ssl=self.ssl)
-        return self._client
+    def __init__(self, client):
+        self.client = client
 
     def read(self, bridge: str) -> OvsState:
-        state, _, problems = self.client.read(bridge)
-        refusing = [p for p in problems if isinstance(p, Conflict)]
-        if refusing:
-            raise RuntimeError("; ".join(refusing))
-        return state
+        owned = self.client.read(bridge)
+        if owned.refusal is not None:
+            raise owned.refusal
+        return OvsState(owned.bridge, owned.ports)
 
-    def changes(self, bridge: str, want: OvsState) -> list[Change]:
+    def changes(self, bridge: str, want: OvsState) -> list[HostChange]:
         """OVS changes wrapped as host changes of kind "underlay" (the
         Reconciler routes kinds bridge/port to obr0, so they must not leak)."""
-        return [Change(c.action, "underlay", f"{c.kind} {c.name}", old=c, new=c)
-                for c in diff(want, self.read(bridge))]
+        return [HostChange(c.action, "underlay", f"{c.kind} {c.name}", old=c, new=c)
+                for c in diff_rows(want, self.read(bridge))]
 
-    def apply(self, bridge: str, changes: list[Change]) -> None:
+    def apply(self, bridge: str, changes: list[HostChange]) -> None:
         inner = [c.new for c in changes]
         if inner:
             self.client.apply(bridge, inner)
 
     def close(self) -> None:
-        if self._own and self._client is not None:
-            self._client.close()
-            self._client = None
+        """The client belongs to the node (node.open_node), which closes it."""
 
 
 def tx_checksum(interface: str) -> str | None:

@@ -8,7 +8,9 @@ import re
 import signal
 import sys
 
-from ..cli import EXIT_INPUT, EXIT_OK, InputError
+from topology.errors import InputError, Problem
+
+EXIT_OK = 0
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OFF = ("", "off", "none")
@@ -69,19 +71,20 @@ def metrics_address(args, config) -> str | None:
     if value is None or value.strip().lower() in OFF:
         return None
     if not re.match(r"^[^:]*:\d{1,5}$", value) or int(value.rpartition(":")[2]) > 65535:
-        raise InputError(f"--metrics: {value}: must be HOST:PORT, '' or off")
+        raise InputError([Problem("--metrics", value, "must be HOST:PORT, '' or off")])
     return value
 
 
 def cmd_agent(args) -> int:
-    from topology.file_source import FileSource
+    from ovs_mesh.sources.file_source import FileSource
 
     from .loop import Agent
+    from .schedule import Reason
 
     if not args.resync > 0:
-        raise InputError(f"--resync: {args.resync}: must be a positive number of seconds")
+        raise InputError([Problem("--resync", str(args.resync), "must be a positive number of seconds")])
     setup_logging(args.verbose)
-    from ..cli import overrides
+    from ..node import overrides
 
     # A node that is not (yet) in the topology file waits for it, like a new
     # machine whose agent runs before the file lists it (the loop says so once).
@@ -90,7 +93,7 @@ def cmd_agent(args) -> int:
     agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    signal.signal(signal.SIGHUP, lambda *_: agent.kick("SIGHUP", reset_backoff=True))
+    signal.signal(signal.SIGHUP, lambda *_: agent.kick(Reason.SIGHUP, reset_backoff=True))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
     LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs",
              config.local.node, source.path, config.source, config.local.ovsdb, args.resync)
@@ -106,4 +109,4 @@ def cmd_install_service(args) -> int:
     return EXIT_OK
 
 
-__all__ = ["register", "EXIT_INPUT"]
+__all__ = ["register"]

@@ -18,12 +18,12 @@ import subprocess
 import time
 
 from ovs_mesh.daemons import _alive
-from topology.files import write_atomic
+from ovs_mesh.status import STATUS_FILE
+from ovs_mesh.files import write_atomic
 
 from .state import LabError, LabState
 from .topology import write_yaml
 
-STATUS_FILE = "ovs-mesh.status.json"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 

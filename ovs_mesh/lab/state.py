@@ -11,7 +11,7 @@ import os
 import re
 import threading
 
-from topology.files import write_atomic
+from ovs_mesh.files import write_atomic
 
 BASE_DIR = os.environ.get("OVS_MESH_LAB_DIR", "/run/ovs-mesh-lab")
 # Lab names become namespace and interface name prefixes: keep them short.

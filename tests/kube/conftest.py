@@ -8,7 +8,7 @@ import pytest
 
 from tests.kube.fake_apiserver import FakeApiServer  # noqa: E402
 
-from topology.kubernetes_source import KubernetesSource  # noqa: E402
+from ovs_mesh.sources.kubernetes_source import KubernetesSource  # noqa: E402
 from topology.model import Cluster  # noqa: E402
 
 

@@ -21,8 +21,8 @@ import os
 import threading
 from typing import Callable
 
-from .config import ConfigError, load_yaml, parse_config
-from .model import Config, Node
+from topology.config import ConfigError, load_yaml, parse_config
+from topology.model import Config, Node
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2

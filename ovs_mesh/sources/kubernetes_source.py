@@ -43,8 +43,8 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import MaxRetryError
 
-from .config import ConfigError, check_nodes
-from .model import Cluster, Node
+from topology.config import ConfigError, check_nodes
+from topology.model import Cluster, Node
 
 log = logging.getLogger(__name__)
 
