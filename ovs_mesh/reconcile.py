@@ -27,7 +27,7 @@ class Observed:
     ovs: OvsState
     ofports: dict[str, int]
     problems: list[str]
-    refusal: Exception | None = None   # our bridge exists untagged: refuse to apply
+    refusal: NotOurs | None = None   # our bridge exists untagged: refuse to apply
 
 
 @dataclasses.dataclass

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Generic, Mapping, TypeVar
 
+from topology.errors import NotOurs
+
 # Every OVSDB row we create carries this external_ids key; its value says the
 # row's role.  Rows without it are never read as ours, edited or deleted.
 OWNER_KEY = "ovs-mesh"
@@ -61,7 +63,7 @@ class Owned:
     ports: tuple[PortSpec, ...] = ()
     ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)
     problems: tuple[str, ...] = ()
-    refusal: Exception | None = None
+    refusal: NotOurs | None = None
 
     @property
     def rows(self) -> tuple[BridgeSpec | None, tuple[PortSpec, ...]]:

@@ -25,6 +25,7 @@ import time
 
 from topology.model import Config
 
+from ..sources import Source
 from ..state import OvsState
 from ..status import tunnels as status_tunnels
 from ..status import write_status
@@ -36,7 +37,7 @@ from .watch import OvsWatcher
 
 
 class Agent:
-    def __init__(self, source, *, resync: float = 60.0, metrics_address: str | None = None,
+    def __init__(self, source: Source, *, resync: float = 60.0, metrics_address: str | None = None,
                  notifier: SdNotify | None = None, backoff: tuple[float, float] = (0.1, 10.0),
                  settle: float = 0.02, session: NodeSession | None = None, kube_factory=None,
                  watch: bool = True):

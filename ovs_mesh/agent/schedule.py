@@ -54,7 +54,7 @@ class Pass:
 
 
 class Scheduler:
-    MAX_KICKS = 100   # remembered per pass, for the log line
+    MAX_KICKS = 100   # distinct kicks remembered per pass, for the log line
 
     def __init__(self, resync: float, backoff: tuple[float, float] = (0.1, 10.0), settle: float = 0.02,
                  clock=time.monotonic):
@@ -65,14 +65,14 @@ class Scheduler:
         self.next_resync = clock() + resync
         self._lock = threading.Lock()
         self._dirty = threading.Event()
-        self._kicks: list[Kick] = []
+        self._kicks: dict[Kick, None] = {}   # distinct, in arrival order
         self._reset = False
         self.stopped = threading.Event()
 
     def kick(self, reason: Reason, detail: str = "", reset_backoff: bool = False) -> None:
         with self._lock:
             if len(self._kicks) < self.MAX_KICKS:
-                self._kicks.append(Kick(reason, detail))
+                self._kicks[Kick(reason, detail)] = None
             self._reset = self._reset or reset_backoff
         self._dirty.set()
 
@@ -107,9 +107,9 @@ class Scheduler:
                 time.sleep(self.settle)  # let a burst of events land in one pass
             self._dirty.clear()
             with self._lock:
-                kicks, self._kicks = self._kicks, []
+                kicks, self._kicks = tuple(self._kicks), {}
             # A retry or resync names only itself, as the log always did.
-            return Pass(extra) if extra else Pass(tuple(kicks))
+            return Pass(extra) if extra else Pass(kicks)
         return None
 
     def done(self, ok: bool) -> None:
