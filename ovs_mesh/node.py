@@ -12,6 +12,7 @@ from ovsdb_client import OvsdbClient
 from topology.config import LOCAL_KEYS, ConfigError, load_config, load_yaml
 from topology.model import Config, Local
 
+from .clients import Flows, Host, OvsdbRows
 from .openflow import OpenFlow
 from .reconcile import Reconciler
 from .state import BRIDGE
@@ -26,10 +27,11 @@ def connect_ovsdb(local: Local, timeout: float = OVSDB_TIMEOUT) -> OvsdbClient:
 
 @dataclasses.dataclass
 class NodeClients:
+    """A node's config and the clients that act on it (see clients.py for their contracts)."""
     config: Config
-    ovsdb: OvsdbClient
-    flows: OpenFlow
-    host: object = None   # host.HostLayer when local.host, else None
+    ovsdb: OvsdbRows
+    flows: Flows
+    host: Host | None = None   # host.HostLayer when local.host
     owns_ovsdb: bool = True
 
     def reconciler(self) -> Reconciler:
