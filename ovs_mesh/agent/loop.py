@@ -115,15 +115,12 @@ class Agent:
                 self.notifier.watchdog()
 
     # -- one pass ---------------------------------------------------------
-    def effective_config(self) -> Config:
-        return self.inventory.config()
-
     def reconcile_once(self, due: Pass | str = "event") -> bool:
         """One full pass; True when it succeeded (or there is nothing to do yet)."""
         why = str(due)
         start = time.monotonic()
         try:
-            config = self.effective_config()
+            config = self.inventory.config()
         except NotReady as e:
             self.say.say("notready", logging.WARNING, "not reconciling: %s", e)
             self.notifier.status(f"waiting: {e}")
