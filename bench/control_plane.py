@@ -224,11 +224,11 @@ def run_baseline(_cfg: str, ovs, before: dict | None, after: dict) -> dict:
     kept = getattr(ovs, "bench_ofports", {})  # what this script set up in the previous step
     if before is None or before is after:  # cold, or a script re-run: everything again
         want = build(after, kept)
-        changes = diff(want, OvsState())
+        changes = diff(want, OvsState()).changes
     else:
         have = build(before, kept)
         want = build(after, {p.name: p.ofport_request for p in have.ports})
-        changes = diff(want, have)
+        changes = diff(want, have).changes
     ovs.bench_ofports = {p.name: p.ofport_request for p in want.ports}
     env_vsctl = ["ovs-vsctl", f"--db={ovs.remote}", "--timeout=120"]
     seconds, rss, txns, nflows = 0.0, 0, 0, 0
@@ -316,11 +316,11 @@ def worker(cfg: str) -> int:
                 phases[name] = phases.get(name, 0.0) + time.perf_counter() - s
         return wrapper
 
-    from ovs_mesh import cli, reconcile
+    from ovs_mesh import node, reconcile
     from ovs_mesh.config_file import load_config
     phases["import"] = time.perf_counter() - t0
     config = timed("load_config", load_config)(cfg)
-    rec = timed("connect", cli.make_reconciler)(config)  # includes the IDL's initial dump
+    rec = timed("connect", lambda c: node.open_node(c).reconciler())(config)  # includes the IDL's initial dump
     rec.ovsdb.read = timed("ovsdb_read", rec.ovsdb.read)
     rec.ovsdb.apply = timed("ovsdb_txn", rec.ovsdb.apply)
     rec.openflow.dump = timed("flow_dump", rec.openflow.dump)

@@ -1,4 +1,4 @@
-"""The `ovs-mesh` command line (DESIGN.md section 6).
+"""The `ovs-mesh` command line.
 
 Exit codes: 0 ok, 1 runtime failure, 2 invalid input.  Invalid input is
 detected before anything is touched.
@@ -10,20 +10,17 @@ import json
 import logging
 import os
 import sys
-import time
 from ipaddress import IPv4Address, ip_address
 
 from topology.config import ConfigError
+from topology.errors import InputError, Problem
 
-from .config_file import load_config, read_local_file
+from .node import load, open_node
+from .status import remove_status, write_status
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
 DEFAULT_CONFIG = "/etc/ovs-mesh/config.yaml"
 LOG = logging.getLogger("ovs-mesh")
-
-
-class InputError(ValueError):
-    """Bad CLI argument: reported as `field: value: reason`, exit 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,35 +68,6 @@ def _add_extra_commands(sub) -> None:
         mod.register(sub)
 
 
-def overrides(args) -> dict:
-    """Local settings from --local FILE, then --node/--ovsdb on top."""
-    out: dict = {}
-    path = getattr(args, "local_file", None)
-    if path:
-        out.update(read_local_file(path))
-    out.update({k: v for k, v in (("node", args.node), ("ovsdb", args.ovsdb)) if v is not None})
-    return out
-
-
-def load(args, require_local: bool = True):
-    return load_config(args.config, overrides(args), require_local=require_local)
-
-
-def make_reconciler(config):
-    from ovsdb_client import OvsdbClient
-
-    from .reconcile import Reconciler
-
-    l = config.local
-    ovsdb = OvsdbClient(l.ovsdb, ssl=(l.ssl_key, l.ssl_cert, l.ssl_ca))
-    host = None
-    if l.host:
-        from .host import HostLayer
-
-        host = HostLayer(config, ovsdb)
-    return Reconciler(config, ovsdb, host=host)
-
-
 def _print_result(result, as_json: bool, verb: str) -> None:
     if as_json:
         print(json.dumps(result.as_dict()))
@@ -129,17 +97,11 @@ def _with_reconciler(args, fn, teardown: bool = False):
     config = load(args, require_local=not teardown)
     if not teardown and config.local_node.subnet is None:
         raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
-    rec = make_reconciler(config)
+    node = open_node(config)
     try:
-        return fn(config, rec)
+        return fn(config, node.reconciler())
     finally:
-        close(rec)
-
-
-def close(rec) -> None:
-    rec.ovsdb.close()
-    if rec.host is not None:
-        rec.host.close()
+        node.close()
 
 
 def cmd_plan(args) -> int:
@@ -152,7 +114,7 @@ def cmd_plan(args) -> int:
 def cmd_apply(args) -> int:
     def run(config, rec):
         result = rec.apply()
-        _write_status(config, result)
+        write_status(config.local.rundir, result)
         _print_result(result, args.json, "apply")
         return EXIT_FAIL if result.problems else EXIT_OK
     return _with_reconciler(args, run)
@@ -162,35 +124,16 @@ def cmd_teardown(args) -> int:
     def run(config, rec):
         result = rec.apply(teardown=True)
         _print_result(result, False, "teardown")
-        try:
-            os.unlink(_status_path(config))
-        except FileNotFoundError:
-            pass
+        remove_status(config.local.rundir)
         return EXIT_OK
     return _with_reconciler(args, run, teardown=True)
-
-
-def _status_path(config) -> str:
-    return os.path.join(config.local.rundir, "ovs-mesh.status.json")
-
-
-def _write_status(config, result) -> None:
-    """What `status` shows of the last reconcile: when, how many changes, problems."""
-    data = {"time": time.time(), "change_count": len(result.changes),
-            "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
-            "problems": result.problems, "seconds": round(result.seconds, 4)}
-    try:
-        with open(_status_path(config), "w") as f:
-            f.write(json.dumps(data))
-    except OSError:
-        LOG.debug("cannot write status file", exc_info=True)
 
 
 def cmd_status(args) -> int:
     from .status import collect, render
 
     def run(config, rec):
-        data = collect(config, rec, _status_path(config))
+        data = collect(config, rec)
         print(json.dumps(data, indent=2) if args.json else render(data))
         return EXIT_OK if data["converged"] else EXIT_FAIL
     return _with_reconciler(args, run)
@@ -203,7 +146,7 @@ def _addr(field: str, value: str) -> IPv4Address:
             return a
     except ValueError:
         pass
-    raise InputError(f"{field}: {value}: not an IPv4 address")
+    raise InputError([Problem(field, value, "not an IPv4 address")])
 
 
 def cmd_trace(args) -> int:
@@ -215,7 +158,7 @@ def cmd_trace(args) -> int:
 
     owner = next((n for n in config.nodes if n.subnet and src in n.subnet), None)
     if owner is None and src not in {n.ip for n in config.nodes}:
-        raise InputError(f"SRC: {src}: not in any node's subnet and not a node IP")
+        raise InputError([Problem("SRC", str(src), "not in any node's subnet and not a node IP")])
     local = config.local_node
     proto = args.proto
     if proto == "arp":
@@ -227,13 +170,12 @@ def cmd_trace(args) -> int:
     elif config.cluster.mode == "flow":
         flow = f"in_port={TUNNEL_OFPORT},tun_src={owner.ip},tun_dst={local.ip},{pkt}"
     else:
-        from ovsdb_client import OvsdbClient
-
         from .desired import peer_port_name
+        from .node import connect_ovsdb
 
-        client = OvsdbClient(config.local.ovsdb)
+        client = connect_ovsdb(config.local)
         try:
-            _, ofports, _ = client.read(BRIDGE)
+            ofports = client.read(BRIDGE).ofports
         finally:
             client.close()
         port = ofports.get(peer_port_name(config.cluster.tunnel, owner.name))
@@ -268,8 +210,8 @@ def main(argv=None) -> int:
     fn = COMMANDS.get(args.command) or getattr(args, "func", None)
     try:
         return fn(args)
-    except (ConfigError, InputError) as e:
-        for line in getattr(e, "errors", [str(e)]):
+    except InputError as e:
+        for line in e.errors:
             print(f"error: {line}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

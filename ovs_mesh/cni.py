@@ -13,7 +13,7 @@ import json
 import os
 from ipaddress import IPv4Network
 
-from topology.files import write_atomic
+from ovs_mesh.files import write_atomic
 
 NETWORK_NAME = "ovs-mesh"
 BRIDGE_NAME = "kbr0"

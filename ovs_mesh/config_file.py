@@ -311,7 +311,7 @@ def allocate_file(path: str, dry_run: bool = False):
     from ipaddress import IPv4Network
 
     from topology.allocate import allocate
-    from topology.files import write_atomic
+    from .files import write_atomic
 
     text = decode(read_bytes(path), path)
     # The fast path validates first: ruamel (pure Python) only sees a valid, bounded file.

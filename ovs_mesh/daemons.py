@@ -50,7 +50,9 @@ class OvsDaemons:
         return self.run("ovs-vsctl", f"--db={self.remote}", "--timeout=30", *args, **kw)
 
     def ofctl(self, *args: str, **kw) -> str:
-        return self.run("ovs-ofctl", "-O", "OpenFlow13", *args, **kw)
+        from .openflow import OFCTL  # (openflow reads pidfiles through this module)
+
+        return self.run(*OFCTL, *args, **kw)
 
     def appctl(self, *args: str, **kw) -> str:
         return self.run("ovs-appctl", "-t", self.vswitchd_ctl(), *args, **kw)
@@ -59,12 +61,7 @@ class OvsDaemons:
         return f"unix:{os.path.join(self.rundir, bridge + '.mgmt')}"
 
     def pid(self, daemon: str) -> int | None:
-        try:
-            with open(os.path.join(self.rundir, f"{daemon}.pid")) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if alive(pid) else None  # a killed daemon may linger as a zombie
+        return daemon_pid(self.rundir, daemon)
 
     def vswitchd_ctl(self) -> str:
         return os.path.join(self.rundir, f"ovs-vswitchd.{self.pid('ovs-vswitchd')}.ctl")
@@ -101,6 +98,16 @@ class OvsDaemons:
     def stop(self) -> None:
         self.stop_daemon("ovs-vswitchd")
         self.stop_daemon("ovsdb-server")
+
+
+def daemon_pid(rundir: str, daemon: str) -> int | None:
+    """The live pid in `<rundir>/<daemon>.pid` (e.g. ovs-vswitchd), or None."""
+    try:
+        with open(os.path.join(rundir, f"{daemon}.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None  # a killed daemon may linger as a zombie
 
 
 def _wait(cond, what: str, timeout: float = 10) -> None:

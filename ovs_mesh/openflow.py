@@ -8,15 +8,20 @@ change leaves the table as it was.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
-from .state import COOKIE_MATCH, Change, Flow
+from topology.errors import Transient
 
-OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")
+from .daemons import daemon_pid
+from .state import COOKIE_MATCH, Flow, FlowChange, ours
+
+OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")   # every ovs-ofctl call of the project
+_FLOW_COUNT = re.compile(r"flow_count=(\d+)")
 
 
-class OpenFlowError(RuntimeError):
-    pass
+class OpenFlowError(Transient):
+    """ovs-ofctl/ovs-appctl failed (vswitchd down or busy): retry later."""
 
 
 def parse_dump(text: str) -> list[tuple[str, Flow]]:
@@ -48,11 +53,9 @@ def parse_dump(text: str) -> list[tuple[str, Flow]]:
     return out
 
 
-def bundle_text(changes: list[Change]) -> str:
+def bundle_text(changes: list[FlowChange]) -> str:
     lines = []
     for ch in changes:
-        if ch.kind != "flow":
-            continue
         if ch.action == "add":
             lines.append("add " + ch.new.spec())
         elif ch.action == "modify":
@@ -63,6 +66,9 @@ def bundle_text(changes: list[Change]) -> str:
 
 
 class OpenFlow:
+    """Our flows on one bridge.  `dump`/`count` read, `apply` changes in one bundle
+    (all or nothing; re-applying the same changes is harmless).  Raises OpenFlowError."""
+
     def __init__(self, rundir: str, bridge: str):
         self.rundir, self.bridge = rundir, bridge
 
@@ -95,9 +101,21 @@ class OpenFlow:
     def foreign_flow_count(self) -> int:
         if not self.available():
             return 0
-        return sum(1 for cookie, _ in self.dump_all() if not cookie.startswith("0x6f76736d"))
+        return sum(1 for cookie, _ in self.dump_all() if not ours(cookie))
 
-    def apply(self, changes: list[Change]) -> int:
+    def count(self) -> int | None:
+        """How many flows carry our cookie (cheap: dump-aggregate), None when vswitchd cannot tell."""
+        if not self.available():
+            return None
+        try:
+            p = subprocess.run([*OFCTL, "dump-aggregate", self.target, COOKIE_MATCH],
+                               capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        m = _FLOW_COUNT.search(p.stdout) if p.returncode == 0 else None
+        return int(m.group(1)) if m else None
+
+    def apply(self, changes: list[FlowChange]) -> int:
         """Apply flow changes in one bundle; returns how many flows changed."""
         text = bundle_text(changes)
         if not text:
@@ -108,11 +126,9 @@ class OpenFlow:
 
 def appctl_target(rundir: str) -> str:
     """The ovs-vswitchd unixctl socket in `rundir` (found by its pidfile)."""
-    try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        raise OpenFlowError(f"ovs-vswitchd is not running (no pidfile in {rundir})") from None
+    pid = daemon_pid(rundir, "ovs-vswitchd")
+    if pid is None:
+        raise OpenFlowError(f"ovs-vswitchd is not running (no pidfile in {rundir})")
     return os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl")
 
 

@@ -1,20 +1,23 @@
 """One reconcile pass: observe -> desired -> diff -> apply.
 
-`Reconciler` is the only place that wires the pure stages to the clients.
-`plan()` and `apply()` compute the same change list; apply then executes it:
-OVSDB changes in one transaction, then flow changes in one bundle.
+`Reconciler` is the only place that wires the pure stages to the clients
+(small interfaces, see clients.py).  `plan()` and `apply()` compute the same
+`Plan`; apply then executes it: OVSDB changes in one transaction, flow changes
+in one bundle, then the host changes (on teardown flows go first, while the
+bridge still exists).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 
+from topology.errors import NotOurs
 from topology.model import Config
 
 from . import desired as desired_mod
+from .clients import Flows, Host, OvsdbRows
 from .diff import diff
-from .openflow import OpenFlow
-from .state import BRIDGE, Change, Conflict, OvsState
+from .state import BRIDGE, OvsState, Plan
 
 DEFAULT_UNDERLAY_MTU = 1500
 
@@ -24,16 +27,21 @@ class Observed:
     ovs: OvsState
     ofports: dict[str, int]
     problems: list[str]
+    refusal: NotOurs | None = None   # our bridge exists untagged: refuse to apply
 
 
 @dataclasses.dataclass
 class Result:
-    changes: list[Change]
+    plan: Plan
     problems: list[str]
     ovsdb_transactions: int = 0
     flow_changes: int = 0
     seconds: float = 0.0
     desired: OvsState | None = None   # what the node holds once converged
+
+    @property
+    def changes(self) -> list:
+        return self.plan.changes
 
     def as_dict(self) -> dict:
         return {"changes": [c.as_dict() for c in self.changes], "problems": self.problems,
@@ -41,21 +49,23 @@ class Result:
                 "seconds": round(self.seconds, 4)}
 
 
-class ReconcileError(RuntimeError):
-    pass
+class ReconcileError(NotOurs):
+    """Apply refused: something it would have to change is not ours."""
 
 
 class Reconciler:
-    def __init__(self, config: Config, ovsdb, openflow: OpenFlow | None = None, host=None):
+    def __init__(self, config: Config, ovsdb: OvsdbRows, openflow: Flows, host: Host | None = None):
         self.config = config
         self.ovsdb = ovsdb
-        self.openflow = openflow or OpenFlow(config.local.rundir, BRIDGE)
+        self.openflow = openflow
         self.host = host  # host networking layer (None: manage OVS only)
 
     def observe(self) -> Observed:
-        state, ofports, problems = self.ovsdb.read(BRIDGE)
-        flows = self.openflow.dump() if state.bridge is not None else frozenset()
-        return Observed(dataclasses.replace(state, flows=flows), ofports, problems)
+        owned = self.ovsdb.read(BRIDGE)
+        flows = self.openflow.dump() if owned.bridge is not None else frozenset()
+        problems = [str(owned.refusal)] if owned.refusal is not None else list(owned.problems)
+        return Observed(OvsState(owned.bridge, owned.ports, flows), dict(owned.ofports), problems,
+                        owned.refusal)
 
     def pod_mtu(self) -> int:
         underlay = self.host.underlay_mtu() if self.host is not None else DEFAULT_UNDERLAY_MTU
@@ -66,46 +76,45 @@ class Reconciler:
 
     def plan(self, teardown: bool = False, observed: Observed | None = None) -> Result:
         observed = observed or self.observe()
-        _, changes = self._changes(observed, teardown)
-        return Result(changes, observed.problems)
+        _, plan = self._plan(observed, teardown)
+        return Result(plan, observed.problems)
 
-    def _changes(self, observed: Observed, teardown: bool) -> tuple[OvsState, list[Change]]:
+    def _plan(self, observed: Observed, teardown: bool) -> tuple[OvsState, Plan]:
         mtu = self.pod_mtu()
         want = OvsState() if teardown else self.desired(observed, mtu)
-        changes = diff(want, observed.ovs)
+        plan = diff(want, observed.ovs)
         if self.host is not None:
-            changes += self.host.plan(mtu, teardown)
-        return want, changes
+            plan = dataclasses.replace(plan, host=tuple(self.host.plan(mtu, teardown)))
+        return want, plan
 
     def _check_ports(self, want: OvsState) -> list[str]:
         """After an OVSDB change: interfaces OVS failed to create, ofports not as requested."""
-        _, ofports, problems = self.ovsdb.read(BRIDGE)
-        problems += [f"port {p.name}: ofport {ofports.get(p.name)} is not the requested {p.ofport_request}"
-                     for p in want.ports
-                     if p.ofport_request and ofports.get(p.name) not in (p.ofport_request, -1)]
-        return problems
+        owned = self.ovsdb.read(BRIDGE)
+        ofports = owned.ofports
+        return [*owned.problems,
+                *(f"port {p.name}: ofport {ofports.get(p.name)} is not the requested {p.ofport_request}"
+                  for p in want.ports
+                  if p.ofport_request and ofports.get(p.name) not in (p.ofport_request, -1))]
 
     def apply(self, teardown: bool = False) -> Result:
         start = time.monotonic()
         observed = self.observe()
-        conflicts = [p for p in observed.problems if isinstance(p, Conflict)]
-        if conflicts:
-            raise ReconcileError("; ".join(conflicts))
-        want, changes = self._changes(observed, teardown)
-        ovs_changes = [c for c in changes if c.kind in ("bridge", "port")]
-        flow_changes = [c for c in changes if c.kind == "flow"]
-        result = Result(changes, [], desired=want)
+        if observed.refusal is not None:
+            raise ReconcileError(str(observed.refusal))
+        want, plan = self._plan(observed, teardown)
+        result = Result(plan, [], desired=want)
+        rows, flows = list(plan.ovsdb), list(plan.flows)
         if teardown:
             # Flows first (while the bridge exists), then the rows.
-            result.flow_changes = self.openflow.apply(flow_changes)
+            result.flow_changes = self.openflow.apply(flows)
             keep = self.openflow.foreign_flow_count() > 0
-            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, ovs_changes, keep_bridge=keep)
+            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, rows, keep_bridge=keep)
         else:
-            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, ovs_changes)
-            result.flow_changes = self.openflow.apply(flow_changes)
+            result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, rows)
+            result.flow_changes = self.openflow.apply(flows)
         if self.host is not None:
-            self.host.apply([c for c in changes if c.kind not in ("bridge", "port", "flow")], teardown)
+            self.host.apply(list(plan.host), teardown)
         if not teardown:
-            result.problems = self._check_ports(want) if ovs_changes else observed.problems
+            result.problems = self._check_ports(want) if rows else observed.problems
         result.seconds = time.monotonic() - start
         return result

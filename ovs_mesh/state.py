@@ -7,15 +7,16 @@ compares whole values.  Only what ovs-mesh owns is ever represented here.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import TYPE_CHECKING, ClassVar
 
-# Every OVSDB row we create carries this external_ids key; its value says the
-# row's role.  Rows without it are never read as ours, edited or deleted.
-OWNER_KEY = "ovs-mesh"
-PEER_KEY = "ovs-mesh-peer"
+from ovsdb_client.rows import (  # noqa: F401  (the OVSDB half of the vocabulary, re-exported)
+    OWNER_KEY, PEER_KEY, BridgeChange, BridgeSpec, ChangeText, PortChange, PortSpec, RowChange, TypedChange,
+    frozen_map)
+
 # Our flows' cookies: "ovsm" in the high 32 bits.  dump/delete use the mask.
-COOKIE = 0x6F76736D00000001
-COOKIE_MATCH = "cookie=0x6f76736d00000000/0xffffffff00000000"
+COOKIE_PREFIX = 0x6F76736D
+COOKIE = COOKIE_PREFIX << 32 | 1
+COOKIE_MATCH = f"cookie=0x{COOKIE_PREFIX:x}00000000/0xffffffff00000000"
 
 BRIDGE = "obr0"
 TUNNEL_OFPORT = 10           # the flow-mode tunnel port
@@ -24,37 +25,9 @@ FIRST_PEER_OFPORT = 100      # port/stp modes: peer ports from here up
 T_CLASSIFY, T_TO_PEERS, T_FROM_PEERS, T_TO_LOCAL = 0, 10, 20, 30
 
 
-def frozen_map(m: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((str(k), str(v)) for k, v in (m or {}).items()))
-
-
-@dataclasses.dataclass(frozen=True)
-class BridgeSpec:
-    name: str
-    datapath_type: str
-    fail_mode: str = "secure"
-    rstp_enable: bool = False
-    mtu_request: int | None = None     # of the bridge's internal (LOCAL) interface
-    external_ids: tuple[tuple[str, str], ...] = ((OWNER_KEY, "bridge"),)
-
-
-@dataclasses.dataclass(frozen=True)
-class PortSpec:
-    """A port with one interface of the same name, on our bridge."""
-    name: str
-    type: str
-    options: tuple[tuple[str, str], ...] = ()
-    bfd: tuple[tuple[str, str], ...] = ()
-    ofport_request: int | None = None
-    external_ids: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def peer(self) -> str | None:
-        return dict(self.external_ids).get(PEER_KEY)
-
-    @property
-    def remote_ip(self) -> str | None:
-        return dict(self.options).get("remote_ip")
+def ours(cookie: str) -> bool:
+    """A cookie as ovs-ofctl prints it ("0x6f76736d00000001") carries our prefix."""
+    return cookie.startswith(f"0x{COOKIE_PREFIX:x}")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -93,21 +66,30 @@ class OvsState:
         return {p.name: p for p in self.ports}
 
 
-class Conflict(str):
-    """A problem that forbids applying: something we would have to change is not ours."""
+@dataclasses.dataclass(frozen=True)
+class FlowChange(TypedChange[Flow]):
+    kind: ClassVar[str] = "flow"
+
+
+if TYPE_CHECKING:  # host changes are typed in the host package, which builds on this module
+    from .host.model import HostChange
 
 
 @dataclasses.dataclass(frozen=True)
-class Change:
-    action: str        # add | delete | modify
-    kind: str          # bridge | port | flow | (host kinds: link, address, route, ...)
-    name: str
-    old: object = None
-    new: object = None
+class Plan:
+    """Every change one reconcile pass makes, by executor: OVSDB rows (one
+    transaction), flows (one bundle), host networking (the host layer)."""
+    ovsdb: tuple[RowChange, ...] = ()
+    flows: tuple[FlowChange, ...] = ()
+    host: tuple[HostChange, ...] = ()
 
-    def as_dict(self) -> dict:
-        return {"action": self.action, "kind": self.kind, "name": self.name}
+    @property
+    def changes(self) -> list:
+        """All changes in an order that is always safe to apply and that `plan` prints:
+        bridge and port adds/modifies, flows, port and bridge deletes, then host."""
+        adds = [c for c in self.ovsdb if c.action != "delete"]
+        dels = [c for c in self.ovsdb if c.action == "delete"]
+        return [*adds, *self.flows, *dels, *self.host]
 
-    def __str__(self) -> str:
-        sign = {"add": "+", "delete": "-", "modify": "~"}[self.action]
-        return f"{sign} {self.kind} {self.name}"
+    def __len__(self) -> int:
+        return len(self.ovsdb) + len(self.flows) + len(self.host)

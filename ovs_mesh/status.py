@@ -1,7 +1,11 @@
-"""`ovs-mesh status`: peers, tunnel health, flow counts, last reconcile."""
+"""`ovs-mesh status`: peers, tunnel health, flow counts, last reconcile; and the
+status file (`<ovs rundir>/ovs-mesh.status.json`) that apply and the agent write
+after every reconcile and that `status` (and the lab) read back."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 
 from topology.mesh import peers_of
@@ -9,16 +13,39 @@ from topology.mesh import peers_of
 from .desired import peer_port_name, tunnel_port_name
 from .state import BRIDGE
 
+LOG = logging.getLogger(__name__)
+STATUS_FILE = "ovs-mesh.status.json"
 
-def _health(iface) -> dict:
-    if iface is None:
-        return {"ofport": None, "health": "missing", "error": None, "bfd": None}
-    ofport = iface.ofport[0] if iface.ofport else -1
-    bfd = dict(iface.bfd_status)
-    health = "error" if (iface.error or ofport == -1) else "up"
-    if bfd:
-        health = bfd.get("state", "unknown")
-    return {"ofport": ofport, "health": health, "error": (iface.error or [None])[0], "bfd": bfd or None}
+
+def status_path(rundir: str) -> str:
+    return os.path.join(rundir, STATUS_FILE)
+
+
+def write_status(rundir: str, result) -> None:
+    """What `status` shows of the last reconcile: when, how many changes, problems."""
+    data = {"time": time.time(), "change_count": len(result.changes),
+            "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
+            "problems": result.problems, "seconds": round(result.seconds, 4)}
+    try:
+        with open(status_path(rundir), "w") as f:
+            f.write(json.dumps(data))
+    except OSError:
+        LOG.debug("cannot write status file", exc_info=True)
+
+
+def read_status(rundir: str) -> dict | None:
+    try:
+        with open(status_path(rundir)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def remove_status(rundir: str) -> None:
+    try:
+        os.unlink(status_path(rundir))
+    except FileNotFoundError:
+        pass
 
 
 def tunnels(config, client) -> list[dict]:
@@ -27,28 +54,20 @@ def tunnels(config, client) -> list[dict]:
     One pass over the Interface table, whatever the number of peers: the agent
     calls this after every reconcile."""
     c = config.cluster
-    with client.conn.lock:
-        ifaces = {i.name: i for i in client.idl.tables["Interface"].rows.values()}
-        out = []
-        for p in peers_of(c, config.nodes, config.local.node):
-            port = tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name)
-            out.append({"name": p.name, "ip": str(p.ip), "subnet": str(p.subnet), "port": port,
-                        **_health(ifaces.get(port))})
-    return out
+    peers = [(p, tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name))
+             for p in peers_of(c, config.nodes, config.local.node)]
+    health = client.health({port for _, port in peers})
+    return [{"name": p.name, "ip": str(p.ip), "subnet": str(p.subnet), "port": port,
+             **health[port].as_dict()} for p, port in peers]
 
 
-def collect(config, rec, status_path: str) -> dict:
+def collect(config, rec) -> dict:
     c = config.cluster
     observed = rec.observe()
     plan = rec.plan(observed=observed)
     flows = observed.ovs.flows
     peers = tunnels(config, rec.ovsdb)
-    last = None
-    try:
-        with open(status_path) as f:
-            last = json.load(f)
-    except (OSError, ValueError):
-        pass
+    last = read_status(config.local.rundir)
     return {"node": config.local.node, "bridge": BRIDGE, "tunnel": c.tunnel, "mode": c.mode,
             "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,

@@ -1,2 +1,6 @@
-"""The only code that speaks OVSDB: connect, read what ovs-mesh owns, apply a change set."""
-from .connection import OvsdbClient, OvsdbUnavailable  # noqa: F401
+"""The only code that speaks OVSDB: connect, read what ovs-mesh owns, apply a change set.
+
+Imports no ovs_mesh module: the row vocabulary (rows.py) lives here.
+"""
+from .connection import OvsdbClient  # noqa: F401
+from .errors import OvsdbUnavailable, OwnershipError  # noqa: F401

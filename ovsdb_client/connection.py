@@ -13,7 +13,9 @@ from ovs import stream
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from .reader import read_owned
+from .errors import OvsdbUnavailable
+from .reader import interface_health, read_owned
+from .rows import InterfaceHealth, Owned, RowChange
 from .writer import apply_changes
 
 LOG = logging.getLogger(__name__)
@@ -27,13 +29,16 @@ COLUMNS = {
                   "mtu_request", "external_ids"],
 }
 _counter = itertools.count()
-
-
-class OvsdbUnavailable(RuntimeError):
-    """The OVSDB server could not be reached (transient: retry later)."""
+MONITORING = 6  # ovs.db.idl.Idl.IDL_S_MONITORING
 
 
 class OvsdbClient:
+    """One connection to one OVSDB server; every IDL access of ovs-mesh goes through it.
+
+    Reads are from the IDL cache (no round trip); `apply` is one transaction.
+    Raises OvsdbUnavailable (Transient) when the server cannot be reached and
+    OwnershipError (NotOurs) when a change would touch a row without our tag."""
+
     def __init__(self, remote: str, timeout: float = 30.0, ssl: tuple[str, str, str] | None = None):
         self.remote = remote
         if remote.startswith("ssl:"):
@@ -61,13 +66,36 @@ class OvsdbClient:
     def idl(self):
         return self.api.idl
 
-    def read(self, bridge: str):
-        """(OvsState of what we own without flows, {port: ofport}, problems)."""
+    def read(self, bridge: str) -> Owned:
+        """What we own on `bridge` (bridge row, tagged ports, their ofports, failures)."""
         with self.conn.lock:
             return read_owned(self.idl, bridge)
 
-    def apply(self, bridge: str, changes, keep_bridge: bool = False) -> int:
-        """Apply OVSDB changes in one transaction; returns transactions made (0 or 1)."""
+    def health(self, interfaces) -> dict[str, InterfaceHealth]:
+        """Each named interface's ofport, error and BFD state (one pass over the table)."""
+        with self.conn.lock:
+            return interface_health(self.idl, interfaces)
+
+    def connected(self) -> bool:
+        """Connected, and the IDL has its monitor data (its cache is current)."""
+        idl = self.idl
+        session = getattr(idl, "_session", None)
+        if session is None or not session.is_connected():
+            return False
+        return getattr(idl, "state", MONITORING) == getattr(idl, "IDL_S_MONITORING", MONITORING)
+
+    def session_seqno(self) -> int | None:
+        """Changes whenever the connection to the server dropped and came back."""
+        session = getattr(self.idl, "_session", None)
+        return session.get_seqno() if session is not None else None
+
+    def change_seqno(self) -> int:
+        """Changes whenever the IDL cache changed (any monitored row)."""
+        return self.idl.change_seqno
+
+    def apply(self, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
+        """Apply OVSDB changes in one transaction; returns transactions made (0 or 1).
+        Idempotent: every command is an ensure or a delete-if-exists of our rows."""
         return apply_changes(self.api, bridge, changes, keep_bridge)
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ failed to create are reported, not hidden.
 """
 from __future__ import annotations
 
-from ovs_mesh.state import OWNER_KEY, PEER_KEY, BridgeSpec, Conflict, OvsState, PortSpec, frozen_map
+from .errors import OwnershipError
+from .rows import OWNER_KEY, PEER_KEY, BridgeSpec, InterfaceHealth, Owned, PortSpec, frozen_map
 
 
 def _one(col):
@@ -24,16 +25,15 @@ def find_bridge(idl, name: str):
     return None
 
 
-def read_owned(idl, bridge: str) -> tuple[OvsState, dict[str, int], list[str]]:
-    """Returns (state without flows, our ports' ofports, problems)."""
+def read_owned(idl, bridge: str) -> Owned:
+    """Our bridge, its tagged ports, their ofports and the interfaces OVS failed to create."""
     problems: list[str] = []
     row = find_bridge(idl, bridge)
     if row is None:
-        return OvsState(), {}, problems
+        return Owned()
     if OWNER_KEY not in row.external_ids:
-        problems.append(Conflict(f"bridge {bridge} exists but was not created by ovs-mesh "
-                                 f"(no external_ids:{OWNER_KEY}); refusing to touch it"))
-        return OvsState(), {}, problems
+        return Owned(refusal=OwnershipError(f"bridge {bridge} exists but was not created by ovs-mesh "
+                                            f"(no external_ids:{OWNER_KEY}); refusing to touch it"))
     local_mtu = None
     ports, ofports = [], {}
     for port in row.ports:
@@ -56,4 +56,24 @@ def read_owned(idl, bridge: str) -> tuple[OvsState, dict[str, int], list[str]]:
     spec = BridgeSpec(name=row.name, datapath_type=row.datapath_type,
                       fail_mode=_one(row.fail_mode) or "", rstp_enable=bool(row.rstp_enable),
                       mtu_request=local_mtu, external_ids=_ours(row.external_ids))
-    return OvsState(bridge=spec, ports=tuple(sorted(ports, key=lambda p: p.name))), ofports, problems
+    return Owned(bridge=spec, ports=tuple(sorted(ports, key=lambda p: p.name)), ofports=ofports,
+                 problems=tuple(problems))
+
+
+def interface_health(idl, names) -> dict[str, InterfaceHealth]:
+    """Health of the named interfaces (one pass over the Interface table)."""
+    wanted = set(names)
+    rows = {i.name: i for i in idl.tables["Interface"].rows.values() if i.name in wanted}
+    out = {}
+    for name in wanted:
+        iface = rows.get(name)
+        if iface is None:
+            out[name] = InterfaceHealth(None, "missing", None, None)
+            continue
+        ofport = iface.ofport[0] if iface.ofport else -1
+        bfd = dict(iface.bfd_status)
+        health = "error" if (iface.error or ofport == -1) else "up"
+        if bfd:
+            health = bfd.get("state", "unknown")
+        out[name] = InterfaceHealth(ofport, health, _one(iface.error), bfd or None)
+    return out

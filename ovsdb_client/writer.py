@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
-from ovs_mesh.state import OWNER_KEY, BridgeSpec, PortSpec
-
+from .errors import OwnershipError
 from .reader import find_bridge
-
-
-class OwnershipError(RuntimeError):
-    """A row we would have to change exists but is not ours."""
+from .rows import OWNER_KEY, BridgeChange, BridgeSpec, PortSpec, RowChange
 
 
 def _port(idl, name):
@@ -121,19 +117,19 @@ class DeletePort(command.BaseCommand):
         port.delete()
 
 
-def commands_for(api, bridge: str, changes, keep_bridge: bool = False) -> list:
+def commands_for(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> list:
     cmds = []
     for ch in changes:
-        if ch.kind == "bridge":
+        if isinstance(ch, BridgeChange):
             cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
                         else DeleteBridge(api, ch.name, keep_bridge))
-        elif ch.kind == "port":
+        else:
             cmds.append(EnsurePort(api, bridge, ch.new) if ch.action != "delete"
                         else DeletePort(api, bridge, ch.name))
     return cmds
 
 
-def apply_changes(api, bridge: str, changes, keep_bridge: bool = False) -> int:
+def apply_changes(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
     cmds = commands_for(api, bridge, changes, keep_bridge)
     if not cmds:
         return 0

@@ -8,11 +8,13 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 from typing import Iterable
 
+from .errors import InputError, Problem
 from .model import Cluster
 
 
-class AllocationError(ValueError):
-    pass
+class AllocationError(InputError):
+    """The range has no free subnet left (exit 2, like every bad input).  Validation
+    rejects more nodes than the range holds first, so this guards direct callers."""
 
 
 def free_subnets(cluster: Cluster, taken: Iterable[IPv4Network]):
@@ -31,7 +33,7 @@ def allocate(cluster: Cluster, current: list[IPv4Network | None]) -> list[IPv4Ne
         if s is None:
             s = next(free, None)
             if s is None:
-                raise AllocationError(f"cluster.cidr: {cluster.cidr}: no free /{cluster.node_prefix} left")
+                raise AllocationError([Problem("cluster.cidr", str(cluster.cidr),
+                                               f"no free /{cluster.node_prefix} left")])
         out.append(s)
     return out
-

@@ -8,9 +8,9 @@ import signal
 import sys
 
 from topology.config import host_port_problem
-from topology.errors import show
+from topology.errors import InputError, Problem, show
 
-from ..cli import EXIT_INPUT, EXIT_OK, InputError
+EXIT_OK = 0
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OFF = ("", "off", "none")
@@ -73,20 +73,21 @@ def metrics_address(args, config) -> str | None:
         return None
     reason = host_port_problem(value)
     if reason:
-        raise InputError(f"--metrics: {show(value)}: {reason}, '' or off")
+        raise InputError([Problem("--metrics", show(value), f"{reason}, '' or off")])
     return value
 
 
 def cmd_agent(args) -> int:
-    from topology.file_source import FileSource
+    from ovs_mesh.sources.file_source import FileSource
 
     from .loop import Agent
+    from .schedule import Reason
 
     if not RESYNC_MIN <= args.resync <= RESYNC_MAX:  # also refuses nan and inf
-        raise InputError(f"--resync: {args.resync}: must be a number of seconds between "
-                         f"{RESYNC_MIN:g} and {RESYNC_MAX:g}")
+        raise InputError([Problem("--resync", str(args.resync), f"must be a number of seconds between "
+                                  f"{RESYNC_MIN:g} and {RESYNC_MAX:g}")])
     setup_logging(args.verbose)
-    from ..cli import overrides
+    from ..node import overrides
 
     # A node that is not (yet) in the topology file waits for it, like a new
     # machine whose agent runs before the file lists it (the loop says so once).
@@ -95,7 +96,7 @@ def cmd_agent(args) -> int:
     agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
-    signal.signal(signal.SIGHUP, lambda *_: agent.kick("SIGHUP", reset_backoff=True))
+    signal.signal(signal.SIGHUP, lambda *_: agent.kick(Reason.SIGHUP, reset_backoff=True))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
     LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs",
              config.local.node, source.path, config.source, config.local.ovsdb, args.resync)
@@ -110,12 +111,12 @@ def cmd_install_service(args) -> int:
     if args.exec_path is not None and (not os.path.isabs(args.exec_path)
                                        or any(ch.isspace() or ch in "%\\;\"'" or not ch.isprintable()
                                               for ch in args.exec_path)):
-        raise InputError(f"--exec: {show(args.exec_path)}: must be an absolute path without "
-                         "spaces, quotes, '%', ';' or control characters")
+        raise InputError([Problem("--exec", show(args.exec_path), "must be an absolute path without "
+                                  "spaces, quotes, '%', ';' or control characters")])
     for line in install_service(root=args.root, exec_path=args.exec_path, dry_run=args.dry_run,
                                 enable=not args.no_enable):
         print(line)
     return EXIT_OK
 
 
-__all__ = ["register", "EXIT_INPUT"]
+__all__ = ["register"]

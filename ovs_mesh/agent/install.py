@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 
-from topology.files import write_atomic
+from ovs_mesh.files import write_atomic
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 UNIT_NAME = "ovs-mesh.service"

@@ -11,66 +11,26 @@ Three cheap checks, run by one thread every 0.1 s:
   cookie; a count different from the last desired state's means flows were
   lost or added behind our back.
 
-The watcher only calls `kick(reason, reset_backoff)`: the worker does the work.
+The watcher only calls `kick(reason, detail, reset_backoff)`: the worker does the work.
 """
 from __future__ import annotations
 
 import logging
-import os
-import re
-import subprocess
 import threading
 import time
 
-from ..process import alive as _alive
-from ..state import BRIDGE, COOKIE_MATCH
+from ..daemons import daemon_pid
+from ..openflow import OpenFlow
+from ..state import BRIDGE, OvsState
+from .schedule import Reason
 
 LOG = logging.getLogger(__name__)
-_FLOW_COUNT = re.compile(r"flow_count=(\d+)")
-MONITORING = 6  # ovs.db.idl.Idl.IDL_S_MONITORING
 
 
-def ovsdb_connected(client) -> bool:
-    """The IDL is connected and has its monitor data (its cache is current)."""
-    idl = client.idl
-    session = getattr(idl, "_session", None)
-    if session is None or not session.is_connected():
-        return False
-    return getattr(idl, "state", MONITORING) == getattr(idl, "IDL_S_MONITORING", MONITORING)
-
-
-def session_seqno(client) -> int | None:
-    session = getattr(client.idl, "_session", None)
-    return session.get_seqno() if session is not None else None
-
-
-def owned_rows(client):
+def owned_rows(client) -> OvsState:
     """What we own in OVSDB now (bridge and ports, no flows), comparable with the desired state."""
-    state, _, _ = client.read(BRIDGE)
-    return state
-
-
-def vswitchd_pid(rundir: str) -> int | None:
-    try:
-        with open(os.path.join(rundir, "ovs-vswitchd.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _alive(pid) else None
-
-
-def flow_count(rundir: str, bridge: str = BRIDGE) -> int | None:
-    """Flows with our cookie on the bridge, or None when vswitchd cannot tell."""
-    mgmt = os.path.join(rundir, bridge + ".mgmt")
-    if not os.path.exists(mgmt):
-        return None
-    try:
-        p = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-aggregate", f"unix:{mgmt}", COOKIE_MATCH],
-                           capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = _FLOW_COUNT.search(p.stdout) if p.returncode == 0 else None
-    return int(m.group(1)) if m else None
+    owned = client.read(BRIDGE)
+    return OvsState(owned.bridge, owned.ports)
 
 
 class OvsWatcher:
@@ -89,7 +49,7 @@ class OvsWatcher:
 
     def _run(self) -> None:
         self._last_client = self._last_seqno = self._last_change = None
-        self._last_pid = vswitchd_pid(self.agent.rundir) if self.agent.rundir else None
+        self._last_pid = daemon_pid(self.agent.rundir, "ovs-vswitchd") if self.agent.rundir else None
         self._flows_seen = True
         self._next_flow_check = 0.0
         self._failing: set[str] = set()
@@ -105,32 +65,32 @@ class OvsWatcher:
 
     def _check_ovsdb(self) -> None:
         a = self.agent
-        client = a.client
+        client = a.session.ovsdb
         if client is None:
             return
         if client is not self._last_client:
-            self._last_client, self._last_seqno, self._last_change = client, session_seqno(client), None
-        connected = ovsdb_connected(client)
-        seqno = session_seqno(client)
+            self._last_client, self._last_seqno, self._last_change = client, client.session_seqno(), None
+        connected = client.connected()
+        seqno = client.session_seqno()
         if connected and seqno != self._last_seqno:
             self._last_seqno = seqno
-            a.kick("ovsdb-server reconnected: full resync", reset_backoff=True)
-        elif connected and client.idl.change_seqno != self._last_change:
-            self._last_change = client.idl.change_seqno
+            a.kick(Reason.OVSDB_RECONNECTED, reset_backoff=True)
+        elif connected and client.change_seqno() != self._last_change:
+            self._last_change = client.change_seqno()
             expected = a.expected_rows
             if expected is not None and owned_rows(client) != expected:
-                a.kick("OVSDB rows we own changed")
-        a.note_ovsdb_connected(connected)
+                a.kick(Reason.OVSDB_ROWS)
+        a.session.note_connected(connected)
 
     def _check_vswitchd(self) -> None:
         a = self.agent
         rundir = a.rundir
         if not rundir:
             return
-        pid = vswitchd_pid(rundir)
+        pid = daemon_pid(rundir, "ovs-vswitchd")
         if pid != self._last_pid:
             if pid is not None:
-                a.kick(f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
+                a.kick(Reason.VSWITCHD_STARTED, f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
             else:
                 LOG.warning("ovs-vswitchd is not running (no live pid in %s)", rundir)
             self._last_pid = pid
@@ -138,11 +98,11 @@ class OvsWatcher:
         if pid is None or now < self._next_flow_check or a.expected_flows is None:
             return
         self._next_flow_check = now + self.flow_interval
-        count = flow_count(rundir)
+        count = OpenFlow(rundir, BRIDGE).count()
         if count is None:
             self._flows_seen = False
             return
         if count != a.expected_flows:
-            a.kick(f"{count} flows with our cookie, expected {a.expected_flows}",
+            a.kick(Reason.FLOWS, f"{count} flows with our cookie, expected {a.expected_flows}",
                    reset_backoff=not self._flows_seen)
         self._flows_seen = True

@@ -13,7 +13,7 @@ from topology.model import Config
 
 from .. import cni, nft
 from ..netlink import Netlink
-from ..state import Change
+from ovsdb_client.rows import BridgeChange, PortChange
 from ..underlay import set_tx_checksum
 from . import saved as saved_mod
 from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
@@ -66,8 +66,8 @@ class HostApplier:
         """The underlay bridge's rows, in one transaction of the OVSDB client we were given."""
         if not changes:
             return
-        rows = [Change(c.action, "bridge" if isinstance(c.obj, UnderlayBridge) else "port", c.obj.spec.name,
-                       old=c.old.spec if c.old else None, new=c.new.spec if c.new else None)
+        rows = [(BridgeChange if isinstance(c.obj, UnderlayBridge) else PortChange)(
+                    c.action, c.obj.spec.name, old=c.old.spec if c.old else None, new=c.new.spec if c.new else None)
                 for c in changes]
         self.ovsdb.apply(bridge, rows)
 

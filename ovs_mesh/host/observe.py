@@ -11,7 +11,7 @@ from topology.model import Config
 
 from .. import cni, nft
 from ..netlink import Netlink
-from ..state import BRIDGE, Conflict
+from ..state import BRIDGE
 from ..underlay import tx_checksum
 from . import saved as saved_mod
 from .desired import wanted_sysctls
@@ -59,12 +59,11 @@ def read_setting(s: Sysctl | Offload, nl: Netlink) -> str | None:
 
 
 def read_underlay_ovs(ovsdb, bridge: str) -> list[HostObject]:
-    state, _, problems = ovsdb.read(bridge)
-    refusing = [p for p in problems if isinstance(p, Conflict)]
-    if refusing:
-        raise NotOurs("; ".join(refusing))
-    out: list[HostObject] = [UnderlayBridge(state.bridge)] if state.bridge is not None else []
-    return out + [UnderlayPort(p) for p in state.ports]
+    owned = ovsdb.read(bridge)
+    if owned.refusal is not None:
+        raise owned.refusal
+    out: list[HostObject] = [UnderlayBridge(owned.bridge)] if owned.bridge is not None else []
+    return out + [UnderlayPort(p) for p in owned.ports]
 
 
 def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 
-from topology.files import write_atomic
+from ..files import write_atomic
 
 from .model import Offload, Setting, Sysctl, Underlay
 

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import time
 
+from ovs_mesh.files import write_atomic
 from ovs_mesh.process import alive, stop_pid
-from topology.files import write_atomic
+from ovs_mesh.status import STATUS_FILE
 
 from .nodes import local_section
 from .resources import run
@@ -28,7 +29,6 @@ from .state import LabError, LabState, Node
 from .topology import write_yaml
 
 OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
-STATUS_FILE = "ovs-mesh.status.json"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 

@@ -12,8 +12,8 @@ import os
 import re
 import threading
 
+from ovs_mesh.files import write_atomic
 from topology.errors import OvsMeshError
-from topology.files import write_atomic
 
 BASE_DIR = os.environ.get("OVS_MESH_LAB_DIR", "/run/ovs-mesh-lab")
 # Lab names become namespace and interface name prefixes: keep them short.

@@ -11,7 +11,7 @@ import io
 from ipaddress import IPv4Network
 
 from topology.allocate import allocate
-from topology.files import write_atomic
+from ovs_mesh.files import write_atomic
 from topology.config import parse_config
 from topology.model import Cluster
 

@@ -15,10 +15,10 @@ from tests.helpers import wait_for
 from tests.kube.fake_apiserver import make_node
 
 from topology.config import ConfigError
-from topology.kubernetes_source import KubernetesSource
+from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from topology.model import Cluster, Node
 
-LOGGER = "topology.kubernetes_source"
+LOGGER = "ovs_mesh.sources.kubernetes_source"
 
 
 def peers(*entries: tuple[str, str, str]) -> tuple[Node, ...]:

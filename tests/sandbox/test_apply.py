@@ -267,8 +267,10 @@ def test_tcp_remote(ovs):
     assert apply_ok(ovs, data)["changes"] == []
 
 
-def test_ssl_remote(tmp_path):
-    """ssl: remotes with client certificates (keys made by ovs-pki)."""
+@pytest.mark.parametrize("mode", ["flow", "port"])
+def test_ssl_remote(tmp_path, mode):
+    """ssl: remotes with client certificates (keys made by ovs-pki); in port mode `trace`
+    reads the peer's ofport over the same remote, with the configured SSL files."""
     import socket
     import subprocess
 
@@ -290,7 +292,7 @@ def test_ssl_remote(tmp_path):
         ca = pki / "switchca" / "cacert.pem"
         ovs.vsctl("set-ssl", str(tmp_path / "server-privkey.pem"), str(tmp_path / "server-cert.pem"), str(ca))
         ovs.vsctl("set-manager", f"pssl:{port}:127.0.0.1")
-        data = sandbox_config(ovs, 3)
+        data = sandbox_config(ovs, 3, mode=mode)
         data["local"].update(ovsdb=f"ssl:127.0.0.1:{port}", ovs_rundir=ovs.rundir,
                              ssl_key=str(tmp_path / "client-privkey.pem"),
                              ssl_cert=str(tmp_path / "client-cert.pem"), ssl_ca=str(ca))
@@ -301,6 +303,15 @@ def test_ssl_remote(tmp_path):
                 break
             __import__("time").sleep(0.1)
         assert r.returncode == 0, r.stderr
-        assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
+        if mode == "flow":
+            assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
+        else:
+            peer = peer_port_name("vxlan", "node-2")
+            assert peer in ovs.vsctl("list-ports", "obr0").split()
+            r = cli(ovs, data, "trace", "10.244.2.5", "10.244.1.5")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.startswith(f"trace: in_port={ofport(ovs, peer)},icmp,"), r.stdout
+            assert "30. ip,nw_dst=10.244.1.0/24" in r.stdout
+            assert "\n    LOCAL\n" in r.stdout   # delivered to the local pods, not dropped
     finally:
         ovs.stop()

@@ -53,7 +53,7 @@ def test_port_names_stable_and_ofports_kept():
     second = build(c2, 1450, existing)
     for p in second.ports:
         assert p.ofport_request == existing[p.name]
-    changes = diff(second, first)
+    changes = diff(second, first).changes
     assert {(ch.action, ch.kind) for ch in changes} == {("delete", "port"), ("delete", "flow")}
     assert [ch.name for ch in changes if ch.kind == "port"] == [peer_port_name("vxlan", "node-2")]
 
@@ -72,10 +72,10 @@ def test_vxlan_port_option():
 
 def test_converged_diff_is_empty_and_ordering():
     s = build(cfg(3), 1450)
-    assert diff(s, s) == []
-    changes = diff(s, OvsState())
+    assert diff(s, s).changes == []
+    changes = diff(s, OvsState()).changes
     assert changes[0].kind == "bridge" and changes[1].kind == "port"
-    teardown = diff(OvsState(), s)
+    teardown = diff(OvsState(), s).changes
     assert teardown[-1].kind == "bridge" and teardown[-1].action == "delete"
     assert [c.kind for c in teardown[:-1]].count("flow") == len(s.flows)
 
@@ -85,7 +85,7 @@ def test_ip_change_modifies_flows_only():
     moved = dataclasses.replace(c, nodes=tuple(
         dataclasses.replace(n, ip=__import__("ipaddress").IPv4Address("192.168.57.99")) if n.name == "node-3" else n
         for n in c.nodes))
-    changes = diff(build(moved, 1450), build(c, 1450))
+    changes = diff(build(moved, 1450), build(c, 1450)).changes
     assert {c.kind for c in changes} == {"flow"}
     assert sum(c.action == "modify" for c in changes) == 2   # the two out flows keep their match
     assert sum(c.action == "add" for c in changes) == 1 and sum(c.action == "delete" for c in changes) == 1
@@ -106,9 +106,9 @@ def test_parse_dump_round_trip():
 
 def test_bundle_text():
     s = build(cfg(2), 1450)
-    changes = diff(s, OvsState())
+    changes = diff(s, OvsState()).flows
     text = bundle_text(changes)
     assert text.count("\nadd ") + text.startswith("add ") == len(s.flows)
-    dels = bundle_text(diff(OvsState(), s))
+    dels = bundle_text(diff(OvsState(), s).flows)
     assert all(line.startswith("delete_strict cookie=0x6f76736d00000001/-1,") for line in dels.splitlines())
     assert "actions" not in dels

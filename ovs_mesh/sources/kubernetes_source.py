@@ -43,8 +43,9 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import MaxRetryError
 
-from .config import ConfigError, check_nodes
-from .model import Cluster, Node
+from topology.config import ConfigError, check_nodes
+from topology.errors import Transient
+from topology.model import Cluster, Node
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _PATH = re.compile(r"node\[(\d+)\]\.(\w+)")
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
 
 
-class _Gone(Exception):
+class _Gone(Transient):
     """Our resourceVersion is too old (410): relist."""
 
 
@@ -245,7 +246,7 @@ class KubernetesSource:
             resp.release_conn()
         rv = _rv(body)
         if rv is None:
-            raise ValueError("Node list has no metadata.resourceVersion")
+            raise Transient("Node list has no metadata.resourceVersion")
         objects = {}
         for item in body.get("items") or []:
             if not isinstance(item, dict):

@@ -26,9 +26,8 @@ import threading
 from typing import Callable
 
 from ovs_mesh.config_file import decode, load_yaml, read_bytes
-
-from .config import ConfigError, parse_config
-from .model import Config, Node
+from topology.config import ConfigError, parse_config
+from topology.model import Config, Node
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2

@@ -1,0 +1,152 @@
+"""The agent's small parts: log de-duplication, the inventory (which source, and
+the last good topology), and the node session (the clients and their lifecycle)."""
+from __future__ import annotations
+
+import logging
+import time
+
+from topology.errors import InputError
+from topology.model import Config
+
+from ..node import NodeClients, connect_ovsdb, open_node
+
+LOG = logging.getLogger("ovs_mesh.agent")
+OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
+RECREATE_CLIENT_AFTER = 15.0  # seconds disconnected before we build a new OVSDB client
+
+
+class NotReady(Exception):
+    """The source has nothing usable yet (not an error: wait for it)."""
+
+
+class SayOnce:
+    """Log a message once per key until it changes or is forgotten (no log floods)."""
+
+    def __init__(self, log: logging.Logger = LOG):
+        self.log = log
+        self._said: dict[str, str] = {}
+
+    def say(self, key: str, level: int, msg: str, *args, **kw) -> bool:
+        text = msg % args if args else msg
+        if self._said.get(key) == text:
+            return False
+        self._said[key] = text
+        self.log.log(level, text, **kw)
+        return True
+
+    def forget(self, key: str) -> bool:
+        """True when the key had been said (so the caller can log the recovery)."""
+        return self._said.pop(key, None) is not None
+
+
+class Inventory:
+    """The topology to reconcile: the file source's config, with the nodes from the
+    Kubernetes API when `source: kubernetes`.  Keeps the last good topology while
+    the local node is missing from it or the source reports bad input."""
+
+    def __init__(self, source, on_change, say: SayOnce, kube_factory=None):
+        self.source, self.on_change, self.say = source, on_change, say
+        self.kube_factory = kube_factory or _kubernetes_source
+        self.good: Config | None = None
+        self._kube = None
+        self._kube_key = None
+
+    def config(self) -> Config:
+        """Raises NotReady while there is nothing usable; InputError only without a good config."""
+        try:
+            cfg = self._current()
+        except InputError as e:
+            if self.good is None:
+                raise
+            self.say.say("input", logging.ERROR, "bad input, keeping the last good topology (%d nodes): %s",
+                         len(self.good.nodes), e)
+            return self.good
+        self.say.forget("input")
+        me = cfg.node(cfg.local.node)
+        if me is None or me.subnet is None:
+            why = "is not in the topology" if me is None else "has no subnet yet"
+            if self.good is not None and self.good.local == cfg.local:
+                self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
+                             "topology (%d nodes) installed", cfg.local.node, why, len(self.good.nodes))
+                return self.good
+            raise NotReady(f"local node {cfg.local.node} {why}")
+        if self.say.forget("local"):
+            LOG.info("local node %s is back in the topology", cfg.local.node)
+        self.good = cfg
+        return cfg
+
+    def _current(self) -> Config:
+        file_cfg = self.source.config()
+        if file_cfg is None:
+            raise NotReady("no valid config yet")
+        if file_cfg.source != "kubernetes":
+            self.stop_kube()
+            return file_cfg
+        key = (file_cfg.cluster, tuple(sorted((file_cfg.kubernetes or {}).items())))
+        if self._kube is None or key != self._kube_key:
+            self.stop_kube()
+            self._kube = self.kube_factory(file_cfg)
+            self._kube.start(self.on_change)
+            self._kube_key = key
+        nodes = self._kube.nodes()
+        if nodes is None:
+            raise NotReady("waiting for the first list of Nodes from the Kubernetes API")
+        return file_cfg.with_nodes(nodes)
+
+    def stop_kube(self) -> None:
+        if self._kube is not None:
+            self._kube.stop()
+            self._kube = self._kube_key = None
+
+
+def _kubernetes_source(file_cfg: Config):
+    from ..sources.kubernetes_source import KubernetesSource
+
+    opts = file_cfg.kubernetes or {}
+    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300))
+
+
+class NodeSession:
+    """The node's clients across passes: one OVSDB connection, kept while the remote
+    stays the same and reconnects within RECREATE_CLIENT_AFTER; the host layer and
+    reconciler rebuilt when the config changes."""
+
+    def __init__(self, connect=None, opener=open_node, clock=time.monotonic):
+        self.connect = connect or (lambda local: connect_ovsdb(local, OVSDB_TIMEOUT))
+        self.opener, self.clock = opener, clock
+        self.ovsdb = None             # read by the watcher thread
+        self.node: NodeClients | None = None
+        self.disconnected_since: float | None = None
+
+    def note_connected(self, connected: bool) -> None:
+        if connected:
+            self.disconnected_since = None
+        elif self.disconnected_since is None:
+            self.disconnected_since = self.clock()
+
+    def open(self, config: Config) -> NodeClients:
+        stale = (self.disconnected_since is not None
+                 and self.clock() - self.disconnected_since > RECREATE_CLIENT_AFTER)
+        if self.ovsdb is not None and (self.ovsdb.remote != config.local.ovsdb or stale):
+            LOG.info("reconnecting to OVSDB at %s with a new client", config.local.ovsdb)
+            self.close()
+        if self.ovsdb is None:
+            self.ovsdb = self.connect(config.local)
+        if self.node is None or self.node.config != config:
+            self._close_node()
+            self.node = self.opener(config, ovsdb=self.ovsdb)
+        return self.node
+
+    def _close_node(self) -> None:
+        if self.node is not None:
+            try:
+                self.node.close()   # the host layer; the OVSDB client is ours, not the node's
+            except Exception:
+                LOG.debug("closing the host layer", exc_info=True)
+            self.node = None
+
+    def close(self) -> None:
+        self._close_node()
+        if self.ovsdb is not None:
+            self.ovsdb.close()
+        self.ovsdb, self.disconnected_since = None, None

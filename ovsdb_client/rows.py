@@ -1,0 +1,125 @@
+"""The OVSDB row vocabulary: what ovs-mesh owns in OVSDB, as frozen values.
+
+It lives here, at the bottom, because `ovsdb_client` reads and writes these
+values and must not import `ovs_mesh` (which builds and compares them): the
+layers go ovs_mesh -> ovsdb_client -> ovsdbapp, never back.  `ovs_mesh.state`
+re-exports them next to the OpenFlow vocabulary (Flow) so desired and observed
+state are built from one set of types.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Generic, Mapping, TypeVar
+
+from topology.errors import NotOurs
+
+# Every OVSDB row we create carries this external_ids key; its value says the
+# row's role.  Rows without it are never read as ours, edited or deleted.
+OWNER_KEY = "ovs-mesh"
+PEER_KEY = "ovs-mesh-peer"
+
+
+def frozen_map(m: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in (m or {}).items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeSpec:
+    name: str
+    datapath_type: str
+    fail_mode: str = "secure"
+    rstp_enable: bool = False
+    mtu_request: int | None = None     # of the bridge's internal (LOCAL) interface
+    external_ids: tuple[tuple[str, str], ...] = ((OWNER_KEY, "bridge"),)
+
+
+@dataclasses.dataclass(frozen=True)
+class PortSpec:
+    """A port with one interface of the same name, on our bridge."""
+    name: str
+    type: str
+    options: tuple[tuple[str, str], ...] = ()
+    bfd: tuple[tuple[str, str], ...] = ()
+    ofport_request: int | None = None
+    external_ids: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def peer(self) -> str | None:
+        return dict(self.external_ids).get(PEER_KEY)
+
+    @property
+    def remote_ip(self) -> str | None:
+        return dict(self.options).get("remote_ip")
+
+
+@dataclasses.dataclass(frozen=True)
+class Owned:
+    """What ovs-mesh owns on one bridge, as read from the IDL cache.
+
+    `refusal` is set (and nothing else) when the bridge exists without our
+    tag: it must be refused, never adopted.  `problems` are interfaces OVS
+    failed to create."""
+    bridge: BridgeSpec | None = None
+    ports: tuple[PortSpec, ...] = ()
+    ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    refusal: NotOurs | None = None
+
+    @property
+    def rows(self) -> tuple[BridgeSpec | None, tuple[PortSpec, ...]]:
+        """The part comparable with a desired state (bridge and ports)."""
+        return (self.bridge, self.ports)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterfaceHealth:
+    """One interface as `status` shows it; `health` is missing, error, up or the BFD state."""
+    ofport: int | None
+    health: str
+    error: str | None
+    bfd: Mapping[str, str] | None
+
+    def as_dict(self) -> dict:
+        return {"ofport": self.ofport, "health": self.health, "error": self.error, "bfd": self.bfd}
+
+
+SIGNS = {"add": "+", "delete": "-", "modify": "~"}
+
+
+class ChangeText:
+    """How every change type prints: `+ kind name`, and `{"action", "kind", "name"}` in JSON.
+    A subclass has `action` (add | delete | modify), `kind` and `name`."""
+    action: str
+    kind: str
+    name: str
+
+    def as_dict(self) -> dict:
+        return {"action": self.action, "kind": self.kind, "name": self.name}
+
+    def __str__(self) -> str:
+        return f"{SIGNS[self.action]} {self.kind} {self.name}"
+
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class TypedChange(ChangeText, Generic[T]):
+    """A change of one kind of value: `old` (None when added), `new` (None when deleted)."""
+    action: str
+    name: str
+    old: T | None = None
+    new: T | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeChange(TypedChange[BridgeSpec]):
+    kind: ClassVar[str] = "bridge"
+
+
+@dataclasses.dataclass(frozen=True)
+class PortChange(TypedChange[PortSpec]):
+    kind: ClassVar[str] = "port"
+
+
+RowChange = BridgeChange | PortChange
