@@ -16,6 +16,7 @@ from ovs_mesh.host import HostLayer, observe
 from ovs_mesh.host.model import ALIAS
 from ovs_mesh.netlink import Link, Route
 from ovs_mesh.state import OvsState
+from ovsdb_client.rows import Owned
 
 SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.send_redirects": "1"}
 
@@ -86,7 +87,7 @@ class FakeOvsdb:
         self.nl, self.state, self.transactions = nl, OvsState(), 0
 
     def read(self, bridge):
-        return self.state, {}, []
+        return Owned(self.state.bridge, self.state.ports)
 
     def apply(self, bridge, changes, keep_bridge=False):
         for c in changes:
