@@ -299,7 +299,10 @@ def _parse_local(c: _Checker, raw: Any, overrides: dict, default_node: str) -> L
     m = c.mapping("local", raw, LOCAL_KEYS)
     m.update({k: v for k, v in overrides.items() if v is not None})
     d = Local(node="")
-    node = c.string("local.node", m.get("node", _MISSING), None) or default_node
+    node = c.string("local.node", m.get("node", _MISSING), None)
+    if node is not None and not NODE_NAME.match(node):  # a node name, as in `nodes` and Kubernetes
+        c.error("local.node", node, "must be a DNS name (lower case letters, digits, '-', '.')")
+    node = node or default_node
     ovsdb = c.string("local.ovsdb", m.get("ovsdb", _MISSING), d.ovsdb)
     remote = re.fullmatch(r"unix:.+|(?:tcp|ssl):[^:]+:(\d+)", ovsdb, re.S)
     if not remote:

@@ -173,7 +173,6 @@ class FileSource:
             self.errors = list(errors)
             # One line, however bad the file: the first few problems, `validate` shows all.
             shown = "; ".join(errors[:LOG_PROBLEMS])
-            more = f"; and {len(errors) - LOG_PROBLEMS} more (ovs-mesh validate lists them)" \
-                if len(errors) > LOG_PROBLEMS else ""
+            more = "; and more (ovs-mesh validate lists them)" if len(errors) > LOG_PROBLEMS else ""
             LOG.error("config %s is invalid; keeping the last good config: %s%s", self.path, shown, more)
         return False

@@ -64,3 +64,10 @@ def test_show_bounds_containers():
         assert len(text) <= SHOW_MAX + 3 and text.endswith("..."), text
     assert show([1, "a", {"b": None}]) == "[1, 'a', {'b': None}]" == str([1, "a", {"b": None}])
     assert show((1,)) == "(1,)"
+
+
+@pytest.mark.parametrize("name", ["node-1\nERROR forged log line", "Node-1", "x-", "a" * 300])
+def test_node_name_must_be_a_dns_name(config, name):
+    r = run_cli("--config", config, "--node", name, "validate")
+    assert r.returncode == 2 and "local.node: " in r.stderr and "must be a DNS name" in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
