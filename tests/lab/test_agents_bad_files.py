@@ -37,7 +37,7 @@ def lab():
 
 
 def _log(node) -> str:
-    with open(node["agent_log"], errors="replace") as f:
+    with open(node.agent_log, errors="replace") as f:
         return f.read()
 
 
@@ -48,7 +48,7 @@ def test_bad_topology_files_under_ping(lab, tmp_path):
     shutil.copyfile(st.topology_path, good)
     a, b = pod_of(st, "node-1"), pod_of(st, "node-2")
     wait_ping(a["ns"], b["ip"])
-    pids = {n["name"]: agents.pid_of(n) for n in st.nodes}
+    pids = {n.name: agents.pid_of(n) for n in st.nodes}
     assert all(pids.values()), pids
     base_rss = {name: rss_kb(pid) for name, pid in pids.items()}
     peak_rss = dict(base_rss)
@@ -58,21 +58,21 @@ def test_bad_topology_files_under_ping(lab, tmp_path):
         for name, path in sorted(corpus.items()):
             if name in LOCAL_ONLY:
                 continue
-            before = {n["name"]: _log(n) for n in st.nodes}
+            before = {n.name: _log(n) for n in st.nodes}
             swap_in(st.topology_path, path)
             for n in st.nodes:
-                wait_for(lambda: _log(n).count(MARK) > before[n["name"]].count(MARK), 5,
-                         f"{n['name']} logging {name}")
+                wait_for(lambda: _log(n).count(MARK) > before[n.name].count(MARK), 5,
+                         f"{n.name} logging {name}")
             swap_in(st.topology_path, good)  # back to the good file: nothing to reconcile
             for n in st.nodes:
-                wait_for(lambda: _log(n).count(BACK) > before[n["name"]].count(BACK), 5,
-                         f"{n['name']} seeing the good file again after {name}")
+                wait_for(lambda: _log(n).count(BACK) > before[n.name].count(BACK), 5,
+                         f"{n.name} seeing the good file again after {name}")
             for n in st.nodes:
-                assert agents.pid_of(n) == pids[n["name"]] and os.path.exists(f"/proc/{pids[n['name']]}"), \
-                    f"{n['name']}'s agent is gone after {name}:\n{_log(n)[-3000:]}"
-                peak_rss[n["name"]] = max(peak_rss[n["name"]], rss_kb(pids[n["name"]]))
-                new_lines = _log(n)[len(before[n["name"]]):].splitlines()
-                assert len(new_lines) <= MAX_LOG_LINES, (n["name"], name, new_lines)
+                assert agents.pid_of(n) == pids[n.name] and os.path.exists(f"/proc/{pids[n.name]}"), \
+                    f"{n.name}'s agent is gone after {name}:\n{_log(n)[-3000:]}"
+                peak_rss[n.name] = max(peak_rss[n.name], rss_kb(pids[n.name]))
+                new_lines = _log(n)[len(before[n.name]):].splitlines()
+                assert len(new_lines) <= MAX_LOG_LINES, (n.name, name, new_lines)
         seen = len(ping.replies)
         ping.wait_for(lambda r: len(r) >= seen + 10, 10, "replies after the last file")
         sent, received = ping.stop()
