@@ -59,9 +59,17 @@ def tunnel_options(config: Config, remote_ip: str) -> dict[str, str]:
 
 
 def assign_ofports(wanted: list[str], existing: Mapping[str, int]) -> dict[str, int]:
-    """Keep each port's existing ofport; give new ports the lowest free ones."""
+    """Ofports for our peer ports.
+
+    `existing` is every port on the bridge now (ours, also those about to be
+    deleted, and anyone else's) -> its current ofport.  A wanted port keeps its
+    number if it has one of ours (>= FIRST_PEER_OFPORT); a new or misplaced one
+    gets the lowest number nobody holds now.  So a number is never handed to a
+    new port in the transaction that deletes its holder: OVS would give the new
+    port another number (the flows would output to the wrong port).
+    """
     out = {name: existing[name] for name in wanted if existing.get(name, -1) >= FIRST_PEER_OFPORT}
-    used = set(out.values())
+    used = set(existing.values()) | set(out.values())
     nxt = FIRST_PEER_OFPORT
     for name in wanted:
         if name in out:
@@ -77,8 +85,8 @@ def build(config: Config, pod_mtu: int | None = None,
           existing_ofports: Mapping[str, int] | None = None) -> OvsState:
     """The OvsState ovs-mesh wants on the local node.
 
-    `existing_ofports` (port name -> ofport of our peer ports now) keeps peer
-    ports on their numbers across runs, so flows stay unchanged.
+    `existing_ofports` (port name -> ofport of every port on the bridge now)
+    keeps peer ports on their numbers across runs, so flows stay unchanged.
     """
     c = config.cluster
     local = config.local_node

@@ -12,6 +12,10 @@ from typing import Mapping
 # Every OVSDB row we create carries this external_ids key; its value says the
 # row's role.  Rows without it are never read as ours, edited or deleted.
 OWNER_KEY = "ovs-mesh"
+# A bridge we created but `teardown` had to leave to someone else's ports: it
+# carries this key instead of OWNER_KEY (value: the role it had), so a later
+# apply takes it back while anything else sees it as not ours.
+LEFT_KEY = "ovs-mesh-left"
 PEER_KEY = "ovs-mesh-peer"
 # Our flows' cookies: "ovsm" in the high 32 bits.  dump/delete use the mask.
 COOKIE = 0x6F76736D00000001

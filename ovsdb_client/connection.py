@@ -67,7 +67,7 @@ class OvsdbClient:
             return read_owned(self.idl, bridge)
 
     def apply(self, bridge: str, changes, keep_bridge: bool = False) -> int:
-        """Apply OVSDB changes in one transaction; returns transactions made (0 or 1)."""
+        """Apply OVSDB changes (one transaction, two when a port moves); returns transactions made."""
         return apply_changes(self.api, bridge, changes, keep_bridge)
 
     def close(self) -> None:
