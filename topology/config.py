@@ -20,6 +20,7 @@ from ruamel.yaml.error import YAMLError as RoundTripError
 from .errors import InputError
 from .model import (
     DATAPATHS,
+    MAX_VNI,
     MIN_POD_MTU,
     MODES,
     OVERHEAD,
@@ -247,7 +248,7 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
 
 
 CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_degree", "mtu",
-                "masquerade")
+                "masquerade", "vni")
 LOCAL_KEYS = ("node", "ovsdb", "datapath", "host", "underlay_bridge", "underlay_interface",
               "cni_conf", "metrics", "ovs_rundir", "ssl_key", "ssl_cert", "ssl_ca")
 TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
@@ -289,8 +290,9 @@ def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
         else:
             mtu = raw_mtu
     masquerade = c.boolean("cluster.masquerade", m.get("masquerade", _MISSING), d.masquerade)
+    vni = c.integer("cluster.vni", m.get("vni", _MISSING), d.vni, 0, MAX_VNI)
     return Cluster(cidr=cidr, node_prefix=node_prefix, tunnel=tunnel, mode=mode,
-                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade)
+                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni)
 
 
 def _parse_local(c: _Checker, raw: Any, overrides: dict) -> Local:
