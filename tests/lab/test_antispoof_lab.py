@@ -25,6 +25,7 @@ import sys
 
 import pytest
 
+from ovs_mesh.lab.build import UNDERLAY_BRIDGE
 from ovs_mesh.lab.state import LabState
 from ovs_mesh.lab.topology import read_yaml
 
@@ -209,24 +210,31 @@ def test_services_and_masquerade_keep_working(lab):
     n1, n2 = lab.node[1], lab.node[2]
     server = subprocess.Popen(["ip", "netns", "exec", n2["pod_ns"], sys.executable, "-m", "ovs_mesh.lab.probe",
                                "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    # kube-proxy's rules, in nftables: DNAT of two service IPs to node-2's pod; masquerade of
+    # what it marks (here: all of service .11, and sources outside the cluster range, as
+    # kube-proxy does with --cluster-cidr); the node reaches services by its uplink route.
     nft = f"""table ip omse_svc {{
-  chain pre {{ type nat hook prerouting priority -100; ip daddr {{ 10.96.0.10, 10.96.0.11 }} udp dport 7777 dnat to {n2["pod"]} }}
-  chain out {{ type nat hook output priority -100; ip daddr 10.96.0.10 udp dport 7777 dnat to {n2["pod"]} }}
-  chain post {{ type nat hook postrouting priority 100; ct original ip daddr 10.96.0.11 masquerade }}
+  chain pre {{ type nat hook prerouting priority -100; ip daddr {{ 10.96.0.10, 10.96.0.11 }} udp dport 7777 dnat to {n2["pod"]}; }}
+  chain out {{ type nat hook output priority -100; ip daddr 10.96.0.10 udp dport 7777 dnat to {n2["pod"]}; }}
+  chain post {{ type nat hook postrouting priority 100;
+    ct original ip daddr 10.96.0.11 masquerade;
+    ct status dnat ct original ip saddr != 10.244.0.0/16 masquerade; }}
 }}
 """
     try:
         assert select.select([server.stdout], [], [], 20)[0] and server.stdout.readline().strip() == "ready"
         ns_run(n1["ns"], "nft", "-f", "-", input=nft)
+        ns_run(n1["ns"], "ip", "route", "add", "10.96.0.0/12", "dev", UNDERLAY_BRIDGE)
 
         def seen(ns, service):
             return ns_run(ns, sys.executable, "-c", ECHO, service, lab.token).strip()
         assert seen(n1["pod_ns"], "10.96.0.10") == n1["pod"]     # DNAT only: no NAT of the source
         assert seen(n1["pod_ns"], "10.96.0.11") == n1["gw"]      # DNAT + masquerade: the gateway
-        assert seen(n1["ns"], "10.96.0.10") == n1["gw"]          # node -> service: the route's src
+        assert seen(n1["ns"], "10.96.0.10") == n1["gw"]          # node -> service: masqueraded
         # pod -> another node's underlay address: masqueraded by ovs-mesh, not through the overlay
         ns_run(n1["pod_ns"], "ping", "-c1", "-W2", n2["ip"])
     finally:
         ns_run(n1["ns"], "nft", "delete", "table", "ip", "omse_svc", check=False)
+        ns_run(n1["ns"], "ip", "route", "del", "10.96.0.0/12", check=False)
         server.stdin.close()
         server.wait(timeout=10)
