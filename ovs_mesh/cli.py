@@ -168,7 +168,7 @@ def cmd_trace(args) -> int:
     if owner is None or owner.name == local.name:
         flow = f"in_port=LOCAL,{pkt}"
     elif config.cluster.mode == "flow":
-        flow = f"in_port={TUNNEL_OFPORT},tun_src={owner.ip},tun_dst={local.ip},{pkt}"
+        flow = f"in_port={TUNNEL_OFPORT},tun_id={config.cluster.vni},tun_src={owner.ip},tun_dst={local.ip},{pkt}"
     else:
         from .desired import peer_port_name
         from .node import connect_ovsdb

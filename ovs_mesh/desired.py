@@ -1,12 +1,21 @@
 """Desired OVS state for one node: a pure function of the topology.
 
-Pipeline on obr0 (flow and port modes; DESIGN.md section 3):
-  table 0   in_port=LOCAL -> 10; from a tunnel -> 20; anything else drops
+Pipeline on obr0 (flow and port modes).  Nobody on the overlay speaks for
+someone else: a packet enters it only with a source address its sender owns.
+
+  table 0   from LOCAL (kbr0): ip with nw_src / arp with arp_spa in this node's
+            subnet (the gateway is in it) -> 10; any other LOCAL packet drops.
+            From the tunnel: flow mode only with tun_id = cluster.vni -> 20;
+            port mode every other port -> 20, where only peers' ports match.
   table 10  per peer: ip/arp to the peer's subnet -> tunnel to the peer
-  table 20  only from a known peer (tun_src / in_port) -> 30
+            (flow mode: set tun_id = vni and tun_dst = the peer's IP)
+  table 20  per peer: ip with nw_src / arp with arp_spa in that peer's subnet,
+            and only from that peer (tun_src in flow mode, its port in port
+            mode) -> 30
   table 30  only to the local subnet -> LOCAL
-Nothing is flooded, so the mesh has no loops.  `stp` mode instead builds ports
-to `mesh_degree` peers with RSTP on the bridge and a single NORMAL flow.
+Every table ends in a drop; nothing is flooded, so the mesh has no loops.
+`stp` mode instead builds ports to `mesh_degree` peers with RSTP on the bridge
+and a single NORMAL flow: no address is checked there.
 """
 from __future__ import annotations
 
@@ -48,20 +57,35 @@ def peer_port_name(tunnel: str, peer: str) -> str:
     return PORT_PREFIX[tunnel] + hashlib.sha256(peer.encode()).hexdigest()[:10]
 
 
+def tun_id(vni: int) -> str:
+    """A tunnel key as ovs-ofctl prints it in matches and set_field."""
+    return f"{vni:#x}" if vni else "0"
+
+
 def tunnel_options(config: Config, remote_ip: str) -> dict[str, str]:
     c = config.cluster
     opts = {"remote_ip": remote_ip}
     if remote_ip == "flow":
-        opts["key"] = "flow"
+        opts["key"] = "flow"          # flows match and set tun_id = cluster.vni
+    elif c.vni:
+        opts["key"] = str(c.vni)      # per-peer port: OVS keeps other keys off this port
     if c.tunnel == "vxlan" and c.vxlan_port != 4789:
         opts["dst_port"] = str(c.vxlan_port)
     return opts
 
 
 def assign_ofports(wanted: list[str], existing: Mapping[str, int]) -> dict[str, int]:
-    """Keep each port's existing ofport; give new ports the lowest free ones."""
+    """Ofports for our peer ports.
+
+    `existing` is every port on the bridge now (ours, also those about to be
+    deleted, and anyone else's) -> its current ofport.  A wanted port keeps its
+    number if it has one of ours (>= FIRST_PEER_OFPORT); a new or misplaced one
+    gets the lowest number nobody holds now.  So a number is never handed to a
+    new port in the transaction that deletes its holder: OVS would give the new
+    port another number (the flows would output to the wrong port).
+    """
     out = {name: existing[name] for name in wanted if existing.get(name, -1) >= FIRST_PEER_OFPORT}
-    used = set(out.values())
+    used = set(existing.values()) | set(out.values())
     nxt = FIRST_PEER_OFPORT
     for name in wanted:
         if name in out:
@@ -77,8 +101,8 @@ def build(config: Config, pod_mtu: int | None = None,
           existing_ofports: Mapping[str, int] | None = None) -> OvsState:
     """The OvsState ovs-mesh wants on the local node.
 
-    `existing_ofports` (port name -> ofport of our peer ports now) keeps peer
-    ports on their numbers across runs, so flows stay unchanged.
+    `existing_ofports` (port name -> ofport of every port on the bridge now)
+    keeps peer ports on their numbers across runs, so flows stay unchanged.
     """
     c = config.cluster
     local = config.local_node
@@ -90,7 +114,8 @@ def build(config: Config, pod_mtu: int | None = None,
                         options=frozen_map(tunnel_options(config, "flow")),
                         ofport_request=TUNNEL_OFPORT,
                         external_ids=frozen_map({OWNER_KEY: "tunnel"}))
-        return OvsState(bridge=bridge, ports=(port,), flows=frozenset(flow_mode_flows(local, peers)))
+        return OvsState(bridge=bridge, ports=(port,),
+                        flows=frozenset(flow_mode_flows(local, peers, c.vni)))
     names = {p.name: peer_port_name(c.tunnel, p.name) for p in peers}
     ofports = assign_ofports(sorted(names.values()), existing_ofports or {})
     ports = tuple(sorted(
@@ -108,9 +133,11 @@ def build(config: Config, pod_mtu: int | None = None,
 
 
 def _common_flows(local: Node) -> list[Flow]:
+    """Tables 0 (the local side), 10, 20 and 30 without per-peer flows."""
     return [
-        Flow(T_CLASSIFY, 100, "in_port=LOCAL", f"goto_table:{T_TO_PEERS}"),
-        Flow(T_CLASSIFY, 0, "", "drop"),
+        Flow(T_CLASSIFY, 100, f"ip,in_port=LOCAL,nw_src={local.subnet}", f"goto_table:{T_TO_PEERS}"),
+        Flow(T_CLASSIFY, 100, f"arp,in_port=LOCAL,arp_spa={local.subnet}", f"goto_table:{T_TO_PEERS}"),
+        Flow(T_CLASSIFY, 90, "in_port=LOCAL", "drop"),   # a source that is not this node's
         Flow(T_TO_PEERS, 0, "", "drop"),
         Flow(T_FROM_PEERS, 0, "", "drop"),
         Flow(T_TO_LOCAL, 100, f"ip,nw_dst={local.subnet}", "LOCAL"),
@@ -119,30 +146,32 @@ def _common_flows(local: Node) -> list[Flow]:
     ]
 
 
-def _to_peer(peer: Node, out: str) -> list[Flow]:
+def _peer_flows(peer: Node, out: str, sender: str) -> list[Flow]:
+    """Two out (to the peer's subnet), two in (from `sender`, only the peer's sources)."""
     return [Flow(T_TO_PEERS, 100, f"ip,nw_dst={peer.subnet}", out),
-            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out)]
+            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out),
+            Flow(T_FROM_PEERS, 100, f"ip,{sender},nw_src={peer.subnet}", f"goto_table:{T_TO_LOCAL}"),
+            Flow(T_FROM_PEERS, 100, f"arp,{sender},arp_spa={peer.subnet}", f"goto_table:{T_TO_LOCAL}")]
 
 
-def flow_mode_flows(local: Node, peers: list[Node]) -> list[Flow]:
-    """3 flows per peer: two out (set tun_dst), one in (tun_src filter)."""
-    flows = _common_flows(local)
-    flows.append(Flow(T_CLASSIFY, 100, f"in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"))
+def flow_mode_flows(local: Node, peers: list[Node], vni: int = 0) -> list[Flow]:
+    """4 flows per peer: two out (set tun_id, tun_dst), two in (tun_src and source filter)."""
+    key = tun_id(vni)
+    flows = _common_flows(local) + [
+        Flow(T_CLASSIFY, 100, f"tun_id={key},in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"),
+        Flow(T_CLASSIFY, 0, "", "drop"),
+    ]
     for p in peers:
-        if p.subnet is None:
-            continue
-        flows += _to_peer(p, f"set_field:{p.ip}->tun_dst,output:{TUNNEL_OFPORT}")
-        flows.append(Flow(T_FROM_PEERS, 100, f"tun_src={p.ip}", f"goto_table:{T_TO_LOCAL}"))
+        if p.subnet is not None:
+            flows += _peer_flows(p, f"set_field:{key}->tun_id,set_field:{p.ip}->tun_dst,"
+                                    f"output:{TUNNEL_OFPORT}", f"tun_src={p.ip}")
     return flows
 
 
 def port_mode_flows(local: Node, peers: list[tuple[Node, int]]) -> list[Flow]:
-    """4 flows per peer: two out (output port), classify and accept its port."""
-    flows = _common_flows(local)
+    """4 flows per peer: two out (output to its port), two in (its port and source filter)."""
+    flows = _common_flows(local) + [Flow(T_CLASSIFY, 0, "", f"goto_table:{T_FROM_PEERS}")]
     for p, ofport in peers:
-        if p.subnet is None:
-            continue
-        flows += _to_peer(p, f"output:{ofport}")
-        flows.append(Flow(T_CLASSIFY, 100, f"in_port={ofport}", f"goto_table:{T_FROM_PEERS}"))
-        flows.append(Flow(T_FROM_PEERS, 100, f"in_port={ofport}", f"goto_table:{T_TO_LOCAL}"))
+        if p.subnet is not None:
+            flows += _peer_flows(p, f"output:{ofport}", f"in_port={ofport}")
     return flows

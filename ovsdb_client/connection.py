@@ -94,7 +94,7 @@ class OvsdbClient:
         return self.idl.change_seqno
 
     def apply(self, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
-        """Apply OVSDB changes in one transaction; returns transactions made (0 or 1).
+        """Apply OVSDB changes (one transaction, two when a port moves); returns transactions made.
         Idempotent: every command is an ensure or a delete-if-exists of our rows."""
         return apply_changes(self.api, bridge, changes, keep_bridge)
 

@@ -6,7 +6,7 @@ failed to create are reported, not hidden.
 from __future__ import annotations
 
 from .errors import OwnershipError
-from .rows import OWNER_KEY, PEER_KEY, BridgeSpec, InterfaceHealth, Owned, PortSpec, frozen_map
+from .rows import LEFT_KEY, OWNER_KEY, PEER_KEY, BridgeSpec, InterfaceHealth, Owned, PortSpec, frozen_map
 
 
 def _one(col):
@@ -15,7 +15,7 @@ def _one(col):
 
 
 def _ours(external_ids) -> tuple[tuple[str, str], ...]:
-    return frozen_map({k: v for k, v in external_ids.items() if k in (OWNER_KEY, PEER_KEY)})
+    return frozen_map({k: v for k, v in external_ids.items() if k in (OWNER_KEY, PEER_KEY, LEFT_KEY)})
 
 
 def find_bridge(idl, name: str):
@@ -26,12 +26,19 @@ def find_bridge(idl, name: str):
 
 
 def read_owned(idl, bridge: str) -> Owned:
-    """Our bridge, its tagged ports, their ofports and the interfaces OVS failed to create."""
+    """Our bridge, its tagged ports, the ofports and the interfaces OVS failed to create.
+
+    `ofports` maps every port on the bridge (ours and anyone else's) to its
+    ofport (-1: none), so new ports of ours are numbered around them.  A port
+    of ours that is not at the number it requested is read with the number it
+    has: the flows output to the requested one, so that is a difference.
+    A bridge that teardown left to others (LEFT_KEY) is read as ours to take back.
+    """
     problems: list[str] = []
     row = find_bridge(idl, bridge)
     if row is None:
         return Owned()
-    if OWNER_KEY not in row.external_ids:
+    if OWNER_KEY not in row.external_ids and LEFT_KEY not in row.external_ids:
         return Owned(refusal=OwnershipError(f"bridge {bridge} exists but was not created by ovs-mesh "
                                             f"(no external_ids:{OWNER_KEY}); refusing to touch it"))
     local_mtu = None
@@ -41,15 +48,17 @@ def read_owned(idl, bridge: str) -> Owned:
             iface = port.interfaces[0] if port.interfaces else None
             local_mtu = _one(iface.mtu_request) if iface is not None else None
             continue
+        ofport = _one(port.interfaces[0].ofport) if len(port.interfaces) == 1 else None
+        ofports[port.name] = ofport if ofport is not None else -1
         if OWNER_KEY not in port.external_ids or len(port.interfaces) != 1:
             continue
         iface = port.interfaces[0]
+        requested = _one(iface.ofport_request)
         ports.append(PortSpec(
             name=port.name, type=iface.type, options=frozen_map(iface.options),
-            bfd=frozen_map(iface.bfd), ofport_request=_one(iface.ofport_request),
+            bfd=frozen_map(iface.bfd),
+            ofport_request=ofport if requested is not None and ofport and ofport > 0 else requested,
             external_ids=_ours(port.external_ids)))
-        ofport = _one(iface.ofport)
-        ofports[port.name] = ofport if ofport is not None else -1
         error = _one(iface.error)
         if error or ofport == -1:
             problems.append(f"interface {iface.name}: OVS failed to create it: {error or 'ofport -1'}")

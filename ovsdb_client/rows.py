@@ -17,6 +17,10 @@ from topology.errors import NotOurs
 # row's role.  Rows without it are never read as ours, edited or deleted.
 OWNER_KEY = "ovs-mesh"
 PEER_KEY = "ovs-mesh-peer"
+# A bridge we created but `teardown` had to leave to someone else's ports: it
+# carries this key instead of OWNER_KEY (value: the role it had), so a later
+# apply takes it back while anything else sees it as not ours.
+LEFT_KEY = "ovs-mesh-left"
 
 
 def frozen_map(m: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:

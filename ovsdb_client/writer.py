@@ -4,6 +4,13 @@ One small command class per verb (ovsdbapp style): each is a re-runnable
 description of intent, so ovsdbapp can retry the transaction against a fresh
 cache.  Every command touches only rows that carry our external_ids tag, and
 only the keys of maps that we set.
+
+The one exception to "one transaction": a port that must move to another
+ofport.  ovs-vswitchd reconsiders a port's number only when its
+`ofport_request` changes, and a request for a number that is still taken
+(even by a port deleted in the same transaction) silently gives another one.
+So a moving port drops its request in the first transaction and asks for the
+new number in a second one.
 """
 from __future__ import annotations
 
@@ -11,18 +18,23 @@ from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from .errors import OwnershipError
 from .reader import find_bridge
-from .rows import OWNER_KEY, BridgeChange, BridgeSpec, PortSpec, RowChange
+from .rows import LEFT_KEY, OWNER_KEY, BridgeChange, BridgeSpec, PortSpec, RowChange
 
 
 def _port(idl, name):
     return idlutils.row_by_value(idl, "Port", "name", name, None)
 
 
-def _set_iface(iface, spec: PortSpec) -> None:
+def _set_iface(iface, spec: PortSpec, request_ofport: bool = True) -> None:
     iface.type = spec.type
     iface.options = dict(spec.options)
     iface.bfd = dict(spec.bfd)
-    iface.ofport_request = [spec.ofport_request] if spec.ofport_request else []
+    iface.ofport_request = [spec.ofport_request] if spec.ofport_request and request_ofport else []
+
+
+def _ours(br) -> bool:
+    """Our bridge, or one we created and teardown left to someone else's ports."""
+    return OWNER_KEY in br.external_ids or LEFT_KEY in br.external_ids
 
 
 class EnsureBridge(command.BaseCommand):
@@ -41,7 +53,7 @@ class EnsureBridge(command.BaseCommand):
             br = txn.insert(self.api.idl.tables["Bridge"])
             br.name, br.ports = s.name, [port]
             self.api._ovs.addvalue("bridges", br)
-        elif OWNER_KEY not in br.external_ids:
+        elif not _ours(br):
             raise OwnershipError(f"bridge {s.name} exists but was not created by ovs-mesh")
         else:
             iface = next(i for p in br.ports if p.name == s.name for i in p.interfaces)
@@ -50,12 +62,15 @@ class EnsureBridge(command.BaseCommand):
         br.rstp_enable = s.rstp_enable
         for k, v in s.external_ids:
             br.setkey("external_ids", k, v)
+        if LEFT_KEY in br.external_ids:
+            br.delkey("external_ids", LEFT_KEY)
         iface.mtu_request = [s.mtu_request] if s.mtu_request else []
 
 
 class DeleteBridge(command.BaseCommand):
     """Delete our bridge, unless someone else's ports or flows live on it:
-    then only drop our tag and leave the bridge to them."""
+    then leave the bridge to them, our tag replaced by LEFT_KEY (so that a
+    later apply may take it back)."""
 
     def __init__(self, api, name: str, keep: bool = False):
         super().__init__(api)
@@ -65,20 +80,25 @@ class DeleteBridge(command.BaseCommand):
         br = find_bridge(self.api.idl, self.name)
         if br is None:
             return
-        if OWNER_KEY not in br.external_ids:
+        if not _ours(br):
             raise OwnershipError(f"bridge {self.name} was not created by ovs-mesh")
         foreign = [p.name for p in br.ports if p.name != self.name and OWNER_KEY not in p.external_ids]
         if foreign or self.keep:
-            br.delkey("external_ids", OWNER_KEY)
+            if OWNER_KEY in br.external_ids:
+                br.setkey("external_ids", LEFT_KEY, br.external_ids[OWNER_KEY])
+                br.delkey("external_ids", OWNER_KEY)
             return
         self.api._ovs.delvalue("bridges", br)
         br.delete()
 
 
 class EnsurePort(command.BaseCommand):
-    def __init__(self, api, bridge: str, spec: PortSpec):
+    """Create or update our port; `request_ofport=False` leaves it without an
+    ofport request (the first step of a move)."""
+
+    def __init__(self, api, bridge: str, spec: PortSpec, request_ofport: bool = True):
         super().__init__(api)
-        self.bridge, self.spec = bridge, spec
+        self.bridge, self.spec, self.request_ofport = bridge, spec, request_ofport
 
     def run_idl(self, txn):
         s = self.spec
@@ -95,7 +115,7 @@ class EnsurePort(command.BaseCommand):
             raise OwnershipError(f"port {s.name} exists but was not created by ovs-mesh")
         else:
             iface = port.interfaces[0]
-        _set_iface(iface, s)
+        _set_iface(iface, s, self.request_ofport)
         for k, v in s.external_ids:
             port.setkey("external_ids", k, v)
 
@@ -117,6 +137,12 @@ class DeletePort(command.BaseCommand):
         port.delete()
 
 
+def _moves(ch) -> bool:
+    """A modified port whose ofport changes."""
+    return (ch.kind == "port" and ch.action == "modify"
+            and ch.old.ofport_request != ch.new.ofport_request and ch.new.ofport_request)
+
+
 def commands_for(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> list:
     cmds = []
     for ch in changes:
@@ -124,16 +150,21 @@ def commands_for(api, bridge: str, changes: list[RowChange], keep_bridge: bool =
             cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
                         else DeleteBridge(api, ch.name, keep_bridge))
         else:
-            cmds.append(EnsurePort(api, bridge, ch.new) if ch.action != "delete"
-                        else DeletePort(api, bridge, ch.name))
+            cmds.append(EnsurePort(api, bridge, ch.new, request_ofport=not _moves(ch))
+                        if ch.action != "delete" else DeletePort(api, bridge, ch.name))
     return cmds
 
 
 def apply_changes(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
-    cmds = commands_for(api, bridge, changes, keep_bridge)
-    if not cmds:
-        return 0
-    with api.transaction(check_error=True, log_errors=False) as txn:
-        for c in cmds:
-            txn.add(c)
-    return 1
+    """Returns the number of transactions made: 0, 1, or 2 when a port moves."""
+    steps = [commands_for(api, bridge, changes, keep_bridge),
+             [EnsurePort(api, bridge, ch.new) for ch in changes if _moves(ch)]]
+    done = 0
+    for cmds in steps:
+        if not cmds:
+            continue
+        with api.transaction(check_error=True, log_errors=False) as txn:
+            for c in cmds:
+                txn.add(c)
+        done += 1
+    return done

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 from .errors import InputError, Problem, show
 from .model import (
     DATAPATHS,
+    MAX_VNI,
     MIN_POD_MTU,
     MODES,
     OVERHEAD,
@@ -229,7 +230,7 @@ def _check_nodes(c: _Checker, raw_nodes: list, cluster: Cluster, path: str,
 
 
 CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_degree", "mtu",
-                "masquerade")
+                "masquerade", "vni")
 LOCAL_KEYS = ("node", "ovsdb", "datapath", "host", "underlay_bridge", "underlay_interface",
               "cni_conf", "metrics", "ovs_rundir", "ssl_key", "ssl_cert", "ssl_ca")
 TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
@@ -281,8 +282,9 @@ def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
         else:
             mtu = raw_mtu
     masquerade = c.boolean("cluster.masquerade", m.get("masquerade", _MISSING), d.masquerade)
+    vni = c.integer("cluster.vni", m.get("vni", _MISSING), d.vni, 0, MAX_VNI)
     return Cluster(cidr=cidr, node_prefix=node_prefix, tunnel=tunnel, mode=mode,
-                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade)
+                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni)
 
 
 def host_port_problem(value: str) -> str | None:

@@ -16,6 +16,10 @@ DATAPATHS = ("system", "netdev", "dummy")
 # Bytes of outer headers each tunnel adds (IPv4 underlay): the pod MTU is the
 # underlay MTU minus this.  GRE is counted with its key field.
 OVERHEAD = {"vxlan": 50, "geneve": 50, "gre": 42}
+# The tunnel key (VXLAN/Geneve VNI, GRE key) tells clusters on one underlay
+# apart.  24 bits: the width of the VXLAN and Geneve VNI.  0 is what ovs-mesh
+# always sent before the key was configurable.
+MAX_VNI = (1 << 24) - 1
 MIN_POD_MTU = 576  # smallest MTU every IPv4 host must accept (RFC 791)
 
 
@@ -42,6 +46,7 @@ class Cluster:
     mesh_degree: int = 0
     mtu: int | None = None  # None: auto (underlay MTU - overhead)
     masquerade: bool = True
+    vni: int = 0
 
     @property
     def overhead(self) -> int:

@@ -13,7 +13,7 @@ def cfg(n=3, **kw):
     return parse_config(base_config(n, **kw))
 
 
-def test_flow_mode_one_port_three_flows_per_peer():
+def test_flow_mode_one_port_four_flows_per_peer():
     s = build(cfg(4), 1450)
     assert [p.name for p in s.ports] == ["obr0-vxlan"]
     port = s.ports[0]
@@ -21,9 +21,11 @@ def test_flow_mode_one_port_three_flows_per_peer():
     assert port.ofport_request == 10 and dict(port.external_ids)[OWNER_KEY] == "tunnel"
     assert s.bridge.fail_mode == "secure" and s.bridge.mtu_request == 1450 and not s.bridge.rstp_enable
     peer_flows = [f for f in s.flows if "192.168.56.12" in f.match + f.actions]
-    assert len(peer_flows) == 3
-    assert Flow(10, 100, "ip,nw_dst=10.244.2.0/24", "set_field:192.168.56.12->tun_dst,output:10") in s.flows
-    assert Flow(20, 100, "tun_src=192.168.56.12", "goto_table:30") in s.flows
+    assert len(peer_flows) == 4
+    assert Flow(10, 100, "ip,nw_dst=10.244.2.0/24",
+                "set_field:0->tun_id,set_field:192.168.56.12->tun_dst,output:10") in s.flows
+    assert Flow(20, 100, "ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24", "goto_table:30") in s.flows
+    assert Flow(20, 100, "arp,tun_src=192.168.56.12,arp_spa=10.244.2.0/24", "goto_table:30") in s.flows
     assert Flow(30, 100, "ip,nw_dst=10.244.1.0/24", "LOCAL") in s.flows
     # every table ends in an explicit drop: nothing floods
     for t in (0, 10, 20, 30):
@@ -41,7 +43,8 @@ def test_port_mode_ports_per_peer_with_bfd():
     assert by_peer["node-2"].remote_ip == "192.168.56.12"
     out = by_peer["node-2"].ofport_request
     assert Flow(10, 100, "ip,nw_dst=10.244.2.0/24", f"output:{out}") in s.flows
-    assert Flow(20, 100, f"in_port={out}", "goto_table:30") in s.flows
+    assert Flow(20, 100, f"ip,in_port={out},nw_src=10.244.2.0/24", "goto_table:30") in s.flows
+    assert Flow(20, 100, f"arp,in_port={out},arp_spa=10.244.2.0/24", "goto_table:30") in s.flows
 
 
 def test_port_names_stable_and_ofports_kept():
@@ -88,7 +91,8 @@ def test_ip_change_modifies_flows_only():
     changes = diff(build(moved, 1450), build(c, 1450)).changes
     assert {c.kind for c in changes} == {"flow"}
     assert sum(c.action == "modify" for c in changes) == 2   # the two out flows keep their match
-    assert sum(c.action == "add" for c in changes) == 1 and sum(c.action == "delete" for c in changes) == 1
+    # the two source filters match tun_src: replaced
+    assert sum(c.action == "add" for c in changes) == 2 and sum(c.action == "delete" for c in changes) == 2
 
 
 def test_parse_dump_round_trip():

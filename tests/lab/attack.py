@@ -1,0 +1,117 @@
+"""Crafted packets and a capture, run inside lab namespaces (`python -m tests.lab.attack`).
+
+  sniff IFACE PORT TOKEN STOP_SRC STOP_COUNT TIMEOUT
+      counts IPv4/UDP datagrams to PORT whose payload starts with TOKEN that
+      arrive on IFACE (AF_PACKET: before the kernel's own checks), by source
+      address; prints "ready", then one JSON line {source: count} once
+      STOP_COUNT datagrams from STOP_SRC arrived or TIMEOUT seconds passed.
+  send
+      reads a JSON job on stdin: {"packets": [spec, ...], "repeat": N,
+      "interval": s} and sends the packets in order, N times (scapy).
+      spec kinds:
+        {"kind": "udp", "src", "dst", "port", "payload"}                  L3, kernel-routed
+        {"kind": "arp", "iface", "eth_dst", "hwsrc", "psrc", "hwdst", "pdst"}   an ARP reply
+        {"kind": "tunnel", "tunnel", "vni", "outer_src", "outer_dst",
+         "eth_src", "eth_dst", "inner": udp or arp spec, "gre_key": bool}  L3, raw encapsulation
+      L3 packets go through the kernel's raw socket (its routes and neighbours).
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import struct
+import sys
+import time
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+
+
+def sniff(iface: str, port: int, token: str, stop_src: str, stop_count: int, timeout: float) -> dict:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s.bind((iface, 0))
+    print("ready", flush=True)
+    counts: dict[str, int] = {}
+    want = token.encode()
+    deadline = time.monotonic() + timeout
+    while counts.get(stop_src, 0) < stop_count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            break
+        frame, addr = s.recvfrom(65535)
+        if addr[2] == PACKET_OUTGOING or len(frame) < 42 or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] != 17 or struct.unpack("!H", ip[ihl + 2:ihl + 4])[0] != port:
+            continue
+        if not ip[ihl + 8:].startswith(want):
+            continue
+        src = socket.inet_ntoa(ip[12:16])
+        counts[src] = counts.get(src, 0) + 1
+    return counts
+
+
+def _build(spec: dict):
+    from scapy.all import ARP, GRE, IP, UDP, VXLAN, Ether, Raw
+    from scapy.contrib.geneve import GENEVE
+
+    kind = spec["kind"]
+    if kind == "udp":
+        return IP(src=spec["src"], dst=spec["dst"]) / UDP(sport=40000, dport=spec["port"]) / Raw(
+            spec["payload"].encode())
+    if kind == "arp":
+        return Ether(src=spec["hwsrc"], dst=spec["eth_dst"]) / ARP(
+            op=2, hwsrc=spec["hwsrc"], psrc=spec["psrc"], hwdst=spec["hwdst"], pdst=spec["pdst"])
+    if kind == "tunnel":
+        inner = _build(spec["inner"])
+        if spec["inner"]["kind"] == "udp":
+            inner = Ether(src=spec["eth_src"], dst=spec["eth_dst"]) / inner
+        outer = IP(src=spec["outer_src"], dst=spec["outer_dst"])
+        vni, tunnel = spec["vni"], spec["tunnel"]
+        if tunnel == "vxlan":
+            return outer / UDP(sport=45000, dport=4789) / VXLAN(flags=0x08, vni=vni) / inner
+        if tunnel == "geneve":
+            return outer / UDP(sport=45000, dport=6081) / GENEVE(vni=vni, proto=0x6558) / inner
+        if spec.get("gre_key", True):
+            return outer / GRE(key_present=1, key=vni, proto=0x6558) / inner
+        return outer / GRE(proto=0x6558) / inner
+    raise ValueError(f"unknown packet kind {kind!r}")
+
+
+def send(job: dict) -> int:
+    from scapy.all import conf, send as send_l3, sendp
+    from scapy.supersocket import L3RawSocket
+
+    conf.verb = 0
+    conf.L3socket = L3RawSocket
+    built = [(spec, _build(spec)) for spec in job["packets"]]
+    sent = 0
+    for i in range(job.get("repeat", 1)):
+        for spec, pkt in built:
+            if spec["kind"] == "arp":
+                sendp(pkt, iface=spec["iface"])
+            else:
+                send_l3(pkt)
+            sent += 1
+        if i + 1 < job.get("repeat", 1):
+            time.sleep(job.get("interval", 0.05))
+    return sent
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "sniff":
+        iface, port, token, stop_src, stop_count, timeout = argv[1:7]
+        print(json.dumps(sniff(iface, int(port), token, stop_src, int(stop_count), float(timeout))), flush=True)
+        return 0
+    if argv and argv[0] == "send":
+        print(json.dumps({"sent": send(json.load(sys.stdin))}), flush=True)
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
