@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from ovs_mesh.lab.build import UNDERLAY_BRIDGE
+from ovs_mesh.lab.nodes import UNDERLAY_BRIDGE
 from ovs_mesh.lab.state import LabState
 from ovs_mesh.lab.topology import read_yaml
 
@@ -63,12 +63,12 @@ class Lab:
         subnets = {e["name"]: ipaddress.ip_network(e["subnet"]) for e in read_yaml(st.topology_path)["nodes"]}
         self.node = {}
         for n in st.nodes:
-            pod = next(p for p in st.pods if p["node"] == n["name"])
-            net = subnets[n["name"]]
-            self.node[n["k"]] = {"ns": n["ns"], "ip": n["ip"], "subnet": net, "gw": str(net.network_address + 1),
+            pod = next(p for p in st.pods if p["node"] == n.name)
+            net = subnets[n.name]
+            self.node[n.k] = {"ns": n.ns, "ip": n.ip, "subnet": net, "gw": str(net.network_address + 1),
                                  "other": str(net.network_address + 200),   # in the subnet, not a pod
                                  "pod": pod["ip"], "pod_ns": pod["ns"], "pod_mac": mac(pod["ns"], "eth0"),
-                                 "kbr0_mac": mac(n["ns"], "kbr0")}
+                                 "kbr0_mac": mac(n.ns, "kbr0")}
 
     def sniffer(self, ns, token, stop_src):
         p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "tests.lab.attack", "sniff",
