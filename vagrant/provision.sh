@@ -80,10 +80,12 @@ elif [[ $INSTALL == wheels ]]; then
   [[ -n $wheel ]] || die "OVS_MESH_WHEELS: $WHEELS: no ovs_mesh-*.whl (build it on the host: pip wheel)"
   stamp=$VENV/.ovs-mesh-wheel
   sum=$(sha256sum "$wheel" | cut -d' ' -f1)
+  # --no-compile: byte-compiling thousands of files (the kubernetes client) is slow under emulation;
+  # Python compiles what it imports, once.
   if [[ $(cat "$stamp" 2>/dev/null) != "$sum" ]]; then
     log "installing $(basename "$wheel") and its dependencies from $WHEELS into $VENV (no index)"
-    "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" --force-reinstall --no-deps "$wheel"
-    "$VENV/bin/pip" install -q --no-index --find-links "$WHEELS" "$wheel"
+    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" --force-reinstall --no-deps "$wheel"
+    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" "$wheel"
     echo "$sum" >"$stamp"
   fi
 fi

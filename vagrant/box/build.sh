@@ -42,7 +42,8 @@ box=$out/ovs-mesh-bookworm.box
 
 build() {
   work=$(mktemp -d "$CACHE/build.XXXXXX")
-  trap 'rm -rf "$work"' EXIT
+  trap 'rm -rf --one-file-system "$work"' EXIT
+  trap 'exit 1' INT TERM
   local root=$work/root
   local packages; packages=$(grep -v '^#' "$here/packages.txt" | xargs | tr ' ' ,)
   log "mmdebstrap $SUITE ($packages)"
@@ -126,12 +127,7 @@ added=$(cat "$boxes_dir"/0/libvirt/recipe 2>/dev/null || true)
 if [[ $added != "$recipe" ]]; then
   log "vagrant box add $NAME (recipe $recipe)"
   vagrant box add --force --name "$NAME" --provider libvirt "$box" >/dev/null
-  # vagrant-libvirt uploads a box into the storage pool once: drop a stale upload.
-  if virsh -c qemu:///system pool-info default >/dev/null 2>&1; then
-    for vol in $(virsh -c qemu:///system vol-list default 2>/dev/null | awk '{print $1}' |
-                 grep "^${NAME//\//-VAGRANTSLASH-}_vagrant_box_image_" || true); do
-      virsh -c qemu:///system vol-delete --pool default "$vol" >/dev/null
-    done
-  fi
+  # vagrant-libvirt names its upload into the storage pool after the box's add time: a re-added
+  # box gets a fresh volume, and running VMs keep the old one as their backing file.
 fi
 echo "$NAME $recipe $box"

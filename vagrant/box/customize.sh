@@ -37,5 +37,8 @@ printf '[Service]\nExecStart=\nExecStart=/lib/systemd/systemd-networkd-wait-onli
 echo bookworm >/etc/hostname
 printf '127.0.0.1 localhost\n127.0.1.1 bookworm\n' >/etc/hosts
 printf 'LABEL=ovs-root / ext4 defaults,errors=remount-ro 0 1\n' >/etc/fstab
+# ovs-mesh's virtualenv (pip, byte-compiled here at native speed; under emulation `python3 -m venv`
+# takes minutes). provision.sh installs ovs-mesh into it from the wheelhouse or PyPI.
+python3 -m venv /opt/ovs-mesh/venv
 apt-get clean
 rm -rf /var/lib/apt/lists/*
