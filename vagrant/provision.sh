@@ -2,7 +2,9 @@
 # Provision one ovs-mesh node: the steps every Vagrant VM runs, and that
 # tests/vagrant runs unchanged inside namespace-lab nodes (with paths pointing
 # into the lab directory).  It only calls the product's own commands:
-#   1. install Open vSwitch, the CNI plugins and ovs-mesh       (OVS_MESH_INSTALL)
+#   1. install Open vSwitch, the CNI plugins and ovs-mesh       (OVS_MESH_INSTALL):
+#      apt packages not yet installed, then ovs-mesh into a venv, either from the synced repo and
+#      PyPI (apt) or from a wheelhouse with `pip --no-index` (wheels: air-gapped, nothing compiled)
 #   2. `ovs-mesh lab topology`: the same topology on every node, generated from
 #      the node list; then this node's config (topology + local section)
 #   3. `ovs-mesh validate`, then run it: systemd unit via `ovs-mesh install-service`,
@@ -19,8 +21,9 @@
 #   OVS_MESH_DATAPATH   system | netdev | dummy    (default system)
 #   OVS_MESH_UNDERLAY_BRIDGE, OVS_MESH_UNDERLAY_INTERFACE   netdev datapath only
 #   OVS_MESH_CNI_CONF   CNI conflist path          (default /etc/cni/net.d/10-ovs-mesh.conflist)
-#   OVS_MESH_INSTALL    apt | none                 (default apt: apt packages + venv from OVS_MESH_SRC)
+#   OVS_MESH_INSTALL    apt | wheels | none        (default apt: apt packages + venv from OVS_MESH_SRC)
 #   OVS_MESH_SRC        the repository             (default /ovs-mesh, the synced folder)
+#   OVS_MESH_WHEELS     the wheelhouse             (default /opt/ovs-mesh/wheels, the synced folder)
 #   OVS_MESH_VENV       virtualenv for ovs-mesh    (default /opt/ovs-mesh/venv)
 #   OVS_MESH_BIN        the ovs-mesh executable    (default $OVS_MESH_VENV/bin/ovs-mesh)
 #   OVS_MESH_RUN        systemd | apply | agent | none   (default systemd)
@@ -44,26 +47,47 @@ UNDERLAY_INTERFACE=${OVS_MESH_UNDERLAY_INTERFACE:-}
 CNI_CONF=${OVS_MESH_CNI_CONF:-/etc/cni/net.d/10-ovs-mesh.conflist}
 INSTALL=${OVS_MESH_INSTALL:-apt}
 SRC=${OVS_MESH_SRC:-/ovs-mesh}
+WHEELS=${OVS_MESH_WHEELS:-/opt/ovs-mesh/wheels}
 VENV=${OVS_MESH_VENV:-/opt/ovs-mesh/venv}
 BIN=${OVS_MESH_BIN:-$VENV/bin/ovs-mesh}
 RUN=${OVS_MESH_RUN:-systemd}
 
 [[ -n $NODES ]] || die "OVS_MESH_NODES: empty: give every node as NAME=IP, separated by spaces"
-case $INSTALL in apt|none) ;; *) die "OVS_MESH_INSTALL: $INSTALL: must be apt or none" ;; esac
+case $INSTALL in apt|wheels|none) ;; *) die "OVS_MESH_INSTALL: $INSTALL: must be apt, wheels or none" ;; esac
 case $RUN in systemd|apply|agent|none) ;; *) die "OVS_MESH_RUN: $RUN: must be systemd, apply, agent or none" ;; esac
 
 # 1. Packages and ovs-mesh itself.
-if [[ $INSTALL == apt ]]; then
-  log "installing Open vSwitch, CNI plugins, Python venv (apt)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends openvswitch-switch containernetworking-plugins \
-    python3-venv python3-pip iproute2 iputils-ping ethtool nftables >/dev/null
+if [[ $INSTALL != none ]]; then
+  missing=()
+  for p in openvswitch-switch containernetworking-plugins python3-venv iproute2 iputils-ping ethtool nftables; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]})); then
+    log "installing ${missing[*]} (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
   systemctl enable --now openvswitch-switch.service
   [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+fi
+if [[ $INSTALL == apt ]]; then
   log "installing ovs-mesh from $SRC into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q "$SRC"
+elif [[ $INSTALL == wheels ]]; then
+  wheel=$(ls "$WHEELS"/ovs_mesh-*.whl 2>/dev/null | tail -n1)
+  [[ -n $wheel ]] || die "OVS_MESH_WHEELS: $WHEELS: no ovs_mesh-*.whl (build it on the host: pip wheel)"
+  stamp=$VENV/.ovs-mesh-wheel
+  sum=$(sha256sum "$wheel" | cut -d' ' -f1)
+  # --no-compile: byte-compiling thousands of files (the kubernetes client) is slow under emulation;
+  # Python compiles what it imports, once.
+  if [[ $(cat "$stamp" 2>/dev/null) != "$sum" ]]; then
+    log "installing $(basename "$wheel") and its dependencies from $WHEELS into $VENV (no index)"
+    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" --force-reinstall --no-deps "$wheel"
+    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" "$wheel"
+    echo "$sum" >"$stamp"
+  fi
 fi
 [[ -x $BIN ]] || die "OVS_MESH_BIN: $BIN: not an executable (install ovs-mesh or set OVS_MESH_INSTALL=apt)"
 

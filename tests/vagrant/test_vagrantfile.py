@@ -51,8 +51,21 @@ def test_validate_modes(validate, mode):
     ("OVS_MESH_TUNNEL", "ipip", "must be one of vxlan, gre, geneve"),
     ("OVS_MESH_MODE", "mesh", "must be one of flow, port, stp"),
     ("OVS_MESH_MEMORY", "64", "must be an integer"),
+    ("OVS_MESH_LIBVIRT_DRIVER", "xen", "must be one of kvm, qemu"),
+    ("OVS_MESH_WHEELHOUSE", "/nonexistent", "no ovs_mesh-*.whl in it"),
 ])
 def test_bad_value_rejected(validate, var, value, reason):
     p = validate(**{var: value})
     assert p.returncode != 0
     assert f"{var}={value}: {reason}" in p.stderr, p.stdout + p.stderr
+
+
+def test_offline_settings_validate(validate, tmp_path):
+    """The documented offline variant: local box, wheelhouse, software emulation."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "ovs_mesh-0.1.0-py3-none-any.whl").write_bytes(b"")
+    p = validate(OVS_MESH_BOX="ovs-mesh/bookworm", OVS_MESH_LIBVIRT_DRIVER="qemu",
+                 OVS_MESH_WHEELHOUSE=str(wheels), OVS_MESH_LIBVIRT_PREFIX="omvm_")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("Ignoring provider config") == 3
