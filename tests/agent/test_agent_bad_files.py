@@ -14,7 +14,8 @@ import shutil
 import time
 
 from tests import config_corpus
-from tests.agent.conftest import our_flows, sandbox_config, wait_for
+from tests.agent.conftest import our_flows
+from tests.helpers import sandbox_config, wait_for
 
 NODE3 = {"name": "node-3", "ip": "192.168.56.13", "subnet": "10.244.3.0/24"}
 MAX_LOG_LINES = 3        # a bad file gets one line; a little slack for a reconcile line

@@ -7,7 +7,6 @@ import threading
 import pytest
 
 from ovs_mesh.sources.kubernetes_source import KubernetesSource
-from tests.conftest import apiserver, kubeconfig  # noqa: F401  aliases: the fixtures moved to tests/conftest.py
 from topology.model import Cluster
 
 

@@ -4,8 +4,12 @@ The underlay for dummy tunnels: bridge br-phy with the node IP, a route to
 the underlay subnet and static neighbours for the peers, so that
 `ofproto/trace` of a tunnelled packet ends in tnl_push.
 """
+import pytest
+
 from ovs_mesh.daemons import OvsDaemons
-from tests.conftest import ovs  # noqa: F401  alias: the fixture moved to tests/conftest.py; older imports still work
+
+# The peers of tests.helpers.sandbox_config's nodes (node-2 ... node-N).
+PEER_IPS = [f"192.168.56.{10 + i}" for i in range(2, 8)]
 
 
 def setup_underlay(ovs: OvsDaemons, local_ip: str, peer_ips, prefix: int = 24):
@@ -16,3 +20,10 @@ def setup_underlay(ovs: OvsDaemons, local_ip: str, peer_ips, prefix: int = 24):
     ovs.appctl("ovs/route/add", net, "br-phy")
     for i, ip in enumerate(peer_ips):
         ovs.appctl("tnl/neigh/set", "br-phy", ip, f"aa:55:aa:55:{i >> 8 & 0xff:02x}:{i & 0xff:02x}")
+
+
+@pytest.fixture
+def underlay(ovs):
+    """The sandbox OVS with the underlay of node-1 (192.168.56.11) and its peers."""
+    setup_underlay(ovs, "192.168.56.11", PEER_IPS)
+    return ovs

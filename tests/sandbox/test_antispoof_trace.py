@@ -8,7 +8,7 @@ way in (flow mode by flows, port mode by each port's key option).
 """
 import pytest
 
-from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, underlay  # noqa: F401
+from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config
 
 from ovs_mesh.desired import peer_port_name
 

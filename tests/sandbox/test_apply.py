@@ -6,11 +6,9 @@ import re
 import pytest
 
 from tests.helpers import need, run_cli, sandbox_config, write_config
-from tests.sandbox.conftest import setup_underlay
 
 from ovs_mesh.desired import peer_port_name
 
-PEER_IPS = [f"192.168.56.{10 + i}" for i in range(2, 8)]
 
 
 def cli(ovs, data, *args):
@@ -41,12 +39,6 @@ def snapshot(ovs):
     for br in ovs.vsctl("list-br").split():
         flows[br] = sorted(ovs.ofctl("--no-stats", "dump-flows", br).splitlines())
     return show, ext, flows
-
-
-@pytest.fixture
-def underlay(ovs):
-    setup_underlay(ovs, "192.168.56.11", PEER_IPS)
-    return ovs
 
 
 MODES = [(m, t) for m in ("flow", "port", "stp") for t in ("vxlan", "gre", "geneve")]

@@ -8,7 +8,7 @@
 """
 import json
 
-from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot, underlay  # noqa: F401
+from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot
 
 from ovs_mesh.desired import peer_port_name
 
