@@ -278,11 +278,17 @@ def read_yaml(path: str, what: str = "--config", round_trip: bool = False) -> An
     return load_yaml(decode(read_bytes(path, what), path), path, round_trip)
 
 
+def config_from_bytes(data: bytes, path: str, overrides: dict | None = None, require_local: bool = True,
+                      default_node: str | None = None) -> Config:
+    """The validated config in `data` (the bytes of `path`); `local.node` defaults to this host's name."""
+    return parse_config(load_yaml(decode(data, path), path), overrides, require_local,
+                        default_node=socket.gethostname() if default_node is None else default_node)
+
+
 def load_config(path: str, overrides: dict | None = None, require_local: bool = True,
                 default_node: str | None = None) -> Config:
     """The validated config in `path`; `local.node` defaults to this host's name."""
-    return parse_config(read_yaml(path), overrides, require_local,
-                        default_node=socket.gethostname() if default_node is None else default_node)
+    return config_from_bytes(read_bytes(path), path, overrides, require_local, default_node)
 
 
 def read_local_file(path: str) -> dict:
@@ -339,5 +345,5 @@ def allocate_file(path: str, dry_run: bool = False):
 
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_ALIAS_NODES", "read_bytes", "decode",
-           "build", "load_yaml", "read_yaml", "load_config", "read_local_file",
+           "build", "load_yaml", "read_yaml", "config_from_bytes", "load_config", "read_local_file",
            "allocate_file", "round_trip_yaml"]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 
+from ovsdb_client.rows import BridgeChange, PortChange
 from topology.errors import Transient
 from topology.model import Config
 
 from .. import cni, nft
 from ..netlink import Netlink
-from ovsdb_client.rows import BridgeChange, PortChange
 from ..underlay import set_tx_checksum
 from . import saved as saved_mod
 from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,

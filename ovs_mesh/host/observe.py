@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 
-from topology.errors import NotOurs
 from topology.model import Config
 
 from .. import cni, nft

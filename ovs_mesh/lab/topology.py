@@ -15,7 +15,7 @@ from ovs_mesh.files import write_atomic
 from topology.config import parse_config
 from topology.model import Cluster
 
-from ..config_file import read_yaml as _read, round_trip_yaml
+from ..config_file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
 
 
 def make_topology(nodes: list[tuple[str, str]], tunnel: str = "vxlan", mode: str = "flow",
@@ -60,10 +60,6 @@ def _plain(v):
     if isinstance(v, IPv4Network):
         return str(v)
     return v
-
-
-def read_yaml(path: str) -> dict:
-    return _read(path)
 
 
 def write_yaml(path: str, doc: dict) -> None:

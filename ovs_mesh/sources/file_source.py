@@ -21,12 +21,11 @@ import errno
 import hashlib
 import logging
 import os
-import socket
 import threading
 from typing import Callable
 
-from ovs_mesh.config_file import decode, load_yaml, read_bytes
-from topology.config import ConfigError, parse_config
+from ovs_mesh.config_file import config_from_bytes, read_bytes
+from topology.config import ConfigError
 from topology.model import Config, Node
 
 LOG = logging.getLogger(__name__)
@@ -146,8 +145,7 @@ class FileSource:
             self._bad_digest, self.errors = None, []
             return False
         try:
-            config = parse_config(load_yaml(decode(data, self.path), self.path), self.overrides,
-                                  self.require_local, default_node=socket.gethostname())
+            config = config_from_bytes(data, self.path, self.overrides, self.require_local)
         except ConfigError as e:
             return self._bad(digest, e.errors, raise_errors)
         with self._lock:
