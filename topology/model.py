@@ -6,7 +6,7 @@ Nothing here talks to the machine.  A `Config` is what one validated YAML file
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 TUNNELS = ("vxlan", "gre", "geneve")
 MODES = ("flow", "port", "stp")
@@ -14,8 +14,14 @@ SOURCES = ("file", "kubernetes")
 DATAPATHS = ("system", "netdev", "dummy")
 
 # Bytes of outer headers each tunnel adds (IPv4 underlay): the pod MTU is the
-# underlay MTU minus this.  GRE is counted with its key field.
+# underlay MTU minus this.  GRE is counted with its key field.  An IPv6
+# underlay adds IPV6_UNDERLAY_EXTRA more (a 40-byte outer header, not 20).
 OVERHEAD = {"vxlan": 50, "geneve": 50, "gre": 42}
+IPV6_UNDERLAY_EXTRA = 20
+FAMILIES = ("ipv4", "ipv6")
+
+Address = IPv4Address | IPv6Address
+Network = IPv4Network | IPv6Network
 # The tunnel key (VXLAN/Geneve VNI, GRE key) tells clusters on one underlay
 # apart.  24 bits: the width of the VXLAN and Geneve VNI.  0 is what ovs-mesh
 # always sent before the key was configurable.
@@ -25,21 +31,50 @@ MIN_POD_MTU = 576  # smallest MTU every IPv4 host must accept (RFC 791)
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Node:
+    """One member of the mesh.
+
+    `ip` is the underlay address the tunnels use (IPv4 or IPv6; every node of
+    a cluster has the same family).  `subnet` is the node's IPv4 pod subnet,
+    `subnet6` its IPv6 one; a single-stack cluster leaves the other None.
+    """
     name: str
-    ip: IPv4Address
+    ip: Address
     subnet: IPv4Network | None = None
+    subnet6: IPv6Network | None = None
 
     @property
     def gateway(self) -> IPv4Address:
-        """The first address of the node's pod subnet: kbr0's address."""
+        """The first address of the node's IPv4 pod subnet: kbr0's address."""
         assert self.subnet is not None
         return self.subnet.network_address + 1
+
+    @property
+    def gateway6(self) -> IPv6Address:
+        """The first address of the node's IPv6 pod subnet: kbr0's IPv6 address."""
+        assert self.subnet6 is not None
+        return self.subnet6.network_address + 1
+
+    @property
+    def subnets(self) -> tuple[Network, ...]:
+        """The pod subnets this node has, IPv4 first."""
+        return tuple(s for s in (self.subnet, self.subnet6) if s is not None)
+
+    @property
+    def underlay_family(self) -> str:
+        return "ipv6" if self.ip.version == 6 else "ipv4"
 
 
 @dataclasses.dataclass(frozen=True)
 class Cluster:
-    cidr: IPv4Network = IPv4Network("10.244.0.0/16")
+    """Cluster-wide settings.  Pod ranges per family, as Kubernetes'
+    `--cluster-cidr=10.244.0.0/16,fd00:10:244::/56` with
+    `--node-cidr-mask-size-ipv4/-ipv6`: `cidr` (IPv4, None in an IPv6-only
+    cluster) with `node_prefix`, `cidr6` (IPv6, None unless configured) with
+    `node_prefix6`."""
+    cidr: IPv4Network | None = IPv4Network("10.244.0.0/16")
     node_prefix: int = 24
+    cidr6: IPv6Network | None = None
+    node_prefix6: int = 64
     tunnel: str = "vxlan"
     mode: str = "flow"
     vxlan_port: int = 4789
@@ -50,10 +85,24 @@ class Cluster:
 
     @property
     def overhead(self) -> int:
+        """Tunnel overhead over an IPv4 underlay (see overhead_for)."""
         return OVERHEAD[self.tunnel]
 
-    def pod_mtu(self, underlay_mtu: int) -> int:
-        return self.mtu if self.mtu is not None else underlay_mtu - self.overhead
+    def overhead_for(self, underlay_family: str = "ipv4") -> int:
+        extra = IPV6_UNDERLAY_EXTRA if underlay_family == "ipv6" else 0
+        return OVERHEAD[self.tunnel] + extra
+
+    def pod_mtu(self, underlay_mtu: int, underlay_family: str = "ipv4") -> int:
+        return self.mtu if self.mtu is not None else underlay_mtu - self.overhead_for(underlay_family)
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        """The pod address families of the cluster, IPv4 first."""
+        return tuple(f for f, c in (("ipv4", self.cidr), ("ipv6", self.cidr6)) if c is not None)
+
+    @property
+    def cidrs(self) -> tuple[Network, ...]:
+        return tuple(c for c in (self.cidr, self.cidr6) if c is not None)
 
 
 @dataclasses.dataclass(frozen=True)
