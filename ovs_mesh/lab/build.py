@@ -16,20 +16,27 @@ import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Network
-
-from topology.allocate import allocate
-
 from . import agents
-from .nodes import UNDERLAY_IF, UNDERLAY_NET, make_node, make_underlay, new_node, owns
-from .pods import add_pod
+from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underlay_cidr
+from .pods import add_pod, addresses
 from .resources import del_netns, netns_list, release
 from .state import NAME_RE, LabExists, LabState, Node
-from .topology import cluster_of, make_topology, read_yaml, write_yaml
+from .topology import (IP_FAMILIES, allocate_all, cluster_of, lab_cidr, make_topology, read_yaml, subnet_value,
+                       subnets_of, write_yaml)
 
 
-def check_params(name: str, nodes: int, pods_per_node: int, mesh_degree: int) -> list[str]:
+def default_underlay(ip_family: str) -> str:
+    """The underlay family when none is given: IPv6 for an IPv6-only lab, else IPv4."""
+    return "ipv6" if ip_family == "ipv6" else "ipv4"
+
+
+def check_params(name: str, nodes: int, pods_per_node: int, mesh_degree: int, ip_family: str = "ipv4",
+                 underlay: str | None = None) -> list[str]:
     errors = []
+    if ip_family not in IP_FAMILIES:
+        errors.append(f"--ip-family: {ip_family}: must be one of {', '.join(IP_FAMILIES)}")
+    if underlay not in (None, "ipv4", "ipv6"):
+        errors.append(f"--underlay: {underlay}: must be ipv4 or ipv6")
     if not NAME_RE.match(name):
         errors.append(f"--name: {name}: must be 1-6 lowercase letters/digits starting with a letter")
     if not 1 <= nodes <= 200:
@@ -55,14 +62,19 @@ def parallel(fn, items, done, workers: int = 4):
         raise errors[0]
 
 
-def _made(progress, n: Node) -> None:
-    progress(f"{n.name}: namespace {n.ns}, {UNDERLAY_IF} {n.ip}/24, ovsdb-server + ovs-vswitchd")
+def _made(progress, st: LabState, n: Node) -> None:
+    progress(f"{n.name}: namespace {n.ns}, {UNDERLAY_IF} {underlay_cidr(st, n)}, ovsdb-server + ovs-vswitchd")
 
 
 def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mesh_degree: int = 0,
-       pods_per_node: int = 2, progress=print, apply: bool = True, agent: bool = True) -> LabState:
+       pods_per_node: int = 2, progress=print, apply: bool = True, agent: bool = True,
+       ip_family: str = "ipv4", underlay: str | None = None) -> LabState:
     """Create the lab; on failure the caller runs `down` (everything is recorded).
 
+    `ip_family` (ipv4, ipv6, dual) picks the pod ranges (lab_cidr), `underlay`
+    (ipv4, ipv6; default_underlay) the family of the node addresses and so of
+    the tunnels.  The topology is built and validated before anything is
+    made: a ConfigError from it leaves nothing behind.
     Raises LabExists (nothing built) if the lab is there already.  Each node
     gets an `ovs-mesh agent` (agent=True) and pods are made once every agent
     has converged; agent=False configures nodes with one `ovs-mesh apply`
@@ -74,23 +86,26 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     if LabState.load(name) is not None:
         raise LabExists(f"lab {name} exists ({LabState(name).dir}); run `ovs-mesh lab down --name {name}` first")
     st = LabState(name)
+    underlay = underlay or default_underlay(ip_family)
     st.params.update(nodes=nodes, tunnel=tunnel, mode=mode, mesh_degree=mesh_degree,
-                     pods_per_node=pods_per_node, agents=apply and agent)
-    st.record("dir", path=st.dir)  # first in, last out
+                     pods_per_node=pods_per_node, agents=apply and agent, ip_family=ip_family,
+                     underlay=underlay)
     node_recs = [new_node(st, k) for k in range(1, nodes + 1)]
     topo = make_topology([(n.name, n.ip) for n in node_recs], tunnel=tunnel, mode=mode,
-                         mesh_degree=mesh_degree)
+                         mesh_degree=mesh_degree, cidr=lab_cidr(ip_family))
+    st.record("dir", path=st.dir)  # first in, last out
     st.nodes.extend(node_recs)
     st.save()
     write_yaml(st.topology_path, topo)
-    progress(f"lab {name}: topology {st.topology_path}: {nodes} nodes, {tunnel}, {mode} mode"
+    progress(f"lab {name}: topology {st.topology_path}: {nodes} nodes, {tunnel}, {mode} mode, "
+             f"pods {lab_cidr(ip_family)}, {underlay} underlay"
              + (f", mesh degree {mesh_degree}" if mode == "stp" else ""))
 
     ul = make_underlay(st)
-    progress(f"underlay: namespace {ul}, bridge br0, {UNDERLAY_NET}.0/24")
+    progress(f"underlay: namespace {ul}, bridge br0")
     for n in node_recs:
         make_node(st, n)
-        _made(progress, n)
+        _made(progress, st, n)
     if not apply:
         st.save()
         return st
@@ -104,7 +119,7 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     if pods_per_node:
         jobs = [(n, j) for n in node_recs for j in range(1, pods_per_node + 1)]
         parallel(lambda nj: add_pod(st, *nj), jobs,
-                 lambda nj, pod: progress(f"{nj[0].name}: pod {pod['name']} {pod['ip']} (CNI bridge)"))
+                 lambda nj, pod: progress(f"{nj[0].name}: pod {pod['name']} {addresses(pod)} (CNI bridge)"))
     st.pods.sort(key=lambda p: (p["k"], p["j"]))
     st.save()
     progress(f"lab {name} is up in {time.monotonic() - t0:.1f}s: {nodes} nodes, "
@@ -205,7 +220,7 @@ def add_node(st: LabState, progress=print, wait: bool = True) -> Node:
         st.save()
     make_node(st, n)
     agents.write_local(n)
-    _made(progress, n)
+    _made(progress, st, n)
     pid = since = None
     if st.params.get("agents", True):
         # Like a machine that joins a cluster: its agent already runs and waits for its node.
@@ -214,13 +229,14 @@ def add_node(st: LabState, progress=print, wait: bool = True) -> Node:
         progress(f"{n.name}: ovs-mesh agent pid {pid}: waiting for {n.name} in the topology")
     topo = read_yaml(st.topology_path)
     entries = topo.setdefault("nodes", [])
-    taken = [IPv4Network(e["subnet"]) for e in entries if e.get("subnet")]
-    subnet = allocate(cluster_of(topo), taken + [None])[-1]
-    entries.append({"name": n.name, "ip": n.ip, "subnet": str(subnet)})
+    taken = [subnets_of(e.get("subnet")) for e in entries]
+    subnet = subnet_value(allocate_all(cluster_of(topo), taken + [[]])[-1])
+    entries.append({"name": n.name, "ip": n.ip, "subnet": subnet})
     write_yaml(st.topology_path, topo)   # agents everywhere follow from here
     st.params["nodes"] = len(entries)
     st.save()
-    progress(f"{n.name}: added to {st.topology_path} with subnet {subnet}")
+    progress(f"{n.name}: added to {st.topology_path} with subnet "
+             + (subnet if isinstance(subnet, str) else ",".join(subnet)))
     if wait:
         if pid is None:
             apply_all(st, progress)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import sys
 
+from topology.errors import InputError
 from topology.model import MODES, TUNNELS
 
 from .state import NAME_RE, LabError, LabExists, LabState
+from .topology import IP_FAMILIES
 
 DEFAULT_NAME = "oml"
 
@@ -32,12 +34,21 @@ def register(sub) -> None:
     p = named(lsub.add_parser("up", help="build the lab: nodes, underlay, OVS, an ovs-mesh agent per node, pods",
                               description="Each node runs `ovs-mesh agent` on the lab's one topology file "
                                           "(<lab dir>/topology.yaml) and its own local.yaml: edit the "
-                                          "topology file and the lab follows within a second."))
+                                          "topology file and the lab follows within a second.  Pod "
+                                          "ranges: 10.244.0.0/16 (/24 per node) and, with --ip-family "
+                                          "ipv6 or dual, fd00:10:244::/56 (/64 per node).  Underlay: "
+                                          "192.168.213.0/24 or fd00:56::/64, inside the lab's "
+                                          "namespaces only."))
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     p.add_argument("--tunnel", choices=TUNNELS, default="vxlan")
     p.add_argument("--mode", choices=MODES, default="flow")
     p.add_argument("--mesh-degree", type=int, default=0, help="stp mode: peers per node (0: full mesh)")
     p.add_argument("--pods-per-node", type=int, default=2)
+    p.add_argument("--ip-family", choices=tuple(IP_FAMILIES), default="ipv4",
+                   help="pod addresses: ipv4 (default), ipv6 or dual (both; `lab check` proves each)")
+    p.add_argument("--underlay", choices=("ipv4", "ipv6"),
+                   help="family of the node addresses, so of the tunnels (default: ipv6 with "
+                        "--ip-family ipv6, else ipv4)")
     p.add_argument("--no-agent", action="store_true",
                    help="configure each node with one `ovs-mesh apply` instead of running an agent")
     p.set_defaults(func=cmd_up)
@@ -75,7 +86,8 @@ def register(sub) -> None:
     p.add_argument("--tunnel", choices=TUNNELS, default="vxlan")
     p.add_argument("--mode", choices=MODES, default="flow")
     p.add_argument("--mesh-degree", type=int, default=0)
-    p.add_argument("--cidr", default="10.244.0.0/16")
+    p.add_argument("--cidr", default="10.244.0.0/16",
+                   help="cluster range, or one per family: 10.244.0.0/16,fd00:10:244::/56")
     p.add_argument("--local", metavar="NODE", help="also write a local section for this node")
     p.add_argument("--local-set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra local keys with --local (e.g. datapath=system)")
@@ -99,13 +111,16 @@ def _lab(args) -> LabState | None:
 def cmd_up(args) -> int:
     from . import build
 
-    errors = build.check_params(args.name, args.nodes, args.pods_per_node, args.mesh_degree)
+    errors = build.check_params(args.name, args.nodes, args.pods_per_node, args.mesh_degree,
+                                args.ip_family, args.underlay)
     if errors:
         return _input_error(*errors)
     try:
         build.up(args.name, nodes=args.nodes, tunnel=args.tunnel, mode=args.mode,
                  mesh_degree=args.mesh_degree, pods_per_node=args.pods_per_node, progress=_progress,
-                 agent=not args.no_agent)
+                 agent=not args.no_agent, ip_family=args.ip_family, underlay=args.underlay)
+    except InputError as e:   # the topology was refused before anything was built
+        return _input_error(str(e))
     except LabExists as e:   # nothing was built: the lab there is someone's, leave it
         print(f"lab up: {e}", file=sys.stderr)
         return 1
@@ -162,14 +177,14 @@ def _on_node(args, fn) -> int:
 
 def cmd_add_node(args) -> int:
     from .build import add_node
-    from .pods import add_pod
+    from .pods import add_pod, addresses
 
     def add(st):
         n = add_node(st, progress=_progress)
         for j in range(1, args.pods + 1):
             pod = add_pod(st, n, j)
             st.save()
-            _progress(f"{n.name}: pod {pod['name']} {pod['ip']} (CNI bridge)")
+            _progress(f"{n.name}: pod {pod['name']} {addresses(pod)} (CNI bridge)")
     if args.pods < 0:
         return _input_error(f"--pods: {args.pods}: must be >= 0")
     return _on_node(args, add)

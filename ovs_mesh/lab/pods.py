@@ -4,12 +4,14 @@ A pod is a namespace `<lab>-n<k>p<j>` whose eth0 comes from running each
 plugin of the node's conflist (the reference `bridge` + `host-local`) with
 CNI_COMMAND=ADD inside the node's namespace (or on this machine when the node
 has none: `lab pods` on a VM).  Pods are plain dicts in the lab state:
-name (node/pj), ns, node, k, j, ip, container.
+name (node/pj), ns, node, k, j, ip (the first address), ips (one per family,
+as the CNI result lists them: IPv4 first in a dual-stack conflist), container.
 """
 from __future__ import annotations
 
 import json
 import os
+from ipaddress import ip_address
 
 from ovs_mesh import cni
 
@@ -57,9 +59,23 @@ def add_pod(st: LabState, n: Node, j: int) -> dict:
         if p.returncode != 0:
             raise LabError(f"{n.name}: CNI {conf['type']} ADD for {ns}: {p.stdout.strip()} {p.stderr.strip()}")
         result = json.loads(p.stdout)
-    ip = result["ips"][0]["address"].split("/")[0]
-    pod = {"name": f"{n.name}/p{j}", "ns": ns, "node": n.name, "k": n.k, "j": j, "ip": ip,
+    ips = [a["address"].split("/")[0] for a in result["ips"]]
+    pod = {"name": f"{n.name}/p{j}", "ns": ns, "node": n.name, "k": n.k, "j": j, "ip": ips[0], "ips": ips,
            "container": container}
     with st.lock:
         st.pods.append(pod)
     return pod
+
+
+def family_of(ip: str) -> str:
+    return "ipv6" if ip_address(ip).version == 6 else "ipv4"
+
+
+def address_of(pod: dict, family: str) -> str | None:
+    """The pod's address of `family` (None if it has none); records before issue 12 have only `ip`."""
+    return next((ip for ip in pod.get("ips") or [pod["ip"]] if family_of(ip) == family), None)
+
+
+def addresses(pod: dict) -> str:
+    """All of the pod's addresses, comma-separated (for progress lines)."""
+    return ",".join(pod.get("ips") or [pod["ip"]])

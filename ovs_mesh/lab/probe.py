@@ -1,10 +1,12 @@
 """What `lab check` runs inside a pod or node namespace (`python -m ovs_mesh.lab.probe`).
 
 serve:  a UDP echo that answers with the source address it saw (proves no
-        NAT between pods) and a TCP sink that answers with the byte count.
+        NAT between pods) and a TCP sink that answers with the byte count,
+        on IPv4 and on IPv6 (each its own socket: addresses as they are).
 probe:  reads a JSON job on stdin, pings/echoes every target in parallel with
-        retries under a deadline, pings with DF at full MTU, runs TCP
-        transfers, and prints the results as JSON.
+        retries under a deadline, pings unfragmented at the full MTU (and one
+        byte more, which must be refused), runs TCP transfers, and prints the
+        results as JSON.
 """
 from __future__ import annotations
 
@@ -20,15 +22,36 @@ from concurrent.futures import ThreadPoolExecutor
 PORT = 7777
 
 
-def serve(port: int = PORT) -> None:
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("0.0.0.0", port))
-    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    tcp.bind(("0.0.0.0", port))
-    tcp.listen(16)
+HEADER = {4: 28, 6: 48}   # IP + ICMP header bytes around a ping's payload, per IP version
 
-    def echo():
+
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
+def _sockets(kind: int, port: int) -> list[socket.socket]:
+    """One socket per family on `port` (IPv6 only on IPv6: sources are seen as sent); no
+    IPv6 socket where the kernel has IPv6 off (a machine of an IPv4-only lab)."""
+    out = []
+    for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        try:
+            s = socket.socket(family, kind)
+        except OSError:
+            if family == socket.AF_INET:
+                raise
+            continue
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((any_addr, port))
+        if kind == socket.SOCK_STREAM:
+            s.listen(16)
+        out.append(s)
+    return out
+
+
+def serve(port: int = PORT) -> None:
+    def echo(udp):
         while True:
             data, addr = udp.recvfrom(2048)
             udp.sendto(f"{addr[0]} {data.decode(errors='replace')}".encode(), addr)
@@ -47,12 +70,19 @@ def serve(port: int = PORT) -> None:
         sys.stdin.read()
         os._exit(0)
 
-    threading.Thread(target=echo, daemon=True).start()
+    def accept(tcp):
+        while True:
+            conn, _ = tcp.accept()
+            threading.Thread(target=sink, args=(conn,), daemon=True).start()
+
+    for udp in _sockets(socket.SOCK_DGRAM, port):
+        threading.Thread(target=echo, args=(udp,), daemon=True).start()
+    tcps = _sockets(socket.SOCK_STREAM, port)
     threading.Thread(target=until_stdin_closes, daemon=True).start()
+    for tcp in tcps[1:]:
+        threading.Thread(target=accept, args=(tcp,), daemon=True).start()
     print("ready", flush=True)
-    while True:
-        conn, _ = tcp.accept()
-        threading.Thread(target=sink, args=(conn,), daemon=True).start()
+    accept(tcps[0])
 
 
 def _until(deadline: float, attempt) -> bool:
@@ -69,7 +99,7 @@ def _ping(ip: str, extra=()) -> bool:
 
 
 def _echo(ip: str, token: str) -> str | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(_family(ip), socket.SOCK_DGRAM) as s:
         s.settimeout(1)
         try:
             s.sendto(token.encode(), (ip, PORT))
@@ -95,10 +125,12 @@ def probe_target(t: dict, timeout: float, mtu: int) -> dict:
                     lambda: bool(seen.append(_echo(t["ip"], f"{time.monotonic_ns()}")) or seen[-1]))
         out["source_seen"] = seen[-1] if ok else None
     if t.get("df"):
-        size = mtu - 28
+        size = mtu - HEADER[6 if _family(t["ip"]) == socket.AF_INET6 else 4]
         out["df_size"] = size
         out["df"] = out["ping"] and _until(max(deadline, time.monotonic() + 3),
                                            lambda: _ping(t["ip"], ("-M", "do", "-s", str(size))))
+        # One byte more does not fit: refused ("message too long") or lost, never fragmented.
+        out["over_refused"] = not _ping(t["ip"], ("-M", "do", "-s", str(size + 1)))
     return out
 
 

@@ -21,9 +21,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from .build import down
-from .pods import add_pod
+from .pods import add_pod, addresses
 from .resources import run
 from .state import NAME_RE, LabError, LabState, Node
+from .topology import subnet_value
 
 REMOTE_PYTHON = "/opt/ovs-mesh/venv/bin/python"
 REMOTE_OVS_MESH = "/opt/ovs-mesh/venv/bin/ovs-mesh"
@@ -87,8 +88,9 @@ def cmd_pods(args) -> int:
         down(args.name, progress=lambda s: None)
         raise
     c = config.cluster
-    topology = {"cluster": {"cidr": str(c.cidr), "tunnel": c.tunnel, "mode": c.mode},
-                "nodes": [{"name": n.name, "ip": str(n.ip), "subnet": str(n.subnet)} for n in config.nodes]}
+    topology = {"cluster": {"cidr": ",".join(map(str, c.cidrs)), "tunnel": c.tunnel, "mode": c.mode},
+                "nodes": [{"name": n.name, "ip": str(n.ip), "subnet": subnet_value(list(n.subnets))}
+                          for n in config.nodes]}
     print(json.dumps({"node": node.to_dict(), "pods": st.pods, "topology": topology}))
     return 0
 
@@ -138,7 +140,7 @@ def cmd_remote_check(args) -> int:
             remote = {"via": vias[node], "python": args.python}
             st.nodes.append(Node.from_dict({**m["node"], **remote}))
             st.pods.extend({**p, **remote} for p in m["pods"])
-            say(f"{node}: pods " + ", ".join(f"{p['name']} {p['ip']}" for p in m["pods"]))
+            say(f"{node}: pods " + ", ".join(f"{p['name']} {addresses(p)}" for p in m["pods"]))
         os.makedirs(st.dir, exist_ok=True)
         with open(st.topology_path, "w", encoding="utf-8") as f:
             json.dump(topology, f)  # JSON is YAML: check.py reads the active nodes from it

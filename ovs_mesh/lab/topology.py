@@ -4,11 +4,15 @@ Shared by the namespace lab and the Vagrant lab (`ovs-mesh lab topology`):
 a list of (name, underlay IP) becomes one validated YAML topology (cluster +
 nodes with allocated subnets); a node's config is that topology plus its
 `local` section.  Nothing here touches the machine except the atomic write.
+
+Dual-stack follows the shared YAML shape (issue 12): `cidr` is one CIDR or
+"v4,v6"; `node_prefix_ipv6` is written only when the cluster has IPv6; a
+node's `subnet` is a plain string for one family and a list [v4, v6] for two.
 """
 from __future__ import annotations
 
 import io
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from topology.allocate import allocate
 from ovs_mesh.files import write_atomic
@@ -18,24 +22,63 @@ from topology.model import Cluster
 from ..config_file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
 
 
+# The lab's pod ranges per family (`lab up --ip-family`).
+LAB_CIDRS = {"ipv4": "10.244.0.0/16", "ipv6": "fd00:10:244::/56"}
+IP_FAMILIES = {"ipv4": ("ipv4",), "ipv6": ("ipv6",), "dual": ("ipv4", "ipv6")}
+
+
+def lab_cidr(ip_family: str = "ipv4") -> str:
+    """`--ip-family ipv4|ipv6|dual` -> the cluster's `cidr` value ("v4", "v6" or "v4,v6")."""
+    return ",".join(LAB_CIDRS[f] for f in IP_FAMILIES[ip_family])
+
+
 def make_topology(nodes: list[tuple[str, str]], tunnel: str = "vxlan", mode: str = "flow",
                   mesh_degree: int = 0, cidr: str = "10.244.0.0/16", node_prefix: int = 24,
-                  mtu: int | None = None, masquerade: bool = True) -> dict:
+                  mtu: int | None = None, masquerade: bool = True, node_prefix6: int = 64) -> dict:
     """(name, ip) pairs -> a topology document (plain dicts), subnets allocated.
 
+    `cidr` is one CIDR or one per family ("10.244.0.0/16,fd00:10:244::/56").
     Raises topology.config.ConfigError (field: value: reason) on bad input.
     """
     cluster_doc = {"cidr": cidr, "node_prefix": node_prefix, "tunnel": tunnel, "mode": mode,
                    "mesh_degree": mesh_degree, "mtu": "auto" if mtu is None else mtu,
                    "masquerade": masquerade}
+    if ":" in cidr:
+        cluster_doc["node_prefix_ipv6"] = node_prefix6
     doc = {"cluster": cluster_doc, "source": "file",
            "nodes": [{"name": n, "ip": str(ip)} for n, ip in nodes]}
     config = parse_config(doc, require_local=False)  # validates names, IPs, cluster
-    subnets = allocate(config.cluster, [None] * len(nodes))
-    for entry, subnet in zip(doc["nodes"], subnets):
-        entry["subnet"] = str(subnet)
+    for entry, subnets in zip(doc["nodes"], allocate_all(config.cluster, [[]] * len(nodes))):
+        entry["subnet"] = subnet_value(subnets)
     parse_config(doc, require_local=False)
     return doc
+
+
+def subnets_of(value) -> list[IPv4Network | IPv6Network]:
+    """A node entry's `subnet` (None, "a", "a,b" or [a, b]) as networks."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [ip_network(str(x).strip()) for x in items]
+
+
+def subnet_value(subnets: list) -> str | list[str]:
+    """The YAML value of a node's subnets: a plain string for one, a list [v4, v6] for two."""
+    return str(subnets[0]) if len(subnets) == 1 else [str(s) for s in subnets]
+
+
+def allocate_all(cluster: Cluster, current: list[list]) -> list[list]:
+    """Every node's subnets (one per cluster family, IPv4 first), lowest free ones where missing.
+
+    `current[i]` lists node i's subnets (any families); existing ones stay.
+    """
+    per_family = []
+    for family in cluster.families:
+        version = 4 if family == "ipv4" else 6
+        have = [next((s for s in subs if s.version == version), None) for subs in current]
+        per_family.append(allocate(cluster, have, family) if len(cluster.families) > 1 or family != "ipv4"
+                          else allocate(cluster, have))
+    return [list(subs) for subs in zip(*per_family)]
 
 
 def node_config(topology: dict, local: dict) -> dict:
@@ -57,7 +100,7 @@ def _plain(v):
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_plain(x) for x in v]
-    if isinstance(v, IPv4Network):
+    if isinstance(v, (IPv4Network, IPv6Network)):
         return str(v)
     return v
 
