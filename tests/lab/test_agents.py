@@ -7,9 +7,6 @@ Times are printed (pytest -s shows them).
 import os
 import re
 import secrets
-import signal
-import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,6 +20,7 @@ from ovs_mesh.lab.topology import read_yaml
 
 from tests.helpers import run_cli
 from tests.lab.conftest import need_lab_tools
+from tests.lab.ping import Ping, ns, restart_agents_under_ping, wait_ping
 
 BOUND = 2.0  # seconds: issue 4's limit for vswitchd restarts and topology edits
 
@@ -38,95 +36,14 @@ def lab():
         build.down(name, progress=lambda s: None)
 
 
-def ns(space, *args, timeout=30):
-    return subprocess.run(["ip", "netns", "exec", space, *args], capture_output=True, text=True, timeout=timeout)
-
-
 def pod_of(st, node_name):
     return next(p for p in st.pods if p["node"] == node_name)
 
 
-def wait_ping(src_ns, ip, timeout=20):
-    deadline = time.monotonic() + timeout
-    while ns(src_ns, "ping", "-c1", "-W1", ip).returncode != 0:
-        assert time.monotonic() < deadline, f"{ip} unreachable from {src_ns} after {timeout}s"
-
-
-class Ping:
-    """A background `ping -D` whose replies (wall-clock times) are collected as they arrive."""
-    REPLY = re.compile(r"^\[(\d+\.\d+)\] .*icmp_seq=(\d+)")
-
-    def __init__(self, src_ns, ip, interval):
-        self.proc = subprocess.Popen(["ip", "netns", "exec", src_ns, "ping", "-D", "-i", str(interval), ip],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.replies: list[float] = []
-        self.lines: list[str] = []
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            m = self.REPLY.match(line)
-            with self.cond:
-                self.lines.append(line)
-                if m:
-                    self.replies.append(float(m.group(1)))
-                self.cond.notify_all()
-
-    def wait_for(self, pred, timeout, what):
-        with self.cond:
-            ok = self.cond.wait_for(lambda: pred(self.replies), timeout=timeout)
-        assert ok, f"ping: no {what} within {timeout}s; last output: {self.lines[-5:]}"
-
-    def stop(self):
-        """SIGINT (ping prints its summary); returns (transmitted, received)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=10)
-        self.thread.join(timeout=10)
-        text = "".join(self.lines)
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
-        assert m, text[-2000:]
-        return int(m.group(1)), int(m.group(2))
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def test_agent_restarts_lose_no_packets(lab):
     """Acceptance 1: SIGKILL both agents and restart them, then SIGTERM and restart: 0 lost."""
-    st = lab
-    a, b = pod_of(st, "node-1"), pod_of(st, "node-2")
-    wait_ping(a["ns"], b["ip"])
-    ping = Ping(a["ns"], b["ip"], 0.1)
-    try:
-        ping.wait_for(lambda r: len(r) >= 3, 10, "first replies")
-        restarts = []
-        for sig in (signal.SIGKILL, signal.SIGTERM):
-            with ThreadPoolExecutor(max_workers=len(st.nodes)) as ex:
-                results = list(ex.map(lambda n: build.restart_agent(st, n, sig), st.nodes))
-            for n, r in zip(st.nodes, results):
-                restarts.append((n.name, sig.name, r))
-                assert r["old_pid"] and r["pid"] != r["old_pid"], r
-                assert r["changes"] == 0 and not r["problems"], (n.name, sig.name, r)
-                assert agents.pid_of(n) == r["pid"]
-        # Keep pinging a while longer: a restart that broke something would show up now.
-        seen = len(ping.replies)
-        ping.wait_for(lambda r: len(r) >= seen + 10, 10, "replies after the restarts")
-        sent, received = ping.stop()
-    finally:
-        ping.kill()
-    for name, sig, r in restarts:
-        print(f"{name}: {sig} pid {r['old_pid']} -> pid {r['pid']} converged in {r['seconds']:.2f}s, "
-              f"{r['changes']} changes")
-    print(f"ping -i 0.1 {a['name']} -> {b['name']} during 4 agent restarts: {sent} sent, {received} received")
-    assert sent >= 20 and received == sent, f"{sent - received} of {sent} lost"
-    for n in st.nodes:  # what the restarted agents said
-        log = open(n.agent_log).read()
-        assert log.count("reconcile (start): converged, 0 changes") >= 2, agents.log_tail(n)
+    a, b = pod_of(lab, "node-1"), pod_of(lab, "node-2")
+    restart_agents_under_ping(lab, a, b["ip"])
 
 
 def test_vswitchd_restart_traffic_back_within_2s(lab):
