@@ -5,11 +5,10 @@ forwarding), the migration of the old `ip ovs_mesh` table, the CNI ranges
 per family and the nft rules of both tables."""
 import dataclasses
 import json
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from topology.config import parse_config
 from ovs_mesh import cni, nft
 from ovs_mesh.host import desired_host, diff_host, gateway_mac
 from ovs_mesh.host.desired import link_local
@@ -17,33 +16,11 @@ from ovs_mesh.host.model import (Address, AntiSpoof, CniFile, HostFacts, HostRou
                                  LegacyMasquerade, Masquerade, Sysctl)
 from ovs_mesh.netlink import Route
 from ovs_mesh.reconcile import Reconciler
+from tests.host.v6config import config
 
 pytestmark = pytest.mark.unit
 
 CNI = "/etc/cni/net.d/10-ovs-mesh.conflist"
-CIDR6 = IPv6Network("fd00:10:244::/56")
-SUB6 = {"node-1": IPv6Network("fd00:10:244:1::/64"), "node-2": IPv6Network("fd00:10:244:2::/64")}
-UNDERLAY6 = {"node-1": "fd00:56::11", "node-2": "fd00:56::12"}
-
-
-def config(family="ipv4", masquerade=True, underlay="ipv4", mtu="auto"):
-    """A two-node config of `family` ("ipv4", "ipv6" or "dual"): parsed as
-    IPv4, then given its IPv6 fields with the model's constructors (the YAML
-    parser for them is v6core's)."""
-    base = parse_config({
-        "cluster": {"cidr": "10.244.0.0/16", "node_prefix": 24, "masquerade": masquerade, "mtu": mtu},
-        "nodes": [{"name": "node-1", "ip": "192.168.56.11", "subnet": "10.244.1.0/24"},
-                  {"name": "node-2", "ip": "192.168.56.12", "subnet": "10.244.2.0/24"}],
-        "local": {"node": "node-1", "datapath": "system", "host": True, "cni_conf": CNI,
-                  "ovsdb": "unix:/run/omho/db.sock"}})
-    if family == "ipv4" and underlay == "ipv4":
-        return base
-    cluster = dataclasses.replace(base.cluster, cidr6=CIDR6 if family != "ipv4" else None,
-                                  cidr=None if family == "ipv6" else base.cluster.cidr)
-    nodes = [dataclasses.replace(n, ip=ip_address(UNDERLAY6[n.name]) if underlay == "ipv6" else n.ip,
-                                 subnet=None if family == "ipv6" else n.subnet,
-                                 subnet6=SUB6[n.name] if family != "ipv4" else None) for n in base.nodes]
-    return dataclasses.replace(base, cluster=cluster).with_nodes(nodes)
 
 
 def converged(cfg, mtu=1450, facts=HostFacts()):
