@@ -1,5 +1,8 @@
 """The CNI config ovs-mesh writes for the node: a conflist for the reference
-`bridge` plugin on kbr0 with `host-local` IPAM over the node's pod subnet.
+`bridge` plugin on kbr0 with `host-local` IPAM over the node's pod subnets:
+one range set per family (IPv4 first), so a dual-stack pod gets an address
+of each, and a default route per family (0.0.0.0/0, ::/0) via that family's
+gateway.
 
 kbr0 is made by ovs-mesh with exactly the gateway/prefix of the IPAM range,
 which is what the bridge plugin (isGateway) requires to accept an existing
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 from ovs_mesh.files import write_atomic
 
@@ -20,8 +23,17 @@ BRIDGE_NAME = "kbr0"
 CNI_VERSION = "1.0.0"
 
 
-def conflist(subnet: IPv4Network, mtu: int, bridge: str = BRIDGE_NAME) -> dict:
+def _range(subnet) -> dict:
     gateway = subnet.network_address + 1
+    return {"subnet": str(subnet), "rangeStart": str(gateway + 1), "gateway": str(gateway)}
+
+
+def conflist(subnet: IPv4Network | None, mtu: int, subnet6: IPv6Network | None = None,
+             bridge: str = BRIDGE_NAME) -> dict:
+    """`subnet` / `subnet6`: the node's pod subnet of each family (None when
+    the cluster lacks the family; at least one is given)."""
+    subnets = [s for s in (subnet, subnet6) if s is not None]
+    default = {4: "0.0.0.0/0", 6: "::/0"}
     return {
         "cniVersion": CNI_VERSION,
         "name": NETWORK_NAME,
@@ -34,16 +46,15 @@ def conflist(subnet: IPv4Network, mtu: int, bridge: str = BRIDGE_NAME) -> dict:
             "mtu": mtu,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": str(subnet), "rangeStart": str(gateway + 1),
-                             "gateway": str(gateway)}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
+                "ranges": [[_range(s)] for s in subnets],
+                "routes": [{"dst": default[s.version]} for s in subnets],
             },
         }],
     }
 
 
-def render(subnet: IPv4Network, mtu: int) -> str:
-    return json.dumps(conflist(subnet, mtu), indent=2) + "\n"
+def render(subnet: IPv4Network | None, mtu: int, subnet6: IPv6Network | None = None) -> str:
+    return json.dumps(conflist(subnet, mtu, subnet6), indent=2) + "\n"
 
 
 def read(path: str) -> str | None:

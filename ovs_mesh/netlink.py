@@ -12,7 +12,7 @@ import errno
 import socket
 import struct
 import time
-from ipaddress import IPv4Interface
+from ipaddress import ip_address, ip_interface
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -20,6 +20,13 @@ from pyroute2.netlink.exceptions import NetlinkError
 IFF_UP = 0x1
 MAIN_TABLE = 254
 SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
+IFA_F_NODAD, IFA_F_PERMANENT = 0x02, 0x80
+FAMILIES = (socket.AF_INET, socket.AF_INET6)
+IPV6_DEFAULT_METRIC = 1024   # what the kernel gives an IPv6 route added without one
+
+
+def family_of(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +43,9 @@ class Link:
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Route:
-    """An IPv4 route in the main table, as much of it as we set or move."""
-    dst: str                 # "10.244.0.0/16" or "default"
+    """A route in the main table, as much of it as we set or move.  IPv4 or
+    IPv6 by `dst` (an IPv6 default route is "::/0", an IPv4 one "default")."""
+    dst: str                 # "10.244.0.0/16", "fd00:10:244::/56", "default" or "::/0"
     dev: str
     gateway: str | None = None
     src: str | None = None
@@ -50,6 +58,10 @@ class Route:
         if self.scope == SCOPE_LINK and not self.gateway:
             s += " scope link"
         return s + (f" src {self.src}" if self.src else "")
+
+    @property
+    def family(self) -> int:
+        return family_of(self.dst)
 
 
 def _gone(e: NetlinkError) -> bool:
@@ -90,32 +102,39 @@ class Netlink:
                     mac=m.get("IFLA_ADDRESS"))
 
     def addresses(self, name: str) -> tuple[str, ...]:
-        """IPv4 addresses of a link as "ip/prefix", sorted."""
+        """The addresses of a link as "ip/prefix", sorted: every IPv4 one and
+        the permanent global IPv6 ones (not the kernel's link-local fe80::,
+        not SLAAC/temporary addresses, which the kernel manages)."""
         idx = self._index(name)
         if idx is None:
             return ()
-        return tuple(sorted(f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}"
-                            for a in self.ipr.get_addr(family=socket.AF_INET, index=idx)))
+        out = [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in self.ipr.get_addr(family=socket.AF_INET, index=idx)]
+        out += [f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in self.ipr.get_addr(family=socket.AF_INET6, index=idx)
+                if a["scope"] == SCOPE_UNIVERSE and (a.get("IFA_FLAGS") or a["flags"]) & IFA_F_PERMANENT]
+        return tuple(sorted(out))
 
     def link_with_address(self, ip: str) -> str | None:
-        for a in self.ipr.get_addr(family=socket.AF_INET):
-            if a.get("IFA_ADDRESS") == ip:
+        want = ip_address(ip)
+        for a in self.ipr.get_addr(family=family_of(ip)):
+            if ip_address(a.get("IFA_ADDRESS")) == want:
                 return self._names().get(a["index"])
         return None
 
     def routes(self, proto: int | None = None, dev: str | None = None) -> list[Route]:
-        """IPv4 unicast routes of the main table, optionally filtered."""
+        """IPv4 and IPv6 unicast routes of the main table, optionally filtered."""
         names = self._names()
         out = []
-        for r in self.ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-            if r["type"] != 1 or (proto is not None and r["proto"] != proto):
-                continue
-            oif = names.get(r.get("RTA_OIF"))
-            if oif is None or (dev is not None and oif != dev):
-                continue
-            dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else "default"
-            out.append(Route(dst=dst, dev=oif, gateway=r.get("RTA_GATEWAY"), src=r.get("RTA_PREFSRC"),
-                             scope=r["scope"], proto=r["proto"], metric=r.get("RTA_PRIORITY")))
+        for family in FAMILIES:
+            for r in self.ipr.get_routes(family=family, table=MAIN_TABLE):
+                if r["type"] != 1 or (proto is not None and r["proto"] != proto):
+                    continue
+                oif = names.get(r.get("RTA_OIF"))
+                if oif is None or (dev is not None and oif != dev):
+                    continue
+                default = "default" if family == socket.AF_INET else "::/0"
+                dst = f"{r.get('RTA_DST')}/{r['dst_len']}" if r["dst_len"] else default
+                out.append(Route(dst=dst, dev=oif, gateway=r.get("RTA_GATEWAY"), src=r.get("RTA_PREFSRC"),
+                                 scope=r["scope"], proto=r["proto"], metric=r.get("RTA_PRIORITY")))
         return sorted(out)
 
     # --- writes ----------------------------------------------------------
@@ -157,14 +176,18 @@ class Netlink:
                 raise
 
     def add_address(self, name: str, cidr: str) -> None:
-        i = IPv4Interface(cidr)
-        self.ipr.addr("replace", index=self._index(name), address=str(i.ip), prefixlen=i.network.prefixlen)
+        """IPv6 addresses are added with IFA_F_NODAD: usable at once (no
+        "tentative" second of duplicate detection); they are unique by
+        construction (a node's gateway6, or an address moving between links)."""
+        i = ip_interface(cidr)
+        kw = {"flags": IFA_F_NODAD} if i.version == 6 else {}
+        self.ipr.addr("replace", index=self._index(name), address=str(i.ip), prefixlen=i.network.prefixlen, **kw)
 
     def del_address(self, name: str, cidr: str) -> None:
         idx = self._index(name)
         if idx is None:
             return
-        i = IPv4Interface(cidr)
+        i = ip_interface(cidr)
         try:
             self.ipr.addr("del", index=idx, address=str(i.ip), prefixlen=i.network.prefixlen)
         except NetlinkError as e:
@@ -173,7 +196,7 @@ class Netlink:
 
     def _route_kw(self, r: Route) -> dict:
         kw = {"dst": "0.0.0.0/0" if r.dst == "default" else r.dst, "oif": self._index(r.dev),
-              "table": MAIN_TABLE, "proto": r.proto, "scope": r.scope}
+              "table": MAIN_TABLE, "proto": r.proto, "scope": r.scope, "family": r.family}
         if r.gateway:
             kw["gateway"] = r.gateway
         if r.src:
@@ -195,12 +218,16 @@ class Netlink:
                 raise
 
     def announce(self, name: str, ip: str) -> None:
-        """Send a gratuitous ARP for `ip` from link `name`, so that neighbours
+        """Send a gratuitous ARP (IPv4) or an unsolicited neighbour
+        advertisement (IPv6) for `ip` from link `name`, so that neighbours
         re-learn the MAC after an address moved between links."""
         link = self.link(name)
         if link is None or not link.mac:
             return
         mac = bytes.fromhex(link.mac.replace(":", ""))
+        if family_of(ip) == socket.AF_INET6:
+            _unsolicited_na(name, link.index, ip, mac)
+            return
         addr = socket.inet_aton(ip)
         frame = (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
                  + mac + addr + b"\x00" * 6 + addr)
@@ -215,3 +242,15 @@ class Netlink:
             if link is not None or time.monotonic() > deadline:
                 return link
             time.sleep(0.05)
+
+
+def _unsolicited_na(name: str, index: int, ip: str, mac: bytes) -> None:
+    """RFC 4861 7.2.6: an NA to all-nodes, Override set, with the target
+    link-layer address option; the kernel fills in the ICMPv6 checksum."""
+    na = (struct.pack("!BBHI", 136, 0, 0, 0x20000000) + ip_address(ip).packed
+          + struct.pack("!BB", 2, 1) + mac)
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, name.encode())
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.bind((ip, 0, 0, 0))
+        s.sendto(na, ("ff02::1", 0, 0, index))

@@ -49,6 +49,13 @@ class Result:
                 "seconds": round(self.seconds, 4)}
 
 
+def underlay_family(config: Config) -> str:
+    """"ipv4"/"ipv6": the family of the local node's IP, which the tunnels'
+    outer header uses; "ipv4" when the node is not in the config (teardown)."""
+    node = config.node(config.local.node)
+    return node.underlay_family if node is not None else "ipv4"
+
+
 class ReconcileError(NotOurs):
     """Apply refused: something it would have to change is not ours."""
 
@@ -68,8 +75,10 @@ class Reconciler:
                         owned.refusal)
 
     def pod_mtu(self) -> int:
+        """The underlay MTU minus the tunnel's overhead over the underlay's
+        family (an IPv6 outer header is 20 bytes longer), or cluster.mtu."""
         underlay = self.host.underlay_mtu() if self.host is not None else DEFAULT_UNDERLAY_MTU
-        return self.config.cluster.pod_mtu(underlay)
+        return self.config.cluster.pod_mtu(underlay, underlay_family(self.config))
 
     def desired(self, observed: Observed, pod_mtu: int | None = None) -> OvsState:
         return desired_mod.build(self.config, pod_mtu or self.pod_mtu(), observed.ofports)

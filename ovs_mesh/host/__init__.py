@@ -12,8 +12,9 @@ The objects are the frozen types of model.py.  What is ours, and how we know it:
   routes        route protocol ROUTE_PROTO (109, "ovs-mesh"; unused in rt_protos)
   sysctls       the previous value of every sysctl we changed is kept in
                 <ovs rundir>/ovs-mesh.host.json (saved.py); teardown restores only those
-  nftables      the tables `ip ovs_mesh` (masquerade) and `bridge ovs_mesh`
-                (anti-spoofing on kbr0's pod ports), whole
+  nftables      the tables `inet ovs_mesh` (masquerade of each family, ICMPv6
+                redirects dropped; it replaces older versions' `ip ovs_mesh`) and
+                `bridge ovs_mesh` (anti-spoofing on kbr0's pod ports), whole
   CNI file      its "name": "ovs-mesh"
   underlay      OVS rows tagged external_ids ovs-mesh=underlay, written through
                 the OVSDB client we are given; the addresses and routes of its

@@ -1,8 +1,9 @@
 """Executes host changes: one applier per kind, run in an order that keeps the
-node reachable: the underlay bridge's rows and links first, addresses and
-routes (a route moves before the address it leaves), settings (the previous
-value saved before the first write), nftables and the CNI file, then kbr0's
-deletion and the underlay rows' deletion last.  Every step is an idempotent
+node reachable: the underlay bridge's rows and links first, settings (the
+previous value saved before the first write; kbr0's disable_ipv6=0 before its
+IPv6 address), addresses and routes (a route moves before the address it
+leaves), nftables (a new table before the old one goes) and the CNI file, then
+kbr0's deletion and the underlay rows' deletion last.  Every step is an idempotent
 ensure or delete, so an interrupted apply is finished by the next one."""
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ..netlink import Netlink
 from ..underlay import set_tx_checksum
 from . import saved as saved_mod
 from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
-                    LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
+                    LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
 from .observe import read_setting, sysctl_path, underlay_of
 
 LOG = logging.getLogger(__name__)
@@ -47,11 +48,11 @@ class HostApplier:
             saved_mod.save(self.rundir, saved)
         for c in _pick(changes, (Kbr, Enslaved, LinkUp), "add", "modify"):
             self.link(c.new)
+        saved = self.settings(_pick(changes, (Sysctl, Offload), "add", "modify"), saved, teardown)
         self.addresses_and_routes(_pick(changes, Address, "add", "modify", "delete"),
                                   _pick(changes, HostRoute, "add", "modify", "delete"))
-        saved = self.settings(_pick(changes, (Sysctl, Offload), "add", "modify"), saved, teardown)
         for c in changes:
-            if isinstance(c.obj, (Masquerade, AntiSpoof)):
+            if isinstance(c.obj, (Masquerade, LegacyMasquerade, AntiSpoof)):
                 self.nft(c)
             elif isinstance(c.obj, CniFile):
                 cni.remove(c.old.path) if c.action == "delete" else cni.write(c.new.path, c.new.content)
@@ -127,9 +128,11 @@ class HostApplier:
             set_tx_checksum(s.interface, s.value)
 
     def nft(self, c: HostChange) -> None:
-        if isinstance(c.obj, Masquerade):
+        if isinstance(c.obj, LegacyMasquerade):   # only ever deleted
+            family, ruleset = nft.LEGACY_MASQ_FAMILY, None
+        elif isinstance(c.obj, Masquerade):
             family = nft.MASQ_FAMILY
-            ruleset = c.new and nft.masquerade_ruleset(c.new.cidr)
+            ruleset = c.new and nft.masquerade_ruleset(c.new.cidrs.split(), KBR if c.new.redirects_off else None)
         else:
             family = nft.ANTISPOOF_FAMILY
             scoped = nft.bridge_meta_supported()

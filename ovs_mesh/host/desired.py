@@ -4,13 +4,14 @@ settings are restored only where they still exist).  No I/O."""
 from __future__ import annotations
 
 import dataclasses
+from ipaddress import IPv6Address
 
 from topology.config import ConfigError
 from topology.errors import NotOurs, Problem
 from topology.model import Config
 
 from .. import cni
-from ..netlink import SCOPE_LINK, Route
+from ..netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
 from ..state import BRIDGE
 from ..underlay import desired_ovs
 from .model import (KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostObject, HostRoute,
@@ -18,16 +19,39 @@ from .model import (KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, Hos
                     UnderlayPort)
 
 
-def wanted_sysctls() -> tuple[Sysctl, ...]:
-    """Forwarding on; no ICMP redirects from kbr0 (the kernel ORs kbr0 with `all`)."""
-    return (Sysctl("net.ipv4.ip_forward", "1"), Sysctl("net.ipv4.conf.all.send_redirects", "0"),
-            Sysctl(f"net.ipv4.conf.{KBR}.send_redirects", "0"))
+def wanted_sysctls(families=("ipv4",)) -> tuple[Sysctl, ...]:
+    """Per cluster family: forwarding on.  IPv4: no ICMP redirects from kbr0
+    (the kernel ORs kbr0 with `all`).  IPv6 has no `send_redirects`: the
+    redirects are dropped in our `inet` table instead (nft.py); IPv6 on kbr0
+    is switched on (a host whose default is disable_ipv6=1 would leave kbr0
+    without its gateway6).  obr0 needs no IPv6 of its own: as a port of kbr0
+    it only carries frames."""
+    out: list[Sysctl] = []
+    if "ipv4" in families:
+        out += [Sysctl("net.ipv4.ip_forward", "1"), Sysctl("net.ipv4.conf.all.send_redirects", "0"),
+                Sysctl(f"net.ipv4.conf.{KBR}.send_redirects", "0")]
+    if "ipv6" in families:
+        out += [Sysctl("net.ipv6.conf.all.forwarding", "1"), Sysctl(f"net.ipv6.conf.{KBR}.disable_ipv6", "0")]
+    return tuple(out)
+
+
+def accept_ra(link: str) -> str:
+    return f"net.ipv6.conf.{link}.accept_ra"
 
 
 def gateway_mac(gw) -> str:
-    """A stable MAC for kbr0 (0a:58 + the gateway IP, as ovn-kubernetes does),
-    so the bridge keeps its address when pods (ports) come and go."""
-    return "0a:58:" + ":".join(f"{b:02x}" for b in gw.packed)
+    """A stable MAC for kbr0 (0a:58 + the gateway IP, as ovn-kubernetes does;
+    the last 4 bytes of an IPv6 gateway), so the bridge keeps its address
+    when pods (ports) come and go."""
+    return "0a:58:" + ":".join(f"{b:02x}" for b in gw.packed[-4:])
+
+
+def link_local(mac: str) -> IPv6Address:
+    """The EUI-64 link-local address the kernel gives a link with `mac`
+    (addr_gen_mode eui64, the default): kbr0's, which pods must not claim."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
 
 
 def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bool = False) -> HostState:
@@ -46,28 +70,51 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
     if u is not None and not teardown:
         ovs = desired_ovs(u.bridge, u.interface, facts.underlay_mtu)
         want += [UnderlayBridge(ovs.bridge), *(UnderlayPort(p) for p in ovs.ports)]
-    node = config.local_node
-    gw = node.gateway
+    node, cluster = config.local_node, config.cluster
+    families = cluster.families
+    gws = [node.gateway] if node.subnet is not None else []
+    gws += [node.gateway6] if node.subnet6 is not None else []
+    mac = gateway_mac(gws[0]) if gws else None
     if not teardown:
-        want.append(Kbr(pod_mtu, gateway_mac(gw)))
+        want.append(Kbr(pod_mtu, mac))
         if config.local.datapath != "dummy":  # dummy: obr0 has no kernel device
             want.append(Enslaved(BRIDGE))
         if u is not None:
             want.append(LinkUp(u.bridge))
-        want.append(Address(f"{gw}/{config.cluster.node_prefix}", KBR))
+    want += _settings(observed, teardown, families)   # before the addresses: kbr0's disable_ipv6
+    if not teardown:
+        if node.subnet is not None:
+            want.append(Address(f"{node.gateway}/{cluster.node_prefix}", KBR))
+        if node.subnet6 is not None:
+            want.append(Address(f"{node.gateway6}/{cluster.node_prefix6}", KBR))
     want += _moved_addresses(observed, teardown)
     if not teardown:
-        want.append(HostRoute(Route(dst=str(config.cluster.cidr), dev=KBR, src=str(gw), scope=SCOPE_LINK,
-                                    proto=ROUTE_PROTO)))
+        want += cluster_routes(config)
     want += _moved_routes(observed, teardown, {w.key for w in want if isinstance(w, HostRoute)})
-    want += _settings(observed, teardown)
     if not teardown:
-        cidr = str(config.cluster.cidr)
-        if config.cluster.masquerade:
-            want.append(Masquerade(cidr))
-        want.append(AntiSpoof(str(node.subnet), str(gw), BRIDGE))
-        want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu)))
+        masq = " ".join(str(c) for c in cluster.cidrs) if cluster.masquerade else ""
+        if masq or "ipv6" in families:
+            want.append(Masquerade(masq, redirects_off="ipv6" in families))
+        gateways = [*(str(g) for g in gws), *([str(link_local(mac))] if node.subnet6 is not None else [])]
+        want.append(AntiSpoof(",".join(str(s) for s in node.subnets), ",".join(gateways), BRIDGE))
+        want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6)))
     return HostState(tuple(want), facts)
+
+
+def cluster_routes(config: Config) -> list[HostRoute]:
+    """`cidr dev kbr0` per family, with our protocol and kbr0's address as the
+    source (node -> pod traffic comes from the gateway, never the underlay
+    IP).  IPv6 has no route scope (always universe) and the kernel gives a
+    route without a metric 1024: both are stated so the observed route
+    compares equal."""
+    node, out = config.local_node, []
+    if config.cluster.cidr is not None and node.subnet is not None:
+        out.append(HostRoute(Route(dst=str(config.cluster.cidr), dev=KBR, src=str(node.gateway),
+                                   scope=SCOPE_LINK, proto=ROUTE_PROTO)))
+    if config.cluster.cidr6 is not None and node.subnet6 is not None:
+        out.append(HostRoute(Route(dst=str(config.cluster.cidr6), dev=KBR, src=str(node.gateway6),
+                                   proto=ROUTE_PROTO, metric=IPV6_DEFAULT_METRIC)))
+    return out
 
 
 def _moved_addresses(observed: HostState, teardown: bool) -> list[Address]:
@@ -94,12 +141,22 @@ def _moved_routes(observed: HostState, teardown: bool, taken: set) -> list[HostR
     return out
 
 
-def _settings(observed: HostState, teardown: bool) -> list[Setting]:
-    """Ours while applied; on teardown the saved values of those that still exist."""
+def _settings(observed: HostState, teardown: bool, families) -> list[Setting]:
+    """Ours while applied; on teardown the saved values of those that still exist.
+
+    IPv6 forwarding makes the kernel ignore router advertisements where
+    accept_ra is 1 (a router does not learn its routes from RAs); a link that
+    learns routes from RAs (facts.ra_links) gets accept_ra=2 ("even when
+    forwarding"), so the node keeps its RA-learned default route.  A link
+    where accept_ra is 0 is left as it is."""
     if teardown:
         present = {(s.kind, s.key) for s in observed.of(Sysctl, Offload)}
         return [s for s in observed.facts.saved if (s.kind, s.key) in present]
-    out: list[Setting] = list(wanted_sysctls())
+    out: list[Setting] = list(wanted_sysctls(families))
+    if "ipv6" in families:
+        ra = {accept_ra(l) for l in observed.facts.ra_links}
+        ra |= {s.name for s in observed.facts.saved if isinstance(s, Sysctl) and s.name.endswith(".accept_ra")}
+        out += [Sysctl(s.name, "2") for s in observed.of(Sysctl) if s.name in ra and s.value in ("1", "2")]
     u = observed.facts.underlay
     if u is not None and any(o.interface == u.interface for o in observed.of(Offload)):
         out.append(Offload(u.interface, "off"))

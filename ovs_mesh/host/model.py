@@ -21,7 +21,7 @@ from ..state import BridgeSpec, PortSpec
 KBR = "kbr0"                 # the Linux bridge pods attach to (cni.BRIDGE_NAME)
 ALIAS = "ovs-mesh"           # kbr0's IFLA_IFALIAS: the tag that makes it ours
 ROUTE_PROTO = 109            # route protocol of our routes (unused in rt_protos)
-NFT_TABLE = "ovs_mesh"       # our nftables tables: `ip ovs_mesh`, `bridge ovs_mesh`
+NFT_TABLE = "ovs_mesh"       # our nftables tables: `inet ovs_mesh`, `bridge ovs_mesh`
 
 
 class _Obj:
@@ -69,7 +69,7 @@ class LinkUp(_Obj):
 
 @dataclasses.dataclass(frozen=True)
 class Address(_Obj):
-    """An IPv4 address ("ip/prefix") on a link; keyed by the address, so a move is a modify."""
+    """An IPv4 or IPv6 address ("ip/prefix") on a link; keyed by the address, so a move is a modify."""
     kind, KEY, LABEL = "address", "cidr", "{cidr} dev {dev}"
     cidr: str
     dev: str
@@ -114,9 +114,26 @@ Setting = Union[Sysctl, Offload]
 
 @dataclasses.dataclass(frozen=True)
 class Masquerade(_Obj):
-    """nftables table `ip ovs_mesh`: masquerade `cidr` leaving the cluster range
-    ("" when observed without our rule)."""
-    kind, KEY_VALUE = "masquerade", NFT_TABLE
+    """nftables table `inet ovs_mesh`: masquerade each of `cidrs` (one per
+    family, space-separated; "" with cluster.masquerade off) leaving the
+    cluster range, and (`redirects_off`, an IPv6 cluster) drop the ICMPv6
+    redirects the node would send to pods through kbr0 ("?" fields when
+    observed without our rule)."""
+    kind, KEY_VALUE = "masquerade", f"inet {NFT_TABLE}"
+    cidrs: str
+    redirects_off: bool = False
+
+    @property
+    def label(self) -> str:
+        what = self.cidrs or "no masquerade"
+        return what + (", no ICMPv6 redirects" if self.redirects_off else "") + f" (nft table inet {NFT_TABLE})"
+
+
+@dataclasses.dataclass(frozen=True)
+class LegacyMasquerade(_Obj):
+    """The IPv4-only `ip ovs_mesh` table older versions wrote: ours by its
+    name, never desired, so the diff deletes it (`inet ovs_mesh` replaces it)."""
+    kind, KEY_VALUE = "masquerade", f"ip {NFT_TABLE}"
     cidr: str
 
     @property
@@ -127,8 +144,11 @@ class Masquerade(_Obj):
 @dataclasses.dataclass(frozen=True)
 class AntiSpoof(_Obj):
     """nftables table `bridge ovs_mesh`: frames from kbr0's pod ports (all but
-    `gateway_port`) with an IPv4 or ARP sender outside `subnet`, or claiming
-    `gateway`, are dropped ("" fields when observed without our rule)."""
+    `gateway_port`) with an IPv4/ARP or IPv6/ND sender outside the node's
+    subnets or claiming one of the gateway's addresses are dropped.  `subnet`
+    and `gateway` are comma-separated, IPv4 first (gateway: kbr0's address of
+    each family and its IPv6 link-local one); "" fields when observed without
+    our rule."""
     kind, KEY_VALUE = "antispoof", NFT_TABLE
     subnet: str
     gateway: str
@@ -161,8 +181,8 @@ class UnderlayPort(_Obj):
     spec: PortSpec
 
 
-HostObject = Union[Kbr, Enslaved, LinkUp, Address, HostRoute, Sysctl, Offload, Masquerade, AntiSpoof,
-                   CniFile, UnderlayBridge, UnderlayPort]
+HostObject = Union[Kbr, Enslaved, LinkUp, Address, HostRoute, Sysctl, Offload, Masquerade, LegacyMasquerade,
+                   AntiSpoof, CniFile, UnderlayBridge, UnderlayPort]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,6 +199,7 @@ class HostFacts:
     underlay_mtu: int | None = None           # the underlay interface's MTU; None: it does not exist
     saved: tuple[Setting, ...] = ()           # previous values of the settings we changed
     foreign: tuple[str, ...] = ()             # what we would have to write but is not ours
+    ra_links: tuple[str, ...] = ()            # links with IPv6 routes learned from router advertisements
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,14 +13,14 @@ from ..netlink import Netlink
 from ..state import BRIDGE
 from ..underlay import tx_checksum
 from . import saved as saved_mod
-from .desired import wanted_sysctls
+from .desired import accept_ra, wanted_sysctls
 from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
-                    HostRoute, HostState, Kbr, LinkUp, Masquerade, Offload, Sysctl, Underlay,
-                    UnderlayBridge, UnderlayPort)
+                    HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl,
+                    Underlay, UnderlayBridge, UnderlayPort)
 
 SYSCTL_ROOT = "/proc/sys"
 DEFAULT_MTU = 1500
-RTPROT_KERNEL = 2
+RTPROT_KERNEL, RTPROT_RA = 2, 9
 
 
 def sysctl_path(name: str) -> str:
@@ -98,10 +98,12 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     for dev in underlay_devs:
         objects += [Address(a, dev) for a in nl.addresses(dev)]
     objects += [HostRoute(r) for r in nl.routes(proto=ROUTE_PROTO)]
-    for dev in underlay_devs:
-        objects += [HostRoute(r) for r in nl.routes(dev=dev) if r.proto not in (RTPROT_KERNEL, ROUTE_PROTO)]
+    for dev in underlay_devs:   # RA-learned routes stay where the kernel keeps them
+        objects += [HostRoute(r) for r in nl.routes(dev=dev) if r.proto not in (RTPROT_KERNEL, RTPROT_RA, ROUTE_PROTO)]
+    ra_links = tuple(sorted({r.dev for r in nl.routes(proto=RTPROT_RA)})) if "ipv6" in config.cluster.families else ()
 
-    settings: dict = {(s.kind, s.key): s for s in (*wanted_sysctls(), *saved.restore)}
+    wanted = (*wanted_sysctls(config.cluster.families), *(Sysctl(accept_ra(l), "") for l in ra_links))
+    settings: dict = {(s.kind, s.key): s for s in (*wanted, *saved.restore)}
     if u is not None:
         settings.setdefault(("offload", u.interface), Offload(u.interface, ""))
     for s in settings.values():
@@ -109,9 +111,12 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
         if cur is not None:
             objects.append(type(s)(s.key, cur))
 
-    cidr = nft.observe_masquerade()
-    if cidr is not None:
-        objects.append(Masquerade(cidr))
+    legacy = nft.observe_legacy_masquerade()
+    if legacy is not None:
+        objects.append(LegacyMasquerade(legacy))
+    masq = nft.observe_masquerade()
+    if masq is not None:
+        objects.append(Masquerade(*masq))
     spoof = nft.observe_antispoof()
     if spoof is not None:
         objects.append(AntiSpoof(*spoof))
@@ -124,5 +129,5 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     elif content is not None:
         objects.append(CniFile(path, content))
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
-                      saved=saved.restore, foreign=tuple(foreign))
+                      saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links)
     return HostState(tuple(objects), facts)

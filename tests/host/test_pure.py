@@ -46,11 +46,11 @@ OUR_ROUTE = HostRoute(Route("10.244.0.0/16", "kbr0", src="10.244.1.1", scope=253
 def test_fresh_node_plan_lines_in_apply_order():
     changes = diff_host(converged(config()), HostState())
     assert lines(changes) == [
-        "+ link kbr0 (bridge, mtu 1450)", "+ link obr0 master kbr0", "+ address 10.244.1.1/24 dev kbr0",
-        "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
+        "+ link kbr0 (bridge, mtu 1450)", "+ link obr0 master kbr0",
         "+ sysctl net.ipv4.ip_forward=1", "+ sysctl net.ipv4.conf.all.send_redirects=0",
-        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0",
-        "+ masquerade 10.244.0.0/16 (nft table ip ovs_mesh)",
+        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ address 10.244.1.1/24 dev kbr0",
+        "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
+        "+ masquerade 10.244.0.0/16 (nft table inet ovs_mesh)",
         "+ antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)", f"+ cni {CNI}"]
     assert changes[0].as_dict() == {"action": "add", "kind": "link", "name": "kbr0 (bridge, mtu 1450)"}
     want = converged(config())
@@ -115,7 +115,7 @@ def test_modify_and_delete():
     assert got[0] == "~ link kbr0 (bridge, mtu 1500) -> kbr0 (bridge, mtu 1450)"
     assert f"~ cni {CNI}" in got
     assert got[-2:] == ["- route 10.245.0.0/16 dev kbr0 scope link src 10.244.1.1",
-                        "- masquerade 10.244.0.0/16 (nft table ip ovs_mesh)"]
+                        "- masquerade 10.244.0.0/16 (nft table inet ovs_mesh)"]
 
 
 def test_teardown_restores_saved_settings_and_deletes_ours_in_reverse():
@@ -131,12 +131,12 @@ def test_teardown_restores_saved_settings_and_deletes_ours_in_reverse():
                       AntiSpoof("10.244.1.0/24", "10.244.1.1", "obr0"), CniFile(CNI, "{}")), facts)
     got = lines(diff_host(desired_host(config(datapath="netdev", underlay=True), 1450, have, True), have))
     assert got == [
-        "~ address 192.168.56.11/24 dev br-phy -> 192.168.56.11/24 dev eth1",
-        "~ route default via 192.168.56.1 dev br-phy -> default via 192.168.56.1 dev eth1",
         "~ sysctl net.ipv4.ip_forward=1 -> net.ipv4.ip_forward=0",
         "~ offload eth1 tx-checksumming off -> eth1 tx-checksumming on",
+        "~ address 192.168.56.11/24 dev br-phy -> 192.168.56.11/24 dev eth1",
+        "~ route default via 192.168.56.1 dev br-phy -> default via 192.168.56.1 dev eth1",
         f"- cni {CNI}", "- antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)",
-        "- masquerade 10.244.0.0/16 (nft table ip ovs_mesh)",
+        "- masquerade 10.244.0.0/16 (nft table inet ovs_mesh)",
         "- route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1", "- address 10.244.1.1/24 dev kbr0",
         "- link kbr0 (bridge, mtu 1450)", "- underlay port eth1", "- underlay bridge br-phy"]
     # all.send_redirects was not saved (it was 0 before us): it stays as it is; obr0 and br-phy
@@ -170,9 +170,9 @@ def test_cni_write_is_atomic_and_only_when_different(tmp_path):
 
 
 def test_nft_rulesets_name_their_parameters():
-    rules = nft.masquerade_ruleset("10.244.0.0/16")
+    rules = nft.masquerade_ruleset(["10.244.0.0/16"])
     assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in rules
-    assert "table ip ovs_mesh" in rules
+    assert "table inet ovs_mesh" in rules and "redirect" not in rules
     spoof = nft.antispoof_ruleset("10.244.1.0/24", "10.244.1.1", "obr0", "kbr0")
     assert "table bridge ovs_mesh" in spoof and 'comment "ovs-mesh antispoof 10.244.1.0/24 10.244.1.1 obr0"' in spoof
     pod = 'meta ibrname "kbr0" iifname != "obr0"'

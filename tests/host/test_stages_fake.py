@@ -116,7 +116,8 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(observe, "tx_checksum", lambda i: offload.get(i))
     monkeypatch.setattr("ovs_mesh.host.apply.set_tx_checksum", lambda i, v: offload.__setitem__(i, v))
     tables: dict[str, str] = {}
-    monkeypatch.setattr(nft, "observe_masquerade", lambda: tables.get("ip"))
+    monkeypatch.setattr(nft, "observe_masquerade", lambda: (tables["inet"], False) if "inet" in tables else None)
+    monkeypatch.setattr(nft, "observe_legacy_masquerade", lambda: tables.get("ip"))
     monkeypatch.setattr(nft, "observe_antispoof",
                         lambda: tuple(tables["bridge"].split()) if "bridge" in tables else None)
     monkeypatch.setattr(nft, "bridge_meta_supported", lambda: True)
@@ -176,7 +177,7 @@ def test_apply_converges_and_teardown_restores(host):
     assert [str(r) for r in nl.routes(dev="br-phy")] == ["default via 192.168.56.1 dev br-phy"]
     assert sysctl(host, "net.ipv4.ip_forward") == "1" and sysctl(host, "net.ipv4.conf.kbr0.send_redirects") == "0"
     assert t["offload"] == {"eth1": "off"}
-    assert t["tables"] == {"ip": "10.244.0.0/16", "bridge": "10.244.1.0/24 10.244.1.1 obr0"}
+    assert t["tables"] == {"inet": "10.244.0.0/16", "bridge": "10.244.1.0/24 10.244.1.1 obr0"}
     saved = json.loads((t["tmp"] / "ovs-mesh.host.json").read_text())
     assert saved == {"restore": {"sysctl:net.ipv4.ip_forward": "0", "sysctl:net.ipv4.conf.all.send_redirects": "1",
                                  "offload:eth1": "on"},
@@ -186,8 +187,8 @@ def test_apply_converges_and_teardown_restores(host):
     (t["root"] / "net" / "ipv4" / "ip_forward").write_text("0")
     nl.del_route(next(r for r in nl.routes(proto=109)))
     assert [str(c) for c in host.plan(mtu, teardown=False)] == [
-        "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
-        "~ sysctl net.ipv4.ip_forward=0 -> net.ipv4.ip_forward=1"]
+        "~ sysctl net.ipv4.ip_forward=0 -> net.ipv4.ip_forward=1",
+        "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1"]
     host.apply(host.plan(mtu, teardown=False), teardown=False)
     assert host.plan(mtu, teardown=False) == []
     assert json.loads((t["tmp"] / "ovs-mesh.host.json").read_text())["restore"]["sysctl:net.ipv4.ip_forward"] == "0"
