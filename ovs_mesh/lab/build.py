@@ -16,13 +16,16 @@ import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from topology.nodes import node_subnets_of
+
 from . import agents
 from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underlay_cidr
 from .pods import add_pod, addresses
 from .resources import del_netns, netns_list, release
 from .state import NAME_RE, LabExists, LabState, Node
 from .topology import (IP_FAMILIES, allocate_all, cluster_of, lab_cidr, make_topology, read_yaml, subnet_value,
-                       subnets_of, write_yaml)
+                       write_yaml)
 
 
 def default_underlay(ip_family: str) -> str:
@@ -229,8 +232,8 @@ def add_node(st: LabState, progress=print, wait: bool = True) -> Node:
         progress(f"{n.name}: ovs-mesh agent pid {pid}: waiting for {n.name} in the topology")
     topo = read_yaml(st.topology_path)
     entries = topo.setdefault("nodes", [])
-    taken = [subnets_of(e.get("subnet")) for e in entries]
-    subnet = subnet_value(allocate_all(cluster_of(topo), taken + [[]])[-1])
+    taken = [node_subnets_of(e.get("subnet")) for e in entries]
+    subnet = subnet_value(allocate_all(cluster_of(topo), taken + [{}])[-1])
     entries.append({"name": n.name, "ip": n.ip, "subnet": subnet})
     write_yaml(st.topology_path, topo)   # agents everywhere follow from here
     st.params["nodes"] = len(entries)

@@ -12,7 +12,7 @@ node's `subnet` is a plain string for one family and a list [v4, v6] for two.
 from __future__ import annotations
 
 import io
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network
 
 from topology.allocate import allocate
 from ovs_mesh.files import write_atomic
@@ -48,18 +48,10 @@ def make_topology(nodes: list[tuple[str, str]], tunnel: str = "vxlan", mode: str
     doc = {"cluster": cluster_doc, "source": "file",
            "nodes": [{"name": n, "ip": str(ip)} for n, ip in nodes]}
     config = parse_config(doc, require_local=False)  # validates names, IPs, cluster
-    for entry, subnets in zip(doc["nodes"], allocate_all(config.cluster, [[]] * len(nodes))):
+    for entry, subnets in zip(doc["nodes"], allocate_all(config.cluster, [{}] * len(nodes))):
         entry["subnet"] = subnet_value(subnets)
     parse_config(doc, require_local=False)
     return doc
-
-
-def subnets_of(value) -> list[IPv4Network | IPv6Network]:
-    """A node entry's `subnet` (None, "a", "a,b" or [a, b]) as networks."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list) else str(value).split(",")
-    return [ip_network(str(x).strip()) for x in items]
 
 
 def subnet_value(subnets: list) -> str | list[str]:
@@ -67,17 +59,12 @@ def subnet_value(subnets: list) -> str | list[str]:
     return str(subnets[0]) if len(subnets) == 1 else [str(s) for s in subnets]
 
 
-def allocate_all(cluster: Cluster, current: list[list]) -> list[list]:
+def allocate_all(cluster: Cluster, current: list[dict]) -> list[list]:
     """Every node's subnets (one per cluster family, IPv4 first), lowest free ones where missing.
 
-    `current[i]` lists node i's subnets (any families); existing ones stay.
+    `current[i]` holds node i's subnets by family (topology.nodes.node_subnets_of); existing ones stay.
     """
-    per_family = []
-    for family in cluster.families:
-        version = 4 if family == "ipv4" else 6
-        have = [next((s for s in subs if s.version == version), None) for subs in current]
-        per_family.append(allocate(cluster, have, family) if len(cluster.families) > 1 or family != "ipv4"
-                          else allocate(cluster, have))
+    per_family = [allocate(cluster, [subs.get(f) for subs in current], f) for f in cluster.families]
     return [list(subs) for subs in zip(*per_family)]
 
 

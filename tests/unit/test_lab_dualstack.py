@@ -5,8 +5,9 @@ from ovs_mesh.lab.check import _cells, families_of, render
 from ovs_mesh.lab.nodes import underlay_ip
 from ovs_mesh.lab.pods import address_of
 from ovs_mesh.lab.state import Node
-from ovs_mesh.lab.topology import allocate_all, cluster_of, lab_cidr, make_topology, subnet_value, subnets_of
+from ovs_mesh.lab.topology import allocate_all, cluster_of, lab_cidr, make_topology, subnet_value
 from topology.config import parse_config
+from topology.nodes import node_subnets_of
 
 from tests.helpers import run_cli
 
@@ -42,10 +43,11 @@ def test_ipv6_only_topology_over_an_ipv6_underlay():
 def test_added_node_gets_the_lowest_free_subnet_of_each_family():
     doc = make_topology(V4, cidr=lab_cidr("dual"))
     doc["nodes"][0]["subnet"] = None          # node-1 left: its subnets are free again
-    taken = [subnets_of(e["subnet"]) for e in doc["nodes"][1:]]
-    new = allocate_all(cluster_of({**doc, "nodes": doc["nodes"][1:]}), taken + [[]])[-1]
+    taken = [node_subnets_of(e["subnet"]) for e in doc["nodes"][1:]]
+    new = allocate_all(cluster_of({**doc, "nodes": doc["nodes"][1:]}), taken + [{}])[-1]
     assert subnet_value(new) == ["10.244.0.0/24", "fd00:10:244::/64"]
-    assert subnets_of("10.244.0.0/24,fd00:10:244::/64") == subnets_of(["10.244.0.0/24", "fd00:10:244::/64"])
+    only4 = allocate_all(cluster_of(doc), [node_subnets_of("10.244.7.0/24")])    # gets its IPv6 one
+    assert subnet_value(only4[0]) == ["10.244.7.0/24", "fd00:10:244::/64"]
 
 
 def test_node_addresses_and_defaults():
