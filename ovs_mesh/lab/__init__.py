@@ -4,8 +4,9 @@ Nodes are network namespaces joined by an underlay bridge, each with its own
 ovsdb-server and ovs-vswitchd (userspace datapath), configured by an
 `ovs-mesh agent` per node exactly as a real node is; all agents read the lab's
 one topology file, so editing it changes the lab.  Pods are made by the
-reference CNI `bridge` plugin from the conflist ovs-mesh wrote.  `lab check`
-proves the Kubernetes network model with real packets.
+reference CNI `bridge` plugin from the conflist ovs-mesh wrote (IPv4, IPv6 or
+both: `--ip-family`; the tunnels over an IPv4 or IPv6 underlay: `--underlay`).
+`lab check` proves the Kubernetes network model with real packets, per family.
 
 Modules, by concern:
   state      the record on disk (LabState), a node (Node), LabError/LabExists
