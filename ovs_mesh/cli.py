@@ -13,6 +13,7 @@ import sys
 from ipaddress import IPv4Address, ip_address
 
 from topology.config import ConfigError
+from topology.nodes import missing_subnets
 from topology.errors import InputError, Problem
 
 from .node import load, open_node
@@ -95,8 +96,9 @@ def _with_reconciler(args, fn, teardown: bool = False):
     Teardown needs neither the local node in the inventory nor its subnet: it
     removes what is ours whatever the file says now."""
     config = load(args, require_local=not teardown)
-    if not teardown and config.local_node.subnet is None:
-        raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
+    lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
+    if lacks:
+        raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
     node = open_node(config)
     try:
         return fn(config, node.reconciler())
