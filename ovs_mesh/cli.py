@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dst", metavar="DST", help="destination IPv4 address")
     sp.add_argument("--proto", choices=("ip", "arp", "icmp", "tcp", "udp"), default="icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
-    sp = sub.add_parser("allocate", help="give nodes without a subnet the lowest free one; write the file back")
+    sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
     _add_extra_commands(sub)
     return p
