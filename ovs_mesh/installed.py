@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 
 from topology.model import Cluster, Config, Local, Node
 
-from .desired import Parts, assign_ofports, peer_part, peer_port_name
+from .desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
 from .diff import diff_flows, diff_rows
 from .state import Flow, OvsState, Plan, PortSpec
 
@@ -153,6 +153,25 @@ def delta(installed: Installed, config: Config, names: Iterable[str],
     flows = diff_flows(frozenset().union(*(p.flows for p in want)),
                        frozenset().union(*(p.flows for p in have)))
     return Delta(Plan(ovsdb=tuple(rows), flows=tuple(flows)), parts, nodes)
+
+
+def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | None,
+                  ofports: Mapping[str, int]) -> Parts:
+    """`desired.build_parts`, but a peer whose inputs are the very objects its recorded
+    part was built from (same basis, same Node object, same ofport) keeps that part:
+    `peer_part` is pure, so it would return an equal value.  This makes the periodic
+    full pass cost the observation and the diff, not a rebuild of every peer."""
+    if blocker(installed, config) is not None:
+        return build_parts(config, pod_mtu, ofports)
+    nodes, peers = installed.nodes, installed.peers
+
+    def part(cfg: Config, node: Node, ofport: int | None) -> OvsState:
+        old = peers.get(node.name)
+        if old is not None and nodes.get(node.name) is node and (
+                not old.ports or old.ports[0].ofport_request == ofport):
+            return old
+        return peer_part(cfg, node, ofport)
+    return build_parts(config, pod_mtu, ofports, part)
 
 
 def _ports(parts: list[OvsState]) -> OvsState:

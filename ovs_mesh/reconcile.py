@@ -61,6 +61,8 @@ class Reconciler:
         self.ovsdb = ovsdb
         self.openflow = openflow
         self.host = host  # host networking layer (None: manage OVS only)
+        # config, pod_mtu, ofports -> desired.Parts (the agent passes one that reuses its record)
+        self.build_parts = desired_mod.build_parts
 
     def observe(self) -> Observed:
         owned = self.ovsdb.read(BRIDGE)
@@ -77,7 +79,7 @@ class Reconciler:
         return desired_mod.compose(self.desired_parts(observed, pod_mtu))
 
     def desired_parts(self, observed: Observed, pod_mtu: int | None = None) -> desired_mod.Parts:
-        return desired_mod.build_parts(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
+        return self.build_parts(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
 
     def plan(self, teardown: bool = False, observed: Observed | None = None) -> Result:
         observed = observed or self.observe()

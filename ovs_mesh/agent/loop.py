@@ -36,11 +36,10 @@ import time
 from topology.model import Config
 
 from ..desired import tunnel_port_name
-from ..installed import Installed, blocker, changed_names, delta, node_map
+from ..installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
 from ..reconcile import Result
 from ..sources import Source
 from ..state import OvsState
-from ..status import tunnels as status_tunnels
 from ..status import write_status
 from .metrics import AgentMetrics, MetricsServer
 from .parts import LOG, Inventory, NodeSession, NotReady, SayOnce
@@ -73,7 +72,7 @@ class Agent:
         self.installed: Installed | None = None      # what the last successes installed
         self.full_due = True                         # the next pass must be a full one
         self.epoch = 0      # odd while a pass changes OVS (the watcher does not judge then)
-        self._tunnels: dict[str, tuple[str, str]] = {}   # peer -> (port, health), for the metrics
+        self._tunnels: dict[str, str] = {}   # peer -> its tunnel's health, for the metrics
         self.ready = False
         self._heartbeat = time.monotonic()
         self._ovsdb_seen = None
@@ -176,8 +175,11 @@ class Agent:
             self.epoch += 1
 
     def _full(self, node, config: Config) -> Result:
+        rec = node.reconciler()
+        installed = self.installed
+        rec.build_parts = lambda config, mtu, ofports: parts_reusing(installed, config, mtu, ofports)
         with self._changing():
-            result = node.reconciler().apply()
+            result = rec.apply()
             observed = result.observed
             self.installed = Installed.after_full_pass(config, result.parts, observed.ofports,
                                                        (p.name for p in observed.ovs.ports))
@@ -187,7 +189,8 @@ class Agent:
             # deleted since, and so hide that loss.
             self.expected_flows = len(result.desired.flows)
             self.expected_rows = OvsState(result.desired.bridge, result.desired.ports)
-        self._tunnels = {t["name"]: (t["port"], t["health"]) for t in status_tunnels(config, node.ovsdb)}
+        self._tunnels = {}
+        self._update_tunnels(config, node, list(self.installed.peers))
         return result
 
     def _incremental(self, node, config: Config, due: Pass | str) -> Result | None:
@@ -213,7 +216,7 @@ class Agent:
         return result
 
     def _update_tunnels(self, config: Config, node, names: list[str]) -> None:
-        """The metrics' tunnel states of the peers an incremental pass touched."""
+        """The metrics' tunnel states of the named peers (one pass over the Interface table)."""
         peers = self.installed.peers
         for n in names:
             if n not in peers:
@@ -221,14 +224,13 @@ class Agent:
         ports = {n: (peers[n].ports[0].name if peers[n].ports else tunnel_port_name(config.cluster.tunnel))
                  for n in names if n in peers}
         health = node.ovsdb.health(set(ports.values())) if ports else {}
-        self._tunnels.update({n: (port, health[port].health) for n, port in ports.items()})
+        self._tunnels.update({n: health[port].health for n, port in ports.items()})
 
     def _succeeded(self, config: Config, result, kind: str, why: str, loud: bool, seconds: float) -> None:
         self.reconciles += 1
         n = len(result.changes)
-        tunnels = [(name, health) for name, (_, health) in self._tunnels.items()]
-        self.metrics.record(True, seconds, n, peers=len(tunnels), flows=self.expected_flows or 0,
-                            tunnels=tunnels, kind=kind)
+        self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=self.expected_flows or 0,
+                            tunnels=self._tunnels.items(), kind=kind)
         why = f"{why}; {kind}" if kind != "full" else why
         if self.say.forget("error"):
             LOG.info("reconcile recovered")
@@ -243,7 +245,7 @@ class Agent:
         elif self.say.forget("problems"):
             LOG.info("problems after reconcile are gone")
         write_status(config.local.rundir, result, kind)
-        status = f"converged: {len(tunnels)} peers, {self.expected_flows} flows"
+        status = f"converged: {len(self._tunnels)} peers, {self.expected_flows} flows"
         if not self.ready:
             self.ready = True
             self.notifier.ready(status)

@@ -181,3 +181,21 @@ def test_random_deltas_match_a_full_build(tmp_path, mode):
         want = desired.build(new, 1450, rec.ofports)
         assert rec.rows() == OvsState(want.bridge, want.ports) and flows_of(rec) == want.flows
         assert rec.flow_count == len(want.flows) and rec.ofports["foreign"] == 101
+
+
+@pytest.mark.parametrize("mode", ["flow", "port"])
+def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode):
+    """parts_reusing == build_parts; a peer whose Node object and ofport are the recorded
+    ones keeps its recorded part (no rebuild), any other is rebuilt."""
+    from ovs_mesh.installed import parts_reusing
+
+    cfg = config(tmp_path, 4, mode=mode)
+    rec = Installed.after_full_pass(cfg, desired.build_parts(cfg, 1450), {}, ())
+    moved = nodes_plus(cfg, peer(3, "192.168.56.99"), drop={"node-3"})
+    parts = parts_reusing(rec, moved, 1450, rec.ofports)
+    assert parts == desired.build_parts(moved, 1450, rec.ofports)
+    assert parts.peers["node-2"] is rec.peers["node-2"] and parts.peers["node-4"] is rec.peers["node-4"]
+    assert parts.peers["node-3"] != rec.peers["node-3"]
+    # Not reusable at all when the basis changed.
+    other = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, vni=9))
+    assert parts_reusing(rec, other, 1450, rec.ofports).peers["node-2"] is not rec.peers["node-2"]
