@@ -13,6 +13,7 @@ import sys
 from ipaddress import IPv4Address, ip_address
 
 from topology.config import ConfigError
+from topology.nodes import missing_subnets
 from topology.errors import InputError, Problem
 
 from .node import load, open_node
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dst", metavar="DST", help="destination IPv4 address")
     sp.add_argument("--proto", choices=("ip", "arp", "icmp", "tcp", "udp"), default="icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
-    sp = sub.add_parser("allocate", help="give nodes without a subnet the lowest free one; write the file back")
+    sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
     _add_extra_commands(sub)
     return p
@@ -95,8 +96,9 @@ def _with_reconciler(args, fn, teardown: bool = False):
     Teardown needs neither the local node in the inventory nor its subnet: it
     removes what is ours whatever the file says now."""
     config = load(args, require_local=not teardown)
-    if not teardown and not config.local_node.subnets:
-        raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
+    lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
+    if lacks:
+        raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
     node = open_node(config)
     try:
         return fn(config, node.reconciler())

@@ -7,6 +7,7 @@ import time
 
 from topology.errors import InputError
 from topology.model import Config
+from topology.nodes import missing_subnets
 
 from ..node import NodeClients, connect_ovsdb, open_node
 
@@ -63,8 +64,9 @@ class Inventory:
             return self.good
         self.say.forget("input")
         me = cfg.node(cfg.local.node)
-        if me is None or len(me.subnets) < len(cfg.cluster.families):
-            why = "is not in the topology" if me is None else "has no subnet yet"
+        lacks = None if me is None else missing_subnets(cfg.cluster, me)
+        if me is None or lacks:
+            why = "is not in the topology" if me is None else f"has no {lacks} yet"
             if self.good is not None and self.good.local == cfg.local:
                 self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
                              "topology (%d nodes) installed", cfg.local.node, why, len(self.good.nodes))
@@ -106,10 +108,15 @@ def _kubernetes_source(file_cfg: Config):
     return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300))
 
 
+def clients_key(config: Config) -> tuple:
+    """What the node's clients are built from: everything but the peers."""
+    return (config.cluster, config.local, config.source, config.kubernetes, config.node(config.local.node))
+
+
 class NodeSession:
     """The node's clients across passes: one OVSDB connection, kept while the remote
     stays the same and reconnects within RECREATE_CLIENT_AFTER; the host layer and
-    reconciler rebuilt when the config changes."""
+    reconciler rebuilt when the config changes in more than its peers."""
 
     def __init__(self, connect=None, opener=open_node, clock=time.monotonic):
         self.connect = connect or (lambda local: connect_ovsdb(local, OVSDB_TIMEOUT))
@@ -132,9 +139,13 @@ class NodeSession:
             self.close()
         if self.ovsdb is None:
             self.ovsdb = self.connect(config.local)
-        if self.node is None or self.node.config != config:
+        if self.node is None or clients_key(self.node.config) != clients_key(config):
             self._close_node()
             self.node = self.opener(config, ovsdb=self.ovsdb)
+        elif self.node.config is not config:
+            # Only peers changed: the clients (and the host layer, which depends on the
+            # cluster and the local node only) stay; passes see the new inventory.
+            self.node.config = config
         return self.node
 
     def _close_node(self) -> None:
