@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
-from tests.host.conftest import GATEWAY, GATEWAY6, SUBNET6
+from tests.helpers import wait_for
+from tests.host.conftest import GATEWAY, GATEWAY6, NODE_IP6, SUBNET6, in_ns
 from tests.host.test_host import ok, ping
 
 from ovs_mesh.host import ROUTE_PROTO
@@ -97,3 +99,17 @@ def test_apply_converges_and_teardown_removes_exactly_ours(node6, family):
     assert "fd00:99::/64 via fd00:77::2" in routes and "2001:db8:1::/64 via fe80::1" in routes
     assert global_addrs(node6, node6.underlay, "-6") == ["fd00:77::11/64"]
     assert ok(node6.ctl(family, "teardown")).stdout == ""
+
+
+def test_moved_ipv6_address_is_announced(node6):
+    """After an address moves to another link (the netdev underlay), an
+    unsolicited neighbour advertisement makes the neighbours learn the new MAC."""
+    assert ping(node6.peer_ns, NODE_IP6)
+    node6.sh("ip", "link", "set", node6.underlay, "address", "02:00:5e:00:53:77")
+    node6.sh(sys.executable, "-c", f"from ovs_mesh.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
+                                   f"'{NODE_IP6}')", timeout=60)
+
+    def peer_mac():
+        out = json.loads(in_ns(node6.peer_ns, "ip", "-6", "-j", "neigh", "show", NODE_IP6).stdout)
+        return out and out[0].get("lladdr") == "02:00:5e:00:53:77"
+    wait_for(peer_mac, timeout=10, what="the peer's neighbour entry to follow the new MAC")

@@ -178,3 +178,11 @@ def test_antispoof_ruleset_ipv6():
 def test_kbr0_link_local_is_the_eui64_of_its_mac():
     assert link_local("0a:58:0a:f4:01:01") == IPv6Address(LL)
     assert gateway_mac(IPv6Address("fd00:10:244:1::1")) == "0a:58:00:00:00:01"
+
+
+def test_ipv6_cluster_on_a_kernel_without_ipv6_is_bad_input():
+    from topology.errors import InputError
+    with pytest.raises(InputError) as e:
+        desired_host(config("dual"), 1450, HostState((), HostFacts(ipv6=False)))
+    assert e.value.errors == ["cluster.cidr: fd00:10:244::/56: this kernel has no IPv6 (booted with ipv6.disable=1)"]
+    assert converged(config("ipv4"), facts=HostFacts(ipv6=False)).of(Kbr)   # IPv4 does not need it
