@@ -41,9 +41,17 @@ def accept_ra(link: str) -> str:
 
 def gateway_mac(gw) -> str:
     """A stable MAC for kbr0 (0a:58 + the gateway IP, as ovn-kubernetes does;
-    the last 4 bytes of an IPv6 gateway), so the bridge keeps its address
-    when pods (ports) come and go."""
-    return "0a:58:" + ":".join(f"{b:02x}" for b in gw.packed[-4:])
+    an IPv6 gateway's 128 bits XOR-folded into 32), so the bridge keeps its
+    address when pods (ports) come and go.  Every node's kbr0 must have its
+    own MAC: a node's ND and ARP cross the tunnels into the other nodes' kbr0,
+    and a Linux bridge drops frames that carry its own address as source.  The
+    last 4 bytes of an IPv6 gateway (::1 on every node) would not differ; the
+    fold keeps every bit that tells the node subnets apart (up to 32 of them)."""
+    b = gw.packed
+    if len(b) == 16:
+        b = (int.from_bytes(b[:4], "big") ^ int.from_bytes(b[4:8], "big") ^ int.from_bytes(b[8:12], "big")
+             ^ int.from_bytes(b[12:], "big")).to_bytes(4, "big")
+    return "0a:58:" + ":".join(f"{x:02x}" for x in b[-4:])
 
 
 def link_local(mac: str) -> IPv6Address:

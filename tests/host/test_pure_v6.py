@@ -62,7 +62,7 @@ def test_ipv6_only_node_has_nothing_ipv4():
     assert [s.name for s in want.of(Sysctl)] == ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.kbr0.disable_ipv6"]
     assert want.of(Masquerade) == [Masquerade("fd00:10:244::/56", redirects_off=True)]
     mac = want.of(Kbr)[0].mac
-    assert mac == "0a:58:00:00:00:01"   # the last 4 bytes of fd00:10:244:1::1
+    assert mac == "0a:58:ff:44:00:10"   # fd00:10:244:1::1 folded into 32 bits (XOR of its 4 words)
     assert want.of(AntiSpoof) == [AntiSpoof("fd00:10:244:1::/64", f"fd00:10:244:1::1,{link_local(mac)}", "obr0")]
     conf = json.loads(want.of(CniFile)[0].content)["plugins"][0]["ipam"]
     assert conf["ranges"] == [[{"subnet": "fd00:10:244:1::/64", "rangeStart": "fd00:10:244:1::2",
@@ -177,7 +177,10 @@ def test_antispoof_ruleset_ipv6():
 
 def test_kbr0_link_local_is_the_eui64_of_its_mac():
     assert link_local("0a:58:0a:f4:01:01") == IPv6Address(LL)
-    assert gateway_mac(IPv6Address("fd00:10:244:1::1")) == "0a:58:00:00:00:01"
+    assert gateway_mac(IPv6Address("fd00:10:244:1::1")) == "0a:58:ff:44:00:10"
+    # every node's kbr0 its own MAC (a bridge drops frames from its own address: ND across nodes)
+    macs = {gateway_mac(IPv6Address(f"fd00:10:244:{k:x}::1")) for k in range(256)}
+    assert len(macs) == 256
 
 
 def test_ipv6_cluster_on_a_kernel_without_ipv6_is_bad_input():
