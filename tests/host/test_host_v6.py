@@ -113,3 +113,27 @@ def test_moved_ipv6_address_is_announced(node6):
         out = json.loads(in_ns(node6.peer_ns, "ip", "-6", "-j", "neigh", "show", NODE_IP6).stdout)
         return out and out[0].get("lladdr") == "02:00:5e:00:53:77"
     wait_for(peer_mac, timeout=10, what="the peer's neighbour entry to follow the new MAC")
+
+
+def test_cli_dual_stack_file_apply_and_teardown(node):
+    """The whole command line on a node with OVS (netdev): a dual-stack file in the
+    contract's shape is planned, applied (host side of both families), converged
+    and torn down."""
+    node.config["cluster"]["cidr"] = "10.244.0.0/16,fd00:10:244::/56"
+    for i, n in enumerate(node.config["nodes"], start=1):
+        n["subnet"] = [n["subnet"], f"fd00:10:244:{i}::/64"]
+    node.rewrite()
+    plan = ok(node.cli("plan")).stdout
+    assert "+ address fd00:10:244:1::1/64 dev kbr0" in plan
+    assert "+ route fd00:10:244::/56 dev kbr0 src fd00:10:244:1::1" in plan
+    ok(node.cli("apply"))
+    assert [f"{a['local']}/{a['prefixlen']}" for a in addrs(node, "kbr0", "-6") if a.get("scope") == "global"] \
+        == [f"{GATEWAY6}/64"]
+    assert global_addrs(node, "kbr0", "-4") == [f"{GATEWAY}/24"]
+    assert "ip6 saddr fd00:10:244::/56" in table(node, "inet")
+    assert node.sysctl("net.ipv6.conf.all.forwarding") == "1"
+    assert ping(node.ns, GATEWAY6, timeout=5)
+    assert "no changes" in ok(node.cli("plan")).stdout
+    ok(node.cli("teardown"))
+    assert our_routes(node, "-6") == [] and table(node, "inet") is None
+    assert node.sysctl("net.ipv6.conf.all.forwarding") == "0"
