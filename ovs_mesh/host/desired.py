@@ -56,7 +56,11 @@ def gateway_mac(gw) -> str:
 
 def link_local(mac: str) -> IPv6Address:
     """The EUI-64 link-local address the kernel gives a link with `mac`
-    (addr_gen_mode eui64, the default): kbr0's, which pods must not claim."""
+    (addr_gen_mode eui64, the default): kbr0's, which pods must not claim.
+    On a host whose default addr_gen_mode is another (stable-privacy), kbr0's
+    real link-local differs and is not protected; pods do not route through
+    it (their default route is via gateway6 and kbr0 sends no router
+    advertisements), so a claim of it misleads no pod's routing."""
     b = bytes.fromhex(mac.replace(":", ""))
     iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
     return IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
