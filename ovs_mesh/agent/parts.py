@@ -63,7 +63,7 @@ class Inventory:
             return self.good
         self.say.forget("input")
         me = cfg.node(cfg.local.node)
-        if me is None or not me.subnets:
+        if me is None or me.subnet is None:
             why = "is not in the topology" if me is None else "has no subnet yet"
             if self.good is not None and self.good.local == cfg.local:
                 self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
