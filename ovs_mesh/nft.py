@@ -156,7 +156,8 @@ def antispoof_ruleset(subnet: str, gateway: str, gateway_port: str, bridge: str,
         rules += [
             # link-local and :: sources: neighbour discovery, DAD, MLD only
             "ip6 saddr { ::, fe80::/10 } meta l4proto != ipv6-icmp drop",
-            "ip6 saddr :: icmpv6 type != { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } drop",
+            "ip6 saddr :: icmpv6 type != { nd-router-solicit, nd-neighbor-solicit, mld-listener-report, "
+            "mld2-listener-report } drop",
             f"ip6 saddr != {{ ::, fe80::/10, {v6[0]} }} drop",
             *([f"ip6 saddr {{ {gw_set} }} drop"] if gw6 else []),
             # a neighbour advertisement claims its target: only the node subnet or link-local

@@ -56,7 +56,11 @@ def gateway_mac(gw) -> str:
 
 def link_local(mac: str) -> IPv6Address:
     """The EUI-64 link-local address the kernel gives a link with `mac`
-    (addr_gen_mode eui64, the default): kbr0's, which pods must not claim."""
+    (addr_gen_mode eui64, the default): kbr0's, which pods must not claim.
+    On a host whose default addr_gen_mode is another (stable-privacy), kbr0's
+    real link-local differs and is not protected; pods do not route through
+    it (their default route is via gateway6 and kbr0 sends no router
+    advertisements), so a claim of it misleads no pod's routing."""
     b = bytes.fromhex(mac.replace(":", ""))
     iid = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
     return IPv6Address(b"\xfe\x80" + b"\x00" * 6 + iid)
@@ -64,14 +68,18 @@ def link_local(mac: str) -> IPv6Address:
 
 def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bool = False) -> HostState:
     """The host objects this node should have, in apply order.  Raises
-    ConfigError (an InputError) for a missing underlay interface and NotOurs
-    when something we must write is not ours; teardown wants only what moves
-    back (the underlay's addresses and routes) and the saved settings."""
+    ConfigError (an InputError) for a missing underlay interface or an IPv6
+    cluster on a kernel without IPv6, and NotOurs when something we must
+    write is not ours; teardown wants only what moves back (the underlay's
+    addresses and routes) and the saved settings."""
     facts = observed.facts
     u = facts.underlay
     if not teardown:
         if u is not None and facts.underlay_mtu is None:
             raise ConfigError([Problem("local.underlay_interface", u.interface, "no such network interface")])
+        if config.cluster.cidr6 is not None and not facts.ipv6:
+            raise ConfigError([Problem("cluster.cidr", str(config.cluster.cidr6),
+                                       "this kernel has no IPv6 (booted with ipv6.disable=1)")])
         if facts.foreign:
             raise NotOurs("; ".join(facts.foreign))
     want: list[HostObject] = []

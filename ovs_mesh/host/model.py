@@ -200,6 +200,7 @@ class HostFacts:
     saved: tuple[Setting, ...] = ()           # previous values of the settings we changed
     foreign: tuple[str, ...] = ()             # what we would have to write but is not ours
     ra_links: tuple[str, ...] = ()            # links with IPv6 routes learned from router advertisements
+    ipv6: bool = True                         # the kernel has IPv6 (not booted with ipv6.disable=1)
 
 
 @dataclasses.dataclass(frozen=True)

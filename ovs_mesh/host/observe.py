@@ -129,5 +129,6 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     elif content is not None:
         objects.append(CniFile(path, content))
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
-                      saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links)
+                      saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
+                      ipv6=os.path.isdir(sysctl_path("net.ipv6")))
     return HostState(tuple(objects), facts)

@@ -66,7 +66,7 @@ def test_apply_converges_and_teardown_restores(node):
     assert plugin["isGateway"] is True and plugin["ipMasq"] is False
     rng = plugin["ipam"]["ranges"][0][0]
     assert rng == {"subnet": SUBNET, "rangeStart": "10.244.1.2", "gateway": GATEWAY}
-    nft = node.sh("nft", "list", "table", "ip", "ovs_mesh").stdout
+    nft = node.sh("nft", "list", "table", "inet", "ovs_mesh").stdout
     assert "masquerade" in nft and "10.244.0.0/16" in nft
     spoof = node.sh("nft", "list", "table", "bridge", "ovs_mesh").stdout
     assert f"ip saddr != {SUBNET} drop" in spoof and 'iifname != "obr0"' in spoof
@@ -93,7 +93,7 @@ def test_apply_converges_and_teardown_restores(node):
     assert node.sysctl("net.ipv4.ip_forward") == forward_before
     assert node.sysctl("net.ipv4.conf.all.send_redirects") == redirects_before
     assert not os.path.exists(node.cni_conf)
-    assert node.sh("nft", "list", "table", "ip", "ovs_mesh", check=False).returncode != 0
+    assert node.sh("nft", "list", "table", "inet", "ovs_mesh", check=False).returncode != 0
     assert node.sh("nft", "list", "table", "bridge", "ovs_mesh", check=False).returncode != 0
     assert addrs(node, node.underlay) == [f"{NODE_IP}/24"]
     default = json.loads(node.sh("ip", "-j", "route", "show", "default").stdout)
@@ -158,5 +158,5 @@ def test_mtu_follows_underlay_and_cluster_mtu(node):
     node.rewrite()
     changes = json.loads(ok(node.cli("apply", "--json")).stdout)["changes"]
     assert [(c["kind"], c["action"]) for c in changes] == [("masquerade", "delete")]
-    assert node.sh("nft", "list", "table", "ip", "ovs_mesh", check=False).returncode != 0
+    assert node.sh("nft", "list", "table", "inet", "ovs_mesh", check=False).returncode != 0
     ok(node.cli("teardown"))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
-from tests.host.conftest import GATEWAY, GATEWAY6, SUBNET6
+from tests.helpers import wait_for
+from tests.host.conftest import GATEWAY, GATEWAY6, NODE_IP6, SUBNET6, in_ns
 from tests.host.test_host import ok, ping
 
 from ovs_mesh.host import ROUTE_PROTO
@@ -97,3 +99,41 @@ def test_apply_converges_and_teardown_removes_exactly_ours(node6, family):
     assert "fd00:99::/64 via fd00:77::2" in routes and "2001:db8:1::/64 via fe80::1" in routes
     assert global_addrs(node6, node6.underlay, "-6") == ["fd00:77::11/64"]
     assert ok(node6.ctl(family, "teardown")).stdout == ""
+
+
+def test_moved_ipv6_address_is_announced(node6):
+    """After an address moves to another link (the netdev underlay), an
+    unsolicited neighbour advertisement makes the neighbours learn the new MAC."""
+    assert ping(node6.peer_ns, NODE_IP6)
+    node6.sh("ip", "link", "set", node6.underlay, "address", "02:00:5e:00:53:77")
+    node6.sh(sys.executable, "-c", f"from ovs_mesh.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
+                                   f"'{NODE_IP6}')", timeout=60)
+
+    def peer_mac():
+        out = json.loads(in_ns(node6.peer_ns, "ip", "-6", "-j", "neigh", "show", NODE_IP6).stdout)
+        return out and out[0].get("lladdr") == "02:00:5e:00:53:77"
+    wait_for(peer_mac, timeout=10, what="the peer's neighbour entry to follow the new MAC")
+
+
+def test_cli_dual_stack_file_apply_and_teardown(node):
+    """The whole command line on a node with OVS (netdev): a dual-stack file in the
+    contract's shape is planned, applied (host side of both families), converged
+    and torn down."""
+    node.config["cluster"]["cidr"] = "10.244.0.0/16,fd00:10:244::/56"
+    for i, n in enumerate(node.config["nodes"], start=1):
+        n["subnet"] = [n["subnet"], f"fd00:10:244:{i}::/64"]
+    node.rewrite()
+    plan = ok(node.cli("plan")).stdout
+    assert "+ address fd00:10:244:1::1/64 dev kbr0" in plan
+    assert "+ route fd00:10:244::/56 dev kbr0 src fd00:10:244:1::1" in plan
+    ok(node.cli("apply"))
+    assert [f"{a['local']}/{a['prefixlen']}" for a in addrs(node, "kbr0", "-6") if a.get("scope") == "global"] \
+        == [f"{GATEWAY6}/64"]
+    assert global_addrs(node, "kbr0", "-4") == [f"{GATEWAY}/24"]
+    assert "ip6 saddr fd00:10:244::/56" in table(node, "inet")
+    assert node.sysctl("net.ipv6.conf.all.forwarding") == "1"
+    assert ping(node.ns, GATEWAY6, timeout=5)
+    assert "no changes" in ok(node.cli("plan")).stdout
+    ok(node.cli("teardown"))
+    assert our_routes(node, "-6") == [] and table(node, "inet") is None
+    assert node.sysctl("net.ipv6.conf.all.forwarding") == "0"

@@ -70,6 +70,14 @@ def test_ipv6_only_node_has_nothing_ipv4():
     assert conf["routes"] == [{"dst": "::/0"}]
 
 
+def test_ipv6_cluster_on_a_kernel_without_ipv6_is_bad_input():
+    from topology.errors import InputError
+    with pytest.raises(InputError) as e:
+        desired_host(config("dual"), 1450, HostState((), HostFacts(ipv6=False)))
+    assert e.value.errors == ["cluster.cidr: fd00:10:244::/56: this kernel has no IPv6 (booted with ipv6.disable=1)"]
+    assert converged(config("ipv4"), facts=HostFacts(ipv6=False)).of(Kbr)   # IPv4 does not need it
+
+
 @pytest.mark.parametrize("family", ["ipv4", "ipv6", "dual"])
 def test_masquerade_off_keeps_the_redirect_filter_for_ipv6(family):
     want = converged(config(family, masquerade=False))
