@@ -1,8 +1,8 @@
 """Crafted packets for the anti-spoofing tests, run inside a pod's netns:
 
-    packets.py recv IFACE            print READY, then one line per UDP payload / ARP sender /
-                                     IPv6 NA target / RA received, until the payload "end" arrives
-                                     (or 20 s pass)
+    packets.py recv IFACE SRC_MAC    print READY, then one line per UDP payload / ARP sender /
+                                     IPv6 NA target / RA received from SRC_MAC (the sender pod; not
+                                     kbr0's own ND), until the payload "end" arrives (or 20 s pass)
     packets.py send IFACE DST_MAC SPEC...
         SPEC: ip:SRC:DST:PAYLOAD, arp:SENDER_IP:TARGET_IP (IPv4), or with "|" between the
         fields (IPv6 addresses have colons): ip|SRC|DST|PAYLOAD, na|SRC|DST|TARGET (a neighbour
@@ -20,11 +20,9 @@ from scapy.all import (ARP, IP, UDP, Ether, ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOp
 PORT = 9999
 
 
-def recv(iface: str) -> None:
-    mine = get_if_hwaddr(iface)
-
+def recv(iface: str, src_mac: str) -> None:
     def show(p) -> None:
-        if p[Ether].src == mine:   # what this pod sends itself (its own ND answers)
+        if p[Ether].src != src_mac:
             return
         if p.haslayer(ARP):
             print(f"arp {p[ARP].psrc}", flush=True)
@@ -65,6 +63,6 @@ def send(iface: str, dst_mac: str, specs: list[str]) -> None:
 if __name__ == "__main__":
     conf.verb = 0
     if sys.argv[1] == "recv":
-        recv(sys.argv[2])
+        recv(sys.argv[2], sys.argv[3])
     else:
         send(sys.argv[2], sys.argv[3], sys.argv[4:])

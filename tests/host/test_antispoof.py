@@ -27,7 +27,7 @@ def pod_ip(ns: str, family: str = "-4") -> str:
 def exchange(sender: str, receiver: str, specs: list[str], family: str = "-4") -> list[str]:
     """Send `specs` (packets.py syntax) from pod `sender` to pod `receiver`,
     then a legitimate "end" (of `family`); returns what the receiver saw."""
-    rx = subprocess.Popen(["ip", "netns", "exec", receiver, sys.executable, PACKETS, "recv", "eth0"],
+    rx = subprocess.Popen(["ip", "netns", "exec", receiver, sys.executable, PACKETS, "recv", "eth0", mac(sender)],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert rx.stdout.readline().strip() == "READY", rx.stderr.read()
