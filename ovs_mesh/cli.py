@@ -95,7 +95,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
     Teardown needs neither the local node in the inventory nor its subnet: it
     removes what is ours whatever the file says now."""
     config = load(args, require_local=not teardown)
-    if not teardown and config.local_node.subnet is None:
+    if not teardown and not config.local_node.subnets:
         raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
     node = open_node(config)
     try:

@@ -63,7 +63,7 @@ class Inventory:
             return self.good
         self.say.forget("input")
         me = cfg.node(cfg.local.node)
-        if me is None or me.subnet is None:
+        if me is None or not me.subnets:
             why = "is not in the topology" if me is None else "has no subnet yet"
             if self.good is not None and self.good.local == cfg.local:
                 self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
@@ -103,7 +103,8 @@ def _kubernetes_source(file_cfg: Config):
     from ..sources.kubernetes_source import KubernetesSource
 
     opts = file_cfg.kubernetes or {}
-    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300))
+    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300),
+                            underlay_family=opts.get("underlay_family"))
 
 
 class NodeSession:
