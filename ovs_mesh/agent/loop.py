@@ -25,6 +25,7 @@ import time
 
 from topology.model import Config
 
+from ..families import family_stats
 from ..sources import Source
 from ..state import OvsState
 from ..status import tunnels as status_tunnels
@@ -153,7 +154,7 @@ class Agent:
         self.reconciles += 1
         n = len(result.changes)
         self.metrics.record(True, seconds, n, peers=len(tunnels), flows=self.expected_flows or 0,
-                            tunnels=tunnels)
+                            tunnels=tunnels, families=family_stats(config, result.desired.flows))
         if self.say.forget("error"):
             LOG.info("reconcile recovered")
         if n:
