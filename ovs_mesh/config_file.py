@@ -310,13 +310,16 @@ def read_local_file(path: str) -> dict:
 def allocate_file(path: str, dry_run: bool = False):
     """Allocate subnets in a config file, keeping its comments and layout.
 
-    The file must be valid apart from missing subnets (it is validated first,
-    and again after, so a bad file is never written).  Written atomically.
-    Returns [(node name, subnet)] of what was assigned."""
+    Each family of the cluster is allocated on its own (a node keeps what it
+    has and gets what it lacks).  A dual-stack subnet is written as a list
+    [IPv4, IPv6]; a single-family one as a plain string, as before.  The file
+    must be valid apart from missing subnets (it is validated first, and again
+    after, so a bad file is never written).  Written atomically.  Returns
+    [(node name, its subnets as one comma-separated string)] of what changed."""
     import sys
-    from ipaddress import IPv4Network
 
     from topology.allocate import allocate
+    from topology.nodes import node_subnets_of
     from .files import write_atomic
 
     text = decode(read_bytes(path), path)
@@ -325,13 +328,16 @@ def allocate_file(path: str, dry_run: bool = False):
     doc = load_yaml(text, path, round_trip=True)
     config = parse_config(doc, require_local=False)
     entries = doc.get("nodes") or []
-    current = [None if e.get("subnet") is None else IPv4Network(e["subnet"]) for e in entries]
-    result = allocate(config.cluster, current)
+    families = config.cluster.families
+    have = [node_subnets_of(e.get("subnet")) for e in entries]
+    result = {f: allocate(config.cluster, [h.get(f) for h in have], f) for f in families}
     changed = []
-    for entry, old, new in zip(entries, current, result):
-        if old is None:
-            entry["subnet"] = str(new)
-            changed.append((entry["name"], new))
+    for i, (entry, old) in enumerate(zip(entries, have)):
+        new = [result[f][i] for f in families]
+        if all(old.get(f) == n for f, n in zip(families, new)):
+            continue
+        entry["subnet"] = str(new[0]) if len(new) == 1 else [str(n) for n in new]
+        changed.append((entry["name"], ",".join(str(n) for n in new)))
     if not changed:
         return []
     buf = io.StringIO()

@@ -54,6 +54,15 @@ def _texts() -> dict[str, bytes | str]:
         + "nodes:\n" + node
     out["metrics-port-99999"] = good_head.replace("host: false", "host: false, metrics: '127.0.0.1:99999'") \
         + "nodes:\n" + node
+    # IPv6 (issue 12): ranges whose node subnets could not be counted, let alone listed
+    v6_local = "local: {node: node-1, datapath: dummy, host: false}\n"
+    out["ipv6-range-2^117-subnets"] = ("cluster: {cidr: '2000::/3', node_prefix_ipv6: 120}\n" + v6_local
+                                       + "nodes:\n  - {name: node-1, ip: 192.168.56.11}\n")
+    out["ipv6-whole-space"] = ("cluster: {cidr: '::/0', node_prefix_ipv6: 16}\n" + v6_local
+                               + "nodes:\n  - {name: node-1, ip: 192.168.56.11}\n")
+    out["ipv6-comma-bomb"] = "cluster:\n  cidr: \"" + "fd00::/56," * 200_000 + "\"\n" + v6_local
+    out["ipv6-mapped-underlay"] = ("cluster: {cidr: '10.244.0.0/16,fd00:10:244::/56'}\n" + v6_local
+                                   + "nodes:\n  - {name: node-1, ip: '::ffff:192.168.56.11'}\n")
     return out
 
 

@@ -64,6 +64,23 @@ def base_config(n: int = 3, tunnel: str = "vxlan", mode: str = "flow", **cluster
     }
 
 
+def base_config_v6(n: int = 3, family: str = "dual", underlay: str | None = None, tunnel: str = "vxlan",
+                   mode: str = "flow", **cluster) -> dict:
+    """base_config of the contract's dual-stack shape: `family` dual (10.244.0.0/16 and
+    fd00:10:244::/56) or ipv6 (the IPv6 range only); node-i has 10.244.i.0/24 and/or
+    fd00:10:244:i::/64 and the underlay address 192.168.56.(10+i) or fd00:56::(10+i)
+    (`underlay`: ipv4 or ipv6; default ipv6 for an IPv6-only cluster, else ipv4)."""
+    underlay = underlay or ("ipv6" if family == "ipv6" else "ipv4")
+    data = base_config(n, tunnel, mode, **cluster)
+    data["cluster"]["cidr"] = "fd00:10:244::/56" if family == "ipv6" else "10.244.0.0/16,fd00:10:244::/56"
+    for i, node in enumerate(data["nodes"], 1):
+        if underlay == "ipv6":
+            node["ip"] = f"fd00:56::{10 + i}"
+        v6 = f"fd00:10:244:{i}::/64"
+        node["subnet"] = v6 if family == "ipv6" else [node["subnet"], v6]
+    return data
+
+
 def sandbox_config(ovs, n: int = 2, **cluster) -> dict:
     """base_config(n) for node-1 on a sandbox OVS (dummy datapath, no host networking)."""
     data = base_config(n, **cluster)

@@ -1,236 +1,31 @@
 """Validate a decoded config document (pure: reading the file is ovs_mesh.config_file).
 
 Every problem is collected and reported at once as ``path: value: reason`` so a
-user fixes a file in one go.  Node checks are exposed separately
-(`check_nodes`) because the Kubernetes source applies the same rules to Node
-objects and skips the bad ones instead of failing.
+user fixes a file in one go.  Node checks (`topology.nodes.check_nodes`, also
+importable from here) are separate because the Kubernetes source applies the
+same rules to Node objects and skips the bad ones instead of failing; the
+per-family address rules (IPv4 and IPv6) are in `topology.addresses`.
+
+`cluster.cidr` is one CIDR or one per family (Kubernetes' `--cluster-cidr`:
+"10.244.0.0/16,fd00:10:244::/56" or a list); `node_prefix` sizes the IPv4 node
+subnets, `node_prefix_ipv6` (default 64) the IPv6 ones.  A prefix of a family
+the cluster lacks is accepted and unused (generators write both).
 """
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
-from typing import Any, Iterable
+from typing import Any
 
-from .errors import InputError, Problem, show
-from .model import (
-    DATAPATHS,
-    MAX_VNI,
-    MIN_POD_MTU,
-    MODES,
-    OVERHEAD,
-    SOURCES,
-    TUNNELS,
-    Cluster,
-    Config,
-    Local,
-    Node,
-)
+from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
+from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
+from .errors import Problem, show
+from .model import DATAPATHS, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config, Local
+from .nodes import check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
 
-MAX_PROBLEMS = 100  # reported of one document; the rest are counted in one last line
-NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_MISSING = object()
+MIN_POD_MTU6 = 1280  # IPv6's minimum link MTU (RFC 8200)
 
-
-class ConfigError(InputError):
-    """Invalid config: carries every problem found (`errors` renders them as lines)."""
-
-
-class _Checker:
-    """Collects `Problem`s; values are quoted through `show` (short, YAML spelling).
-
-    Past `limit` problems only `count` grows: a file of 100 000 bad entries costs
-    no more to report than one of 100."""
-
-    def __init__(self, limit: int | None = None) -> None:
-        self.errors: list[Problem] = []
-        self.count = 0
-        self.limit = limit
-
-    def error(self, path: str, value: Any, reason: str) -> None:
-        self.count += 1
-        if self.limit is None or len(self.errors) < self.limit:
-            self.errors.append(Problem(path, show(value), reason))
-
-    def problems(self) -> list[Problem]:
-        """The problems kept, and one last line counting the others."""
-        if self.count <= len(self.errors):
-            return self.errors
-        return self.errors + [Problem("...", f"{self.count - len(self.errors)} more", "not shown")]
-
-    def mapping(self, path: str, raw: Any, allowed: Iterable[str]) -> dict:
-        if raw is None:
-            return {}
-        if not isinstance(raw, dict):
-            self.error(path, raw, "must be a mapping")
-            return {}
-        allowed = set(allowed)
-        reason = f"unknown key (allowed: {', '.join(sorted(allowed))})"
-        for key in raw:
-            if key not in allowed:
-                self.error(f"{path}.{show(key)}" if path else show(key), raw[key], reason)
-        return dict(raw)
-
-    def choice(self, path: str, raw: Any, choices: Iterable[str], default: str) -> str:
-        if raw is _MISSING:
-            return default
-        if raw not in choices:
-            self.error(path, raw, f"must be one of {', '.join(choices)}")
-            return default
-        return raw
-
-    def integer(self, path: str, raw: Any, default: int, lo: int, hi: int) -> int:
-        if raw is _MISSING:
-            return default
-        if isinstance(raw, bool) or not isinstance(raw, int):
-            self.error(path, raw, "must be an integer")
-            return default
-        if not lo <= raw <= hi:
-            self.error(path, raw, f"must be between {lo} and {hi}")
-            return default
-        return raw
-
-    def boolean(self, path: str, raw: Any, default: bool) -> bool:
-        if raw is _MISSING:
-            return default
-        if not isinstance(raw, bool):
-            self.error(path, raw, "must be true or false")
-            return default
-        return raw
-
-    def string(self, path: str, raw: Any, default: str | None) -> str | None:
-        if raw is _MISSING:
-            return default
-        if not isinstance(raw, str) or not raw:
-            self.error(path, raw, "must be a non-empty string")
-            return default
-        return raw
-
-
-def parse_network(raw: Any) -> tuple[IPv4Network | None, str | None]:
-    """A canonical IPv4 CIDR, or (None, reason)."""
-    if not isinstance(raw, str):
-        return None, "must be an IPv4 CIDR like 10.244.0.0/16"
-    try:
-        net = ip_network(raw, strict=False)
-    except ValueError:
-        return None, "not an IPv4 CIDR"
-    if net.version != 4 or "/" not in raw:
-        return None, "not an IPv4 CIDR"
-    if str(net) != raw:
-        return None, f"not canonical: host bits set (did you mean {net}?)"
-    return net, None
-
-
-def parse_node_ip(raw: Any, cluster: Cluster | None) -> tuple[IPv4Address | None, str | None]:
-    """A unicast IPv4 address usable as a tunnel endpoint, or (None, reason)."""
-    if not isinstance(raw, str):
-        return None, "must be an IPv4 address"
-    try:
-        ip = ip_address(raw)
-    except ValueError:
-        return None, "not an IPv4 address"
-    if ip.version != 4:
-        return None, "not an IPv4 address"
-    for bad, reason in (
-        (ip.is_unspecified, "not unicast: unspecified"),
-        (ip.is_loopback, "not unicast: loopback"),
-        (ip.is_multicast, "not unicast: multicast"),
-        (ip == IPv4Address("255.255.255.255"), "not unicast: broadcast"),
-        (ip.is_reserved, "not unicast: reserved (240.0.0.0/4)"),
-        (ip.is_link_local, "not usable: link-local"),
-    ):
-        if bad:
-            return None, reason
-    if cluster is not None and ip in cluster.cidr:
-        return None, f"inside cluster.cidr {cluster.cidr}: node IPs must be outside the pod range"
-    return ip, None
-
-
-def check_subnet(subnet: IPv4Network, cluster: Cluster) -> str | None:
-    if not subnet.subnet_of(cluster.cidr):
-        return f"outside cluster.cidr {cluster.cidr}"
-    if subnet.prefixlen != cluster.node_prefix:
-        return f"wrong size: cluster.node_prefix is /{cluster.node_prefix}"
-    return None
-
-
-def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
-                require_subnet: bool = False, limit: int | None = None
-                ) -> tuple[list[Node], list[Problem], set[int]]:
-    """Validate node entries.  Returns (good nodes, problems, indexes of bad entries).
-
-    A node that conflicts with an earlier one (duplicate name or IP, overlapping
-    subnet) is the bad one; the earlier keeps its place.
-    """
-    c = _Checker(limit)
-    nodes, bad = _check_nodes(c, raw_nodes, cluster, path, require_subnet)
-    return nodes, c.problems(), bad
-
-
-def _check_nodes(c: _Checker, raw_nodes: list, cluster: Cluster, path: str,
-                 require_subnet: bool) -> tuple[list[Node], set[int]]:
-    nodes: list[Node] = []
-    bad: set[int] = set()
-    names: dict[str, int] = {}
-    ips: dict[IPv4Address, int] = {}
-    # Valid subnets all have cluster.node_prefix and lie in the cluster range,
-    # so two of them overlap exactly when they are equal: a dict finds it.
-    subnets: dict[IPv4Network, int] = {}
-    for i, raw in enumerate(raw_nodes):
-        p = f"{path}[{i}]"
-        before = c.count
-        entry = c.mapping(p, raw, ("name", "ip", "subnet"))
-        if not isinstance(raw, dict):
-            bad.add(i)
-            continue
-        name = entry.get("name", _MISSING)
-        if name is _MISSING:
-            c.error(f"{p}.name", None, "required")
-        elif not isinstance(name, str) or not NODE_NAME.match(name):
-            c.error(f"{p}.name", name, "must be a DNS name (lower case letters, digits, '-', '.')")
-        elif name in names:
-            c.error(f"{p}.name", name, f"duplicate of {path}[{names[name]}].name")
-        ip_raw = entry.get("ip", _MISSING)
-        ip = None
-        if ip_raw is _MISSING:
-            c.error(f"{p}.ip", None, "required")
-        else:
-            ip, reason = parse_node_ip(ip_raw, cluster)
-            if reason:
-                c.error(f"{p}.ip", ip_raw, reason)
-            elif ip in ips:
-                c.error(f"{p}.ip", ip_raw, f"duplicate of {path}[{ips[ip]}].ip")
-        subnet = None
-        sub_raw = entry.get("subnet", _MISSING)
-        if sub_raw in (_MISSING, None):
-            if require_subnet:
-                c.error(f"{p}.subnet", None, "required (run `ovs-mesh allocate` to assign one)")
-        else:
-            subnet, reason = parse_network(sub_raw)
-            reason = reason or check_subnet(subnet, cluster)
-            if reason:
-                c.error(f"{p}.subnet", sub_raw, reason)
-                subnet = None
-            elif subnet in subnets:
-                j = subnets[subnet]
-                c.error(f"{p}.subnet", sub_raw, f"overlaps {path}[{j}].subnet {subnet}")
-        if c.count > before:
-            bad.add(i)
-            continue
-        names[name] = i
-        ips[ip] = i
-        if subnet is not None:
-            subnets[subnet] = i
-        nodes.append(Node(name=name, ip=ip, subnet=subnet))
-    capacity = 2 ** (cluster.node_prefix - cluster.cidr.prefixlen)
-    if len(raw_nodes) > capacity:
-        c.error(path, f"{len(raw_nodes)} nodes",
-                f"more than cluster.cidr {cluster.cidr} holds at /{cluster.node_prefix} ({capacity})")
-    return nodes, bad
-
-
-CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_degree", "mtu",
-                "masquerade", "vni")
+CLUSTER_KEYS = ("cidr", "node_prefix", "node_prefix_ipv6", "tunnel", "mode", "vxlan_port", "mesh_degree",
+                "mtu", "masquerade", "vni")
 LOCAL_KEYS = ("node", "ovsdb", "datapath", "host", "underlay_bridge", "underlay_interface",
               "cni_conf", "metrics", "ovs_rundir", "ssl_key", "ssl_cert", "ssl_ca")
 TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
@@ -238,7 +33,7 @@ TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
 
 def local_key_problems(data: dict, where: str) -> list[Problem]:
     """Unknown keys of a mapping of local settings (a `--local` file; `where` names it)."""
-    c = _Checker(MAX_PROBLEMS)
+    c = Checker(MAX_PROBLEMS)
     reason = f"unknown key (allowed: {', '.join(LOCAL_KEYS)})"
     for k in data:
         if k not in LOCAL_KEYS:
@@ -246,26 +41,70 @@ def local_key_problems(data: dict, where: str) -> list[Problem]:
     return c.problems()
 
 
-def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
+def _parse_cidrs(c: Checker, m: dict) -> tuple:
+    """cluster.cidr: one CIDR or one per family -> (IPv4 range or None, IPv6 range or None)."""
+    d = Cluster()
+    if "cidr" not in m:
+        return d.cidr, d.cidr6
+    items, whole = parse_cidr_list(m["cidr"])
+    if whole:
+        c.error("cluster.cidr", m["cidr"], whole)
+        return d.cidr, d.cidr6
+    got = {}
+    for item, net, reason in items:
+        if reason is None and net.version == 4 and net.prefixlen > 28:
+            reason = "too small for a pod range (at most /28)"
+        if reason:
+            c.error("cluster.cidr", item, reason)
+        else:
+            got[family_of(net)] = net
+    if not got:
+        return d.cidr, d.cidr6
+    return got.get("ipv4"), got.get("ipv6")
+
+
+def _node_prefix6(c: Checker, m: dict, cidr6) -> int:
+    """cluster.node_prefix_ipv6, checked against the IPv6 range as kube-controller-manager does."""
+    default = Cluster().node_prefix6
+    raw = m.get("node_prefix_ipv6", MISSING)
+    prefix = c.integer("cluster.node_prefix_ipv6", raw, default, 8, MAX_NODE_PREFIX6)
+    if cidr6 is None:
+        return prefix
+    given = raw is not MISSING
+    if prefix <= cidr6.prefixlen:
+        if given:
+            c.error("cluster.node_prefix_ipv6", prefix, f"must be longer than cluster.cidr's /{cidr6.prefixlen} ({cidr6})")
+        else:
+            c.error("cluster.cidr", str(cidr6), f"too small for /{prefix} node subnets "
+                                                "(set cluster.node_prefix_ipv6)")
+        return min(MAX_NODE_PREFIX6, cidr6.prefixlen + 1)
+    if prefix - cidr6.prefixlen > MAX_MASK_DIFF6:
+        reason = (f"at most {MAX_MASK_DIFF6} bits longer than cluster.cidr {cidr6} (Kubernetes' limit "
+                  f"for --node-cidr-mask-size-ipv6): /{cidr6.prefixlen + MAX_MASK_DIFF6} or shorter")
+        if given:
+            c.error("cluster.node_prefix_ipv6", prefix, reason)
+        else:
+            c.error("cluster.cidr", str(cidr6), f"too large for /{prefix} node subnets: Kubernetes allows at "
+                                                f"most {MAX_MASK_DIFF6} bits between the cluster and node masks "
+                                                f"(use /{prefix - MAX_MASK_DIFF6} or longer, or set "
+                                                "cluster.node_prefix_ipv6)")
+        return cidr6.prefixlen + MAX_MASK_DIFF6
+    return prefix
+
+
+def _parse_cluster(c: Checker, raw: Any) -> Cluster:
     m = c.mapping("cluster", raw, CLUSTER_KEYS)
     d = Cluster()
-    cidr = d.cidr
-    if "cidr" in m:
-        net, reason = parse_network(m["cidr"])
-        if reason:
-            c.error("cluster.cidr", m["cidr"], reason)
-        elif net.prefixlen > 28:
-            c.error("cluster.cidr", m["cidr"], "too small for a pod range (at most /28)")
-        else:
-            cidr = net
-    node_prefix = c.integer("cluster.node_prefix", m.get("node_prefix", _MISSING), d.node_prefix, 8, 30)
-    if node_prefix <= cidr.prefixlen:
+    cidr, cidr6 = _parse_cidrs(c, m)
+    node_prefix = c.integer("cluster.node_prefix", m.get("node_prefix", MISSING), d.node_prefix, 8, 30)
+    if cidr is not None and node_prefix <= cidr.prefixlen:
         c.error("cluster.node_prefix", node_prefix, f"must be longer than cluster.cidr's /{cidr.prefixlen}")
         node_prefix = min(30, max(cidr.prefixlen + 1, d.node_prefix))
-    tunnel = c.choice("cluster.tunnel", m.get("tunnel", _MISSING), TUNNELS, d.tunnel)
-    mode = c.choice("cluster.mode", m.get("mode", _MISSING), MODES, d.mode)
-    vxlan_port = c.integer("cluster.vxlan_port", m.get("vxlan_port", _MISSING), d.vxlan_port, 1, 65535)
-    mesh_degree = c.integer("cluster.mesh_degree", m.get("mesh_degree", _MISSING), 0, 0, 1 << 16)
+    node_prefix6 = _node_prefix6(c, m, cidr6)
+    tunnel = c.choice("cluster.tunnel", m.get("tunnel", MISSING), TUNNELS, d.tunnel)
+    mode = c.choice("cluster.mode", m.get("mode", MISSING), MODES, d.mode)
+    vxlan_port = c.integer("cluster.vxlan_port", m.get("vxlan_port", MISSING), d.vxlan_port, 1, 65535)
+    mesh_degree = c.integer("cluster.mesh_degree", m.get("mesh_degree", MISSING), 0, 0, 1 << 16)
     if mesh_degree and mode != "stp":
         c.error("cluster.mesh_degree", mesh_degree, f"only used in stp mode (cluster.mode is {mode})")
     mtu = None
@@ -274,6 +113,8 @@ def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
         overhead = OVERHEAD[tunnel]
         if isinstance(raw_mtu, bool) or not isinstance(raw_mtu, int):
             c.error("cluster.mtu", raw_mtu, "must be auto or an integer (the pod MTU)")
+        elif cidr6 is not None and raw_mtu < MIN_POD_MTU6:
+            c.error("cluster.mtu", raw_mtu, f"too small: IPv6 pods need at least {MIN_POD_MTU6} (RFC 8200)")
         elif raw_mtu < MIN_POD_MTU:
             c.error("cluster.mtu", raw_mtu,
                     f"too small: pods need at least {MIN_POD_MTU}, and {tunnel} adds {overhead} bytes on top")
@@ -281,9 +122,9 @@ def _parse_cluster(c: _Checker, raw: Any) -> Cluster:
             c.error("cluster.mtu", raw_mtu, f"too large: with {tunnel}'s {overhead} bytes it exceeds 65535")
         else:
             mtu = raw_mtu
-    masquerade = c.boolean("cluster.masquerade", m.get("masquerade", _MISSING), d.masquerade)
-    vni = c.integer("cluster.vni", m.get("vni", _MISSING), d.vni, 0, MAX_VNI)
-    return Cluster(cidr=cidr, node_prefix=node_prefix, tunnel=tunnel, mode=mode,
+    masquerade = c.boolean("cluster.masquerade", m.get("masquerade", MISSING), d.masquerade)
+    vni = c.integer("cluster.vni", m.get("vni", MISSING), d.vni, 0, MAX_VNI)
+    return Cluster(cidr=cidr, node_prefix=node_prefix, cidr6=cidr6, node_prefix6=node_prefix6, tunnel=tunnel, mode=mode,
                    vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni)
 
 
@@ -297,23 +138,23 @@ def host_port_problem(value: str) -> str | None:
     return None
 
 
-def _parse_local(c: _Checker, raw: Any, overrides: dict, default_node: str) -> Local:
+def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Local:
     m = c.mapping("local", raw, LOCAL_KEYS)
     m.update({k: v for k, v in overrides.items() if v is not None})
     d = Local(node="")
-    node = c.string("local.node", m.get("node", _MISSING), None)
+    node = c.string("local.node", m.get("node", MISSING), None)
     if node is not None and not NODE_NAME.match(node):  # a node name, as in `nodes` and Kubernetes
         c.error("local.node", node, "must be a DNS name (lower case letters, digits, '-', '.')")
     node = node or default_node
-    ovsdb = c.string("local.ovsdb", m.get("ovsdb", _MISSING), d.ovsdb)
+    ovsdb = c.string("local.ovsdb", m.get("ovsdb", MISSING), d.ovsdb)
     remote = re.fullmatch(r"unix:.+|(?:tcp|ssl):[^:]+:(\d+)", ovsdb, re.S)
     if not remote:
         c.error("local.ovsdb", ovsdb, "must be unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")
     elif remote.group(1) is not None and (len(remote.group(1)) > 5 or not 1 <= int(remote.group(1)) <= 65535):
         c.error("local.ovsdb", ovsdb, "port must be between 1 and 65535")
-    datapath = c.choice("local.datapath", m.get("datapath", _MISSING), DATAPATHS, d.datapath)
-    host = c.boolean("local.host", m.get("host", _MISSING), d.host)
-    strings = {k: c.string(f"local.{k}", m.get(k, _MISSING), getattr(d, k))
+    datapath = c.choice("local.datapath", m.get("datapath", MISSING), DATAPATHS, d.datapath)
+    host = c.boolean("local.host", m.get("host", MISSING), d.host)
+    strings = {k: c.string(f"local.{k}", m.get(k, MISSING), getattr(d, k))
                for k in ("underlay_bridge", "underlay_interface", "cni_conf", "metrics", "ovs_rundir",
                          "ssl_key", "ssl_cert", "ssl_ca")}
     if strings["underlay_interface"] and datapath != "netdev":
@@ -331,13 +172,13 @@ def _parse_local(c: _Checker, raw: Any, overrides: dict, default_node: str) -> L
     return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, **strings)
 
 
-def _parse_kubernetes(c: _Checker, raw: Any) -> dict:
+def _parse_kubernetes(c: Checker, raw: Any) -> dict:
     kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds"))
-    resync = kube.get("resync_seconds", _MISSING)
-    if resync is not _MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
+    resync = kube.get("resync_seconds", MISSING)
+    if resync is not MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
                                    or not 1 <= resync <= 86400):
         c.error("kubernetes.resync_seconds", resync, "must be a number of seconds between 1 and 86400")
-    c.string("kubernetes.kubeconfig", kube.get("kubeconfig", _MISSING), None)
+    c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), None)
     return kube
 
 
@@ -349,12 +190,12 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
 
     `local.node` defaults to `default_node` (the caller passes the hostname:
     this package does no I/O).  At most MAX_PROBLEMS problems are listed."""
-    c = _Checker(MAX_PROBLEMS)
+    c = Checker(MAX_PROBLEMS)
     top = c.mapping("", data, TOP_KEYS)
     if data is not None and not isinstance(data, dict):
         raise ConfigError(c.problems())
     cluster = _parse_cluster(c, top.get("cluster"))
-    source = c.choice("source", top.get("source", _MISSING), SOURCES, "file")
+    source = c.choice("source", top.get("source", MISSING), SOURCES, "file")
     local = _parse_local(c, top.get("local"), overrides or {}, default_node)
     kube = _parse_kubernetes(c, top.get("kubernetes"))
     raw_nodes = top.get("nodes") or []
@@ -363,7 +204,7 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raw_nodes = []
     if source == "kubernetes" and raw_nodes:
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
-    nodes, _ = _check_nodes(c, raw_nodes, cluster, "nodes", False)
+    nodes, _ = check_node_list(c, raw_nodes, cluster, "nodes", False)
     if require_local and not local.node and not c.count:
         c.error("local.node", None, "required (set local.node or --node)")
     elif require_local and source == "file" and not c.count and local.node not in {n.name for n in nodes}:

@@ -6,6 +6,7 @@ import pytest
 from tests.helpers import run_cli, sandbox_config, sandbox_ovs, write_config
 from tests.sandbox.test_apply import apply_ok, snapshot
 from tests.unit.test_config import BAD
+from tests.unit.test_config_ipv6 import BAD6, bad6_config
 
 
 @pytest.fixture(scope="module")
@@ -63,4 +64,19 @@ def test_bad_cli_arguments(converged):
         r = run_cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert expect in r.stderr, (expect, r.stderr)
+    assert snapshot(ovs) == before
+
+
+@pytest.mark.parametrize("desc,fn,expect", BAD6, ids=[b[0] for b in BAD6])
+def test_bad_ipv6_config_rejected_and_nothing_changes(converged, desc, fn, expect):
+    """Every rejected IPv6 input: `apply` (which validates first) exits 2 naming field and
+    value, and the converged node is untouched."""
+    ovs, _, before = converged
+    data = bad6_config(desc, fn)
+    data["local"]["ovsdb"] = ovs.remote
+    path = write_config(os.path.join(ovs.rundir, "bad6.yaml"), data)
+    r = run_cli("--config", path, "apply")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    for part in expect:
+        assert part in r.stderr, f"{part!r} not in {r.stderr!r}"
     assert snapshot(ovs) == before
