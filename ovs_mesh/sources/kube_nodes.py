@@ -126,7 +126,9 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str
             problems[(name, msg)] = (level, msg)
         else:
             raw.append(entry)
-    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=True)
+    # `select` already gave every entry a podCIDR of each cluster family (or skipped the Node
+    # with its own line): check_nodes need not report missing ones again.
+    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False)
     for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
         msg = explain(err, raw, objects)
         m = _PATH.fullmatch(err.path)

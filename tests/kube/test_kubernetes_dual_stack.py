@@ -148,6 +148,7 @@ def test_bad_ipv6_values_are_skipped_with_field_and_value(apiserver, start_sourc
     expect(src, [peer("node-1", ips(1)[0], v4(1), v6(1)), peer("node-2", ips(2)[0], v4(2), v6(2))])
     for name, (_, _, text) in BAD6.items():
         assert lines(caplog, text) == 1, f"{name}: expected one line containing {text!r}\n{caplog.text}"
+        assert lines(caplog, f"node {name}: ") == 1, f"{name}: one line in all\n{caplog.text}"
 
 
 BAD6_UNDERLAY = {
@@ -184,3 +185,25 @@ def test_underlay_family_option_picks_the_ipv6_internal_ip(apiserver, start_sour
 def test_bad_underlay_family_is_a_config_error(kubeconfig):
     with pytest.raises(ConfigError, match=re.escape("kubernetes.underlay_family: ipv5: must be one of ipv4, ipv6")):
         KubernetesSource(DUAL, kubeconfig, underlay_family="ipv5")
+
+
+def test_underlay_family_in_the_config_file_reaches_the_source(kubeconfig):
+    from ovs_mesh.agent.parts import _kubernetes_source
+    from topology.config import parse_config
+
+    doc = {"cluster": {"cidr": "10.244.0.0/16,fd00:10:244::/56"}, "source": "kubernetes",
+           "kubernetes": {"kubeconfig": kubeconfig, "underlay_family": "ipv6"}, "local": {"node": "node-1"}}
+    src = _kubernetes_source(parse_config(doc))
+    try:
+        assert src.underlay_family == "ipv6" and src.cluster.families == ("ipv4", "ipv6")
+    finally:
+        src.stop()
+    doc["kubernetes"]["underlay_family"] = "IPv6"
+    with pytest.raises(ConfigError, match=re.escape("kubernetes.underlay_family: IPv6: must be one of ipv4, ipv6")):
+        parse_config(doc)
+    del doc["kubernetes"]["underlay_family"]
+    src = _kubernetes_source(parse_config(doc))
+    try:
+        assert src.underlay_family == "ipv4"   # a dual-stack cluster defaults to the IPv4 underlay
+    finally:
+        src.stop()
