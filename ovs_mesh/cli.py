@@ -10,9 +10,10 @@ import json
 import logging
 import os
 import sys
+
 from topology.config import ConfigError
 from topology.errors import InputError
-
+from topology.nodes import missing_subnets
 
 from .families import change_family, count
 from .node import load, open_node
@@ -127,8 +128,9 @@ def _with_reconciler(args, fn, teardown: bool = False):
     Teardown needs neither the local node in the inventory nor its subnet: it
     removes what is ours whatever the file says now."""
     config = load(args, require_local=not teardown)
-    if not teardown and not config.local_node.subnets:
-        raise ConfigError([f"nodes: {config.local.node}: has no subnet (run `ovs-mesh allocate`)"])
+    lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
+    if lacks:
+        raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
     node = open_node(config)
     try:
         return fn(config, node.reconciler())

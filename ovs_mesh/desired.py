@@ -4,15 +4,22 @@ Pipeline on obr0 (flow and port modes).  Nobody on the overlay speaks for
 someone else: a packet enters it only with a source address its sender owns.
 
   table 0   from LOCAL (kbr0): ip with nw_src / arp with arp_spa in this node's
-            subnet (the gateway is in it) -> 10; any other LOCAL packet drops.
+            subnet (the gateway is in it), ipv6 with ipv6_src in its subnet6 -> 10;
+            a neighbour solicitation from a link-local source gets the gateway6
+            source first (see LINK_LOCAL); any other LOCAL packet drops.
             From the tunnel: flow mode only with tun_id = cluster.vni -> 20;
             port mode every other port -> 20, where only peers' ports match.
-  table 10  per peer: ip/arp to the peer's subnet -> tunnel to the peer
-            (flow mode: set tun_id = vni and tun_dst = the peer's IP)
+  table 10  per peer: ip/arp to the peer's subnet, ipv6 to its subnet6 and
+            neighbour solicitations (icmp6 type 135) for a target in it ->
+            tunnel to the peer (flow mode: set tun_id = vni and tun_dst, or
+            tun_ipv6_dst over an IPv6 underlay, = the peer's IP)
   table 20  per peer: ip with nw_src / arp with arp_spa in that peer's subnet,
-            and only from that peer (tun_src in flow mode, its port in port
-            mode) -> 30
-  table 30  only to the local subnet -> LOCAL
+            ipv6 with ipv6_src in its subnet6, and only from that peer
+            (tun_src / tun_ipv6_src in flow mode, its port in port mode) -> 30
+  table 30  only to the local subnets (ip, arp; ipv6 and solicitations for a
+            target in subnet6) -> LOCAL
+Neighbour advertisements are unicast to an address in the soliciting node's
+subnet6, so the ipv6 rules carry them.
 Every table ends in a drop; nothing is flooded, so the mesh has no loops.
 `stp` mode instead builds ports to `mesh_degree` peers with RSTP on the bridge
 and a single NORMAL flow: no address is checked there.
@@ -132,46 +139,84 @@ def build(config: Config, pod_mtu: int | None = None,
     return OvsState(bridge=bridge, ports=ports, flows=frozenset(flows))
 
 
+# Neighbour solicitations a node sends for a pod it forwards to carry kbr0's link-local
+# source (Linux uses the triggering packet's source only when it is kbr0's own), which no
+# peer could answer: the answer would go to an address only this node's kbr0 holds.  So
+# table 0 gives such a solicitation the gateway6 source (an address of kbr0 too; OVS fixes
+# the ICMPv6 checksum); the target's answer then goes to gateway6, inside this node's subnet.
+LINK_LOCAL = "fe80::/10"
+ND_NS = "icmp6,icmp_type=135"
+
+
 def _common_flows(local: Node) -> list[Flow]:
-    """Tables 0 (the local side), 10, 20 and 30 without per-peer flows."""
-    return [
-        Flow(T_CLASSIFY, 100, f"ip,in_port=LOCAL,nw_src={local.subnet}", f"goto_table:{T_TO_PEERS}"),
-        Flow(T_CLASSIFY, 100, f"arp,in_port=LOCAL,arp_spa={local.subnet}", f"goto_table:{T_TO_PEERS}"),
+    """Tables 0 (the local side), 10, 20 and 30 without per-peer flows, per pod family."""
+    to_peers = f"goto_table:{T_TO_PEERS}"
+    flows = [
         Flow(T_CLASSIFY, 90, "in_port=LOCAL", "drop"),   # a source that is not this node's
         Flow(T_TO_PEERS, 0, "", "drop"),
         Flow(T_FROM_PEERS, 0, "", "drop"),
-        Flow(T_TO_LOCAL, 100, f"ip,nw_dst={local.subnet}", "LOCAL"),
-        Flow(T_TO_LOCAL, 100, f"arp,arp_tpa={local.subnet}", "LOCAL"),
         Flow(T_TO_LOCAL, 0, "", "drop"),
     ]
+    if local.subnet is not None:
+        flows += [
+            Flow(T_CLASSIFY, 100, f"ip,in_port=LOCAL,nw_src={local.subnet}", to_peers),
+            Flow(T_CLASSIFY, 100, f"arp,in_port=LOCAL,arp_spa={local.subnet}", to_peers),
+            Flow(T_TO_LOCAL, 100, f"ip,nw_dst={local.subnet}", "LOCAL"),
+            Flow(T_TO_LOCAL, 100, f"arp,arp_tpa={local.subnet}", "LOCAL"),
+        ]
+    if local.subnet6 is not None:
+        flows += [
+            Flow(T_CLASSIFY, 100, f"ipv6,in_port=LOCAL,ipv6_src={local.subnet6}", to_peers),
+            Flow(T_CLASSIFY, 100, f"icmp6,in_port=LOCAL,ipv6_src={LINK_LOCAL},icmp_type=135",
+                 f"set_field:{local.gateway6}->ipv6_src,{to_peers}"),
+            Flow(T_TO_LOCAL, 100, f"ipv6,ipv6_dst={local.subnet6}", "LOCAL"),
+            Flow(T_TO_LOCAL, 100, f"{ND_NS},nd_target={local.subnet6}", "LOCAL"),
+        ]
+    return flows
 
 
 def _peer_flows(peer: Node, out: str, sender: str) -> list[Flow]:
-    """Two out (to the peer's subnet), two in (from `sender`, only the peer's sources)."""
-    return [Flow(T_TO_PEERS, 100, f"ip,nw_dst={peer.subnet}", out),
-            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out),
-            Flow(T_FROM_PEERS, 100, f"ip,{sender},nw_src={peer.subnet}", f"goto_table:{T_TO_LOCAL}"),
-            Flow(T_FROM_PEERS, 100, f"arp,{sender},arp_spa={peer.subnet}", f"goto_table:{T_TO_LOCAL}")]
+    """Per pod family: out to the peer's subnet (IP and ARP; IPv6 and neighbour
+    solicitations for it), in from `sender` with only the peer's sources."""
+    to_local = f"goto_table:{T_TO_LOCAL}"
+    flows = []
+    if peer.subnet is not None:
+        flows += [Flow(T_TO_PEERS, 100, f"ip,nw_dst={peer.subnet}", out),
+                  Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out),
+                  Flow(T_FROM_PEERS, 100, f"ip,{sender},nw_src={peer.subnet}", to_local),
+                  Flow(T_FROM_PEERS, 100, f"arp,{sender},arp_spa={peer.subnet}", to_local)]
+    if peer.subnet6 is not None:
+        # a unicast solicitation (NUD) matches both out rules: the target decides
+        flows += [Flow(T_TO_PEERS, 100, f"ipv6,ipv6_dst={peer.subnet6}", out),
+                  Flow(T_TO_PEERS, 110, f"{ND_NS},nd_target={peer.subnet6}", out),
+                  Flow(T_FROM_PEERS, 100, f"ipv6,{sender},ipv6_src={peer.subnet6}", to_local)]
+    return flows
+
+
+def tunnel_fields(peer: Node) -> tuple[str, str]:
+    """Flow mode: (the field set to send to `peer`, the match of what it sent), per underlay family."""
+    if peer.underlay_family == "ipv6":
+        return f"set_field:{peer.ip}->tun_ipv6_dst", f"tun_ipv6_src={peer.ip}"
+    return f"set_field:{peer.ip}->tun_dst", f"tun_src={peer.ip}"
 
 
 def flow_mode_flows(local: Node, peers: list[Node], vni: int = 0) -> list[Flow]:
-    """4 flows per peer: two out (set tun_id, tun_dst), two in (tun_src and source filter)."""
+    """Per peer and pod family: out (set tun_id, tun_dst or tun_ipv6_dst), in (tun_src or
+    tun_ipv6_src and the source filter): 4 flows for IPv4, 3 for IPv6."""
     key = tun_id(vni)
     flows = _common_flows(local) + [
         Flow(T_CLASSIFY, 100, f"tun_id={key},in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"),
         Flow(T_CLASSIFY, 0, "", "drop"),
     ]
     for p in peers:
-        if p.subnet is not None:
-            flows += _peer_flows(p, f"set_field:{key}->tun_id,set_field:{p.ip}->tun_dst,"
-                                    f"output:{TUNNEL_OFPORT}", f"tun_src={p.ip}")
+        set_dst, sender = tunnel_fields(p)
+        flows += _peer_flows(p, f"set_field:{key}->tun_id,{set_dst},output:{TUNNEL_OFPORT}", sender)
     return flows
 
 
 def port_mode_flows(local: Node, peers: list[tuple[Node, int]]) -> list[Flow]:
-    """4 flows per peer: two out (output to its port), two in (its port and source filter)."""
+    """Per peer and pod family: out (output to its port), in (its port and the source filter)."""
     flows = _common_flows(local) + [Flow(T_CLASSIFY, 0, "", f"goto_table:{T_FROM_PEERS}")]
     for p, ofport in peers:
-        if p.subnet is not None:
-            flows += _peer_flows(p, f"output:{ofport}", f"in_port={ofport}")
+        flows += _peer_flows(p, f"output:{ofport}", f"in_port={ofport}")
     return flows

@@ -41,6 +41,18 @@ def node_subnets_of(raw: Any) -> dict[str, Network]:
     return {family_of(net): net for _, net, _ in items if net is not None}
 
 
+def missing_subnets(cluster: Cluster, node: Node) -> str | None:
+    """None when `node` has a subnet of every cluster family, else what it lacks:
+    "subnet" (none at all, as before dual-stack) or "IPv6 subnet" / "IPv4 subnet"."""
+    have = {"ipv4": node.subnet, "ipv6": node.subnet6}
+    missing = [f for f in cluster.families if have[f] is None]
+    if not missing:
+        return None
+    if len(missing) == len(cluster.families):
+        return "subnet"
+    return f"{LABEL[missing[0]]} subnet"
+
+
 def node_prefix_of(cluster: Cluster, family: str) -> tuple[str, int]:
     """(config key, prefix length) of a family's node subnets."""
     if family == "ipv4":

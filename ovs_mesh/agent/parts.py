@@ -7,6 +7,7 @@ import time
 
 from topology.errors import InputError
 from topology.model import Config
+from topology.nodes import missing_subnets
 
 from ..node import NodeClients, connect_ovsdb, open_node
 
@@ -63,8 +64,9 @@ class Inventory:
             return self.good
         self.say.forget("input")
         me = cfg.node(cfg.local.node)
-        if me is None or not me.subnets:
-            why = "is not in the topology" if me is None else "has no subnet yet"
+        lacks = None if me is None else missing_subnets(cfg.cluster, me)
+        if me is None or lacks:
+            why = "is not in the topology" if me is None else f"has no {lacks} yet"
             if self.good is not None and self.good.local == cfg.local:
                 self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
                              "topology (%d nodes) installed", cfg.local.node, why, len(self.good.nodes))

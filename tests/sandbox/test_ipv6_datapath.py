@@ -1,0 +1,182 @@
+"""IPv6 and dual-stack through the tunnels, proven with ofproto/trace against real OVS (issue 12).
+
+One sandbox OVS for the module (node-1; peers node-2 and node-3) with an underlay of
+both families on br-phy, so that every case is one `apply` of another config:
+every mode (flow, port) x tunnel (vxlan, gre, geneve) with a dual-stack cluster over
+an IPv4 underlay and an IPv6-only cluster over an IPv6 underlay.  A user would check:
+- an IPv6 packet to node-3's pod leaves for node-3 (flow mode: set tun_dst or
+  tun_ipv6_dst; port mode: node-3's port), and so does a neighbour solicitation
+  for it (from kbr0's link-local source it leaves with the gateway6 source);
+- from node-2 only node-2's subnet6 gets in, and only from node-2 (an unknown
+  tunnel source drops);
+- from LOCAL a foreign ipv6_src drops;
+- IPv4 in the dual cluster behaves as before; a converged node plans no change.
+"""
+import json
+import re
+
+import pytest
+
+from ovs_mesh.desired import peer_port_name
+from tests.helpers import base_config_v6, sandbox_ovs
+from tests.sandbox.test_apply import apply_ok, cli, ofport, trace
+
+V4 = {"node-2": "192.168.56.12", "node-3": "192.168.56.13"}
+V6 = {"node-2": "fd00:56::12", "node-3": "fd00:56::13"}
+POD = {1: "fd00:10:244:1::", 2: "fd00:10:244:2::", 3: "fd00:10:244:3::"}
+
+
+@pytest.fixture(scope="module")
+def dual_underlay():
+    """node-1's sandbox OVS with 192.168.56.11/24 and fd00:56::11/64 on br-phy."""
+    with sandbox_ovs(prefix="ovsm-v6dp-") as ovs:
+        ovs.vsctl("add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=dummy",
+                  "--", "add-port", "br-phy", "phy0", "--", "set", "interface", "phy0", "type=dummy")
+        ovs.appctl("netdev-dummy/ip4addr", "br-phy", "192.168.56.11/24")
+        ovs.appctl("netdev-dummy/ip6addr", "br-phy", "fd00:56::11/64")
+        ovs.appctl("ovs/route/add", "192.168.56.0/24", "br-phy")
+        ovs.appctl("ovs/route/add", "fd00:56::/64", "br-phy")
+        for i, name in enumerate(("node-2", "node-3")):
+            ovs.appctl("tnl/neigh/set", "br-phy", V4[name], f"aa:55:aa:55:00:0{i}")
+            ovs.appctl("tnl/neigh/set", "br-phy", V6[name], f"aa:55:aa:55:01:0{i}")
+        yield ovs
+
+
+def dropped(out):
+    return out.rstrip().endswith("Datapath actions: drop")
+
+
+def datapath(out):
+    return out.split("Datapath actions:")[1]
+
+
+class Node1:
+    """The applied config and how to send a packet as LOCAL or as a peer."""
+
+    def __init__(self, ovs, data, underlay):
+        self.ovs, self.data, self.underlay = ovs, data, underlay
+        self.mode, self.tunnel = data["cluster"]["mode"], data["cluster"]["tunnel"]
+        self.addr = V6 if underlay == "ipv6" else V4
+
+    def local(self, pkt):
+        return trace(self.ovs, f"in_port=LOCAL,{pkt}")
+
+    def from_peer(self, peer, pkt, tun_src=None):
+        if self.mode == "flow":
+            src = tun_src or self.addr[peer]
+            tun = (f"tun_ipv6_src={src},tun_ipv6_dst=fd00:56::11" if self.underlay == "ipv6"
+                   else f"tun_src={src},tun_dst=192.168.56.11")
+            return trace(self.ovs, f"in_port=10,tun_id=0,{tun},{pkt}")
+        return trace(self.ovs, f"in_port={ofport(self.ovs, peer_port_name(self.tunnel, peer))},{pkt}")
+
+    def assert_to(self, out, peer):
+        """The packet leaves through the tunnel, to `peer`'s underlay address."""
+        assert "tnl_push" in out and f"dst={self.addr[peer]}," in datapath(out), out
+        if self.mode == "flow":
+            field = "tun_ipv6_dst" if self.underlay == "ipv6" else "tun_dst"
+            assert f"set_field:{self.addr[peer]}->{field}" in out, out
+        else:
+            assert f"output:{ofport(self.ovs, peer_port_name(self.tunnel, peer))}" in out, out
+
+    def assert_in(self, out):
+        """The packet reaches LOCAL (kbr0) through table 30."""
+        assert not dropped(out) and "30. " in out, out
+
+
+def converge(ovs, data, underlay):
+    """A fresh start (the previous case's tunnel port held the flow-mode ofport), then apply."""
+    r = cli(ovs, data, "teardown")
+    assert r.returncode == 0, r.stdout + r.stderr
+    apply_ok(ovs, data)
+    r = cli(ovs, data, "plan", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["changes"] == [], r.stdout + r.stderr
+    return Node1(ovs, data, underlay)
+
+
+CASES = [(m, t, f) for f in ("dual", "ipv6") for m in ("flow", "port") for t in ("vxlan", "gre", "geneve")]
+
+
+@pytest.mark.parametrize("mode,tunnel,family", CASES, ids=[f"{f}-{m}-{t}" for m, t, f in CASES])
+def test_ipv6_through_the_tunnels(dual_underlay, mode, tunnel, family):
+    ovs = dual_underlay
+    underlay = "ipv6" if family == "ipv6" else "ipv4"
+    data = base_config_v6(3, family=family, underlay=underlay, tunnel=tunnel, mode=mode)
+    data["local"]["ovsdb"] = ovs.remote
+    n = converge(ovs, data, underlay)
+    # to node-3's pod, from a pod and from the gateway (node -> pod)
+    for src in (POD[1] + "5", POD[1] + "1"):
+        n.assert_to(n.local(f"icmp6,ipv6_src={src},ipv6_dst={POD[3]}7"), "node-3")
+    n.assert_to(n.local(f"tcp6,ipv6_src={POD[1]}5,ipv6_dst={POD[2]}7,tp_dst=80"), "node-2")
+    # neighbour solicitation for node-3's pod: to node-3; from kbr0's link-local source with gateway6's
+    ns = f"icmp6,icmpv6_type=135,ipv6_dst=ff02::1:ff00:7,nd_target={POD[3]}7"
+    n.assert_to(n.local(f"{ns},ipv6_src={POD[1]}1"), "node-3")
+    out = n.local(f"{ns},ipv6_src=fe80::1")
+    n.assert_to(out, "node-3")
+    assert f"set(ipv6(src={POD[1]}1))" in datapath(out), out
+    # ... and from node-2: its pods' packets, its solicitations and advertisements get in
+    n.assert_in(n.from_peer("node-2", f"icmp6,ipv6_src={POD[2]}5,ipv6_dst={POD[1]}7"))
+    n.assert_in(n.from_peer("node-2", f"icmp6,icmpv6_type=135,ipv6_src={POD[2]}1,ipv6_dst=ff02::1:ff00:7,"
+                                      f"nd_target={POD[1]}7"))
+    n.assert_in(n.from_peer("node-2", f"icmp6,icmpv6_type=136,ipv6_src={POD[2]}5,ipv6_dst={POD[1]}1,"
+                                      f"nd_target={POD[2]}5"))
+    # drops: node-3's, our own, an outside and a link-local source from node-2
+    for src in (POD[3] + "5", POD[1] + "9", "2001:db8::7", "fe80::2"):
+        assert dropped(n.from_peer("node-2", f"icmp6,ipv6_src={src},ipv6_dst={POD[1]}7")), src
+    if mode == "flow":   # an unknown tunnel source, with a source of node-2's subnet6
+        stranger = "fd00:56::99" if underlay == "ipv6" else "192.168.56.99"
+        assert dropped(n.from_peer("node-2", f"icmp6,ipv6_src={POD[2]}5,ipv6_dst={POD[1]}7", tun_src=stranger))
+    # from LOCAL: a foreign source, other link-local ICMPv6 (router solicitation, MLD), DAD
+    for pkt in (f"icmp6,ipv6_src={POD[2]}5,ipv6_dst={POD[3]}7", f"icmp6,ipv6_src=2001:db8::5,ipv6_dst={POD[3]}7",
+                "icmp6,icmpv6_type=133,ipv6_src=fe80::1,ipv6_dst=ff02::2",
+                "icmp6,icmpv6_type=143,ipv6_src=fe80::1,ipv6_dst=ff02::16",
+                f"{ns},ipv6_src=::"):
+        assert dropped(n.local(pkt)), pkt
+    if family == "dual":   # IPv4 as before, over the same tunnels
+        n.assert_to(n.local("icmp,nw_src=10.244.1.5,nw_dst=10.244.3.7"), "node-3")
+        n.assert_to(n.local("arp,arp_op=1,arp_spa=10.244.1.1,arp_tpa=10.244.3.7"), "node-3")
+        assert dropped(n.local("icmp,nw_src=10.244.2.5,nw_dst=10.244.3.7"))
+        n.assert_in(n.from_peer("node-2", "icmp,nw_src=10.244.2.5,nw_dst=10.244.1.5"))
+        assert dropped(n.from_peer("node-2", "icmp,nw_src=10.244.3.5,nw_dst=10.244.1.5"))
+
+
+def flows_of(ovs):
+    return {re.sub(r"^\s+", "", line) for line in ovs.ofctl("--no-stats", "dump-flows", "obr0").splitlines()
+            if "cookie=" in line}
+
+
+@pytest.mark.parametrize("mode", ["flow", "port"])
+def test_ipv4_flows_unchanged_in_a_dual_cluster(dual_underlay, mode):
+    """The IPv4 rows OVS holds for a dual-stack cluster are those of the IPv4 cluster."""
+    ovs = dual_underlay
+    v4 = base_config_v6(3, mode=mode)
+    for node in v4["nodes"]:
+        node["subnet"] = node["subnet"][0]
+    v4["cluster"]["cidr"] = "10.244.0.0/16"
+    v4["local"]["ovsdb"] = ovs.remote
+    converge(ovs, v4, "ipv4")
+    before = flows_of(ovs)
+    dual = base_config_v6(3, mode=mode)
+    dual["local"]["ovsdb"] = ovs.remote
+    converge(ovs, dual, "ipv4")
+    after = flows_of(ovs)
+    added = {f for f in after if re.search(r"(ipv6|icmp6),", f)}
+    assert after - added == before and len(added) == 4 + 3 * 2
+
+
+@pytest.mark.parametrize("mode,tunnel", [("flow", "vxlan"), ("port", "gre")])
+def test_ipv4_cluster_over_ipv6_underlay(dual_underlay, mode, tunnel):
+    """An IPv6 underlay carries an IPv4-only cluster: tun_ipv6_dst out, tun_ipv6_src in."""
+    ovs = dual_underlay
+    data = base_config_v6(3, mode=mode, tunnel=tunnel, underlay="ipv6")
+    data["cluster"]["cidr"] = "10.244.0.0/16"
+    for node in data["nodes"]:
+        node["subnet"] = node["subnet"][0]
+    data["local"]["ovsdb"] = ovs.remote
+    n = converge(ovs, data, "ipv6")
+    out = n.local("icmp,nw_src=10.244.1.5,nw_dst=10.244.3.7")
+    n.assert_to(out, "node-3")
+    assert "ipv6(src=fd00:56::11,dst=fd00:56::13," in datapath(out), out
+    n.assert_in(n.from_peer("node-2", "icmp,nw_src=10.244.2.5,nw_dst=10.244.1.5"))
+    assert dropped(n.from_peer("node-2", "icmp,nw_src=10.244.3.5,nw_dst=10.244.1.5"))
+    if mode == "flow":
+        assert dropped(n.from_peer("node-2", "icmp,nw_src=10.244.2.5,nw_dst=10.244.1.5", tun_src="fd00:56::99"))

@@ -1,0 +1,75 @@
+"""The IPv6 pipeline as pure desired state (issue 12): per peer out by ipv6_dst and by the
+target of a neighbour solicitation, in only from that peer with its subnet6 as source;
+tun_ipv6_dst / tun_ipv6_src over an IPv6 underlay; IPv4 flows unchanged."""
+import pytest
+
+from ovs_mesh.desired import build, peer_port_name
+from ovs_mesh.state import Flow
+from tests.helpers import base_config, base_config_v6
+from topology.config import parse_config
+
+OUT2 = "set_field:0->tun_id,set_field:{}->{},output:10"
+
+
+def flows(data, pod_mtu=1430):
+    return build(parse_config(data), pod_mtu).flows
+
+
+def six(fs):
+    """The flows of IPv6 pod traffic (matches on the inner IPv6 packet)."""
+    return {f for f in fs if f.match.startswith(("ipv6,", "icmp6,"))}
+
+
+@pytest.mark.parametrize("family,underlay", [("dual", "ipv4"), ("ipv6", "ipv6"), ("dual", "ipv6"),
+                                             ("ipv6", "ipv4")])
+def test_flow_mode_ipv6_flows(family, underlay):
+    fs = flows(base_config_v6(3, family=family, underlay=underlay))
+    ip2 = "fd00:56::12" if underlay == "ipv6" else "192.168.56.12"
+    dst, src = ("tun_ipv6_dst", "tun_ipv6_src") if underlay == "ipv6" else ("tun_dst", "tun_src")
+    out = OUT2.format(ip2, dst)
+    expect = {
+        Flow(0, 100, "ipv6,in_port=LOCAL,ipv6_src=fd00:10:244:1::/64", "goto_table:10"),
+        Flow(0, 100, "icmp6,in_port=LOCAL,ipv6_src=fe80::/10,icmp_type=135",
+             "set_field:fd00:10:244:1::1->ipv6_src,goto_table:10"),
+        Flow(10, 100, "ipv6,ipv6_dst=fd00:10:244:2::/64", out),
+        Flow(10, 110, "icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", out),
+        Flow(20, 100, f"ipv6,{src}={ip2},ipv6_src=fd00:10:244:2::/64", "goto_table:30"),
+        Flow(30, 100, "ipv6,ipv6_dst=fd00:10:244:1::/64", "LOCAL"),
+        Flow(30, 100, "icmp6,icmp_type=135,nd_target=fd00:10:244:1::/64", "LOCAL"),
+    }
+    assert expect <= fs
+    assert len(six(fs)) == 4 + 3 * 2          # 4 local, 3 per peer
+    v4 = {f for f in fs if "nw_" in f.match or "arp" in f.match}
+    assert bool(v4) == (family == "dual")
+
+
+def test_ipv4_flows_of_a_dual_cluster_are_those_of_the_ipv4_cluster():
+    for mode in ("flow", "port"):
+        dual = flows(base_config_v6(3, mode=mode))
+        v4 = flows(base_config(3, mode=mode))
+        assert dual - six(dual) == v4, mode
+
+
+def test_port_mode_ipv6_over_ipv6_underlay():
+    data = base_config_v6(3, family="ipv6", mode="port", tunnel="geneve")
+    state = build(parse_config(data), 1430)
+    ports = {p.name: p for p in state.ports}
+    port = ports[peer_port_name("geneve", "node-2")]
+    assert dict(port.options)["remote_ip"] == "fd00:56::12"
+    of = port.ofport_request
+    assert Flow(10, 110, "icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", f"output:{of}") in state.flows
+    assert Flow(20, 100, f"ipv6,in_port={of},ipv6_src=fd00:10:244:2::/64", "goto_table:30") in state.flows
+
+
+def test_stp_mode_unchanged_by_ipv6():
+    state = build(parse_config(base_config_v6(3, family="ipv6", mode="stp")), 1430)
+    assert state.flows == {Flow(0, 0, "", "NORMAL")}
+    assert {dict(p.options)["remote_ip"] for p in state.ports} == {"fd00:56::12", "fd00:56::13"}
+
+
+def test_peer_without_subnet6_gets_no_ipv6_flows():
+    data = base_config_v6(3)
+    data["nodes"][2]["subnet"] = "10.244.3.0/24"      # allocate has not run for IPv6 yet
+    fs = flows(data)
+    assert not any("fd00:10:244:3::" in f.match for f in fs)
+    assert any("10.244.3.0/24" in f.match for f in fs)
