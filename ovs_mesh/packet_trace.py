@@ -53,7 +53,7 @@ def packet(proto: str, src: Address, dst: Address) -> str:
     if proto == "arp":
         raise InputError([Problem("--proto", proto, "ARP is IPv4: use nd (neighbour solicitation) for IPv6")])
     if proto == "nd":
-        return f"icmp6,icmp_type=135,icmp_code=0,ipv6_src={src},ipv6_dst={solicited_node(dst)},nd_target={dst}"
+        return f"icmp6,icmpv6_type=135,ipv6_src={src},ipv6_dst={solicited_node(dst)},nd_target={dst}"
     return f"{_V6_PROTO[proto]},ipv6_src={src},ipv6_dst={dst}"
 
 

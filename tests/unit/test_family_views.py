@@ -175,7 +175,7 @@ def test_trace_flow_ipv6_from_local_and_from_a_peer():
     assert pt.trace_flow(cfg, a, b, "icmp") == "in_port=LOCAL,icmp6,ipv6_src=fd00:10:244:1::5,ipv6_dst=fd00:10:244:2::9"
     assert pt.trace_flow(cfg, b, a, "tcp") == ("in_port=10,tun_id=0,tun_ipv6_src=fd00:56::c,tun_ipv6_dst=fd00:56::b,"
                                               "tcp6,ipv6_src=fd00:10:244:2::9,ipv6_dst=fd00:10:244:1::5")
-    assert pt.trace_flow(cfg, a, b, "nd") == ("in_port=LOCAL,icmp6,icmp_type=135,icmp_code=0,ipv6_src=fd00:10:244:1::5,"
+    assert pt.trace_flow(cfg, a, b, "nd") == ("in_port=LOCAL,icmp6,icmpv6_type=135,ipv6_src=fd00:10:244:1::5,"
                                              "ipv6_dst=ff02::1:ff00:9,nd_target=fd00:10:244:2::9")
     v4 = config(underlay="ipv4")   # IPv6 pods over an IPv4 underlay: tun_src/tun_dst
     assert pt.trace_flow(v4, b, a, "ip").startswith("in_port=10,tun_id=0,tun_src=192.168.56.12,tun_dst=192.168.56.11,ipv6,")
