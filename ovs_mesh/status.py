@@ -22,9 +22,10 @@ def status_path(rundir: str) -> str:
     return os.path.join(rundir, STATUS_FILE)
 
 
-def write_status(rundir: str, result) -> None:
-    """What `status` shows of the last reconcile: when, how many changes, problems."""
-    data = {"time": time.time(), "change_count": len(result.changes),
+def write_status(rundir: str, result, kind: str = "full") -> None:
+    """What `status` shows of the last reconcile: when, which kind of pass (full or
+    the agent's incremental one), how many changes, problems."""
+    data = {"time": time.time(), "kind": kind, "change_count": len(result.changes),
             "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
             "problems": result.problems, "seconds": round(result.seconds, 4)}
     try:
@@ -87,6 +88,7 @@ def collect(config, rec) -> dict:
             "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
+                                        "kind": last.get("kind", "full"),
                                         "changes": last.get("change_count", len(last["changes"])),
                                         "problems": last["problems"]}}
 
@@ -97,7 +99,8 @@ def render(d: dict) -> str:
     lines.append(f"pods {' + '.join(d['families'])}: {', '.join(d['subnets']) or 'no subnet'}; "
                  f"underlay {d['underlay_family']}: {d['ip']}")
     lr = d["last_reconcile"]
-    lines.append(f"last reconcile: {lr['age_seconds']}s ago, {lr['changes']} changes" if lr else "last reconcile: never")
+    lines.append(f"last reconcile: {lr['age_seconds']}s ago ({lr['kind']} pass), {lr['changes']} changes"
+                 if lr else "last reconcile: never")
     rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"])
             for p in d["peers"]]
     w = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("PEER", "IP", "SUBNETS", "PORT"))]

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -35,6 +36,11 @@ class AgentMetrics:
         self.errors = Counter("ovs_mesh_reconcile_errors", "Reconcile passes that failed", registry=r)
         self.changes = Counter("ovs_mesh_reconcile_changes", "Changes applied by reconcile passes",
                                registry=r)
+        self.passes = Counter("ovs_mesh_reconcile_passes", "Successful passes by kind: full (observe "
+                              "everything) or incremental (only the peers that changed)", ["kind"],
+                              registry=r)
+        for kind in ("full", "incremental"):
+            self.passes.labels(kind=kind)
         self.duration = Histogram("ovs_mesh_reconcile_duration_seconds", "Reconcile pass duration",
                                   buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
                                   registry=r)
@@ -42,7 +48,7 @@ class AgentMetrics:
         self.peers = 0
         self.flows = 0
         self.tunnels: list[tuple[str, str]] = []   # (peer, state)
-        self.families: FamilyStats | None = None
+        self.families: FamilyStats | Callable[[], FamilyStats] | None = None
         self.last_success: float | None = None     # wall clock
         self.last_ok = False
         self.last_error: str | None = None
@@ -50,11 +56,14 @@ class AgentMetrics:
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
                peers: int | None = None, flows: int | None = None, tunnels=None,
-               families: FamilyStats | None = None) -> None:
+               kind: str = "full", families: FamilyStats | Callable[[], FamilyStats] | None = None) -> None:
+        """`families`: the per-family numbers, or a function that computes them when
+        scraped (so a pass does not pay for counting thousands of flows)."""
         self.reconciles.inc()
         self.duration.observe(seconds)
         if ok:
             self.changes.inc(changes)
+            self.passes.labels(kind=kind).inc()
         else:
             self.errors.inc()
         with self._lock:
@@ -109,7 +118,7 @@ class _Snapshot:
         yield GaugeMetricFamily("ovs_mesh_last_reconcile_timestamp_seconds",
                                 "Unix time of the last successful reconcile", value=last or 0)
         if families is not None:
-            yield from _family_metrics(families)
+            yield from _family_metrics(families() if callable(families) else families)
 
 
 def _family_metrics(f: FamilyStats):

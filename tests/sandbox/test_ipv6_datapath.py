@@ -13,12 +13,13 @@ an IPv4 underlay and an IPv6-only cluster over an IPv6 underlay.  A user would c
 - IPv4 in the dual cluster behaves as before; a converged node plans no change.
 """
 import json
+import os
 import re
 
 import pytest
 
 from ovs_mesh.desired import peer_port_name
-from tests.helpers import base_config_v6, sandbox_ovs
+from tests.helpers import base_config_v6, sandbox_ovs, wait_for
 from tests.sandbox.test_apply import apply_ok, cli, ofport, trace
 
 V4 = {"node-2": "192.168.56.12", "node-3": "192.168.56.13"}
@@ -180,3 +181,52 @@ def test_ipv4_cluster_over_ipv6_underlay(dual_underlay, mode, tunnel):
     assert dropped(n.from_peer("node-2", "icmp,nw_src=10.244.3.5,nw_dst=10.244.1.5"))
     if mode == "flow":
         assert dropped(n.from_peer("node-2", "icmp,nw_src=10.244.2.5,nw_dst=10.244.1.5", tun_src="fd00:56::99"))
+
+
+def packets(path):
+    """The frames a dummy port has sent so far (its tx_pcap file)."""
+    from scapy.all import rdpcap
+
+    return list(rdpcap(path)) if os.path.exists(path) and os.path.getsize(path) > 24 else []
+
+
+def test_real_packets_ipv6_underlay_solicitation_and_echo(dual_underlay):
+    """Real frames through the dummy datapath (IPv6-only cluster, IPv6 underlay, flow mode):
+    kbr0's solicitation from its link-local address leaves with the gateway6 source and a
+    valid ICMPv6 checksum; node-2's echo over the IPv6 underlay reaches LOCAL, the same
+    from an unknown underlay address does not."""
+    from scapy.all import ICMPv6EchoRequest, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6, UDP, Ether, raw
+    from scapy.layers.vxlan import VXLAN
+
+    ovs = dual_underlay
+    data = base_config_v6(3, family="ipv6", tunnel="vxlan", mode="flow")
+    data["local"]["ovsdb"] = ovs.remote
+    converge(ovs, data, "ipv6")
+    out_pcap, in_pcap = os.path.join(ovs.rundir, "phy0-v6.pcap"), os.path.join(ovs.rundir, "obr0-v6.pcap")
+    ovs.vsctl("set", "Interface", "phy0", f"options:tx_pcap={out_pcap}")
+    ovs.vsctl("set", "Interface", "obr0", f"options:tx_pcap={in_pcap}")
+    kbr0 = "02:00:00:00:00:01"
+    ns = (Ether(src=kbr0, dst="33:33:ff:00:00:07") / IPv6(src="fe80::1", dst="ff02::1:ff00:7", hlim=255)
+          / ICMPv6ND_NS(tgt=f"{POD[3]}7") / ICMPv6NDOptSrcLLAddr(lladdr=kbr0))
+    ovs.appctl("netdev-dummy/receive", "obr0", raw(ns).hex())
+    sent = wait_for(lambda: [p for p in packets(out_pcap) if VXLAN in p], 10, "the solicitation on phy0")
+    outer, inner = sent[0][IPv6], sent[0][VXLAN][IPv6]
+    assert (outer.src, outer.dst) == ("fd00:56::11", "fd00:56::13")
+    assert inner.src == f"{POD[1]}1" and inner.hlim == 255 and inner[ICMPv6ND_NS].tgt == f"{POD[3]}7"
+    check = IPv6(raw(IPv6(src=inner.src, dst=inner.dst, hlim=255) / ICMPv6ND_NS(tgt=inner.tgt)
+                     / ICMPv6NDOptSrcLLAddr(lladdr=kbr0)))
+    assert inner[ICMPv6ND_NS].cksum == check[ICMPv6ND_NS].cksum
+    phy_mac = ovs.vsctl("get", "Interface", "br-phy", "mac_in_use").strip().strip('"')
+    # a stranger first: frames of one port are handled in order, so when node-2's is out, the
+    # stranger's has been decided
+    for n, src in enumerate(("fd00:56::99", "fd00:56::12")):
+        echo = (Ether(src="aa:55:aa:55:01:00", dst=phy_mac) / IPv6(src=src, dst="fd00:56::11")
+                / UDP(sport=40000 + n, dport=4789) / VXLAN(vni=0)
+                / Ether(src="02:00:00:00:00:02", dst=kbr0) / IPv6(src=f"{POD[2]}5", dst=f"{POD[1]}7")
+                / ICMPv6EchoRequest(id=n + 1))
+        ovs.appctl("netdev-dummy/receive", "phy0", raw(echo).hex())
+    got = wait_for(lambda: [p for p in packets(in_pcap) if ICMPv6EchoRequest in p], 10, "node-2's echo on obr0")
+    trace_stranger = trace(ovs, "in_port=10,tun_id=0,tun_ipv6_src=fd00:56::99,tun_ipv6_dst=fd00:56::11,"
+                                f"icmp6,ipv6_src={POD[2]}5,ipv6_dst={POD[1]}7")
+    assert dropped(trace_stranger)
+    assert [p[ICMPv6EchoRequest].id for p in packets(in_pcap) if ICMPv6EchoRequest in p] == [2], got

@@ -73,3 +73,38 @@ def test_peer_without_subnet6_gets_no_ipv6_flows():
     fs = flows(data)
     assert not any("fd00:10:244:3::" in f.match for f in fs)
     assert any("10.244.3.0/24" in f.match for f in fs)
+
+
+def test_agent_incremental_pass_with_ipv6_peers(tmp_path):
+    """inc's per-peer parts carry the IPv6 flows: a peer that gains its subnet6, and a new
+    dual-stack peer, are incremental passes that end where a full build does."""
+    import dataclasses
+    from ipaddress import IPv4Address, IPv4Network, IPv6Network
+
+    from ovs_mesh import desired
+    from ovs_mesh.agent.loop import Agent
+    from ovs_mesh.agent.schedule import Kick, Pass, Reason
+    from ovs_mesh.agent.sdnotify import SdNotify
+    from ovs_mesh.installed import flows_of
+    from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, session
+    from topology.model import Node
+
+    for mode in ("flow", "port"):
+        data = base_config_v6(3, mode=mode)
+        data["nodes"][2]["subnet"] = "10.244.3.0/24"          # node-3: no subnet6 yet
+        data["local"].update(ovsdb="unix:/nonexistent/db.sock", ovs_rundir=str(tmp_path))
+        source, ovsdb, fl = FakeSource(parse_config(data)), FakeOvsdb(), FakeFlows()
+        source.notify = lambda: None
+        a = Agent(source, resync=3600, notifier=SdNotify(environ={}), session=session(ovsdb, fl), watch=False)
+        assert a.reconcile_once(Pass((Kick(Reason.START),)))
+        cfg = source.cfg
+        n3 = dataclasses.replace(cfg.node("node-3"), subnet6=IPv6Network("fd00:10:244:3::/64"))
+        n4 = Node("node-4", IPv4Address("192.168.56.14"), IPv4Network("10.244.4.0/24"),
+                  IPv6Network("fd00:10:244:4::/64"))
+        source.cfg = dataclasses.replace(cfg, nodes=tuple(sorted([*(n for n in cfg.nodes if n.name != "node-3"),
+                                                                  n3, n4])))
+        assert a.reconcile_once(Pass((Kick(Reason.SOURCE),)))
+        assert a.passes == {"full": 1, "incremental": 1}, mode
+        want = desired.build(source.cfg, source.cfg.cluster.pod_mtu(1500), ovsdb.ofports)
+        assert flows_of(a.installed) == want.flows == frozenset(fl.flows)
+        assert any("fd00:10:244:3::/64" in f.match for f in fl.flows)

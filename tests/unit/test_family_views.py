@@ -157,6 +157,20 @@ def test_metrics_per_family():
     assert s[("ovs_mesh_underlay_info", (("address", "192.168.56.11"), ("family", "ipv4")))] == 1
 
 
+def test_metrics_families_computed_when_scraped():
+    """The agent hands a function: a pass does not count flows, a scrape does."""
+    calls = []
+
+    def stats():
+        calls.append(1)
+        return family_stats(config(), FLOWS)
+
+    m = AgentMetrics(60)
+    m.record(True, 0.01, families=stats)
+    assert not calls
+    assert _samples(m)[("ovs_mesh_family_flows", (("family", "ipv6"),))] == 2 and len(calls) == 1
+
+
 def test_metrics_of_an_ipv4_cluster_report_zero_ipv6():
     cfg = config(("ipv4",))
     m = AgentMetrics(60)
