@@ -44,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("validate", help="check the config; report all errors at once")
-    for name, text in (("plan", "show what apply would change (converged: no changes)"),
+    for name, text in (("plan", "show what apply would change (converged: no changes); with IPv6, "
+                                "a count per address family"),
                        ("apply", "one reconcile pass; idempotent"),
-                       ("status", "peers, tunnel health, flow counts, last reconcile")):
+                       ("status", "peers with their subnets of each family, the underlay family, "
+                                  "tunnel health, flow counts, last reconcile")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = sub.add_parser("trace", help="the OpenFlow path a packet from SRC to DST takes (ofproto/trace), "
