@@ -25,6 +25,11 @@ _V6_PROTOS = {"ipv6", "icmp6", "tcp6", "udp6", "sctp6"}
 
 def match_family(match: str) -> str | None:
     """The family of an OpenFlow match as ovs-ofctl prints it ("ip,nw_dst=..."), or None."""
+    first = match.split(",", 1)[0]   # fast path: our flows start with their protocol
+    if first in _V6_PROTOS:
+        return "ipv6"
+    if first in _V4_PROTOS:
+        return "ipv4"
     for part in match.split(","):
         key = part.split("=", 1)[0].strip()
         if key in _V6_PROTOS or key.startswith(("ipv6_", "nd_")):
@@ -71,8 +76,9 @@ def family_stats(config: Config, flows: Iterable[Flow]) -> FamilyStats:
     """What a converged node holds, by family: from the topology and the flows installed."""
     local = config.node(config.local.node)
     peers = peers_of(config.cluster, config.nodes, config.local.node)
-    flows = list(flows)
-    routes = [f for f in flows if f.table == T_TO_PEERS and ("nw_dst=" in f.match or "ipv6_dst=" in f.match)]
+    flows = [(f, match_family(f.match)) for f in flows]
+    routes = [fam for f, fam in flows
+              if f.table == T_TO_PEERS and ("nw_dst=" in f.match or "ipv6_dst=" in f.match)]
     subnets: tuple = ()
     if local is not None:
         subnets = tuple((s, str(net), str(gw)) for s, net, gw in (
@@ -81,7 +87,7 @@ def family_stats(config: Config, flows: Iterable[Flow]) -> FamilyStats:
     return FamilyStats(
         peers_with_subnet={"ipv4": sum(p.subnet is not None for p in peers),
                            "ipv6": sum(p.subnet6 is not None for p in peers)},
-        flows=count(match_family(f.match) for f in flows),
-        overlay_routes=count(match_family(f.match) for f in routes),
+        flows=count(fam for _, fam in flows),
+        overlay_routes=count(routes),
         subnets=subnets,
         underlay=(local.underlay_family, str(local.ip)) if local is not None else None)
