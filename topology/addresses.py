@@ -23,7 +23,7 @@ IPv6 choices (issue 12), following Kubernetes where it has a rule:
 """
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 from .model import Address, Network
@@ -55,33 +55,59 @@ def _v6_spelling(raw: str, canonical: str) -> str | None:
     return None
 
 
+# The same as integer ranges: a node file holds thousands of values, and ipaddress'
+# overlaps/subnet_of cost about 10 microseconds each.
+_V6_REFUSED_INT = tuple((int(n.network_address), int(n.broadcast_address), why) for n, why in _V6_REFUSED)
+
+
+def _refused6(lo: int, hi: int) -> tuple[str, bool] | None:
+    """(why, wholly inside) of the first refused range that [lo, hi] touches."""
+    for a, b, why in _V6_REFUSED_INT:
+        if lo <= b and a <= hi:
+            return why, a <= lo and hi <= b
+    return None
+
+
 def v6_range_problem(net: IPv6Network) -> str | None:
     """Why an IPv6 range cannot hold pods (None when it can)."""
-    for bad, why in _V6_REFUSED:
-        if net.overlaps(bad):
-            return f"not usable for pods: {'overlaps ' if not net.subnet_of(bad) else ''}{why}"
-    return None
+    lo = int(net.network_address)
+    hit = _refused6(lo, lo | ((1 << (128 - net.prefixlen)) - 1))
+    if hit is None:
+        return None
+    why, inside = hit
+    return f"not usable for pods: {'' if inside else 'overlaps '}{why}"
+
+
+def inside(net: Network, cidr: Network) -> bool:
+    """`net` is a subnet of `cidr` (of the same family): ipaddress' subnet_of, in integers."""
+    shift = net.max_prefixlen - cidr.prefixlen
+    return (net.prefixlen >= cidr.prefixlen
+            and int(net.network_address) >> shift == int(cidr.network_address) >> shift)
 
 
 def parse_cidr(raw: Any) -> tuple[Network | None, str | None]:
     """One canonical CIDR of either family, or (None, reason)."""
     if not isinstance(raw, str):
         return None, "must be a CIDR like 10.244.0.0/16 or fd00:10:244::/56"
-    try:
-        net = ip_network(raw, strict=False)
+    try:   # straight to the family's class: ip_network would try IPv4 first and raise
+        net = (IPv6Network if ":" in raw else IPv4Network)(raw, strict=False)
     except ValueError:
         return None, "not an IPv4 CIDR or IPv6 CIDR"
     if "/" not in raw:
         return None, f"not an {LABEL[family_of(net)]} CIDR: no /prefix"
+    canonical = str(net)
     if net.version == 4:
-        if str(net) != raw:
+        if canonical != raw:
             return None, f"not canonical: host bits set (did you mean {net}?)"
         return net, None
     if "%" in raw:
         return None, "not usable: a zone index (%...) has no place in a CIDR"
-    if ip_address(raw.split("/")[0]) != net.network_address:
-        return None, f"not canonical: host bits set (did you mean {net}?)"
-    reason = v6_range_problem(net) or _v6_spelling(raw, str(net))
+    reason = v6_range_problem(net)
+    if reason is None and canonical != raw:   # the text differs: host bits, or another spelling
+        if ip_address(raw.split("/")[0]) != net.network_address:
+            reason = f"not canonical: host bits set (did you mean {net}?)"
+        else:
+            reason = _v6_spelling(raw, canonical)
     return (None, reason) if reason else (net, None)
 
 
@@ -115,17 +141,17 @@ def parse_ip(raw: Any) -> tuple[Address | None, str | None]:
     if not isinstance(raw, str):
         return None, "must be an IPv4 address or IPv6 address"
     try:
-        ip = ip_address(raw)
+        ip = (IPv6Address if ":" in raw else IPv4Address)(raw)
     except ValueError:
         return None, "not an IPv4 address or IPv6 address"
     if ip.version == 4:
         return _v4_ip_problem(ip)
     if ip.scope_id is not None:
         return None, "not usable: a zone index (%...) ties it to one interface"
-    host = IPv6Network(f"{ip}/128")
-    for bad, why in _V6_REFUSED:
-        if host.subnet_of(bad):
-            return None, f"not usable as a tunnel endpoint: {why}"
+    n = int(ip)
+    hit = _refused6(n, n)
+    if hit is not None:
+        return None, f"not usable as a tunnel endpoint: {hit[0]}"
     reason = _v6_spelling(raw, str(ip))
     return (None, reason) if reason else (ip, None)
 

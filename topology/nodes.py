@@ -11,7 +11,7 @@ from __future__ import annotations
 from ipaddress import ip_network
 from typing import Any
 
-from .addresses import LABEL, family_of, parse_cidr_list, parse_ip
+from .addresses import LABEL, family_of, inside, parse_cidr_list, parse_ip
 from .checker import MISSING, NODE_NAME, Checker
 from .errors import Problem
 from .model import Address, Cluster, Network, Node
@@ -71,7 +71,7 @@ def subnet_problem(net: Network, cluster: Cluster) -> str | None:
     if cidr is None:
         ranges = ", ".join(str(x) for x in cluster.cidrs)
         return f"an {LABEL[family]} subnet, but the cluster has no {LABEL[family]} range (cluster.cidr {ranges})"
-    if not net.subnet_of(cidr):
+    if not inside(net, cidr):
         return f"outside cluster.cidr {cidr}"
     key, prefix = node_prefix_of(cluster, family)
     if net.prefixlen != prefix:
@@ -139,7 +139,8 @@ def _node_ip(c: Checker, p: str, i: int, raw: Any, cluster: Cluster, seen: _Seen
         c.error(f"{p}.ip", raw, reason)
         return None
     for cidr in cluster.cidrs:
-        if cidr.version == ip.version and ip in cidr:
+        if cidr.version == ip.version and int(ip) >> (cidr.max_prefixlen - cidr.prefixlen) == \
+                int(cidr.network_address) >> (cidr.max_prefixlen - cidr.prefixlen):
             c.error(f"{p}.ip", raw, f"inside cluster.cidr {cidr}: node IPs must be outside the pod range")
             return None
     family = family_of(ip)
