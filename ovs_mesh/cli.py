@@ -10,13 +10,14 @@ import json
 import logging
 import os
 import sys
-from ipaddress import IPv4Address, ip_address
 
 from topology.config import ConfigError
+from topology.errors import InputError
 from topology.nodes import missing_subnets
-from topology.errors import InputError, Problem
 
+from .families import change_family, count
 from .node import load, open_node
+from .packet_trace import PROTOS
 from .status import remove_status, write_status
 
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
@@ -43,15 +44,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     sub.add_parser("validate", help="check the config; report all errors at once")
-    for name, text in (("plan", "show what apply would change (converged: no changes)"),
+    for name, text in (("plan", "show what apply would change (converged: no changes); with IPv6, "
+                                "a count per address family"),
                        ("apply", "one reconcile pass; idempotent"),
-                       ("status", "peers, tunnel health, flow counts, last reconcile")):
+                       ("status", "peers with their subnets of each family, the underlay family, "
+                                  "tunnel health, flow counts, last reconcile")):
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp = sub.add_parser("trace", help="the OpenFlow path a packet from SRC to DST takes (ofproto/trace)")
-    sp.add_argument("src", metavar="SRC", help="source IPv4 address (a pod or node address)")
-    sp.add_argument("dst", metavar="DST", help="destination IPv4 address")
-    sp.add_argument("--proto", choices=("ip", "arp", "icmp", "tcp", "udp"), default="icmp")
+    sp = sub.add_parser("trace", help="the OpenFlow path a packet from SRC to DST takes (ofproto/trace), "
+                                      "and where it ends: a peer's tunnel, this node or a drop",
+                        description="Trace a packet through obr0 with ofproto/trace. SRC and DST are both IPv4 "
+                                    "or both IPv6. Without SRC the packet comes from this node's gateway of "
+                                    "DST's family. The last line says where it went (tun_dst / tun_ipv6_dst "
+                                    "and the peer, the peer's port, LOCAL, or the table that dropped it).")
+    sp.add_argument("src", metavar="SRC", nargs="?",
+                    help="source address, IPv4 or IPv6: a pod or node address (default: this node's gateway)")
+    sp.add_argument("dst", metavar="DST", help="destination address, IPv4 or IPv6")
+    sp.add_argument("--proto", choices=PROTOS, default="icmp",
+                    help="ip, icmp, tcp, udp (ipv6, icmp6, tcp6, udp6 for IPv6); arp (IPv4) or nd "
+                         "(IPv6 neighbour solicitation for DST); default icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
     sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
@@ -69,24 +80,47 @@ def _add_extra_commands(sub) -> None:
         mod.register(sub)
 
 
-def _print_result(result, as_json: bool, verb: str) -> None:
+def _print_result(result, as_json: bool, verb: str, config) -> None:
+    """The changes; with the address family of each (JSON: `family`) and, in a
+    cluster with IPv6, a count per family after the total."""
+    families = [change_family(ch) for ch in result.changes]
     if as_json:
-        print(json.dumps(result.as_dict()))
+        d = result.as_dict()
+        for item, family in zip(d["changes"], families):
+            if family is not None:
+                item["family"] = family
+        d.update(families=list(config.cluster.families), underlay_family=_underlay_family(config))
+        print(json.dumps(d))
         return
     if not result.changes:
         print(f"{verb}: no changes (converged)")
     else:
-        print(f"{verb}: {len(result.changes)} changes")
+        per = ""
+        if _has_ipv6(config):
+            per = " (" + ", ".join(f"{f} {n}" for f, n in count(families).items()) + ")"
+        print(f"{verb}: {len(result.changes)} changes{per}")
         for ch in result.changes:
             print(f"  {ch}")
     for p in result.problems:
         print(f"problem: {p}", file=sys.stderr)
 
 
+def _underlay_family(config) -> str | None:
+    """The family of the nodes' underlay addresses (None without nodes)."""
+    node = config.node(config.local.node) or (config.nodes[0] if config.nodes else None)
+    return node.underlay_family if node is not None else None
+
+
+def _has_ipv6(config) -> bool:
+    """IPv6 pods or an IPv6 underlay: the outputs then say which family is which."""
+    return "ipv6" in (*config.cluster.families, _underlay_family(config))
+
+
 def cmd_validate(args) -> int:
     config = load(args)
     print(f"{args.config}: valid: {len(config.nodes)} nodes, {config.cluster.tunnel} tunnels, "
-          f"{config.cluster.mode} mode, cluster {config.cluster.cidr}")
+          f"{config.cluster.mode} mode, cluster {','.join(str(c) for c in config.cluster.cidrs)}"
+          + (f", {_underlay_family(config)} underlay" if _has_ipv6(config) else ""))
     return EXIT_OK
 
 
@@ -108,7 +142,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
 
 def cmd_plan(args) -> int:
     def run(config, rec):
-        _print_result(rec.plan(), args.json, "plan")
+        _print_result(rec.plan(), args.json, "plan", config)
         return EXIT_OK
     return _with_reconciler(args, run)
 
@@ -117,7 +151,7 @@ def cmd_apply(args) -> int:
     def run(config, rec):
         result = rec.apply()
         write_status(config.local.rundir, result)
-        _print_result(result, args.json, "apply")
+        _print_result(result, args.json, "apply", config)
         return EXIT_FAIL if result.problems else EXIT_OK
     return _with_reconciler(args, run)
 
@@ -125,7 +159,7 @@ def cmd_apply(args) -> int:
 def cmd_teardown(args) -> int:
     def run(config, rec):
         result = rec.apply(teardown=True)
-        _print_result(result, False, "teardown")
+        _print_result(result, False, "teardown", config)
         remove_status(config.local.rundir)
         return EXIT_OK
     return _with_reconciler(args, run, teardown=True)
@@ -141,52 +175,36 @@ def cmd_status(args) -> int:
     return _with_reconciler(args, run)
 
 
-def _addr(field: str, value: str) -> IPv4Address:
-    try:
-        a = ip_address(value)
-        if a.version == 4:
-            return a
-    except ValueError:
-        pass
-    raise InputError([Problem(field, value, "not an IPv4 address")])
-
-
 def cmd_trace(args) -> int:
+    from . import packet_trace as pt
     from .openflow import trace
+    from .state import BRIDGE
 
-    src, dst = _addr("SRC", args.src), _addr("DST", args.dst)
+    src = pt.parse_addr("SRC", args.src) if args.src is not None else None
+    dst = pt.parse_addr("DST", args.dst)
     config = load(args)
-    from .state import BRIDGE, TUNNEL_OFPORT
-
-    owner = next((n for n in config.nodes if n.subnet and src in n.subnet), None)
-    if owner is None and src not in {n.ip for n in config.nodes}:
-        raise InputError([Problem("SRC", str(src), "not in any node's subnet and not a node IP")])
-    local = config.local_node
-    proto = args.proto
-    if proto == "arp":
-        pkt = f"arp,arp_spa={src},arp_tpa={dst}"
-    else:
-        pkt = f"{proto},nw_src={src},nw_dst={dst}"
-    if owner is None or owner.name == local.name:
-        flow = f"in_port=LOCAL,{pkt}"
-    elif config.cluster.mode == "flow":
-        flow = f"in_port={TUNNEL_OFPORT},tun_id={config.cluster.vni},tun_src={owner.ip},tun_dst={local.ip},{pkt}"
-    else:
-        from .desired import peer_port_name
+    if src is None:
+        src = pt.default_source(config, dst)
+    pt.packet(args.proto, src, dst)   # the protocol fits the family: checked before any I/O
+    pt.check_pair(config, src, dst)
+    ofports = None
+    if config.cluster.mode != "flow":
         from .node import connect_ovsdb
 
         client = connect_ovsdb(config.local)
         try:
-            ofports = client.read(BRIDGE).ofports
+            ofports = dict(client.read(BRIDGE).ofports)
         finally:
             client.close()
-        port = ofports.get(peer_port_name(config.cluster.tunnel, owner.name))
-        if port is None:
-            print(f"no tunnel port to {owner.name} on this node", file=sys.stderr)
-            return EXIT_FAIL
-        flow = f"in_port={port},{pkt}"
+    try:
+        flow = pt.trace_flow(config, src, dst, args.proto, ofports)
+    except LookupError as e:
+        print(e.args[0], file=sys.stderr)
+        return EXIT_FAIL
     print(f"trace: {flow}")
-    print(trace(config.local.rundir, BRIDGE, flow))
+    text = trace(config.local.rundir, BRIDGE, flow)
+    print(text)
+    print(pt.summarize(config, text, ofports))
     return EXIT_OK
 
 

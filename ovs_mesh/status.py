@@ -1,4 +1,5 @@
-"""`ovs-mesh status`: peers, tunnel health, flow counts, last reconcile; and the
+"""`ovs-mesh status`: peers (with their pod subnets of each family), the
+underlay family, tunnel health, flow counts, last reconcile; and the
 status file (`<ovs rundir>/ovs-mesh.status.json`) that apply and the agent write
 after every reconcile and that `status` (and the lab) read back."""
 from __future__ import annotations
@@ -58,8 +59,19 @@ def tunnels(config, client) -> list[dict]:
     peers = [(p, tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name))
              for p in peers_of(c, config.nodes, config.local.node)]
     health = client.health({port for _, port in peers})
-    return [{"name": p.name, "ip": str(p.ip), "subnet": str(p.subnet), "port": port,
+    return [{"name": p.name, "ip": str(p.ip), **subnets_of(p), "port": port,
              **health[port].as_dict()} for p, port in peers]
+
+
+def subnets_of(node) -> dict:
+    """A node's pod subnets: `subnet` (IPv4) and `subnet6` (IPv6), None where it has
+    none, and `subnets`, every one of them, IPv4 first."""
+    return {"subnet": _text(node.subnet), "subnet6": _text(node.subnet6),
+            "subnets": [str(s) for s in node.subnets]}
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def collect(config, rec) -> dict:
@@ -69,7 +81,10 @@ def collect(config, rec) -> dict:
     flows = observed.ovs.flows
     peers = tunnels(config, rec.ovsdb)
     last = read_status(config.local.rundir)
+    local = config.local_node
     return {"node": config.local.node, "bridge": BRIDGE, "tunnel": c.tunnel, "mode": c.mode,
+            "families": list(c.families), "cluster_cidrs": [str(x) for x in c.cidrs],
+            "underlay_family": local.underlay_family, "ip": str(local.ip), **subnets_of(local),
             "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
@@ -81,12 +96,16 @@ def collect(config, rec) -> dict:
 def render(d: dict) -> str:
     lines = [f"node {d['node']}: {d['tunnel']} tunnels, {d['mode']} mode, {len(d['peers'])} peers, "
              f"{d['flows']} flows, {'converged' if d['converged'] else str(d['pending_changes']) + ' changes pending'}"]
+    lines.append(f"pods {' + '.join(d['families'])}: {', '.join(d['subnets']) or 'no subnet'}; "
+                 f"underlay {d['underlay_family']}: {d['ip']}")
     lr = d["last_reconcile"]
     lines.append(f"last reconcile: {lr['age_seconds']}s ago ({lr['kind']} pass), {lr['changes']} changes"
                  if lr else "last reconcile: never")
-    lines.append(f"{'PEER':<20} {'IP':<16} {'SUBNET':<18} {'PORT':<16} {'OFPORT':>6} HEALTH")
-    for p in d["peers"]:
-        lines.append(f"{p['name']:<20} {p['ip']:<16} {p['subnet']:<18} {p['port']:<16} "
-                     f"{str(p['ofport']):>6} {p['health']}")
+    rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"])
+            for p in d["peers"]]
+    w = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("PEER", "IP", "SUBNETS", "PORT"))]
+    lines.append(f"{'PEER':<{w[0]}} {'IP':<{w[1]}} {'SUBNETS':<{w[2]}} {'PORT':<{w[3]}} {'OFPORT':>6} HEALTH")
+    for name, ip, subnets, port, ofport, health in rows:
+        lines.append(f"{name:<{w[0]}} {ip:<{w[1]}} {subnets:<{w[2]}} {port:<{w[3]}} {ofport:>6} {health}")
     lines += [f"problem: {p}" for p in d["problems"]]
     return "\n".join(lines)

@@ -19,7 +19,7 @@ from typing import Any
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
 from .errors import Problem, show
-from .model import DATAPATHS, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config, Local
+from .model import DATAPATHS, FAMILIES, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config, Local
 from .nodes import check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
 
 MIN_POD_MTU6 = 1280  # IPv6's minimum link MTU (RFC 8200)
@@ -173,12 +173,14 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
 
 
 def _parse_kubernetes(c: Checker, raw: Any) -> dict:
-    kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds"))
+    kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds", "underlay_family"))
     resync = kube.get("resync_seconds", MISSING)
     if resync is not MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
                                    or not 1 <= resync <= 86400):
         c.error("kubernetes.resync_seconds", resync, "must be a number of seconds between 1 and 86400")
     c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), None)
+    # the family of the Nodes' InternalIP the tunnels use (default: IPv6 for an IPv6-only cluster, else IPv4)
+    c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING), FAMILIES, "")
     return kube
 
 

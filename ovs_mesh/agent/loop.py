@@ -29,6 +29,7 @@ restarted agent finds them converged.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -36,6 +37,7 @@ import time
 from topology.model import Config
 
 from ..desired import tunnel_port_name
+from ..families import family_stats
 from ..installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
 from ..reconcile import Result
 from ..sources import Source
@@ -230,7 +232,8 @@ class Agent:
         self.reconciles += 1
         n = len(result.changes)
         self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=self.expected_flows or 0,
-                            tunnels=self._tunnels.items(), kind=kind)
+                            tunnels=self._tunnels.items(), kind=kind,
+                            families=self._family_stats(config))
         why = f"{why}; {kind}" if kind != "full" else why
         if self.say.forget("error"):
             LOG.info("reconcile recovered")
@@ -252,6 +255,12 @@ class Agent:
             LOG.info("ready: %s", status)
         else:
             self.notifier.status(status)
+
+    def _family_stats(self, config: Config):
+        """The per-family metrics, computed when scraped, from what this pass left installed
+        (the parts are frozen values; the list is a snapshot a later pass cannot change)."""
+        fixed, peers = self.installed.fixed, list(self.installed.peers.values())
+        return lambda: family_stats(config, itertools.chain(fixed.flows, *(p.flows for p in peers)))
 
     def _failed(self, e: Exception, start: float) -> bool:
         text = f"{type(e).__name__}: {e}"

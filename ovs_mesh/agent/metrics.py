@@ -3,7 +3,11 @@
 Counters and the duration histogram are prometheus_client objects updated by
 the worker; the point-in-time values (peers, flows, tunnels) come from the
 snapshot taken after the last reconcile, through a custom collector, so a peer
-that left the mesh also leaves the metrics.  /healthz answers 200 while the last
+that left the mesh also leaves the metrics.  Where the address family matters
+the gauges carry a `family` label ("ipv4", "ipv6"; both always present, 0 where
+the cluster has none): peers with a pod subnet of the family, the overlay routes
+(table-10 rules) and flows of the family, this node's pod subnets and gateways
+and its underlay address (`*_info` gauges, value 1).  /healthz answers 200 while the last
 reconcile succeeded recently, 503 otherwise.
 """
 from __future__ import annotations
@@ -12,10 +16,13 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ..families import FamilyStats
 
 LOG = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class AgentMetrics:
         self.peers = 0
         self.flows = 0
         self.tunnels: list[tuple[str, str]] = []   # (peer, state)
+        self.families: FamilyStats | Callable[[], FamilyStats] | None = None
         self.last_success: float | None = None     # wall clock
         self.last_ok = False
         self.last_error: str | None = None
@@ -48,7 +56,9 @@ class AgentMetrics:
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
                peers: int | None = None, flows: int | None = None, tunnels=None,
-               kind: str = "full") -> None:
+               kind: str = "full", families: FamilyStats | Callable[[], FamilyStats] | None = None) -> None:
+        """`families`: the per-family numbers, or a function that computes them when
+        scraped (so a pass does not pay for counting thousands of flows)."""
         self.reconciles.inc()
         self.duration.observe(seconds)
         if ok:
@@ -66,6 +76,8 @@ class AgentMetrics:
                 self.flows = flows
             if tunnels is not None:
                 self.tunnels = list(tunnels)
+            if families is not None:
+                self.families = families
 
     def health(self) -> tuple[bool, str]:
         with self._lock:
@@ -92,7 +104,7 @@ class _Snapshot:
     def collect(self):
         m = self.m
         with m._lock:
-            peers, flows, tunnels, last = m.peers, m.flows, list(m.tunnels), m.last_success
+            peers, flows, tunnels, last, families = m.peers, m.flows, list(m.tunnels), m.last_success, m.families
         yield GaugeMetricFamily("ovs_mesh_peers", "Peers this node tunnels to", value=peers)
         yield GaugeMetricFamily("ovs_mesh_flows", "OpenFlow rules ovs-mesh owns on obr0", value=flows)
         t = GaugeMetricFamily("ovs_mesh_tunnels", "Tunnel to each peer, by state (1 = in that state)",
@@ -105,6 +117,31 @@ class _Snapshot:
         yield up
         yield GaugeMetricFamily("ovs_mesh_last_reconcile_timestamp_seconds",
                                 "Unix time of the last successful reconcile", value=last or 0)
+        if families is not None:
+            yield from _family_metrics(families() if callable(families) else families)
+
+
+def _family_metrics(f: FamilyStats):
+    for name, text, values in (
+            ("ovs_mesh_peers_with_subnet", "Peers this node tunnels to that have a pod subnet of the family",
+             f.peers_with_subnet),
+            ("ovs_mesh_overlay_routes", "Peer pod subnets of the family routed into the tunnels (table 10)",
+             f.overlay_routes),
+            ("ovs_mesh_family_flows", "OpenFlow rules ovs-mesh owns on obr0 that match the family", f.flows)):
+        g = GaugeMetricFamily(name, text, labels=["family"])
+        for family, value in values.items():
+            g.add_metric([family], value)
+        yield g
+    g = GaugeMetricFamily("ovs_mesh_pod_subnet_info", "This node's pod subnet and gateway (kbr0 address) "
+                          "of each family, value 1", labels=["family", "subnet", "gateway"])
+    for family, subnet, gateway in f.subnets:
+        g.add_metric([family, subnet, gateway], 1)
+    yield g
+    g = GaugeMetricFamily("ovs_mesh_underlay_info", "The family and address of this node's underlay "
+                          "(the tunnels' endpoint), value 1", labels=["family", "address"])
+    if f.underlay is not None:
+        g.add_metric(list(f.underlay), 1)
+    yield g
 
 
 class MetricsServer:

@@ -105,7 +105,8 @@ def _kubernetes_source(file_cfg: Config):
     from ..sources.kubernetes_source import KubernetesSource
 
     opts = file_cfg.kubernetes or {}
-    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300))
+    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300),
+                            underlay_family=opts.get("underlay_family"))
 
 
 def clients_key(config: Config) -> tuple:

@@ -2,8 +2,9 @@
 
 Why this exists: with ``source: kubernetes`` the agent does not read peers from
 a file; it lists and watches Nodes through the official ``kubernetes`` client
-and turns every Node that has ``spec.podCIDR`` and an ``InternalIP`` into a
-`topology.model.Node`.  The agent only sees the result through three calls
+and turns every Node that has a pod CIDR of each cluster family
+(``spec.podCIDRs``) and an ``InternalIP`` of the underlay family into a
+`topology.model.Node` (which fields, and why: `kube_nodes`).  The agent only sees the result through three calls
 (``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file
 source.
 
@@ -17,13 +18,12 @@ How it works (one background thread, informer style):
   exponential backoff, and the last good node set stays: an API outage never
   removes peers.  Every ``resync_seconds`` a fresh list replaces the cache.
 
-Validation is `topology.config.check_nodes`, the same rules as the file source.
-Bad Nodes are skipped, never fatal, and each (node, problem) is logged once
-with the Kubernetes field and value, e.g.
+Validation is `kube_nodes.validate` (`topology.config.check_nodes`, the same
+rules as the file source).  Bad Nodes are skipped, never fatal, and each (node,
+problem) is logged once with the Kubernetes field and value, e.g.
 ``node worker-3: spec.podCIDR: 10.245.0.0/24: outside cluster.cidr 10.244.0.0/16``.
-Nodes are checked in name order, so of two overlapping Nodes the later name is
-the one skipped, whatever order the events came in.  ``notify()`` is called only
-when the validated set changes, not for heartbeat updates.
+``notify()`` is called only when the validated set changes, not for heartbeat
+updates.
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 from typing import Any, Callable
@@ -43,15 +42,14 @@ from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import MaxRetryError
 
-from topology.config import ConfigError, check_nodes
+from topology.config import ConfigError
 from topology.errors import Transient
-from topology.model import Cluster, Node
+from topology.model import FAMILIES, Cluster, Node
+
+from .kube_nodes import NodeObject, default_underlay_family, describe, node_object, validate
 
 log = logging.getLogger(__name__)
 
-# check_nodes field -> where it came from on the Node object
-FIELDS = {"name": "metadata.name", "ip": "status.addresses[InternalIP]", "subnet": "spec.podCIDR"}
-_PATH = re.compile(r"node\[(\d+)\]\.(\w+)")
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
 
 
@@ -84,28 +82,6 @@ def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
         raise ConfigError([f"kubernetes.kubeconfig: {path}: {_oneline(e)}"]) from None
 
 
-def _first(items: list, pred) -> Any:
-    for x in items:
-        if pred(x):
-            return x
-    return None
-
-
-def node_fields(obj: dict) -> tuple[str | None, str | None, str | None]:
-    """(name, InternalIP, podCIDR) of a raw Node; prefers the IPv4 one of several."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    cidrs = [c for c in (spec.get("podCIDRs") or []) if isinstance(c, str)]
-    cidr = spec.get("podCIDR")
-    if cidr is not None and ":" in str(cidr):
-        cidr = _first(cidrs, lambda c: ":" not in c) or cidr
-    ips = [a.get("address") for a in (status.get("addresses") or [])
-           if isinstance(a, dict) and a.get("type") == "InternalIP"]
-    ip = _first(ips, lambda a: isinstance(a, str) and ":" not in a) or (ips[0] if ips else None)
-    return meta.get("name"), ip, cidr
-
-
 def _rv(obj: Any) -> str | None:
     if isinstance(obj, dict):
         rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -119,7 +95,7 @@ class KubernetesSource:
 
     def __init__(self, cluster: Cluster, kubeconfig: str | None = None, *, resync_seconds: float = 300,
                  api_client=None, watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
-                 request_timeout: float = 30.0):
+                 request_timeout: float = 30.0, underlay_family: str | None = None):
         errors = []
         if isinstance(resync_seconds, bool) or not isinstance(resync_seconds, (int, float)) \
                 or not 1 <= resync_seconds <= 86400:
@@ -127,9 +103,12 @@ class KubernetesSource:
                           "between 1 and 86400")
         if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
             errors.append(f"kubernetes.kubeconfig: {kubeconfig}: must be a file path")
+        if underlay_family is not None and underlay_family not in FAMILIES:
+            errors.append(f"kubernetes.underlay_family: {underlay_family}: must be one of {', '.join(FAMILIES)}")
         if errors:
             raise ConfigError(errors)
         self.cluster = cluster
+        self.underlay_family = underlay_family or default_underlay_family(cluster)
         self.resync_seconds = resync_seconds
         self.watch_timeout_seconds = int(watch_timeout_seconds)
         self.backoff_initial, self.backoff_max = backoff
@@ -142,7 +121,7 @@ class KubernetesSource:
         self._thread: threading.Thread | None = None
         self._notify: Callable[[], None] = lambda: None
         self._resp = None  # the open HTTP response, so stop() can unblock a read
-        self._objects: dict[str, tuple[str | None, str | None]] = {}  # name -> (ip, podCIDR)
+        self._objects: dict[str, NodeObject] = {}
         self._nodes: tuple[Node, ...] | None = None
         self._reported: set[tuple[str, str]] = set()
         self._rv: str | None = None
@@ -251,9 +230,9 @@ class KubernetesSource:
         for item in body.get("items") or []:
             if not isinstance(item, dict):
                 continue
-            name, ip, cidr = node_fields(item)
-            if isinstance(name, str) and name:
-                objects[name] = (ip, cidr)
+            o = node_object(item)
+            if o is not None:
+                objects[o.name] = o
         self.connected, self.failures = True, 0
         self.relists += 1
         log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
@@ -295,46 +274,25 @@ class KubernetesSource:
         if not isinstance(obj, dict):
             log.warning("kubernetes: ignoring a %s event without an object", kind)
             return
-        name, ip, cidr = node_fields(obj)
-        if not isinstance(name, str) or not name:
+        o = node_object(obj)
+        if o is None:
             return
         if kind == "DELETED":
-            changed = self._objects.pop(name, None) is not None
+            changed = self._objects.pop(o.name, None) is not None
         else:
-            changed = self._objects.get(name) != (ip, cidr)
-            self._objects[name] = (ip, cidr)
+            changed = self._objects.get(o.name) != o
+            self._objects[o.name] = o
         if changed:  # heartbeats and label edits stop here
             self._recompute()
 
     # -- validation ----------------------------------------------------------------------------------
 
     def _recompute(self) -> None:
-        names = sorted(self._objects)
-        raw, waiting = [], []
-        problems: dict[tuple[str, str], tuple[int, str]] = {}
-        for name in names:
-            ip, cidr = self._objects[name]
-            if cidr is None:
-                waiting.append(name)
-            elif ip is None:
-                problems[(name, "no-ip")] = (logging.WARNING, f"node {name}: status.addresses: "
-                                             f"no InternalIP address: skipped")
-            else:
-                raw.append({"name": name, "ip": ip, "subnet": cidr})
-        for name in waiting:
-            problems[(name, "no-cidr")] = (logging.INFO, f"node {name}: spec.podCIDR: not set yet: "
-                                           "waiting for it")
-        good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True)
-        for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
-            msg = self._explain(err, raw)
-            m = _PATH.fullmatch(err.path)
-            key = (raw[int(m.group(1))]["name"], msg) if m else ("", re.sub(r"\d+ nodes", "N nodes", msg))
-            problems[key] = (logging.WARNING, msg + ": skipped")
+        nodes, problems = validate(self._objects, self.cluster, self.underlay_family)
         for key, (level, msg) in sorted(problems.items()):
             if key not in self._reported:
                 log.log(level, "kubernetes: %s", msg)
         self._reported = set(problems)
-        nodes = tuple(sorted(good))
         with self._lock:
             old, self._nodes = self._nodes, nodes
         if nodes != old:
@@ -345,28 +303,13 @@ class KubernetesSource:
                 log.exception("kubernetes: notify callback failed")
 
     @staticmethod
-    def _explain(err, raw: list[dict]) -> str:
-        """``node[3].subnet: V: overlaps node[1].subnet N`` -> Kubernetes names and fields."""
-        def name(i: str) -> str:
-            return raw[int(i)]["name"] if int(i) < len(raw) else f"#{i}"
-
-        def inner(m: re.Match) -> str:
-            return f"node {name(m.group(1))}'s {FIELDS.get(m.group(2), m.group(2))}"
-
-        m = _PATH.fullmatch(err.path)
-        if not m:
-            return str(err)
-        rest = f"{err.value}: {_PATH.sub(inner, err.reason)}"
-        return f"node {name(m.group(1))}: {FIELDS.get(m.group(2), m.group(2))}: {rest}"
-
-    @staticmethod
     def _log_change(old: tuple[Node, ...], new: tuple[Node, ...]) -> None:
         before, after = {n.name: n for n in old}, {n.name: n for n in new}
         for n in new:
             if n.name not in before:
-                log.info("kubernetes: peer added: %s %s %s", n.name, n.ip, n.subnet)
+                log.info("kubernetes: peer added: %s", describe(n))
             elif before[n.name] != n:
-                log.info("kubernetes: peer changed: %s %s %s", n.name, n.ip, n.subnet)
+                log.info("kubernetes: peer changed: %s", describe(n))
         for n in old:
             if n.name not in after:
                 log.info("kubernetes: peer removed: %s", n.name)

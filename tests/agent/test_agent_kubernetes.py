@@ -18,7 +18,9 @@ def test_agent_follows_the_kubernetes_nodes(ovs, agent_factory, apiserver, tmp_p
     apiserver.add(make_node("node-2", "192.168.56.12", "10.244.2.0/24"))
     a = agent_factory(data).start()
     try:
-        wait_for(lambda: "not reconciling: local node node-1" in a.log(), 10, "the agent waiting")
+        # 30 s: the first use of the kubernetes client imports CoreV1Api (~50 000 lines of pydantic
+        # models), 4 s on a 2-core machine under load and more when it is busier
+        wait_for(lambda: "not reconciling: local node node-1" in a.log(), 30, "the agent waiting")
     except AssertionError:
         a.fail("the agent did not wait for node-1's podCIDR")
     assert "READY=1" not in a.notify.fields()

@@ -174,6 +174,13 @@ class FakeApiServer:
             n["spec"]["podCIDRs"] = [cidr]
         self.modify(name, fn)
 
+    def set_pod_cidrs(self, name: str, cidrs: list[str]) -> None:
+        """What kube-controller-manager writes on a dual-stack Node: podCIDR is podCIDRs[0]."""
+        def fn(n):
+            n["spec"]["podCIDR"] = cidrs[0]
+            n["spec"]["podCIDRs"] = list(cidrs)
+        self.modify(name, fn)
+
     def heartbeat(self, name: str) -> None:
         """What kubelet does every few seconds: a MODIFIED with nothing we care about."""
         def fn(n):
