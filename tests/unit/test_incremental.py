@@ -199,3 +199,16 @@ def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode)
     # Not reusable at all when the basis changed.
     other = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, vni=9))
     assert parts_reusing(rec, other, 1450, rec.ofports).peers["node-2"] is not rec.peers["node-2"]
+
+
+def test_dump_parse_reuses_the_previous_dump_and_forgets_gone_lines():
+    from ovs_mesh.openflow import parse_dump
+
+    a = " cookie=0x6f76736d00000001, table=10, priority=100,ip,nw_dst=10.244.2.0/24 actions=output:10"
+    b = " cookie=0x6f76736d00000001, table=30, priority=0 actions=drop"
+    known: dict = {}
+    first = parse_dump(f"{a}\n{b}\n", known)
+    again = parse_dump(f"{a}\n", known)
+    assert again == parse_dump(f"{a}\n") and again[0] is first[0] and list(known) == [a]
+    changed = parse_dump(a.replace("output:10", "output:11") + "\n", known)
+    assert changed[0][1].actions == "output:11" and len(known) == 1
