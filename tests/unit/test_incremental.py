@@ -212,3 +212,26 @@ def test_dump_parse_reuses_the_previous_dump_and_forgets_gone_lines():
     assert again == parse_dump(f"{a}\n") and again[0] is first[0] and list(known) == [a]
     changed = parse_dump(a.replace("output:10", "output:11") + "\n", known)
     assert changed[0][1].actions == "output:11" and len(known) == 1
+
+
+def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_path):
+    """Rows read while a pass is changing OVS (epoch odd, or moved meanwhile) are read again
+    on the next turn instead of kicking a full pass; drift read while idle kicks one."""
+    from types import SimpleNamespace
+
+    from ovs_mesh.agent.watch import OvsWatcher
+
+    ovsdb = FakeOvsdb()
+    kicks = []
+    agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
+                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=lambda c: None), rundir=None)
+    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
+    w = OvsWatcher(agent)
+    w._last_client = w._last_seqno = w._last_change = None
+    w._check_ovsdb()                 # a new client: remember its session
+    ovsdb.transactions += 1          # the cache changed ...
+    w._check_ovsdb()                 # ... while a pass runs (epoch odd): not judged
+    assert kicks == [] and w._last_change is None
+    agent.epoch = 2
+    w._check_ovsdb()                 # idle now: the same difference is drift
+    assert kicks == [Reason.OVSDB_ROWS]
