@@ -1,15 +1,15 @@
 """Validate a decoded config document (pure: reading the file is ovs_mesh.config_file).
 
 Every problem is collected and reported at once as ``path: value: reason`` so a
-user fixes a file in one go.  Node checks are exposed separately
-(`check_nodes`) because the Kubernetes source applies the same rules to Node
-objects and skips the bad ones instead of failing.
+user fixes a file in one go.  Node checks (`topology.nodes`) are exposed
+separately (`check_nodes`) because the Kubernetes source applies the same rules
+to Node objects and skips the bad ones instead of failing; `parse_config` takes
+the entries' own checks from a cache when the file source has one.
 """
 from __future__ import annotations
 
 import re
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .errors import InputError, Problem, show
 from .model import (
@@ -25,10 +25,19 @@ from .model import (
     Local,
     Node,
 )
+from .nodes import (  # noqa: F401 (parse_network, parse_node_ip, check_subnet, NODE_NAME: this module's API)
+    MISSING,
+    NODE_NAME,
+    Entry,
+    check_entries,
+    check_subnet,
+    node_entry,
+    parse_network,
+    parse_node_ip,
+)
 
 MAX_PROBLEMS = 100  # reported of one document; the rest are counted in one last line
-NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_MISSING = object()
+_MISSING = MISSING
 
 
 class ConfigError(InputError):
@@ -106,54 +115,6 @@ class _Checker:
         return raw
 
 
-def parse_network(raw: Any) -> tuple[IPv4Network | None, str | None]:
-    """A canonical IPv4 CIDR, or (None, reason)."""
-    if not isinstance(raw, str):
-        return None, "must be an IPv4 CIDR like 10.244.0.0/16"
-    try:
-        net = ip_network(raw, strict=False)
-    except ValueError:
-        return None, "not an IPv4 CIDR"
-    if net.version != 4 or "/" not in raw:
-        return None, "not an IPv4 CIDR"
-    if str(net) != raw:
-        return None, f"not canonical: host bits set (did you mean {net}?)"
-    return net, None
-
-
-def parse_node_ip(raw: Any, cluster: Cluster | None) -> tuple[IPv4Address | None, str | None]:
-    """A unicast IPv4 address usable as a tunnel endpoint, or (None, reason)."""
-    if not isinstance(raw, str):
-        return None, "must be an IPv4 address"
-    try:
-        ip = ip_address(raw)
-    except ValueError:
-        return None, "not an IPv4 address"
-    if ip.version != 4:
-        return None, "not an IPv4 address"
-    for bad, reason in (
-        (ip.is_unspecified, "not unicast: unspecified"),
-        (ip.is_loopback, "not unicast: loopback"),
-        (ip.is_multicast, "not unicast: multicast"),
-        (ip == IPv4Address("255.255.255.255"), "not unicast: broadcast"),
-        (ip.is_reserved, "not unicast: reserved (240.0.0.0/4)"),
-        (ip.is_link_local, "not usable: link-local"),
-    ):
-        if bad:
-            return None, reason
-    if cluster is not None and ip in cluster.cidr:
-        return None, f"inside cluster.cidr {cluster.cidr}: node IPs must be outside the pod range"
-    return ip, None
-
-
-def check_subnet(subnet: IPv4Network, cluster: Cluster) -> str | None:
-    if not subnet.subnet_of(cluster.cidr):
-        return f"outside cluster.cidr {cluster.cidr}"
-    if subnet.prefixlen != cluster.node_prefix:
-        return f"wrong size: cluster.node_prefix is /{cluster.node_prefix}"
-    return None
-
-
 def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
                 require_subnet: bool = False, limit: int | None = None
                 ) -> tuple[list[Node], list[Problem], set[int]]:
@@ -167,66 +128,13 @@ def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
     return nodes, c.problems(), bad
 
 
-def _check_nodes(c: _Checker, raw_nodes: list, cluster: Cluster, path: str,
-                 require_subnet: bool) -> tuple[list[Node], set[int]]:
-    nodes: list[Node] = []
-    bad: set[int] = set()
-    names: dict[str, int] = {}
-    ips: dict[IPv4Address, int] = {}
-    # Valid subnets all have cluster.node_prefix and lie in the cluster range,
-    # so two of them overlap exactly when they are equal: a dict finds it.
-    subnets: dict[IPv4Network, int] = {}
-    for i, raw in enumerate(raw_nodes):
-        p = f"{path}[{i}]"
-        before = c.count
-        entry = c.mapping(p, raw, ("name", "ip", "subnet"))
-        if not isinstance(raw, dict):
-            bad.add(i)
-            continue
-        name = entry.get("name", _MISSING)
-        if name is _MISSING:
-            c.error(f"{p}.name", None, "required")
-        elif not isinstance(name, str) or not NODE_NAME.match(name):
-            c.error(f"{p}.name", name, "must be a DNS name (lower case letters, digits, '-', '.')")
-        elif name in names:
-            c.error(f"{p}.name", name, f"duplicate of {path}[{names[name]}].name")
-        ip_raw = entry.get("ip", _MISSING)
-        ip = None
-        if ip_raw is _MISSING:
-            c.error(f"{p}.ip", None, "required")
-        else:
-            ip, reason = parse_node_ip(ip_raw, cluster)
-            if reason:
-                c.error(f"{p}.ip", ip_raw, reason)
-            elif ip in ips:
-                c.error(f"{p}.ip", ip_raw, f"duplicate of {path}[{ips[ip]}].ip")
-        subnet = None
-        sub_raw = entry.get("subnet", _MISSING)
-        if sub_raw in (_MISSING, None):
-            if require_subnet:
-                c.error(f"{p}.subnet", None, "required (run `ovs-mesh allocate` to assign one)")
-        else:
-            subnet, reason = parse_network(sub_raw)
-            reason = reason or check_subnet(subnet, cluster)
-            if reason:
-                c.error(f"{p}.subnet", sub_raw, reason)
-                subnet = None
-            elif subnet in subnets:
-                j = subnets[subnet]
-                c.error(f"{p}.subnet", sub_raw, f"overlaps {path}[{j}].subnet {subnet}")
-        if c.count > before:
-            bad.add(i)
-            continue
-        names[name] = i
-        ips[ip] = i
-        if subnet is not None:
-            subnets[subnet] = i
-        nodes.append(Node(name=name, ip=ip, subnet=subnet))
-    capacity = 2 ** (cluster.node_prefix - cluster.cidr.prefixlen)
-    if len(raw_nodes) > capacity:
-        c.error(path, f"{len(raw_nodes)} nodes",
-                f"more than cluster.cidr {cluster.cidr} holds at /{cluster.node_prefix} ({capacity})")
-    return nodes, bad
+def _check_nodes(c: _Checker, raw_nodes: list, cluster: Cluster, path: str, require_subnet: bool,
+                 entries: Callable[[int, Any], Entry] | None = None) -> tuple[list[Node], set[int]]:
+    """The node checks (topology.nodes): each entry's own, from `entries` (a cache) when given."""
+    if entries is None:
+        def entries(_i: int, raw: Any) -> Entry:
+            return node_entry(raw, cluster, require_subnet)
+    return check_entries(c.error, raw_nodes, cluster, path, entries)
 
 
 CLUSTER_KEYS = ("cidr", "node_prefix", "tunnel", "mode", "vxlan_port", "mesh_degree", "mtu",
@@ -343,8 +251,12 @@ def _parse_kubernetes(c: _Checker, raw: Any) -> dict:
 
 
 
+def _name(node: Node) -> str:
+    return node.name
+
+
 def parse_config(data: Any, overrides: dict | None = None, require_local: bool = True,
-                 default_node: str = "") -> Config:
+                 default_node: str = "", entries: Callable[[int, Any, Cluster], Entry] | None = None) -> Config:
     """Validate a decoded YAML document; raise ConfigError with every problem.
 
     `local.node` defaults to `default_node` (the caller passes the hostname:
@@ -363,12 +275,14 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raw_nodes = []
     if source == "kubernetes" and raw_nodes:
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
-    nodes, _ = _check_nodes(c, raw_nodes, cluster, "nodes", False)
+    nodes, _ = _check_nodes(c, raw_nodes, cluster, "nodes", False,
+                            None if entries is None else lambda i, raw: entries(i, raw, cluster))
     if require_local and not local.node and not c.count:
         c.error("local.node", None, "required (set local.node or --node)")
     elif require_local and source == "file" and not c.count and local.node not in {n.name for n in nodes}:
         c.error("local.node", local.node, "not in nodes (set local.node or --node)")
     if c.count:
         raise ConfigError(c.problems())
-    return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes)), source=source,
+    # Names are unique in a valid config, so the name order is the order of the Nodes.
+    return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes, key=_name)), source=source,
                   kubernetes=dict(kube) or None)
