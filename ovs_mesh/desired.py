@@ -16,9 +16,17 @@ someone else: a packet enters it only with a source address its sender owns.
 Every table ends in a drop; nothing is flooded, so the mesh has no loops.
 `stp` mode instead builds ports to `mesh_degree` peers with RSTP on the bridge
 and a single NORMAL flow: no address is checked there.
+
+The state is built in two kinds of parts (`build_parts`): the fixed part (a
+function of the cluster settings and the local node) and one part per peer
+(`peer_part`: a function of the cluster settings, that peer and its ofport).
+`build` composes them; the agent's incremental sync (installed.py)
+calls `peer_part` for just the peers that changed, so whatever a peer's part
+holds is installed the same way by both paths.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Mapping
 
@@ -97,6 +105,15 @@ def assign_ofports(wanted: list[str], existing: Mapping[str, int]) -> dict[str, 
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """The desired state cut where the agent's incremental sync cuts it: the fixed
+    part (bridge, flow mode's tunnel port, the flows no peer owns) and each
+    peer's part (its port in port/stp modes, its flows; `bridge` None)."""
+    fixed: OvsState
+    peers: Mapping[str, OvsState]
+
+
 def build(config: Config, pod_mtu: int | None = None,
           existing_ofports: Mapping[str, int] | None = None) -> OvsState:
     """The OvsState ovs-mesh wants on the local node.
@@ -104,32 +121,87 @@ def build(config: Config, pod_mtu: int | None = None,
     `existing_ofports` (port name -> ofport of every port on the bridge now)
     keeps peer ports on their numbers across runs, so flows stay unchanged.
     """
+    return compose(build_parts(config, pod_mtu, existing_ofports))
+
+
+def compose(parts: Parts) -> OvsState:
+    """The whole state from its parts (what `build` returns)."""
+    peers = parts.peers.values()
+    ports = tuple(sorted((*parts.fixed.ports, *(p for s in peers for p in s.ports)), key=lambda p: p.name))
+    return OvsState(bridge=parts.fixed.bridge, ports=ports,
+                    flows=parts.fixed.flows.union(*(s.flows for s in peers)))
+
+
+def build_parts(config: Config, pod_mtu: int | None = None,
+                existing_ofports: Mapping[str, int] | None = None, part=None) -> Parts:
+    """`build`, by part: the fixed part and one `peer_part` per peer (`part`: a
+    function with peer_part's signature and result, e.g. one that remembers them)."""
+    part = part or peer_part
     c = config.cluster
-    local = config.local_node
-    peers = peers_of(c, config.nodes, local.name)
+    peers = peers_of(c, config.nodes, config.local.node)
+    ofports: dict[str, int] = {}
+    if c.mode != "flow":
+        by_port = assign_ofports(sorted(peer_port_name(c.tunnel, p.name) for p in peers),
+                                 existing_ofports or {})
+        ofports = {p.name: by_port[peer_port_name(c.tunnel, p.name)] for p in peers}
+    return Parts(fixed_part(config, pod_mtu),
+                 {p.name: part(config, p, ofports.get(p.name)) for p in peers})
+
+
+def fixed_part(config: Config, pod_mtu: int | None = None) -> OvsState:
+    """The bridge, flow mode's one tunnel port, and the flows that belong to no peer:
+    a function of the cluster settings and the local node only."""
+    c = config.cluster
     bridge = BridgeSpec(name=BRIDGE, datapath_type=DATAPATH_TYPE[config.local.datapath],
                         rstp_enable=c.mode == "stp", mtu_request=pod_mtu)
+    ports: tuple[PortSpec, ...] = ()
     if c.mode == "flow":
-        port = PortSpec(name=tunnel_port_name(c.tunnel), type=c.tunnel,
-                        options=frozen_map(tunnel_options(config, "flow")),
-                        ofport_request=TUNNEL_OFPORT,
-                        external_ids=frozen_map({OWNER_KEY: "tunnel"}))
-        return OvsState(bridge=bridge, ports=(port,),
-                        flows=frozenset(flow_mode_flows(local, peers, c.vni)))
-    names = {p.name: peer_port_name(c.tunnel, p.name) for p in peers}
-    ofports = assign_ofports(sorted(names.values()), existing_ofports or {})
-    ports = tuple(sorted(
-        (PortSpec(name=names[p.name], type=c.tunnel,
-                  options=frozen_map(tunnel_options(config, str(p.ip))),
-                  bfd=frozen_map({"enable": "true"}) if c.mode == "port" else (),
-                  ofport_request=ofports[names[p.name]],
-                  external_ids=frozen_map({OWNER_KEY: "tunnel", PEER_KEY: p.name}))
-         for p in peers), key=lambda p: p.name))
+        ports = (PortSpec(name=tunnel_port_name(c.tunnel), type=c.tunnel,
+                          options=frozen_map(tunnel_options(config, "flow")),
+                          ofport_request=TUNNEL_OFPORT,
+                          external_ids=frozen_map({OWNER_KEY: "tunnel"})),)
+    return OvsState(bridge=bridge, ports=ports, flows=frozenset(fixed_flows(config)))
+
+
+def peer_part(config: Config, peer: Node, ofport: int | None = None) -> OvsState:
+    """One peer's port (port/stp modes, at `ofport`) and flows (no bridge)."""
+    c = config.cluster
+    ports: tuple[PortSpec, ...] = ()
+    if c.mode != "flow":
+        assert ofport is not None, "port and stp modes number every peer port"
+        ports = (PortSpec(name=peer_port_name(c.tunnel, peer.name), type=c.tunnel,
+                          options=frozen_map(tunnel_options(config, str(peer.ip))),
+                          bfd=frozen_map({"enable": "true"}) if c.mode == "port" else (),
+                          ofport_request=ofport,
+                          external_ids=frozen_map({OWNER_KEY: "tunnel", PEER_KEY: peer.name})),)
+    return OvsState(ports=ports, flows=frozenset(peer_flows(config, peer, ofport)))
+
+
+def fixed_flows(config: Config) -> list[Flow]:
+    """The flows of no peer: the local side of tables 0 and 30, the drops."""
+    c = config.cluster
     if c.mode == "stp":
-        flows = {Flow(T_CLASSIFY, 0, "", "NORMAL")}
-    else:
-        flows = port_mode_flows(local, [(p, ofports[names[p.name]]) for p in peers])
-    return OvsState(bridge=bridge, ports=ports, flows=frozenset(flows))
+        return [Flow(T_CLASSIFY, 0, "", "NORMAL")]
+    flows = _common_flows(config.local_node)
+    if c.mode == "flow":
+        return flows + [
+            Flow(T_CLASSIFY, 100, f"tun_id={tun_id(c.vni)},in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"),
+            Flow(T_CLASSIFY, 0, "", "drop"),
+        ]
+    return flows + [Flow(T_CLASSIFY, 0, "", f"goto_table:{T_FROM_PEERS}")]
+
+
+def peer_flows(config: Config, peer: Node, ofport: int | None = None) -> list[Flow]:
+    """4 flows per peer with a subnet: two out (flow mode: set tun_id and tun_dst; port
+    mode: output to its port), two in (from the peer, only the peer's sources); stp: none."""
+    c = config.cluster
+    if c.mode == "stp" or peer.subnet is None:
+        return []
+    if c.mode == "flow":
+        key, ip = tun_id(c.vni), str(peer.ip)
+        return _peer_flows(peer, f"set_field:{key}->tun_id,set_field:{ip}->tun_dst,"
+                                 f"output:{TUNNEL_OFPORT}", f"tun_src={ip}")
+    return _peer_flows(peer, f"output:{ofport}", f"in_port={ofport}")
 
 
 def _common_flows(local: Node) -> list[Flow]:
@@ -148,30 +220,8 @@ def _common_flows(local: Node) -> list[Flow]:
 
 def _peer_flows(peer: Node, out: str, sender: str) -> list[Flow]:
     """Two out (to the peer's subnet), two in (from `sender`, only the peer's sources)."""
-    return [Flow(T_TO_PEERS, 100, f"ip,nw_dst={peer.subnet}", out),
-            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={peer.subnet}", out),
-            Flow(T_FROM_PEERS, 100, f"ip,{sender},nw_src={peer.subnet}", f"goto_table:{T_TO_LOCAL}"),
-            Flow(T_FROM_PEERS, 100, f"arp,{sender},arp_spa={peer.subnet}", f"goto_table:{T_TO_LOCAL}")]
-
-
-def flow_mode_flows(local: Node, peers: list[Node], vni: int = 0) -> list[Flow]:
-    """4 flows per peer: two out (set tun_id, tun_dst), two in (tun_src and source filter)."""
-    key = tun_id(vni)
-    flows = _common_flows(local) + [
-        Flow(T_CLASSIFY, 100, f"tun_id={key},in_port={TUNNEL_OFPORT}", f"goto_table:{T_FROM_PEERS}"),
-        Flow(T_CLASSIFY, 0, "", "drop"),
-    ]
-    for p in peers:
-        if p.subnet is not None:
-            flows += _peer_flows(p, f"set_field:{key}->tun_id,set_field:{p.ip}->tun_dst,"
-                                    f"output:{TUNNEL_OFPORT}", f"tun_src={p.ip}")
-    return flows
-
-
-def port_mode_flows(local: Node, peers: list[tuple[Node, int]]) -> list[Flow]:
-    """4 flows per peer: two out (output to its port), two in (its port and source filter)."""
-    flows = _common_flows(local) + [Flow(T_CLASSIFY, 0, "", f"goto_table:{T_FROM_PEERS}")]
-    for p, ofport in peers:
-        if p.subnet is not None:
-            flows += _peer_flows(p, f"output:{ofport}", f"in_port={ofport}")
-    return flows
+    subnet = str(peer.subnet)   # formatted once: hot at thousands of peers
+    return [Flow(T_TO_PEERS, 100, f"ip,nw_dst={subnet}", out),
+            Flow(T_TO_PEERS, 100, f"arp,arp_tpa={subnet}", out),
+            Flow(T_FROM_PEERS, 100, f"ip,{sender},nw_src={subnet}", f"goto_table:{T_TO_LOCAL}"),
+            Flow(T_FROM_PEERS, 100, f"arp,{sender},arp_spa={subnet}", f"goto_table:{T_TO_LOCAL}")]

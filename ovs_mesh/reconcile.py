@@ -38,6 +38,8 @@ class Result:
     flow_changes: int = 0
     seconds: float = 0.0
     desired: OvsState | None = None   # what the node holds once converged
+    parts: desired_mod.Parts | None = None   # the same, by part (the agent's record)
+    observed: Observed | None = None  # what the pass read before changing anything
 
     @property
     def changes(self) -> list:
@@ -59,6 +61,8 @@ class Reconciler:
         self.ovsdb = ovsdb
         self.openflow = openflow
         self.host = host  # host networking layer (None: manage OVS only)
+        # config, pod_mtu, ofports -> desired.Parts (the agent passes one that reuses its record)
+        self.build_parts = desired_mod.build_parts
 
     def observe(self) -> Observed:
         owned = self.ovsdb.read(BRIDGE)
@@ -72,20 +76,24 @@ class Reconciler:
         return self.config.cluster.pod_mtu(underlay)
 
     def desired(self, observed: Observed, pod_mtu: int | None = None) -> OvsState:
-        return desired_mod.build(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
+        return desired_mod.compose(self.desired_parts(observed, pod_mtu))
+
+    def desired_parts(self, observed: Observed, pod_mtu: int | None = None) -> desired_mod.Parts:
+        return self.build_parts(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
 
     def plan(self, teardown: bool = False, observed: Observed | None = None) -> Result:
         observed = observed or self.observe()
-        _, plan = self._plan(observed, teardown)
+        _, _, plan = self._plan(observed, teardown)
         return Result(plan, observed.problems)
 
-    def _plan(self, observed: Observed, teardown: bool) -> tuple[OvsState, Plan]:
+    def _plan(self, observed: Observed, teardown: bool) -> tuple[desired_mod.Parts | None, OvsState, Plan]:
         mtu = self.pod_mtu()
-        want = OvsState() if teardown else self.desired(observed, mtu)
+        parts = None if teardown else self.desired_parts(observed, mtu)
+        want = OvsState() if parts is None else desired_mod.compose(parts)
         plan = diff(want, observed.ovs)
         if self.host is not None:
             plan = dataclasses.replace(plan, host=tuple(self.host.plan(mtu, teardown)))
-        return want, plan
+        return parts, want, plan
 
     def _check_ports(self, want: OvsState) -> list[str]:
         """After an OVSDB change: interfaces OVS failed to create, ofports not as requested."""
@@ -101,8 +109,8 @@ class Reconciler:
         observed = self.observe()
         if observed.refusal is not None:
             raise ReconcileError(str(observed.refusal))
-        want, plan = self._plan(observed, teardown)
-        result = Result(plan, [], desired=want)
+        parts, want, plan = self._plan(observed, teardown)
+        result = Result(plan, [], desired=want, parts=parts, observed=observed)
         rows, flows = list(plan.ovsdb), list(plan.flows)
         if teardown:
             # Flows first (while the bridge exists), then the rows.
@@ -116,5 +124,24 @@ class Reconciler:
             self.host.apply(list(plan.host), teardown)
         if not teardown:
             result.problems = self._check_ports(want) if rows else observed.problems
+        result.seconds = time.monotonic() - start
+        return result
+
+    def apply_delta(self, plan: Plan) -> Result:
+        """Apply a plan computed elsewhere (the agent's per-peer delta, installed.py)
+        without observing anything: rows in one transaction, flows in one bundle.
+        Problems: ports of the plan that OVS did not create at their requested number
+        (the flows would output elsewhere: the caller runs a full pass)."""
+        start = time.monotonic()
+        result = Result(plan, [])
+        rows = list(plan.ovsdb)
+        result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, rows)
+        result.flow_changes = self.openflow.apply(list(plan.flows))
+        placed = [ch.new for ch in rows if ch.new is not None and ch.kind == "port"]
+        if placed:
+            health = self.ovsdb.health(p.name for p in placed)
+            result.problems = [f"port {p.name}: ofport {health[p.name].ofport} is not the requested "
+                               f"{p.ofport_request}" for p in placed
+                               if p.ofport_request and health[p.name].ofport != p.ofport_request]
         result.seconds = time.monotonic() - start
         return result

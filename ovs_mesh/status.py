@@ -21,9 +21,10 @@ def status_path(rundir: str) -> str:
     return os.path.join(rundir, STATUS_FILE)
 
 
-def write_status(rundir: str, result) -> None:
-    """What `status` shows of the last reconcile: when, how many changes, problems."""
-    data = {"time": time.time(), "change_count": len(result.changes),
+def write_status(rundir: str, result, kind: str = "full") -> None:
+    """What `status` shows of the last reconcile: when, which kind of pass (full or
+    the agent's incremental one), how many changes, problems."""
+    data = {"time": time.time(), "kind": kind, "change_count": len(result.changes),
             "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
             "problems": result.problems, "seconds": round(result.seconds, 4)}
     try:
@@ -72,6 +73,7 @@ def collect(config, rec) -> dict:
             "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
+                                        "kind": last.get("kind", "full"),
                                         "changes": last.get("change_count", len(last["changes"])),
                                         "problems": last["problems"]}}
 
@@ -80,7 +82,8 @@ def render(d: dict) -> str:
     lines = [f"node {d['node']}: {d['tunnel']} tunnels, {d['mode']} mode, {len(d['peers'])} peers, "
              f"{d['flows']} flows, {'converged' if d['converged'] else str(d['pending_changes']) + ' changes pending'}"]
     lr = d["last_reconcile"]
-    lines.append(f"last reconcile: {lr['age_seconds']}s ago, {lr['changes']} changes" if lr else "last reconcile: never")
+    lines.append(f"last reconcile: {lr['age_seconds']}s ago ({lr['kind']} pass), {lr['changes']} changes"
+                 if lr else "last reconcile: never")
     lines.append(f"{'PEER':<20} {'IP':<16} {'SUBNET':<18} {'PORT':<16} {'OFPORT':>6} HEALTH")
     for p in d["peers"]:
         lines.append(f"{p['name']:<20} {p['ip']:<16} {p['subnet']:<18} {p['port']:<16} "

@@ -3,9 +3,18 @@
 Everything that can make OVS differ from the topology only *kicks* the agent
 (a `Reason`): the file source, the Kubernetes source, the OVS watcher (our rows
 changed, vswitchd restarted, flows lost, OVSDB reconnected), the periodic
-resync timer and SIGHUP.  One worker (the main thread) runs full reconcile
-passes — observe, desired, diff, apply — so a burst of a hundred events costs
-a few passes, and a converged node makes zero changes.
+resync timer and SIGHUP.  One worker (the main thread) runs the passes, so a
+burst of a hundred events costs a few passes, and a converged node makes zero
+changes.
+
+Two kinds of pass.  A *full* pass observes everything, builds the whole desired
+state, diffs and applies it, then rebuilds the record of what is installed
+(`installed.Installed`); it runs at start, on every disruption the watcher
+reports, on SIGHUP, on the periodic resync, after any failure and whenever the
+change is not per-peer.  An *incremental* pass answers a source change that
+only added, removed or changed peers: it diffs just those peers' parts against
+the record and applies only that (no dump, no OVSDB read, no full build); the
+record changes only after it succeeded.
 
 The parts: `schedule.Scheduler` (when: coalescing, backoff, resync),
 `parts.Inventory` (what: the source and the last good topology),
@@ -19,15 +28,18 @@ restarted agent finds them converged.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 
 from topology.model import Config
 
+from ..desired import tunnel_port_name
+from ..installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
+from ..reconcile import Result
 from ..sources import Source
 from ..state import OvsState
-from ..status import tunnels as status_tunnels
 from ..status import write_status
 from .metrics import AgentMetrics, MetricsServer
 from .parts import LOG, Inventory, NodeSession, NotReady, SayOnce
@@ -56,6 +68,11 @@ class Agent:
         self.expected_rows: OvsState | None = None
         self.expected_flows: int | None = None
         self.reconciles = 0
+        self.passes = {"full": 0, "incremental": 0}   # successful passes by kind
+        self.installed: Installed | None = None      # what the last successes installed
+        self.full_due = True                         # the next pass must be a full one
+        self.epoch = 0      # odd while a pass changes OVS (the watcher does not judge then)
+        self._tunnels: dict[str, str] = {}   # peer -> its tunnel's health, for the metrics
         self.ready = False
         self._heartbeat = time.monotonic()
         self._ovsdb_seen = None
@@ -116,7 +133,8 @@ class Agent:
 
     # -- one pass ---------------------------------------------------------
     def reconcile_once(self, due: Pass | str = "event") -> bool:
-        """One full pass; True when it succeeded (or there is nothing to do yet)."""
+        """One pass (incremental when it can be, else full); True when it succeeded
+        (or there is nothing to do yet)."""
         why = str(due)
         start = time.monotonic()
         try:
@@ -132,28 +150,88 @@ class Agent:
             self.rundir = config.local.rundir
             node = self.session.open(config)
             if node.ovsdb is not self._ovsdb_seen:   # a new connection: nothing to compare with yet
-                self._ovsdb_seen, self.expected_rows = node.ovsdb, None
+                self._ovsdb_seen, self.expected_rows, self.installed = node.ovsdb, None, None
             if not node.ovsdb.connected():
                 self.session.note_connected(False)
                 raise ConnectionError(f"not connected to OVSDB at {config.local.ovsdb}")
-            result = node.reconciler().apply()
+            kind, result = "incremental", self._incremental(node, config, due)
+            if result is None:
+                kind, result = "full", self._full(node, config)
+        except Exception as e:
+            self.full_due = True   # the record may no longer match OVS: the retry is a full pass
+            return self._failed(e, start)
+        self.passes[kind] += 1
+        self._succeeded(config, result, kind, why, isinstance(due, Pass) and any(r.loud for r in due.reasons),
+                        time.monotonic() - start)
+        return True
+
+    @contextlib.contextmanager
+    def _changing(self):
+        """Bracket a change of OVS: the watcher does not judge what it reads meanwhile."""
+        self.epoch += 1
+        try:
+            yield
+        finally:
+            self.epoch += 1
+
+    def _full(self, node, config: Config) -> Result:
+        rec = node.reconciler()
+        installed = self.installed
+        rec.build_parts = lambda config, mtu, ofports: parts_reusing(installed, config, mtu, ofports)
+        with self._changing():
+            result = rec.apply()
+            observed = result.observed
+            self.installed = Installed.after_full_pass(config, result.parts, observed.ofports,
+                                                       (p.name for p in observed.ovs.ports))
+            self.full_due = False
             # What the watcher compares with comes from the desired state, not from
             # a read after apply: a read could already miss a row or flow someone
             # deleted since, and so hide that loss.
             self.expected_flows = len(result.desired.flows)
             self.expected_rows = OvsState(result.desired.bridge, result.desired.ports)
-            tunnels = [(t["name"], t["health"]) for t in status_tunnels(config, node.ovsdb)]
-        except Exception as e:
-            return self._failed(e, start)
-        self._succeeded(config, result, tunnels, why, isinstance(due, Pass) and any(r.loud for r in due.reasons),
-                        time.monotonic() - start)
-        return True
+        self._tunnels = {}
+        self._update_tunnels(config, node, list(self.installed.peers))
+        return result
 
-    def _succeeded(self, config: Config, result, tunnels, why: str, loud: bool, seconds: float) -> None:
+    def _incremental(self, node, config: Config, due: Pass | str) -> Result | None:
+        """The per-peer pass, or None when a full pass must run instead."""
+        if self.full_due or not isinstance(due, Pass) or due.reasons != {Reason.SOURCE}:
+            return None
+        why_not = blocker(self.installed, config)
+        if why_not is not None:
+            LOG.debug("full pass: %s", why_not)
+            return None
+        rec = self.installed
+        nodes = node_map(config)
+        d = delta(rec, config, changed_names(rec, nodes), nodes)
+        with self._changing():
+            result = node.reconciler().apply_delta(d.plan)
+            if result.problems:   # a port not at its number: the flows would miss it
+                raise IncrementalFailed("; ".join(result.problems))
+            rec.commit(d)
+            self.expected_flows = rec.flow_count
+            if d.plan.ovsdb:
+                self.expected_rows = rec.rows()
+        self._update_tunnels(config, node, d.names)
+        return result
+
+    def _update_tunnels(self, config: Config, node, names: list[str]) -> None:
+        """The metrics' tunnel states of the named peers (one pass over the Interface table)."""
+        peers = self.installed.peers
+        for n in names:
+            if n not in peers:
+                self._tunnels.pop(n, None)
+        ports = {n: (peers[n].ports[0].name if peers[n].ports else tunnel_port_name(config.cluster.tunnel))
+                 for n in names if n in peers}
+        health = node.ovsdb.health(set(ports.values())) if ports else {}
+        self._tunnels.update({n: health[port].health for n, port in ports.items()})
+
+    def _succeeded(self, config: Config, result, kind: str, why: str, loud: bool, seconds: float) -> None:
         self.reconciles += 1
         n = len(result.changes)
-        self.metrics.record(True, seconds, n, peers=len(tunnels), flows=self.expected_flows or 0,
-                            tunnels=tunnels)
+        self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=self.expected_flows or 0,
+                            tunnels=self._tunnels.items(), kind=kind)
+        why = f"{why}; {kind}" if kind != "full" else why
         if self.say.forget("error"):
             LOG.info("reconcile recovered")
         if n:
@@ -166,8 +244,8 @@ class Agent:
             self.say.say("problems", logging.WARNING, "after reconcile: %s", "; ".join(result.problems))
         elif self.say.forget("problems"):
             LOG.info("problems after reconcile are gone")
-        write_status(config.local.rundir, result)
-        status = f"converged: {len(tunnels)} peers, {self.expected_flows} flows"
+        write_status(config.local.rundir, result, kind)
+        status = f"converged: {len(self._tunnels)} peers, {self.expected_flows} flows"
         if not self.ready:
             self.ready = True
             self.notifier.ready(status)
@@ -182,3 +260,7 @@ class Agent:
                      exc_info=LOG.isEnabledFor(logging.DEBUG))
         self.notifier.status(f"retrying: {text}"[:200])
         return False
+
+
+class IncrementalFailed(Exception):
+    """An incremental pass left OVS other than its record says: a full pass follows."""

@@ -29,6 +29,11 @@ class AgentMetrics:
         self.errors = Counter("ovs_mesh_reconcile_errors", "Reconcile passes that failed", registry=r)
         self.changes = Counter("ovs_mesh_reconcile_changes", "Changes applied by reconcile passes",
                                registry=r)
+        self.passes = Counter("ovs_mesh_reconcile_passes", "Successful passes by kind: full (observe "
+                              "everything) or incremental (only the peers that changed)", ["kind"],
+                              registry=r)
+        for kind in ("full", "incremental"):
+            self.passes.labels(kind=kind)
         self.duration = Histogram("ovs_mesh_reconcile_duration_seconds", "Reconcile pass duration",
                                   buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
                                   registry=r)
@@ -42,11 +47,13 @@ class AgentMetrics:
         r.register(_Snapshot(self))
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
-               peers: int | None = None, flows: int | None = None, tunnels=None) -> None:
+               peers: int | None = None, flows: int | None = None, tunnels=None,
+               kind: str = "full") -> None:
         self.reconciles.inc()
         self.duration.observe(seconds)
         if ok:
             self.changes.inc(changes)
+            self.passes.labels(kind=kind).inc()
         else:
             self.errors.inc()
         with self._lock:

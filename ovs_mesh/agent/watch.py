@@ -11,6 +11,8 @@ Three cheap checks, run by one thread every 0.1 s:
   cookie; a count different from the last desired state's means flows were
   lost or added behind our back.
 
+What was read while a pass was changing OVS (`Agent.epoch` moved or is odd)
+is not judged, but read again: the agent's own changes are not drift.
 The watcher only calls `kick(reason, detail, reset_backoff)`: the worker does the work.
 """
 from __future__ import annotations
@@ -31,6 +33,12 @@ def owned_rows(client) -> OvsState:
     """What we own in OVSDB now (bridge and ports, no flows), comparable with the desired state."""
     owned = client.read(BRIDGE)
     return OvsState(owned.bridge, owned.ports)
+
+
+def settled(agent, epoch: int) -> bool:
+    """No pass changed OVS since `epoch` was read, nor was one changing it then
+    (`Agent.epoch` is odd while a pass changes OVS): what was read can be judged."""
+    return epoch % 2 == 0 and agent.epoch == epoch
 
 
 class OvsWatcher:
@@ -76,10 +84,15 @@ class OvsWatcher:
             self._last_seqno = seqno
             a.kick(Reason.OVSDB_RECONNECTED, reset_backoff=True)
         elif connected and client.change_seqno() != self._last_change:
-            self._last_change = client.change_seqno()
+            epoch, change = a.epoch, client.change_seqno()
             expected = a.expected_rows
-            if expected is not None and owned_rows(client) != expected:
-                a.kick(Reason.OVSDB_ROWS)
+            differs = expected is not None and owned_rows(client) != expected
+            if not settled(a, epoch):
+                self._last_change = None    # the agent was changing OVS: look again next turn
+            else:
+                self._last_change = change
+                if differs:
+                    a.kick(Reason.OVSDB_ROWS)
         a.session.note_connected(connected)
 
     def _check_vswitchd(self) -> None:
@@ -98,11 +111,14 @@ class OvsWatcher:
         if pid is None or now < self._next_flow_check or a.expected_flows is None:
             return
         self._next_flow_check = now + self.flow_interval
+        epoch, expected = a.epoch, a.expected_flows
         count = OpenFlow(rundir, BRIDGE).count()
         if count is None:
             self._flows_seen = False
             return
-        if count != a.expected_flows:
-            a.kick(Reason.FLOWS, f"{count} flows with our cookie, expected {a.expected_flows}",
+        if not settled(a, epoch):
+            return   # the agent was changing flows: count again next turn
+        if count != expected:
+            a.kick(Reason.FLOWS, f"{count} flows with our cookie, expected {expected}",
                    reset_backoff=not self._flows_seen)
         self._flows_seen = True

@@ -1,5 +1,6 @@
 """The agent's NodeSession: one OVSDB client kept across config edits, replaced when the
-remote changes or the connection stayed down too long; the host layer follows the config."""
+remote changes or the connection stayed down too long; the host layer follows the config
+(all but its peers)."""
 import dataclasses
 
 from ovs_mesh.agent.parts import RECREATE_CLIENT_AFTER, NodeSession
@@ -36,7 +37,11 @@ def test_config_edit_keeps_the_connection_and_renews_the_host_layer(tmp_path):
     first = s.open(c3)
     first_host = first.host
     assert s.open(c3) is first
-    second = s.open(dataclasses.replace(c3, nodes=c3.nodes[:2]))
+    # A peer leaving keeps every client (a join must not rebuild the host layer) ...
+    fewer = dataclasses.replace(c3, nodes=c3.nodes[:2])
+    assert s.open(fewer) is first and first.config is fewer and not first_host.closed
+    # ... a change of the cluster settings renews the host layer.
+    second = s.open(dataclasses.replace(c3, cluster=dataclasses.replace(c3.cluster, mtu=1400)))
     second_host = second.host
     assert second is not first and first_host.closed and not second_host.closed
     assert second.ovsdb is made[0] and len(made) == 1 and not made[0].closed
