@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 
-from bench.agent_env import Session, Topology, expected_flows
+from bench.agent_env import LOCAL, Session, Topology, config_text, expected_flows
 from bench.control_plane import MOVED_IP_BASE, PORT_MODE_MAX, REPO, machine_info, parser, run_baseline
 
 RESULTS = os.path.join(REPO, "bench", "results", "agent.json")
@@ -161,6 +161,30 @@ def bootstrap(workdir: str, source: str, n: int, spread: float = 10.0, bursts: i
         sess.stop()
 
 
+def file_reread(n: int, repeat: int = 5) -> dict:
+    """The file source's cost of one edit (a join) of an n-node file: the full parse (what
+    every edit cost before) vs the incremental one (ConfigItems, warmed by the version
+    before); medians of wall and CPU seconds, in this process."""
+    from ovs_mesh.config_file import config_from_bytes
+    from ovs_mesh.config_items import ConfigItems
+
+    topo, items = Topology(n), ConfigItems()
+    out: dict = {"nodes": n, "full": [], "incremental": []}
+    for _ in range(repeat):
+        before = config_text(topo, "flow", "unix:/nonexistent").encode()
+        items.parse(before, "bench.yaml", default_node=LOCAL)
+        topo.join()
+        after = config_text(topo, "flow", "unix:/nonexistent").encode()
+        for kind, fn in (("full", config_from_bytes), ("incremental", items.parse)):
+            w, c = time.perf_counter(), time.process_time()
+            fn(after, "bench.yaml", default_node=LOCAL)
+            out[kind].append((time.perf_counter() - w, time.process_time() - c))
+    for kind in ("full", "incremental"):
+        out[kind] = {"wall_s": round(median([w for w, _ in out[kind]]), 4),
+                     "cpu_s": round(median([c for _, c in out[kind]]), 4)}
+    return out
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -187,7 +211,12 @@ def ok(value, bound) -> str:
 
 def tables(res: dict) -> str:
     t = TARGETS
-    lines = ["events: seconds from the edit to installed in OVS (median), agent vs floor (ovs-vsctl + "
+    f = res.get("file_reread")
+    lines = [] if not f else [
+        f"file source, one join in a {f['nodes']}-node file: full parse {f['full']['wall_s']:.3f} s "
+        f"({f['full']['cpu_s']:.3f} s CPU), incremental {f['incremental']['wall_s']:.3f} s "
+        f"({f['incremental']['cpu_s']:.3f} s CPU)", ""]
+    lines += ["events: seconds from the edit to installed in OVS (median), agent vs floor (ovs-vsctl + "
              "ovs-ofctl --bundle of the delta), x = ratio",
              f"{'source':6} {'mode':4} {'N':>5} | " + " | ".join(f"{k:8} {'floor':>6} {'x':>5}" for k in EVENTS)
              + f" | {'RSS MB':>6} | target <= {t['event_x_floor']}x floor (at {TARGET_SIZE})"]
@@ -255,7 +284,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.sizes.split(",")]
     started, load = time.time(), os.getloadavg()
-    res: dict = {"events": [], "bootstrap": []}
+    res: dict = {"events": [], "bootstrap": [], "file_reread": file_reread(max(sizes))}
     workdir = tempfile.mkdtemp(prefix="fb-bench-")
     try:
         for mode in args.modes.split(","):
