@@ -30,6 +30,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -61,17 +62,27 @@ def apply_to(topo: Topology, kind: str, name, ip):
     return topo.join() if kind == "join" else topo.leave(name) if kind == "leave" else topo.move(name, ip)
 
 
-def agent_events(sess: Session, n: int, repeat: int, events) -> dict:
+def agent_events(sess: Session, n: int, repeat: int, events) -> tuple[dict, dict]:
+    """Per event kind: the latencies, and the agent's CPU seconds from the event to 0.2 s
+    after it was installed (the rest of its pass: status file, log), which does not
+    depend on what else the machine runs."""
     out: dict = {k: [] for k in events}
+    cpu: dict = {k: [] for k in events}
     for r in range(repeat):
         for kind in events:
             name, ip = pick(sess.topo, n, kind, r)
-            marks = sess.marks()
+            marks, c0 = sess.marks(), sess.cpu_seconds()
             x, t0 = sess.event(kind, name, ip)
             t = sess.seen(kind, x, marks)
             out[kind].append(None if t is None else round(t - t0, 4))
             time.sleep(0.2)   # let the agent finish the pass (status, log) before the next event
-    return out
+            cpu[kind].append(round(sess.cpu_seconds() - c0, 3))
+    return out, cpu
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def floor_events(workdir: str, mode: str, n: int, repeat: int, events) -> dict:
@@ -81,6 +92,7 @@ def floor_events(workdir: str, mode: str, n: int, repeat: int, events) -> dict:
     d = tempfile.mkdtemp(prefix=f"fb-floor-{mode}-{n}-", dir=workdir)
     ovs = OvsDaemons(d, dummy=True)
     out: dict = {k: [] for k in events}
+    cpu: dict = {k: [] for k in events}
     try:
         ovs.start()
         topo = Topology(n)
@@ -90,12 +102,14 @@ def floor_events(workdir: str, mode: str, n: int, repeat: int, events) -> dict:
             for kind in events:
                 apply_to(topo, kind, *pick(topo, n, kind, r))
                 after = topo.data(mode, ovs.remote)
+                c0 = children_cpu()   # the tools' CPU (ovs-vsctl, ovs-ofctl, reaped through GNU time)
                 out[kind].append(round(run_baseline(None, ovs, prev, after)["seconds"], 4))
+                cpu[kind].append(round(children_cpu() - c0, 3))
                 prev = after
     finally:
         ovs.stop()
         shutil.rmtree(d, ignore_errors=True)
-    return out
+    return out, cpu
 
 
 def resync(sess: Session, timeout: float = 60) -> dict:
@@ -194,7 +208,8 @@ def session_run(workdir, source, mode, n, args, largest: bool) -> dict:
     sess = Session(workdir, source, mode, n)
     try:
         sess.start()
-        out = {"events": agent_events(sess, n, args.repeat, args.events)}
+        events, cpu = agent_events(sess, n, args.repeat, args.events)
+        out = {"events": events, "agent_cpu": cpu}
         if largest and mode == "flow" and not args.only_events:
             out["resync"] = [resync(sess) for _ in range(2)]
             out["churn"] = churn(sess, args.churn_seconds)
@@ -217,21 +232,24 @@ def tables(res: dict) -> str:
         f"({f['full']['cpu_s']:.3f} s CPU), incremental {f['incremental']['wall_s']:.3f} s "
         f"({f['incremental']['cpu_s']:.3f} s CPU)", ""]
     lines += ["events: seconds from the edit to installed in OVS (median), agent vs floor (ovs-vsctl + "
-             "ovs-ofctl --bundle of the delta), x = ratio",
-             f"{'source':6} {'mode':4} {'N':>5} | " + " | ".join(f"{k:8} {'floor':>6} {'x':>5}" for k in EVENTS)
-             + f" | {'RSS MB':>6} | target <= {t['event_x_floor']}x floor (at {TARGET_SIZE})"]
+              "ovs-ofctl --bundle of the delta), x = ratio; cpu = the agent's CPU seconds for the event",
+              f"{'source':6} {'mode':4} {'N':>5} | " + " | ".join(f"{k:8} {'floor':>6} {'x':>5} {'cpu':>5}"
+                                                              for k in EVENTS)
+              + f" | {'RSS MB':>6} | target <= {t['event_x_floor']}x floor (at {TARGET_SIZE})"]
+    nan = float("nan")
     for e in res["events"]:
         cells, verdicts = [], []
         for k in EVENTS:
             a, f = median(e["agent"].get(k, [])), median(e["floor"].get(k, []))
+            cpu = median(e.get("agent_cpu", {}).get(k, []))
             x = a / f if a is not None and f else None
-            cells.append(f"{a if a is not None else float('nan'):8.3f} {f if f is not None else float('nan'):6.3f} "
-                         f"{x if x is not None else float('nan'):5.1f}")
+            cells.append(" ".join(f"{v if v is not None else nan:{w}}" for v, w in
+                                  ((a, "8.3f"), (f, "6.3f"), (x, "5.1f"), (cpu, "5.2f"))))
             if k in e["agent"] and e["n"] == TARGET_SIZE:
                 verdicts.append(ok(x, t["event_x_floor"]))
         v = ("FAIL" if "FAIL" in verdicts else "ok") if verdicts else "-"
         lines.append(f"{e['source']:6} {e['mode']:4} {e['n']:5} | " + " | ".join(cells)
-                     + f" | {e.get('rss_mb') or 0:6.0f} | {v}")
+                     + f" | {e.get('rss_mb') or 0:6.0f} | {v}" + (" (error)" if "error" in e else ""))
     if res["bootstrap"]:
         lines += ["", f"bootstrap: N nodes appear within 10 s (flow mode); target at {TARGET_SIZE}: converged "
                       f"<= {t['bootstrap_after_last_s']} s after the last event, CPU < {t['bootstrap_cpu_s']} s",
@@ -277,7 +295,15 @@ def main(argv=None) -> int:
                    help="sizes 100,1000, repeat 1, churn 15 s, bootstrap 1000; no results file")
     p.add_argument("--label", default="run", help="key of this run in the results file (before, after)")
     p.add_argument("--output", default=RESULTS, help="results JSON ('' for none)")
+    p.add_argument("--table", metavar="LABEL", help="print the tables of a run in the results file, run nothing")
     args = p.parse_args(argv)
+    if args.table:
+        with open(args.output or RESULTS) as f:
+            run = json.load(f)["runs"][args.table]
+        print(f"{args.table}: {run['date']}, load average at start {run['machine']['load_average_at_start']}, "
+              f"{run['run_seconds']:.0f} s")
+        print(tables(run))
+        return 0
     if args.quick:
         args.sizes, args.repeat, args.churn_seconds, args.bootstrap, args.output = "100,1000", 1, 15, "1000", ""
     args.events = args.events.split(",")
@@ -291,9 +317,9 @@ def main(argv=None) -> int:
             for n in sizes:
                 if mode == "port" and n > PORT_MODE_MAX:
                     continue
-                floor = floor_events(workdir, mode, n, args.repeat, args.events)
+                floor, floor_cpu = floor_events(workdir, mode, n, args.repeat, args.events)
                 for source in args.sources.split(","):
-                    entry = {"source": source, "mode": mode, "n": n, "floor": floor}
+                    entry = {"source": source, "mode": mode, "n": n, "floor": floor, "floor_cpu": floor_cpu}
                     try:
                         run = session_run(workdir, source, mode, n, args, largest=n == max(sizes))
                         entry.update(run, agent=run.pop("events"))
