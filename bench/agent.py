@@ -236,14 +236,13 @@ def tables(res: dict) -> str:
               f"{'source':6} {'mode':4} {'N':>5} | " + " | ".join(f"{k:8} {'floor':>6} {'x':>5} {'cpu':>5}"
                                                               for k in EVENTS)
               + f" | {'RSS MB':>6} | target <= {t['event_x_floor']}x floor (at {TARGET_SIZE})"]
-    nan = float("nan")
     for e in res["events"]:
         cells, verdicts = [], []
         for k in EVENTS:
             a, f = median(e["agent"].get(k, [])), median(e["floor"].get(k, []))
             cpu = median(e.get("agent_cpu", {}).get(k, []))
             x = a / f if a is not None and f else None
-            cells.append(" ".join(f"{v if v is not None else nan:{w}}" for v, w in
+            cells.append(" ".join(f"{v:{w}}" if v is not None else f"{'-':>{w.split('.')[0]}}" for v, w in
                                   ((a, "8.3f"), (f, "6.3f"), (x, "5.1f"), (cpu, "5.2f"))))
             if k in e["agent"] and e["n"] == TARGET_SIZE:
                 verdicts.append(ok(x, t["event_x_floor"]))
@@ -300,7 +299,8 @@ def main(argv=None) -> int:
     if args.table:
         with open(args.output or RESULTS) as f:
             run = json.load(f)["runs"][args.table]
-        print(f"{args.table}: {run['date']}, load average at start {run['machine']['load_average_at_start']}, "
+        load = ", ".join(f"{x:.1f}" for x in run["machine"]["load_average_at_start"])
+        print(f"{args.table}: {run['date']}, load average at start {load}, "
               f"{run['run_seconds']:.0f} s")
         print(tables(run))
         return 0
