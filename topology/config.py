@@ -116,15 +116,17 @@ class _Checker:
 
 
 def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
-                require_subnet: bool = False, limit: int | None = None
+                require_subnet: bool = False, limit: int | None = None,
+                entries: Callable[[int, Any], Entry] | None = None
                 ) -> tuple[list[Node], list[Problem], set[int]]:
     """Validate node entries.  Returns (good nodes, problems, indexes of bad entries).
 
     A node that conflicts with an earlier one (duplicate name or IP, overlapping
-    subnet) is the bad one; the earlier keeps its place.
+    subnet) is the bad one; the earlier keeps its place.  `entries(i, raw)` gives
+    each entry's own checks (`node_entry`) from a cache, when the caller has one.
     """
     c = _Checker(limit)
-    nodes, bad = _check_nodes(c, raw_nodes, cluster, path, require_subnet)
+    nodes, bad = _check_nodes(c, raw_nodes, cluster, path, require_subnet, entries)
     return nodes, c.problems(), bad
 
 

@@ -44,6 +44,7 @@ from kubernetes.watch.watch import iter_resp_lines
 from urllib3.exceptions import MaxRetryError
 
 from topology.config import ConfigError, check_nodes
+from topology.nodes import Entry, node_entry
 from topology.errors import Transient
 from topology.model import Cluster, Node
 
@@ -145,6 +146,9 @@ class KubernetesSource:
         self._objects: dict[str, tuple[str | None, str | None]] = {}  # name -> (ip, podCIDR)
         self._nodes: tuple[Node, ...] | None = None
         self._reported: set[tuple[str, str]] = set()
+        # (name, ip, podCIDR) -> its own checks and Node: an event re-checks one Node, and the
+        # Node objects of unchanged Nodes stay the same (the agent compares them by identity).
+        self._entries: dict[tuple, Entry] = {}
         self._rv: str | None = None
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
@@ -324,7 +328,15 @@ class KubernetesSource:
         for name in waiting:
             problems[(name, "no-cidr")] = (logging.INFO, f"node {name}: spec.podCIDR: not set yet: "
                                            "waiting for it")
-        good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True)
+        cache, kept = self._entries, {}
+
+        def entry(_i: int, r: dict) -> Entry:
+            key = (r["name"], r["ip"], r["subnet"])
+            e = kept[key] = cache.get(key) or node_entry(r, self.cluster, require_subnet=True)
+            return e
+
+        good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True, entries=entry)
+        self._entries = kept
         for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
             msg = self._explain(err, raw)
             m = _PATH.fullmatch(err.path)
@@ -334,7 +346,7 @@ class KubernetesSource:
             if key not in self._reported:
                 log.log(level, "kubernetes: %s", msg)
         self._reported = set(problems)
-        nodes = tuple(sorted(good))
+        nodes = tuple(sorted(good, key=lambda n: n.name))   # names are unique among the good ones
         with self._lock:
             old, self._nodes = self._nodes, nodes
         if nodes != old:
