@@ -4,7 +4,9 @@ The agent needs to react to edits within a second, however they are made: an
 editor writing in place, `mv new config.yaml` (atomic rename), or a Kubernetes
 ConfigMap volume swapping its `..data` symlink.  So we watch the *directory*
 (inotify via `inotify_simple`; polling every 0.2 s where inotify is missing) and
-on any event compare the file's identity (device, inode, size, mtime) and then
+on any event compare the file's identity (device, inode, size, mtime; at once when
+the file was renamed into place or closed after writing, after SETTLE_MS for
+other events, which may be a save in progress) and then
 its bytes: only a real change is parsed, and only where it changed
 (`ovs_mesh.config_items`: each entry of `nodes:` is parsed and checked once per
 text; a bad edit is still rejected whole, with the full parse's messages).
@@ -37,7 +39,7 @@ from topology.model import Config, Node
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 LOG_PROBLEMS = 3  # problems quoted in the one log line a bad file gets
-SETTLE_MS = 30  # gather the several events one save makes into one read
+SETTLE_MS = 30  # gather the several events of a save in progress into one read
 
 try:  # a small, well-kept ctypes wrapper of inotify(7)
     from inotify_simple import INotify, flags as iflags
@@ -109,7 +111,10 @@ class FileSource:
                 try:
                     # Wake up at least every second even without events: a
                     # watched directory can itself be replaced.
-                    self._inotify.read(timeout=1000, read_delay=SETTLE_MS)
+                    events = self._inotify.read(timeout=1000)
+                    if events and not self._complete(events):
+                        self._stop.wait(SETTLE_MS / 1000)   # a write in progress: gather its events
+                        self._inotify.read(timeout=0)
                 except (OSError, ValueError):
                     if self._stop.is_set():
                         return
@@ -125,6 +130,12 @@ class FileSource:
                 continue
             if changed and self._notify is not None:
                 self._notify()
+
+    def _complete(self, events) -> bool:
+        """The events end a change of our file (renamed into place, or closed after writing): read
+        it now.  Anything else may be a save in progress: SETTLE_MS first."""
+        name = os.path.basename(self.path)
+        return any(e.name == name and e.mask & (iflags.MOVED_TO | iflags.CLOSE_WRITE) for e in events)
 
     def _stat(self):
         try:
