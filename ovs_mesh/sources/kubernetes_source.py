@@ -17,7 +17,12 @@ How it works (one background thread, informer style):
   exponential backoff, and the last good node set stays: an API outage never
   removes peers.  Every ``resync_seconds`` a fresh list replaces the cache.
 
-Validation is `topology.config.check_nodes`, the same rules as the file source.
+Validation is `topology.config.check_nodes`, the same rules as the file source;
+each Node's own checks are kept per (name, IP, podCIDR), so an event re-checks
+one Node and unchanged Nodes keep their `Node` objects (the agent compares by
+identity), and a burst of events (a cluster coming up) is validated once: the
+watch thread only records each change, a worker thread re-validates once for
+all the changes that came meanwhile.
 Bad Nodes are skipped, never fatal, and each (node, problem) is logged once
 with the Kubernetes field and value, e.g.
 ``node worker-3: spec.podCIDR: 10.245.0.0/24: outside cluster.cidr 10.244.0.0/16``.
@@ -41,18 +46,16 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
-from urllib3.exceptions import MaxRetryError
 
 from topology.config import ConfigError, check_nodes
-from topology.nodes import Entry, node_entry
 from topology.errors import Transient
 from topology.model import Cluster, Node
+from topology.nodes import Entry, node_entry
+
+from .kube_messages import PATH, describe, explain, log_change, oneline
 
 log = logging.getLogger(__name__)
 
-# check_nodes field -> where it came from on the Node object
-FIELDS = {"name": "metadata.name", "ip": "status.addresses[InternalIP]", "subnet": "spec.podCIDR"}
-_PATH = re.compile(r"node\[(\d+)\]\.(\w+)")
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
 
 
@@ -82,7 +85,7 @@ def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
         return k8s_config.new_client_from_config(config_file=path, persist_config=False,
                                                  client_configuration=_configuration())
     except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, OSError) as e:
-        raise ConfigError([f"kubernetes.kubeconfig: {path}: {_oneline(e)}"]) from None
+        raise ConfigError([f"kubernetes.kubeconfig: {path}: {oneline(e)}"]) from None
 
 
 def _first(items: list, pred) -> Any:
@@ -149,6 +152,13 @@ class KubernetesSource:
         # (name, ip, podCIDR) -> its own checks and Node: an event re-checks one Node, and the
         # Node objects of unchanged Nodes stay the same (the agent compares them by identity).
         self._entries: dict[tuple, Entry] = {}
+        # A burst of events (a cluster coming up) is validated once, not once per event: the
+        # watch thread records each change in _objects and sets _dirty; the recompute worker
+        # validates the whole set once for all the events that came meanwhile.
+        self._objects_lock = threading.Lock()
+        self._recompute_lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._worker: threading.Thread | None = None
         self._rv: str | None = None
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
@@ -161,6 +171,8 @@ class KubernetesSource:
             raise RuntimeError("KubernetesSource already started")
         self._notify = notify
         self._thread = threading.Thread(target=self._run, name="k8s-nodes", daemon=True)
+        self._worker = threading.Thread(target=self._recompute_loop, name="k8s-nodes-check", daemon=True)
+        self._worker.start()
         self._thread.start()
 
     def nodes(self) -> tuple[Node, ...] | None:
@@ -169,7 +181,10 @@ class KubernetesSource:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._dirty.set()   # wakes the recompute worker, which sees _stop
         self._interrupt()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -211,7 +226,7 @@ class KubernetesSource:
                 attempt += 1
                 delay = self._delay(attempt)
                 log.warning("kubernetes: %s; keeping %s peers, retrying in %.2f s",
-                            _describe(e), len(self._nodes or ()), delay)
+                            describe(e), len(self._nodes or ()), delay)
                 self._stop.wait(delay)
 
     def _delay(self, attempt: int) -> float:
@@ -261,7 +276,8 @@ class KubernetesSource:
         self.connected, self.failures = True, 0
         self.relists += 1
         log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
-        self._objects = objects
+        with self._objects_lock:
+            self._objects = objects
         self._rv = rv
         self._recompute()
 
@@ -302,22 +318,40 @@ class KubernetesSource:
         name, ip, cidr = node_fields(obj)
         if not isinstance(name, str) or not name:
             return
-        if kind == "DELETED":
-            changed = self._objects.pop(name, None) is not None
-        else:
-            changed = self._objects.get(name) != (ip, cidr)
-            self._objects[name] = (ip, cidr)
+        with self._objects_lock:
+            if kind == "DELETED":
+                changed = self._objects.pop(name, None) is not None
+            else:
+                changed = self._objects.get(name) != (ip, cidr)
+                self._objects[name] = (ip, cidr)
         if changed:  # heartbeats and label edits stop here
-            self._recompute()
+            self._dirty.set()
+
+    def _recompute_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            try:
+                self._recompute()
+            except Exception:  # never let the worker die: the next event tries again
+                log.exception("kubernetes: validating the Nodes failed")
 
     # -- validation ----------------------------------------------------------------------------------
 
     def _recompute(self) -> None:
-        names = sorted(self._objects)
+        with self._recompute_lock:
+            with self._objects_lock:
+                objects = dict(self._objects)
+            self._recompute_from(objects)
+
+    def _recompute_from(self, objects: dict) -> None:
+        names = sorted(objects)
         raw, waiting = [], []
         problems: dict[tuple[str, str], tuple[int, str]] = {}
         for name in names:
-            ip, cidr = self._objects[name]
+            ip, cidr = objects[name]
             if cidr is None:
                 waiting.append(name)
             elif ip is None:
@@ -338,8 +372,8 @@ class KubernetesSource:
         good, errors, _ = check_nodes(raw, self.cluster, path="node", require_subnet=True, entries=entry)
         self._entries = kept
         for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
-            msg = self._explain(err, raw)
-            m = _PATH.fullmatch(err.path)
+            msg = explain(err, raw)
+            m = PATH.fullmatch(err.path)
             key = (raw[int(m.group(1))]["name"], msg) if m else ("", re.sub(r"\d+ nodes", "N nodes", msg))
             problems[key] = (logging.WARNING, msg + ": skipped")
         for key, (level, msg) in sorted(problems.items()):
@@ -350,48 +384,8 @@ class KubernetesSource:
         with self._lock:
             old, self._nodes = self._nodes, nodes
         if nodes != old:
-            self._log_change(old or (), nodes)
+            log_change(old or (), nodes)
             try:
                 self._notify()
             except Exception:  # the agent's callback must not kill the watch thread
                 log.exception("kubernetes: notify callback failed")
-
-    @staticmethod
-    def _explain(err, raw: list[dict]) -> str:
-        """``node[3].subnet: V: overlaps node[1].subnet N`` -> Kubernetes names and fields."""
-        def name(i: str) -> str:
-            return raw[int(i)]["name"] if int(i) < len(raw) else f"#{i}"
-
-        def inner(m: re.Match) -> str:
-            return f"node {name(m.group(1))}'s {FIELDS.get(m.group(2), m.group(2))}"
-
-        m = _PATH.fullmatch(err.path)
-        if not m:
-            return str(err)
-        rest = f"{err.value}: {_PATH.sub(inner, err.reason)}"
-        return f"node {name(m.group(1))}: {FIELDS.get(m.group(2), m.group(2))}: {rest}"
-
-    @staticmethod
-    def _log_change(old: tuple[Node, ...], new: tuple[Node, ...]) -> None:
-        before, after = {n.name: n for n in old}, {n.name: n for n in new}
-        for n in new:
-            if n.name not in before:
-                log.info("kubernetes: peer added: %s %s %s", n.name, n.ip, n.subnet)
-            elif before[n.name] != n:
-                log.info("kubernetes: peer changed: %s %s %s", n.name, n.ip, n.subnet)
-        for n in old:
-            if n.name not in after:
-                log.info("kubernetes: peer removed: %s", n.name)
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, ApiException):
-        return f"API error {e.status} {e.reason}"
-    if isinstance(e, MaxRetryError) and e.reason is not None:
-        e = e.reason
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _oneline(e: Exception) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
