@@ -93,8 +93,9 @@ class Delta:
         return sorted(self.peers)
 
 
-def blocker(installed: Installed | None, config: Config) -> str | None:
-    """Why `config` cannot be reached by per-peer changes from `installed` (None: it can)."""
+def blocker(installed: Installed | None, config: Config, nodes: Mapping[str, Node] | None = None) -> str | None:
+    """Why `config` cannot be reached by per-peer changes from `installed` (None: it can).
+    `nodes`: config's nodes by name, when the caller has them."""
     if installed is None:
         return "no record of what is installed yet"
     c = config.cluster
@@ -103,7 +104,7 @@ def blocker(installed: Installed | None, config: Config) -> str | None:
     me = config.local.node
     if installed.basis[0] != c or installed.basis[1] != config.local:
         return "cluster or local settings changed"
-    if installed.nodes.get(me) != config.node(me):
+    if installed.nodes.get(me) != (nodes.get(me) if nodes is not None else config.node(me)):
         return "the local node changed"
     return None
 

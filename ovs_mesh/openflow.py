@@ -24,15 +24,24 @@ class OpenFlowError(Transient):
     """ovs-ofctl/ovs-appctl failed (vswitchd down or busy): retry later."""
 
 
-def parse_dump(text: str) -> list[tuple[str, Flow]]:
+def parse_dump(text: str, known: dict[str, tuple[str, Flow]] | None = None) -> list[tuple[str, Flow]]:
     """`ovs-ofctl --no-stats dump-flows` output -> [(cookie, Flow)].
 
     Lines look like ` cookie=0x.., table=10, priority=100,ip,nw_dst=.. actions=..`
     (table 0 and the default priority are not printed).  Hot at thousands of
-    peers, hence plain string slicing.
+    peers, hence plain string slicing, and `known` (line -> parsed) from the
+    previous dump: it is filled with this dump's lines, so an unchanged table
+    costs a dict lookup per line.
     """
     out = []
+    seen: dict[str, tuple[str, Flow]] = {}
     for line in text.splitlines():
+        if known is not None:
+            hit = known.get(line)
+            if hit is not None:
+                out.append(hit)
+                seen[line] = hit
+                continue
         i = line.find(" actions=")
         if i < 0:
             continue
@@ -50,6 +59,10 @@ def parse_dump(text: str) -> list[tuple[str, Flow]]:
         else:
             priority, match = 32768, rest
         out.append((cookie[7:], Flow(table, priority, match, line[i + 9:])))
+        seen[line] = out[-1]
+    if known is not None:
+        known.clear()
+        known.update(seen)
     return out
 
 
@@ -71,6 +84,7 @@ class OpenFlow:
 
     def __init__(self, rundir: str, bridge: str):
         self.rundir, self.bridge = rundir, bridge
+        self._parsed: dict[str, tuple[str, Flow]] = {}   # the last dump's lines, parsed
 
     @property
     def target(self) -> str:
@@ -96,7 +110,7 @@ class OpenFlow:
         if not self.available():
             return frozenset()
         text = self._run([*OFCTL, "--no-stats", "--no-names", "dump-flows", self.target, COOKIE_MATCH])
-        return frozenset(f for _, f in parse_dump(text))
+        return frozenset(f for _, f in parse_dump(text, self._parsed))
 
     def foreign_flow_count(self) -> int:
         if not self.available():

@@ -7,7 +7,7 @@ compares whole values.  Only what ovs-mesh owns is ever represented here.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from ovsdb_client.rows import (  # noqa: F401  (the OVSDB half of the vocabulary, re-exported)
     OWNER_KEY, PEER_KEY, BridgeChange, BridgeSpec, ChangeText, PortChange, PortSpec, RowChange, TypedChange,
@@ -30,9 +30,11 @@ def ours(cookie: str) -> bool:
     return cookie.startswith(f"0x{COOKIE_PREFIX:x}")
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class Flow:
-    """One OpenFlow rule, written exactly as `ovs-ofctl dump-flows` prints it."""
+class Flow(NamedTuple):
+    """One OpenFlow rule, written exactly as `ovs-ofctl dump-flows` prints it.
+
+    A named tuple, not a dataclass: tens of thousands of flows are hashed and
+    compared on every full pass, and a tuple does both in C."""
     table: int
     priority: int
     match: str     # "" for match-all

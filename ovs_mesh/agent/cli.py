@@ -21,7 +21,10 @@ def register(sub) -> None:
     sp = sub.add_parser("agent", help="reconcile forever (systemd service, DaemonSet)",
                         description="Reconcile at start, on every change of the source, on OVSDB "
                                     "changes to what ovs-mesh owns, when ovs-vswitchd restarts, and "
-                                    "periodically.  SIGTERM stops it and leaves the mesh installed.")
+                                    "periodically.  A change of peers only is applied incrementally "
+                                    "(just those peers' ports and flows); everything else, and the "
+                                    "periodic resync, is a full pass that repairs any drift.  SIGTERM "
+                                    "stops it and leaves the mesh installed.")
     sp.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
                     help=f"periodic full resync interval, {RESYNC_MIN:g} to {RESYNC_MAX:g} (default 60)")
     sp.add_argument("--metrics", metavar="HOST:PORT",

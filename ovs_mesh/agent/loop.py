@@ -197,12 +197,12 @@ class Agent:
         """The per-peer pass, or None when a full pass must run instead."""
         if self.full_due or not isinstance(due, Pass) or due.reasons != {Reason.SOURCE}:
             return None
-        why_not = blocker(self.installed, config)
+        nodes = node_map(config)
+        why_not = blocker(self.installed, config, nodes)
         if why_not is not None:
             LOG.debug("full pass: %s", why_not)
             return None
         rec = self.installed
-        nodes = node_map(config)
         d = delta(rec, config, changed_names(rec, nodes), nodes)
         with self._changing():
             result = node.reconciler().apply_delta(d.plan)

@@ -121,6 +121,7 @@ class NodeSession:
         self.opener, self.clock = opener, clock
         self.ovsdb = None             # read by the watcher thread
         self.node: NodeClients | None = None
+        self._key: tuple | None = None      # clients_key of self.node's config
         self.disconnected_since: float | None = None
 
     def note_connected(self, connected: bool) -> None:
@@ -137,10 +138,13 @@ class NodeSession:
             self.close()
         if self.ovsdb is None:
             self.ovsdb = self.connect(config.local)
-        if self.node is None or clients_key(self.node.config) != clients_key(config):
+        if self.node is not None and self.node.config is config:
+            return self.node
+        key = clients_key(config)
+        if self.node is None or key != self._key:
             self._close_node()
-            self.node = self.opener(config, ovsdb=self.ovsdb)
-        elif self.node.config is not config:
+            self.node, self._key = self.opener(config, ovsdb=self.ovsdb), key
+        else:
             # Only peers changed: the clients (and the host layer, which depends on the
             # cluster and the local node only) stay; passes see the new inventory.
             self.node.config = config

@@ -148,10 +148,10 @@ def test_port_mode_join_after_leave_does_not_reuse_the_number_in_one_transaction
         assert a.reconcile_once(RESYNC)
         freed = a.installed.peers["node-2"].ports[0].ofport_request
         apply_source(a, [("leave", 2), ("join", 4)])
-        got = a.session.ovsdb.health([peer_port_name("vxlan", "node-4")])
-        assert got[peer_port_name("vxlan", "node-4")].ofport not in (freed, None, -1)
+        four, five = peer_port_name("vxlan", "node-4"), peer_port_name("vxlan", "node-5")
+        assert a.session.ovsdb.health([four])[four].ofport not in (freed, None, -1)
         apply_source(a, [("join", 5)])
-        assert a.session.ovsdb.health([peer_port_name("vxlan", "node-5")])[peer_port_name("vxlan", "node-5")].ofport == freed
+        assert a.session.ovsdb.health([five])[five].ofport == freed
         assert a.passes == {"full": 1, "incremental": 2} and plan_changes(a) == []
     finally:
         a.session.close()

@@ -199,3 +199,39 @@ def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode)
     # Not reusable at all when the basis changed.
     other = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, vni=9))
     assert parts_reusing(rec, other, 1450, rec.ofports).peers["node-2"] is not rec.peers["node-2"]
+
+
+def test_dump_parse_reuses_the_previous_dump_and_forgets_gone_lines():
+    from ovs_mesh.openflow import parse_dump
+
+    a = " cookie=0x6f76736d00000001, table=10, priority=100,ip,nw_dst=10.244.2.0/24 actions=output:10"
+    b = " cookie=0x6f76736d00000001, table=30, priority=0 actions=drop"
+    known: dict = {}
+    first = parse_dump(f"{a}\n{b}\n", known)
+    again = parse_dump(f"{a}\n", known)
+    assert again == parse_dump(f"{a}\n") and again[0] is first[0] and list(known) == [a]
+    changed = parse_dump(a.replace("output:10", "output:11") + "\n", known)
+    assert changed[0][1].actions == "output:11" and len(known) == 1
+
+
+def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_path):
+    """Rows read while a pass is changing OVS (epoch odd, or moved meanwhile) are read again
+    on the next turn instead of kicking a full pass; drift read while idle kicks one."""
+    from types import SimpleNamespace
+
+    from ovs_mesh.agent.watch import OvsWatcher
+
+    ovsdb = FakeOvsdb()
+    kicks = []
+    agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
+                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=lambda c: None), rundir=None)
+    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
+    w = OvsWatcher(agent)
+    w._last_client = w._last_seqno = w._last_change = None
+    w._check_ovsdb()                 # a new client: remember its session
+    ovsdb.transactions += 1          # the cache changed ...
+    w._check_ovsdb()                 # ... while a pass runs (epoch odd): not judged
+    assert kicks == [] and w._last_change is None
+    agent.epoch = 2
+    w._check_ovsdb()                 # idle now: the same difference is drift
+    assert kicks == [Reason.OVSDB_ROWS]
