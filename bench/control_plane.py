@@ -428,10 +428,16 @@ def phase_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.control_plane", description=__doc__.split("\n")[0])
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark of the peer count takes: --sizes, --modes."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     p.add_argument("--sizes", default="100,1000,5000", help="peer counts (default 100,1000,5000)")
-    p.add_argument("--modes", default="flow,port", help="flow,port (port mode only up to 1000 peers)")
+    p.add_argument("--modes", default="flow,port", help=f"flow,port (port mode only up to {PORT_MODE_MAX} peers)")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser("python -m bench.control_plane", __doc__)
     p.add_argument("--quick", action="store_true", help="sizes 100,1000 and no results file")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each sequence R times on fresh sandboxes; report medians (default 1)")

@@ -156,14 +156,16 @@ class _Mapping:
         return merged
 
 
-def build(text: str, path: str = "config") -> Any:
+def build(text: str, path: str = "config", base_depth: int = 0, stats: dict | None = None) -> Any:
     """The document in `text`, built from libyaml's event stream in one iterative pass.
 
     PyYAML's composer and constructor recurse (50 000 nested `[` overflowed the C
     stack); this walk keeps its own stack, so the bounds are checked before any
     node is built: depth (MAX_DEPTH), nodes (MAX_NODES), and what aliases stand
     for in all (MAX_ALIAS_NODES; an alias is the same object, never a copy).
-    Duplicate keys and anything but one document are refused."""
+    Duplicate keys and anything but one document are refused.  For a piece of
+    a document (`config_items`): `base_depth` levels already stand above it, and
+    `stats` receives its "nodes" and "aliased" counts."""
     def refuse(event, reason: str) -> ConfigError:
         return ConfigError([Problem(path, f"line {event.start_mark.line + 1}", reason)])
 
@@ -218,7 +220,7 @@ def build(text: str, path: str = "config") -> Any:
             add(event, value, 1, is_merge)
         elif cls is yaml.MappingStartEvent or cls is yaml.SequenceStartEvent:
             nodes += 1
-            if len(stack) >= MAX_DEPTH:
+            if len(stack) + base_depth >= MAX_DEPTH:
                 raise refuse(event, f"nested deeper than {MAX_DEPTH} levels")
             if event.tag not in (None, "!", _SEQ if cls is yaml.SequenceStartEvent else _MAP):
                 raise refuse(event, f"malformed YAML: unsupported tag {show(event.tag)}")
@@ -250,6 +252,8 @@ def build(text: str, path: str = "config") -> Any:
             continue
         if nodes > MAX_NODES:
             raise refuse(event, f"more than {MAX_NODES} YAML nodes (the limit)")
+    if stats is not None:
+        stats.update(nodes=nodes, aliased=aliased)
     return root[0] if root else None
 
 

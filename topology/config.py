@@ -4,7 +4,9 @@ Every problem is collected and reported at once as ``path: value: reason`` so a
 user fixes a file in one go.  Node checks (`topology.nodes.check_nodes`, also
 importable from here) are separate because the Kubernetes source applies the
 same rules to Node objects and skips the bad ones instead of failing; the
-per-family address rules (IPv4 and IPv6) are in `topology.addresses`.
+per-family address rules (IPv4 and IPv6) are in `topology.addresses`;
+`parse_config` takes the entries' own checks from a cache when the file source
+has one (`entries`, see `topology.nodes.node_entry`).
 
 `cluster.cidr` is one CIDR or one per family (Kubernetes' `--cluster-cidr`:
 "10.244.0.0/16,fd00:10:244::/56" or a list); `node_prefix` sizes the IPv4 node
@@ -14,13 +16,14 @@ the cluster lacks is accepted and unused (generators write both).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
 from .errors import Problem, show
-from .model import DATAPATHS, FAMILIES, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config, Local
-from .nodes import check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
+from .model import (DATAPATHS, FAMILIES, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config,
+                    Local, Node)
+from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
 
 MIN_POD_MTU6 = 1280  # IPv6's minimum link MTU (RFC 8200)
 
@@ -186,8 +189,12 @@ def _parse_kubernetes(c: Checker, raw: Any) -> dict:
 
 
 
+def _name(node: Node) -> str:
+    return node.name
+
+
 def parse_config(data: Any, overrides: dict | None = None, require_local: bool = True,
-                 default_node: str = "") -> Config:
+                 default_node: str = "", entries: Callable[[int, Any, Cluster], Entry] | None = None) -> Config:
     """Validate a decoded YAML document; raise ConfigError with every problem.
 
     `local.node` defaults to `default_node` (the caller passes the hostname:
@@ -206,12 +213,14 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raw_nodes = []
     if source == "kubernetes" and raw_nodes:
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
-    nodes, _ = check_node_list(c, raw_nodes, cluster, "nodes", False)
+    nodes, _ = check_node_list(c, raw_nodes, cluster, "nodes", False,
+                               None if entries is None else lambda i, raw: entries(i, raw, cluster))
     if require_local and not local.node and not c.count:
         c.error("local.node", None, "required (set local.node or --node)")
     elif require_local and source == "file" and not c.count and local.node not in {n.name for n in nodes}:
         c.error("local.node", local.node, "not in nodes (set local.node or --node)")
     if c.count:
         raise ConfigError(c.problems())
-    return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes)), source=source,
+    # Names are unique in a valid config, so the name order is the order of the Nodes.
+    return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes, key=_name)), source=source,
                   kubernetes=dict(kube) or None)

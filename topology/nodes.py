@@ -5,31 +5,48 @@ family: the tunnels use one), and `subnet`: one pod subnet per cluster family,
 written as "a", "a,b" or [a, b] (like Kubernetes' `spec.podCIDRs`).  Each
 subnet lies in the cluster range of its family, has that family's node prefix
 and overlaps no other node's; node IPs lie outside every pod range.
+
+Two parts, because the file source re-reads a 5000-node file on every edit and
+only a few entries change: `node_entry` is everything one entry's own fields
+decide (a well-formed name, a usable IP of either family outside the pod
+ranges, canonical subnets of the right size inside their family's range, the
+families a subnet lacks), computed once per entry text and cluster and cached
+by the caller (`ovs_mesh.config_items`, the Kubernetes source); `check_entries`
+is the pass across entries (duplicate names and IPs, overlapping subnets per
+family, one underlay family across nodes, capacity per family), a few dict
+lookups per entry.  The full parse and the cached one run this same code, so
+they report the same problems in the same order.
 """
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import ip_network
-from typing import Any
+from typing import Any, Callable
 
 from .addresses import LABEL, family_of, inside, parse_cidr_list, parse_ip
 from .checker import MISSING, NODE_NAME, Checker
-from .errors import Problem
-from .model import Address, Cluster, Network, Node
+from .errors import Problem, show
+from .model import Cluster, Network, Node
 
 NODE_KEYS = ("name", "ip", "subnet")
+_UNKNOWN = f"unknown key (allowed: {', '.join(sorted(NODE_KEYS))})"
+_DNS = "must be a DNS name (lower case letters, digits, '-', '.')"
 
 
 def check_nodes(raw_nodes: list, cluster: Cluster, path: str = "nodes",
-                require_subnet: bool = False, limit: int | None = None
+                require_subnet: bool = False, limit: int | None = None,
+                entries: Callable[[int, Any], Entry] | None = None
                 ) -> tuple[list[Node], list[Problem], set[int]]:
     """Validate node entries.  Returns (good nodes, problems, indexes of bad entries).
 
     A node that conflicts with an earlier one (duplicate name or IP, overlapping
     subnet, another underlay family) is the bad one; the earlier keeps its place.
     With `require_subnet` every family of the cluster needs its subnet.
+    `entries(i, raw)` gives each entry's own checks (`node_entry`) from a cache,
+    when the caller has one.
     """
     c = Checker(limit)
-    nodes, bad = check_node_list(c, raw_nodes, cluster, path, require_subnet)
+    nodes, bad = check_node_list(c, raw_nodes, cluster, path, require_subnet, entries)
     return nodes, c.problems(), bad
 
 
@@ -79,96 +96,70 @@ def subnet_problem(net: Network, cluster: Cluster) -> str | None:
     return None
 
 
-class _Seen:
-    """What earlier good nodes hold: names, IPs, subnets (valid subnets of one family all
-    have one prefix inside one range, so two overlap exactly when they are equal)."""
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """What one node entry's own fields say, in the order problems are reported.
 
-    def __init__(self) -> None:
-        self.names: dict[str, int] = {}
-        self.ips: dict[Address, int] = {}
-        self.subnets: dict[Network, int] = {}
-        self.underlay: tuple[str, int] | None = None   # family of the first node IP, its index
-
-
-def check_node_list(c: Checker, raw_nodes: list, cluster: Cluster, path: str,
-                    require_subnet: bool) -> tuple[list[Node], set[int]]:
-    nodes: list[Node] = []
-    bad: set[int] = set()
-    seen = _Seen()
-    for i, raw in enumerate(raw_nodes):
-        p = f"{path}[{i}]"
-        before = c.count
-        entry = c.mapping(p, raw, NODE_KEYS)
-        if not isinstance(raw, dict):
-            bad.add(i)
-            continue
-        name = entry.get("name", MISSING)
-        if name is MISSING:
-            c.error(f"{p}.name", None, "required")
-        elif not isinstance(name, str) or not NODE_NAME.match(name):
-            c.error(f"{p}.name", name, "must be a DNS name (lower case letters, digits, '-', '.')")
-        elif name in seen.names:
-            c.error(f"{p}.name", name, f"duplicate of {path}[{seen.names[name]}].name")
-        ip = _node_ip(c, p, i, entry.get("ip", MISSING), cluster, seen, path)
-        subnets = _node_subnets(c, p, entry.get("subnet", MISSING), cluster, seen, path, require_subnet)
-        if c.count > before:
-            bad.add(i)
-            continue
-        seen.names[name] = i
-        seen.ips[ip] = i
-        for net in subnets.values():
-            seen.subnets[net] = i
-        nodes.append(Node(name=name, ip=ip, subnet=subnets.get("ipv4"), subnet6=subnets.get("ipv6")))
-    for family in cluster.families:
-        cidr = cidr_of(cluster, family)
-        _, prefix = node_prefix_of(cluster, family)
-        capacity = 2 ** (prefix - cidr.prefixlen)
-        if len(raw_nodes) > capacity:
-            c.error(path, f"{len(raw_nodes)} nodes",
-                    f"more than cluster.cidr {cidr} holds at /{prefix} ({capacity})")
-    return nodes, bad
+    `steps`: ("problem", path suffix, value, reason) for a problem of its own, or
+    ("name" | "ip" | "subnet", key, raw value, parsed value) where a cross-entry
+    check goes; the key is a cheap-to-hash stand-in for the parsed value (ipaddress
+    objects hash in Python, 5000 of them per parse would cost more than the rest):
+    (version, integer) for an IP, (version, integer, prefix) for a subnet.
+    `node`: the Node when the entry has no problem of its own; `mapping`: False
+    for an entry that is not a mapping (a bad entry, with or without a problem)."""
+    steps: tuple
+    node: Node | None
+    mapping: bool = True
 
 
-def _node_ip(c: Checker, p: str, i: int, raw: Any, cluster: Cluster, seen: _Seen,
-             path: str) -> Address | None:
+def node_entry(raw: Any, cluster: Cluster, require_subnet: bool = False) -> Entry:
+    """The checks of one entry of `nodes` that need no other entry."""
+    if not isinstance(raw, dict):
+        steps = () if raw is None else (("problem", "", raw, "must be a mapping"),)
+        return Entry(steps, None, mapping=False)
+    steps: list = [("problem", f".{show(k)}", raw[k], _UNKNOWN) for k in raw if k not in NODE_KEYS]
+    name = raw.get("name", MISSING)
+    if name is MISSING:
+        steps.append(("problem", ".name", None, "required"))
+    elif not isinstance(name, str) or not NODE_NAME.match(name):
+        steps.append(("problem", ".name", name, _DNS))
+    else:
+        steps.append(("name", name, name, name))
+    ip = _node_ip(steps, raw.get("ip", MISSING), cluster)
+    subnets = _node_subnets(steps, raw.get("subnet", MISSING), cluster, require_subnet)
+    if any(s[0] == "problem" for s in steps):
+        return Entry(tuple(steps), None)
+    return Entry(tuple(steps), Node(name=name, ip=ip, subnet=subnets.get("ipv4"), subnet6=subnets.get("ipv6")))
+
+
+def _node_ip(steps: list, raw: Any, cluster: Cluster) -> Any:
     if raw is MISSING:
-        c.error(f"{p}.ip", None, "required")
+        steps.append(("problem", ".ip", None, "required"))
         return None
     ip, reason = parse_ip(raw)
     if reason:
-        c.error(f"{p}.ip", raw, reason)
+        steps.append(("problem", ".ip", raw, reason))
         return None
     for cidr in cluster.cidrs:
         if cidr.version == ip.version and int(ip) >> (cidr.max_prefixlen - cidr.prefixlen) == \
                 int(cidr.network_address) >> (cidr.max_prefixlen - cidr.prefixlen):
-            c.error(f"{p}.ip", raw, f"inside cluster.cidr {cidr}: node IPs must be outside the pod range")
+            steps.append(("problem", ".ip", raw, f"inside cluster.cidr {cidr}: node IPs must be outside the pod range"))
             return None
-    family = family_of(ip)
-    if seen.underlay is None:
-        seen.underlay = (family, i)
-    elif seen.underlay[0] != family:
-        first, j = seen.underlay
-        c.error(f"{p}.ip", raw, f"an {LABEL[family]} underlay address, but {path}[{j}].ip is {LABEL[first]}: "
-                                "every node's ip must be of one family (the tunnels use one)")
-        return None
-    if ip in seen.ips:
-        c.error(f"{p}.ip", raw, f"duplicate of {path}[{seen.ips[ip]}].ip")
-        return None
+    steps.append(("ip", (ip.version, int(ip)), raw, ip))
     return ip
 
 
-def _node_subnets(c: Checker, p: str, raw: Any, cluster: Cluster, seen: _Seen, path: str,
-                  require: bool) -> dict[str, Network]:
-    """The node's subnets by family; each problem reported on `p.subnet` with the one value."""
+def _node_subnets(steps: list, raw: Any, cluster: Cluster, require: bool) -> dict[str, Network]:
+    """The node's subnets by family; each problem reported on `.subnet` with the one value."""
     got: dict[str, Network] = {}
     families: set[str] = set()   # families written, valid or not
     if raw is MISSING or raw is None:
         if require:
-            c.error(f"{p}.subnet", None, "required (run `ovs-mesh allocate` to assign one)")
+            steps.append(("problem", ".subnet", None, "required (run `ovs-mesh allocate` to assign one)"))
         return got
     items, whole = parse_cidr_list(raw)
     if whole:
-        c.error(f"{p}.subnet", raw, whole)
+        steps.append(("problem", ".subnet", raw, whole))
         return got
     for item, net, reason in items:
         if net is None:
@@ -180,15 +171,78 @@ def _node_subnets(c: Checker, p: str, raw: Any, cluster: Cluster, seen: _Seen, p
             families.add(family_of(net))
             reason = subnet_problem(net, cluster)
         if reason:
-            c.error(f"{p}.subnet", item, reason)
-        elif net in seen.subnets:
-            c.error(f"{p}.subnet", item, f"overlaps {path}[{seen.subnets[net]}].subnet {net}")
+            steps.append(("problem", ".subnet", item, reason))
         else:
+            steps.append(("subnet", (net.version, int(net.network_address), net.prefixlen), item, net))
             got[family_of(net)] = net
     if require:
         for family in cluster.families:
             if family not in families:
                 cidr = cidr_of(cluster, family)
-                c.error(f"{p}.subnet", raw, f"no {LABEL[family]} subnet: the cluster has {cidr} "
-                                            "(one subnet per family; `ovs-mesh allocate` assigns it)")
+                steps.append(("problem", ".subnet", raw, f"no {LABEL[family]} subnet: the cluster has {cidr} "
+                                                         "(one subnet per family; `ovs-mesh allocate` assigns it)"))
     return got
+
+
+def check_node_list(c: Checker, raw_nodes: list, cluster: Cluster, path: str, require_subnet: bool,
+                    entries: Callable[[int, Any], Entry] | None = None) -> tuple[list[Node], set[int]]:
+    """The node checks: each entry's own from `entries` (a cache) when given, then the pass across."""
+    if entries is None:
+        def entries(_i: int, raw: Any) -> Entry:
+            return node_entry(raw, cluster, require_subnet)
+    return check_entries(c.error, raw_nodes, cluster, path, entries)
+
+
+def check_entries(error: Callable[[str, Any, str], None], raw_nodes: list, cluster: Cluster, path: str,
+                  entries: Callable[[int, Any], Entry]) -> tuple[list[Node], set[int]]:
+    """The pass across entries: (good nodes, indexes of bad entries); problems go to `error`.
+
+    A node that conflicts with an earlier one (duplicate name or IP, overlapping
+    subnet, another underlay family) is the bad one; the earlier keeps its place.
+    The underlay family is the one of the first usable IP, even of an entry that
+    is bad for another reason.  Valid subnets of one family all have one prefix
+    inside one range, so two of them overlap exactly when they are equal: a dict
+    finds it (the key holds the family)."""
+    nodes: list[Node] = []
+    bad: set[int] = set()
+    seen: dict[str, dict] = {"name": {}, "ip": {}, "subnet": {}}
+    underlay: tuple[int, int] | None = None   # IP version of the first usable node IP, its index
+    for i, raw in enumerate(raw_nodes):
+        e = entries(i, raw)
+        failed = not e.mapping
+        for step in e.steps:
+            kind = step[0]
+            if kind == "problem":
+                error(f"{path}[{i}]{step[1]}", step[2], step[3])
+                failed = True
+                continue
+            if kind == "ip":
+                version = step[1][0]
+                if underlay is None:
+                    underlay = (version, i)
+                elif underlay[0] != version:
+                    family, first = family_of(step[3]), "IPv4" if underlay[0] == 4 else "IPv6"
+                    error(f"{path}[{i}].ip", step[2],
+                          f"an {LABEL[family]} underlay address, but {path}[{underlay[1]}].ip is {first}: "
+                          "every node's ip must be of one family (the tunnels use one)")
+                    failed = True
+                    continue
+            j = seen[kind].get(step[1])
+            if j is not None:
+                reason = (f"overlaps {path}[{j}].subnet {step[3]}" if kind == "subnet"
+                          else f"duplicate of {path}[{j}].{kind}")
+                error(f"{path}[{i}].{kind}", step[2], reason)
+                failed = True
+        if failed:
+            bad.add(i)
+            continue
+        for step in e.steps:   # a good entry has no "problem" step
+            seen[step[0]][step[1]] = i
+        nodes.append(e.node)
+    for family in cluster.families:
+        cidr = cidr_of(cluster, family)
+        _, prefix = node_prefix_of(cluster, family)
+        capacity = 2 ** (prefix - cidr.prefixlen)
+        if len(raw_nodes) > capacity:
+            error(path, f"{len(raw_nodes)} nodes", f"more than cluster.cidr {cidr} holds at /{prefix} ({capacity})")
+    return nodes, bad

@@ -4,8 +4,15 @@ The agent needs to react to edits within a second, however they are made: an
 editor writing in place, `mv new config.yaml` (atomic rename), or a Kubernetes
 ConfigMap volume swapping its `..data` symlink.  So we watch the *directory*
 (inotify via `inotify_simple`; polling every 0.2 s where inotify is missing) and
-on any event compare the file's identity (device, inode, size, mtime) and then
-its bytes: only a real change is parsed.
+on any event compare the file's identity (device, inode, size, mtime; at once when
+the file was renamed into place or closed after writing, after SETTLE_MS for
+other events, which may be a save in progress) and then
+its bytes: only a real change is parsed, and only where it changed
+(`ovs_mesh.config_items`: each entry of `nodes:` is parsed and checked once per
+text; a bad edit is still rejected whole, with the full parse's messages).
+Unchanged nodes keep their `Node` objects from one config to the next, so the
+agent finds what changed with identity checks (`installed.changed_names`);
+`delta` names what the last change added, removed and changed.
 
 Bad content is logged once, in one line (the first few ``path: value: reason``
 problems) and the last good config stays in force; the same bad content is not
@@ -24,14 +31,15 @@ import os
 import threading
 from typing import Callable
 
-from ovs_mesh.config_file import config_from_bytes, read_bytes
+from ovs_mesh.config_file import read_bytes
+from ovs_mesh.config_items import ConfigItems, Delta
 from topology.config import ConfigError
 from topology.model import Config, Node
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 LOG_PROBLEMS = 3  # problems quoted in the one log line a bad file gets
-SETTLE_MS = 30  # gather the several events one save makes into one read
+SETTLE_MS = 30  # gather the several events of a save in progress into one read
 
 try:  # a small, well-kept ctypes wrapper of inotify(7)
     from inotify_simple import INotify, flags as iflags
@@ -45,6 +53,8 @@ class FileSource:
         self.overrides = dict(overrides or {})
         self.require_local = require_local
         self._config: Config | None = None
+        self._items = ConfigItems()
+        self.delta: Delta | None = None   # of the last change of the good config (None: not known)
         self._identity = None
         self._digest: bytes | None = None
         self._bad_digest: bytes | None = None
@@ -101,7 +111,10 @@ class FileSource:
                 try:
                     # Wake up at least every second even without events: a
                     # watched directory can itself be replaced.
-                    self._inotify.read(timeout=1000, read_delay=SETTLE_MS)
+                    events = self._inotify.read(timeout=1000)
+                    if events and not self._complete(events):
+                        self._stop.wait(SETTLE_MS / 1000)   # a write in progress: gather its events
+                        self._inotify.read(timeout=0)
                 except (OSError, ValueError):
                     if self._stop.is_set():
                         return
@@ -117,6 +130,12 @@ class FileSource:
                 continue
             if changed and self._notify is not None:
                 self._notify()
+
+    def _complete(self, events) -> bool:
+        """The events end a change of our file (renamed into place, or closed after writing): read
+        it now.  Anything else may be a save in progress: SETTLE_MS first."""
+        name = os.path.basename(self.path)
+        return any(e.name == name and e.mask & (iflags.MOVED_TO | iflags.CLOSE_WRITE) for e in events)
 
     def _stat(self):
         try:
@@ -145,14 +164,17 @@ class FileSource:
             self._bad_digest, self.errors = None, []
             return False
         try:
-            config = config_from_bytes(data, self.path, self.overrides, self.require_local)
+            config = self._items.parse(data, self.path, self.overrides, self.require_local)
         except ConfigError as e:
             return self._bad(digest, e.errors, raise_errors)
         with self._lock:
             old, self._config = self._config, config
+            self.delta = self._items.delta
         self._digest, self._bad_digest, self.errors = digest, None, []
         if old is not None:
-            LOG.info("config %s changed: %d nodes", self.path, len(config.nodes))
+            d = self.delta
+            LOG.info("config %s changed: %d nodes%s", self.path, len(config.nodes),
+                     "" if d is None else f" (+{len(d.added)} -{len(d.removed)} ~{len(d.changed)})")
         return old != config
 
     def _bad(self, digest: bytes | None, errors: list[str], raise_errors: bool) -> bool:

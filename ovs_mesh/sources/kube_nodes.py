@@ -34,6 +34,7 @@ from typing import Any
 
 from topology.config import check_nodes
 from topology.model import Cluster, Node
+from topology.nodes import Entry, node_entry
 
 LABEL = {"ipv4": "IPv4", "ipv6": "IPv6"}
 IP_FIELD = "status.addresses[InternalIP]"
@@ -113,10 +114,13 @@ def select(o: NodeObject, cluster: Cluster, underlay: str) -> tuple[dict | None,
     return {"name": o.name, "ip": ip, "subnet": subnets[0] if len(subnets) == 1 else subnets}, None
 
 
-def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str
-             ) -> tuple[tuple[Node, ...], Problems]:
-    """The good peers, and every problem.  Nodes are checked in name order, so of two
-    overlapping Nodes the later name is the one skipped, whatever order they came in."""
+def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, cache: dict | None = None
+             ) -> tuple[tuple[Node, ...], Problems, dict]:
+    """The good peers, every problem, and the entry cache for the next call.  Nodes are
+    checked in name order, so of two overlapping Nodes the later name is the one skipped,
+    whatever order they came in.  `cache`: (name, InternalIP, podCIDRs) -> the entry's own
+    checks (`topology.nodes.node_entry`) of the previous call, for this `cluster`; only the
+    entries still used are returned, so a Node that changed or left drops out."""
     raw: list[dict] = []
     problems: Problems = {}
     for name in sorted(objects):
@@ -128,13 +132,28 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str
             raw.append(entry)
     # `select` already gave every entry a podCIDR of each cluster family (or skipped the Node
     # with its own line): check_nodes need not report missing ones again.
-    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False)
+    cache, kept = cache or {}, {}
+
+    def entry(_i: int, r: dict) -> Entry:
+        subnet = r["subnet"]
+        key = (r["name"], r["ip"], tuple(subnet) if isinstance(subnet, list) else subnet)
+        try:
+            e = kept[key] = cache.get(key) or node_entry(r, cluster)
+        except TypeError:   # an unhashable value (a malformed Node): checked, not kept
+            e = node_entry(r, cluster)
+        return e
+
+    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False, entries=entry)
     for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
         msg = explain(err, raw, objects)
         m = _PATH.fullmatch(err.path)
         key = (raw[int(m.group(1))]["name"], msg) if m else ("", re.sub(r"\d+ nodes", "N nodes", msg))
         problems[key] = (logging.WARNING, msg + ": skipped")
-    return tuple(sorted(good)), problems
+    return tuple(sorted(good, key=_name)), problems, kept   # names are unique among the good ones
+
+
+def _name(node: Node) -> str:
+    return node.name
 
 
 def _field(attr: str, value: str, obj: NodeObject | None) -> str:

@@ -23,7 +23,12 @@ rules as the file source).  Bad Nodes are skipped, never fatal, and each (node,
 problem) is logged once with the Kubernetes field and value, e.g.
 ``node worker-3: spec.podCIDR: 10.245.0.0/24: outside cluster.cidr 10.244.0.0/16``.
 ``notify()`` is called only when the validated set changes, not for heartbeat
-updates.
+updates.  Each Node's own checks are kept per (name, InternalIP, podCIDRs) (the
+ones `kube_nodes.select` picked), so an event re-checks one Node and unchanged
+Nodes keep their `Node` objects (the agent compares them by identity); a burst
+of events (a cluster coming up) is validated once: the watch thread only
+records each change, a worker thread re-validates once for all the changes that
+came meanwhile.
 """
 from __future__ import annotations
 
@@ -40,13 +45,15 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.watch.watch import iter_resp_lines
-from urllib3.exceptions import MaxRetryError
 
 from topology.config import ConfigError
 from topology.errors import Transient
 from topology.model import FAMILIES, Cluster, Node
 
-from .kube_nodes import NodeObject, default_underlay_family, describe, node_object, validate
+from topology.nodes import Entry
+
+from .kube_messages import describe, log_change, oneline
+from .kube_nodes import NodeObject, default_underlay_family, node_object, validate
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,7 @@ def _load_api_client(kubeconfig: str | None) -> k8s_client.ApiClient:
         return k8s_config.new_client_from_config(config_file=path, persist_config=False,
                                                  client_configuration=_configuration())
     except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, OSError) as e:
-        raise ConfigError([f"kubernetes.kubeconfig: {path}: {_oneline(e)}"]) from None
+        raise ConfigError([f"kubernetes.kubeconfig: {path}: {oneline(e)}"]) from None
 
 
 def _rv(obj: Any) -> str | None:
@@ -128,6 +135,16 @@ class KubernetesSource:
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
         self.relists = 0  # lists done, first one included
+        # (name, InternalIP, podCIDRs) -> its own checks and Node: an event re-checks one Node, and
+        # the Node objects of unchanged Nodes stay the same (the agent compares them by identity).
+        self._entries: dict[tuple, Entry] = {}
+        # A burst of events (a cluster coming up) is validated once, not once per event: the
+        # watch thread records each change in _objects and sets _dirty; the recompute worker
+        # validates the whole set once for all the events that came meanwhile.
+        self._objects_lock = threading.Lock()
+        self._recompute_lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._worker: threading.Thread | None = None
 
     # -- the agent-facing protocol ---------------------------------------------------------------
 
@@ -137,6 +154,8 @@ class KubernetesSource:
         self._notify = notify
         self._thread = threading.Thread(target=self._run, name="k8s-nodes", daemon=True)
         self._thread.start()
+        self._worker = threading.Thread(target=self._recompute_loop, name="k8s-nodes-check", daemon=True)
+        self._worker.start()
 
     def nodes(self) -> tuple[Node, ...] | None:
         with self._lock:
@@ -144,7 +163,10 @@ class KubernetesSource:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._dirty.set()   # wakes the recompute worker, which sees _stop
         self._interrupt()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -186,7 +208,7 @@ class KubernetesSource:
                 attempt += 1
                 delay = self._delay(attempt)
                 log.warning("kubernetes: %s; keeping %s peers, retrying in %.2f s",
-                            _describe(e), len(self._nodes or ()), delay)
+                            describe(e), len(self._nodes or ()), delay)
                 self._stop.wait(delay)
 
     def _delay(self, attempt: int) -> float:
@@ -236,7 +258,8 @@ class KubernetesSource:
         self.connected, self.failures = True, 0
         self.relists += 1
         log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
-        self._objects = objects
+        with self._objects_lock:
+            self._objects = objects
         self._rv = rv
         self._recompute()
 
@@ -277,18 +300,36 @@ class KubernetesSource:
         o = node_object(obj)
         if o is None:
             return
-        if kind == "DELETED":
-            changed = self._objects.pop(o.name, None) is not None
-        else:
-            changed = self._objects.get(o.name) != o
-            self._objects[o.name] = o
+        with self._objects_lock:
+            if kind == "DELETED":
+                changed = self._objects.pop(o.name, None) is not None
+            else:
+                changed = self._objects.get(o.name) != o
+                self._objects[o.name] = o
         if changed:  # heartbeats and label edits stop here
-            self._recompute()
+            self._dirty.set()
+
+    def _recompute_loop(self) -> None:
+        while True:
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            self._dirty.clear()
+            try:
+                self._recompute()
+            except Exception:  # never let the worker die: the next event tries again
+                log.exception("kubernetes: validating the Nodes failed")
 
     # -- validation ----------------------------------------------------------------------------------
 
     def _recompute(self) -> None:
-        nodes, problems = validate(self._objects, self.cluster, self.underlay_family)
+        with self._recompute_lock:
+            with self._objects_lock:
+                objects = dict(self._objects)
+            self._recompute_from(objects)
+
+    def _recompute_from(self, objects: dict[str, NodeObject]) -> None:
+        nodes, problems, self._entries = validate(objects, self.cluster, self.underlay_family, self._entries)
         for key, (level, msg) in sorted(problems.items()):
             if key not in self._reported:
                 log.log(level, "kubernetes: %s", msg)
@@ -296,33 +337,8 @@ class KubernetesSource:
         with self._lock:
             old, self._nodes = self._nodes, nodes
         if nodes != old:
-            self._log_change(old or (), nodes)
+            log_change(old or (), nodes)
             try:
                 self._notify()
             except Exception:  # the agent's callback must not kill the watch thread
                 log.exception("kubernetes: notify callback failed")
-
-    @staticmethod
-    def _log_change(old: tuple[Node, ...], new: tuple[Node, ...]) -> None:
-        before, after = {n.name: n for n in old}, {n.name: n for n in new}
-        for n in new:
-            if n.name not in before:
-                log.info("kubernetes: peer added: %s", describe(n))
-            elif before[n.name] != n:
-                log.info("kubernetes: peer changed: %s", describe(n))
-        for n in old:
-            if n.name not in after:
-                log.info("kubernetes: peer removed: %s", n.name)
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, ApiException):
-        return f"API error {e.status} {e.reason}"
-    if isinstance(e, MaxRetryError) and e.reason is not None:
-        e = e.reason
-    text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _oneline(e: Exception) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
