@@ -49,7 +49,11 @@ def run_logged(argv: list[str], log: str, timeout: float, what: str, **kw) -> su
             p.wait()
             t.join(10)
             raise StepTimeout(f"{what}: no result after {timeout:.0f} s (killed); last output:\n"
-                              + _clean("".join(lines)))
+                              + _clean("".join(lines))) from None
+        except BaseException:  # interrupted (Ctrl-C): its own session would outlive us
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            raise
         t.join(10)
     return subprocess.CompletedProcess(argv, p.returncode, "".join(lines), "")
 
@@ -57,7 +61,8 @@ def run_logged(argv: list[str], log: str, timeout: float, what: str, **kw) -> su
 def _clean(out: str, keep: int = 80) -> str:
     """The messages, without progress bars and Ruby backtraces."""
     lines = [ln for ln in re.split(r"[\r\n]|\x1b\[K", out)
-             if ln.strip() and "Progress:" not in ln and not re.match(r"\s*(E\s+)?/usr/", ln)]
+             if ln.strip() and "Progress:" not in ln and not ln.endswith("Retrying...")
+             and not re.match(r"\s*(E\s+)?/usr/", ln)]
     return "\n".join(lines[-keep:])
 
 
@@ -105,6 +110,11 @@ class Lab:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
                 timed_out = True
+            except BaseException:
+                for q, _ in procs.values():
+                    if q.poll() is None:
+                        os.killpg(q.pid, signal.SIGKILL)
+                raise
             log.close()
             with open(log.name, errors="replace") as f:
                 out = f.read()
@@ -168,8 +178,10 @@ class Lab:
                 out.append(f"(ssh: {e})")
             console = os.path.join(self.console_dir, f"{node}.log")
             if os.path.exists(console):
-                with open(console, errors="replace") as f:
-                    out.append(f"--- {node} serial console (last 40 lines)\n" + "".join(f.readlines()[-40:]))
+                with open(console, errors="replace") as f:  # without colours and "Job ... running" spinners
+                    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", f.read())
+                lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip() and "running (" not in ln]
+                out.append(f"--- {node} serial console (last 40 lines)\n" + "\n".join(lines[-40:]))
         if os.path.exists(self.log):
             with open(self.log, errors="replace") as f:
                 out.append("===== vagrant.log (last 60 lines)\n" + "".join(f.readlines()[-60:]))

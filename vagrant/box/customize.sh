@@ -25,8 +25,18 @@ WantedBy=multi-user.target
 UNIT
 systemctl enable ssh-host-keys.service ssh.service systemd-networkd.service
 # Periodic maintenance a throw-away lab VM does not need, and that competes for the emulated CPU.
-for unit in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer fstrim.timer; do
+for unit in e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer fstrim.timer \
+            dpkg-db-backup.timer; do
   systemctl mask "$unit"
+done
+# Open vSwitch at first boot: its database exists already (ovs-ctl would create it), and its start may
+# take longer than systemd's default 90 s under software emulation on a busy host (it then fails and
+# restarts, and ssh, ordered after network.target, waits for it).
+mkdir -p /var/lib/openvswitch   # Debian: /etc/openvswitch/conf.db links there
+[ -e /etc/openvswitch/conf.db ] || ovsdb-tool create /etc/openvswitch/conf.db /usr/share/openvswitch/vswitch.ovsschema
+for unit in ovsdb-server ovs-vswitchd; do
+  mkdir -p "/etc/systemd/system/$unit.service.d"
+  printf '[Service]\nTimeoutStartSec=600\n' >"/etc/systemd/system/$unit.service.d/slow-start.conf"
 done
 : >/etc/machine-id
 rm -f /var/lib/dbus/machine-id
