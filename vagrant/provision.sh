@@ -28,7 +28,7 @@
 #   OVS_MESH_BIN        the ovs-mesh executable    (default $OVS_MESH_VENV/bin/ovs-mesh)
 #   OVS_MESH_RUN        systemd | apply | agent | none   (default systemd)
 #   OVS_MESH_AGENT_PIDFILE, OVS_MESH_AGENT_LOG     agent mode only
-#   OVS_MESH_CONVERGE_TIMEOUT  seconds to wait for `plan` to report no changes (default 300)
+#   OVS_MESH_CONVERGE_TIMEOUT  seconds to wait for `plan` to report no changes (default 600)
 set -euo pipefail
 
 log() { echo "ovs-mesh provision${NODE:+ [$NODE]}: $*"; }
@@ -144,7 +144,7 @@ esac
 # reconcile newer than the config and without problems; then one `plan` normally confirms it.
 # A deadline, not a count.
 if [[ $RUN != none ]]; then
-  wait_s=${OVS_MESH_CONVERGE_TIMEOUT:-300}
+  wait_s=${OVS_MESH_CONVERGE_TIMEOUT:-600}
   deadline=$((SECONDS + wait_s))
   status_file=$(dirname "${OVSDB#unix:}")/ovs-mesh.status.json   # the agent's rundir: the OVSDB socket's
   written=$(stat -c %Y "$CONFIG")

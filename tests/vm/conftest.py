@@ -94,7 +94,7 @@ def _lab(tmp):
         try:
             try:
                 with timed("1. vagrant up (3 VMs in parallel, provisioned)"):
-                    lab.vagrant("up", "--provider", "libvirt", timeout=1500)
+                    lab.vagrant("up", "--provider", "libvirt", timeout=2700)
                 lab.refresh_ssh()
             except BaseException:
                 try:

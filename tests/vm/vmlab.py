@@ -92,7 +92,7 @@ class Lab:
             raise AssertionError(f"vagrant {' '.join(args)}: exit {p.returncode}\n" + _clean(p.stdout))
         return p
 
-    def provision_all(self, timeout: float = 900, **env) -> None:
+    def provision_all(self, timeout: float = 1500, **env) -> None:
         """`vagrant provision` of every VM at once (vagrant itself provisions one machine after
         another): one vagrant process per VM, each with its own log."""
         procs = {}
