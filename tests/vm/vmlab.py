@@ -131,7 +131,7 @@ class Lab:
         cfg = self.vagrant("ssh-config", *self.nodes, timeout=180).stdout
         with open(self.ssh_config, "w") as f:
             f.write(cfg)
-            f.write(f"\nHost *\n  ControlMaster auto\n  ControlPath {self.tmp}/cm-%h\n  ControlPersist 300\n")
+            f.write(f"\nHost *\n  ControlMaster auto\n  ControlPath {self.tmp}/cm-%n\n  ControlPersist 300\n")
 
     def close_ssh(self) -> None:
         if os.path.exists(self.ssh_config):
