@@ -28,6 +28,7 @@
 #   OVS_MESH_BIN        the ovs-mesh executable    (default $OVS_MESH_VENV/bin/ovs-mesh)
 #   OVS_MESH_RUN        systemd | apply | agent | none   (default systemd)
 #   OVS_MESH_AGENT_PIDFILE, OVS_MESH_AGENT_LOG     agent mode only
+#   OVS_MESH_CONVERGE_TIMEOUT  seconds to wait for `plan` to report no changes (default 600)
 set -euo pipefail
 
 log() { echo "ovs-mesh provision${NODE:+ [$NODE]}: $*"; }
@@ -109,9 +110,17 @@ log "topology $TOPOLOGY ($(sha256sum "$TOPOLOGY" | cut -c1-12)), config $CONFIG:
 # 3. Run it.
 case $RUN in
   systemd)
-    "$BIN" install-service --exec "$BIN"   # keeps the config written above
-    systemctl restart ovs-mesh.service     # the agent converges at start; restarts keep traffic
-    log "ovs-mesh.service: $(systemctl is-active ovs-mesh.service)"
+    installed=$("$BIN" install-service --exec "$BIN")   # keeps the config written above
+    echo "$installed"
+    if grep -q '^unchanged .*ovs-mesh.service' <<<"$installed" && systemctl is-active -q ovs-mesh.service; then
+      # Same unit, agent running (a re-provision, e.g. another tunnel type): the agent re-reads
+      # the config file by itself; reload (SIGHUP) only makes it converge now. No restart.
+      systemctl reload ovs-mesh.service
+      log "ovs-mesh.service: reloaded ($(systemctl is-active ovs-mesh.service))"
+    else
+      systemctl restart ovs-mesh.service   # the agent converges at start; restarts keep traffic
+      log "ovs-mesh.service: $(systemctl is-active ovs-mesh.service)"
+    fi
     ;;
   apply)
     "$BIN" --config "$CONFIG" apply
@@ -130,14 +139,30 @@ case $RUN in
   none) ;;
 esac
 
-# Converged when `plan` has nothing left to change (the agent may still be starting).
+# Converged when `plan` has nothing left to change. Each ovs-mesh command is a Python start (seconds
+# under software emulation), so first wait, without Python, for the agent's status file to show a
+# reconcile newer than the config and without problems; then one `plan` normally confirms it.
+# A deadline, not a count.
 if [[ $RUN != none ]]; then
-  for _ in $(seq 1 60); do
-    if "$BIN" --config "$CONFIG" plan 2>/dev/null | grep -q 'no changes'; then
-      log "converged: $("$BIN" --config "$CONFIG" status 2>/dev/null | head -n1)"
+  wait_s=${OVS_MESH_CONVERGE_TIMEOUT:-600}
+  deadline=$((SECONDS + wait_s))
+  status_file=$(dirname "${OVSDB#unix:}")/ovs-mesh.status.json   # the agent's rundir: the OVSDB socket's
+  written=$(stat -c %Y "$CONFIG")
+  reconciled() {
+    local t
+    t=$(sed -n 's/.*"time": \([0-9]*\).*/\1/p' "$status_file" 2>/dev/null)
+    [[ -n $t ]] && ((t >= written)) && grep -q '"problems": \[\]' "$status_file"
+  }
+  if [[ $RUN != apply && $OVSDB == unix:* ]]; then
+    quick=$((SECONDS + wait_s / 2))   # a problem that persists (a peer not up yet): on to `plan`
+    until reconciled || ((SECONDS >= quick)); do sleep 0.5; done
+  fi
+  while ((SECONDS < deadline)); do
+    if out=$("$BIN" --config "$CONFIG" plan 2>/dev/null) && grep -q 'no changes' <<<"$out"; then
+      log "converged: $(head -n1 <<<"$out")"
       exit 0
     fi
     sleep 1
   done
-  die "not converged after 60s: see '$BIN --config $CONFIG plan' and the agent's log"
+  die "not converged after ${wait_s}s: see '$BIN --config $CONFIG plan' and the agent's log"
 fi

@@ -150,9 +150,10 @@ def cmd_remote_check(args) -> int:
         print(f"lab remote-check: {e}", file=sys.stderr)
         return 1
     finally:
-        if not args.keep:
-            for node in args.nodes:
-                ovs_mesh(node, "lab", "down", "--name", args.name, check=False)
+        if not args.keep:  # at once: each is a Python start on the node (seconds on a slow VM)
+            with ThreadPoolExecutor(max_workers=4) as ex:
+                list(ex.map(lambda node: ovs_mesh(node, "lab", "down", "--name", args.name, check=False),
+                            args.nodes))
         shutil.rmtree(st.dir, ignore_errors=True)
     print(json.dumps(report, indent=1) if args.json else render(report))
     return 0 if report["summary"]["ok"] else 1
