@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 
 from tests.helpers import wait_for
 from tests.vm import libvirt
@@ -65,10 +64,15 @@ def test_3_systemd(vm_lab):
     a, b = _pods(lab, "node-1"), _pods(lab, "node-2")
     try:
         # SIGKILL the agent under a 0.1 s ping between pods on different VMs: nothing lost, systemd restarts it.
+        # First the path to the fresh pod must work (run 3 lost pings 1-154 before the kill: the pod was new).
+        probe = f"ip netns exec {a['ns']} ping -c1 -W2 {b['ip']}"
+        wait_for(lambda: lab.ssh("node-1", probe, check=False).returncode == 0,
+                 timeout=300, interval=2, what=f"pod {a['ip']} -> {b['ip']} to answer before the kill")
         ping = subprocess.Popen(["ssh", "-F", lab.ssh_config, "-o", "BatchMode=yes", "node-1", "sudo", "ip", "netns",
                                  "exec", a["ns"], "ping", "-i", "0.1", "-c", "200", "-W", "2", b["ip"]],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        time.sleep(3)  # the ping is under way (ssh login under emulation) before the kill
+        first = ping.stdout.readline()  # ping's header: it runs (ssh login is slow under emulation)
+        assert first.startswith("PING"), first
         with timed("3. systemctl kill -s KILL ovs-mesh -> active again"):
             lab.ssh("node-1", "systemctl kill -s KILL ovs-mesh")
             wait_for(lambda: (lambda s: s["MainPID"] not in ("0", show["MainPID"]) and s["ActiveState"] == "active"
@@ -76,7 +80,7 @@ def test_3_systemd(vm_lab):
                      timeout=300, interval=1, what="systemd to restart ovs-mesh")
         after = _show(lab, "node-1")
         assert int(after["NRestarts"]) > int(show["NRestarts"]), (show, after)
-        out = ping.communicate(timeout=300)[0]
+        out = first + ping.communicate(timeout=300)[0]
         assert " 0% packet loss" in out, out
         assert "200 received" in out, out
 
