@@ -37,12 +37,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "control-plane.json")
 CLUSTER_CIDR = IPv4Network("10.0.0.0/8")
 NODE_PREFIX = 24
+# `dual`: flow mode with a dual-stack cluster (issue 12): every node also has a /64 of this /48
+# (16 bits: Kubernetes' limit between cluster and node masks; room for 65536 nodes).
+CLUSTER_CIDR6 = IPv6Network("fd00:10:244::/48")
+NODE_PREFIX6 = 64
 NODE_IP_BASE = IPv4Address("100.64.0.1")     # 100.64.0.0/10: outside the cluster range
 MOVED_IP_BASE = IPv4Address("100.96.0.1")    # where an IP change moves a peer
 STEPS = ("cold", "noop", "join", "leave", "ipchange")
@@ -58,28 +62,38 @@ TARGETS = {
     ("flow", 5000, "leave"): {"rss_mb": 120},
     ("flow", 5000, "ipchange"): {"rss_mb": 120},
 }
+# The IPv4 rows' targets hold for the dual-stack rows; a peer has 7 flows there (4 IPv4 + 3 IPv6).
+TARGETS.update({("dual", n, step): {**t, **({"flow_changes": 7} if "flow_changes" in t else {})}
+                for (m, n, step), t in list(TARGETS.items()) if m == "flow"})
 
 
 # ---------------------------------------------------------------- topology
 
-def node(i: int, ip: IPv4Address | None = None) -> dict:
+def node(i: int, ip: IPv4Address | None = None, dual: bool = False) -> dict:
     subnet = IPv4Network((int(CLUSTER_CIDR.network_address) + (i + 1) * 2 ** (32 - NODE_PREFIX),
                           NODE_PREFIX))
-    return {"name": f"node-{i:05d}", "ip": str(ip or NODE_IP_BASE + i), "subnet": str(subnet)}
+    subnets = str(subnet)
+    if dual:
+        subnet6 = IPv6Network((int(CLUSTER_CIDR6.network_address) + (i + 1) * 2 ** (128 - NODE_PREFIX6),
+                               NODE_PREFIX6))
+        subnets = [str(subnet), str(subnet6)]
+    return {"name": f"node-{i:05d}", "ip": str(ip or NODE_IP_BASE + i), "subnet": subnets}
 
 
-def step_nodes(n: int) -> dict[str, list[dict]]:
+def step_nodes(n: int, dual: bool = False) -> dict[str, list[dict]]:
     """The inventory before each step is applied: local node-00000 + n peers."""
-    base = [node(i) for i in range(n + 1)]
-    joined = base + [node(n + 1)]
+    base = [node(i, dual=dual) for i in range(n + 1)]
+    joined = base + [node(n + 1, dual=dual)]
     left = [x for x in joined if x["name"] != "node-00001"]
-    moved = [node(2, MOVED_IP_BASE + 2) if x["name"] == "node-00002" else x for x in left]
+    moved = [node(2, MOVED_IP_BASE + 2, dual) if x["name"] == "node-00002" else x for x in left]
     return {"cold": base, "noop": base, "join": joined, "leave": left, "ipchange": moved}
 
 
 def config_data(nodes: list[dict], mode: str, remote: str) -> dict:
-    return {"cluster": {"cidr": str(CLUSTER_CIDR), "node_prefix": NODE_PREFIX, "tunnel": "vxlan",
-                        "mode": mode},
+    cluster = {"cidr": str(CLUSTER_CIDR), "node_prefix": NODE_PREFIX, "tunnel": "vxlan", "mode": mode}
+    if mode == "dual":
+        cluster.update(cidr=f"{CLUSTER_CIDR},{CLUSTER_CIDR6}", node_prefix_ipv6=NODE_PREFIX6, mode="flow")
+    return {"cluster": cluster,
             "nodes": nodes,
             "local": {"node": "node-00000", "ovsdb": remote, "datapath": "dummy", "host": False}}
 
@@ -98,11 +112,19 @@ def model_config(data: dict):
     from topology.model import Cluster, Config, Local, Node
 
     c, l = data["cluster"], data["local"]
-    return Config(cluster=Cluster(cidr=IPv4Network(c["cidr"]), node_prefix=c["node_prefix"],
+    cidrs = c["cidr"].split(",")
+
+    def peer(x):
+        subnets = x["subnet"] if isinstance(x["subnet"], list) else [x["subnet"]]
+        return Node(x["name"], IPv4Address(x["ip"]), IPv4Network(subnets[0]),
+                    IPv6Network(subnets[1]) if len(subnets) > 1 else None)
+
+    return Config(cluster=Cluster(cidr=IPv4Network(cidrs[0]), node_prefix=c["node_prefix"],
+                                  cidr6=IPv6Network(cidrs[1]) if len(cidrs) > 1 else None,
+                                  node_prefix6=c.get("node_prefix_ipv6", 64),
                                   tunnel=c["tunnel"], mode=c["mode"]),
                   local=Local(node=l["node"], ovsdb=l["ovsdb"], datapath=l["datapath"], host=False),
-                  nodes=tuple(sorted(Node(x["name"], IPv4Address(x["ip"]), IPv4Network(x["subnet"]))
-                                     for x in data["nodes"])))
+                  nodes=tuple(sorted(peer(x) for x in data["nodes"])))
 
 
 # ---------------------------------------------------------------- processes
@@ -257,7 +279,7 @@ def run_sequence(driver: str, mode: str, n: int, workdir: str) -> dict:
     out: dict = {}
     try:
         ovs.start()
-        inventories = step_nodes(n)
+        inventories = step_nodes(n, dual=mode == "dual")
         prev = None
         for step in STEPS:
             data = config_data(inventories[step], mode, ovs.remote)
@@ -428,16 +450,17 @@ def phase_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+def parser(prog: str, doc: str, modes: str = "flow,port") -> argparse.ArgumentParser:
     """The arguments every benchmark of the peer count takes: --sizes, --modes."""
     p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     p.add_argument("--sizes", default="100,1000,5000", help="peer counts (default 100,1000,5000)")
-    p.add_argument("--modes", default="flow,port", help=f"flow,port (port mode only up to {PORT_MODE_MAX} peers)")
+    p.add_argument("--modes", default="flow,port", help=f"{modes} (port mode only up to {PORT_MODE_MAX} peers)")
     return p
 
 
 def main(argv=None) -> int:
-    p = parser("python -m bench.control_plane", __doc__)
+    p = parser("python -m bench.control_plane", __doc__,
+               "flow,port,dual (dual: flow mode with a dual-stack cluster, IPv4 underlay)")
     p.add_argument("--quick", action="store_true", help="sizes 100,1000 and no results file")
     p.add_argument("--repeat", type=int, default=1,
                    help="run each sequence R times on fresh sandboxes; report medians (default 1)")
