@@ -85,8 +85,6 @@ def cpu_now() -> float:
 def keep_unchanged(old, new):
     """`new` with the Node objects of `old` where a node did not change: what a source
     that re-reads only what changed hands the agent (the agent then compares identities)."""
-    import dataclasses
-
     have = {n.name: n for n in old.nodes}
     return dataclasses.replace(new, nodes=tuple(have[n.name] if have.get(n.name) == n else n for n in new.nodes))
 
@@ -166,7 +164,6 @@ def sequence(mode: str, n: int, repeat: int, workdir: str) -> dict:
 
     d = tempfile.mkdtemp(prefix=f"inc-bench-{mode}-{n}-", dir=workdir)
     ovs = OvsDaemons(d, dummy=True)
-    figs: dict[str, list] = {k: [] for k in ("agent", "floor", "changes", "kind")}
     out: dict = {"mode": mode, "size": n, "steps": {}}
     try:
         ovs.start()
