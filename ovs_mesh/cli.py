@@ -89,7 +89,7 @@ def _print_result(result, as_json: bool, verb: str, config) -> None:
         for item, family in zip(d["changes"], families):
             if family is not None:
                 item["family"] = family
-        d.update(families=list(config.cluster.families), underlay_family=_underlay_family(config))
+        d.update(families=list(config.cluster.families), underlay_family=config.underlay_family)
         print(json.dumps(d))
         return
     if not result.changes:
@@ -105,22 +105,16 @@ def _print_result(result, as_json: bool, verb: str, config) -> None:
         print(f"problem: {p}", file=sys.stderr)
 
 
-def _underlay_family(config) -> str | None:
-    """The family of the nodes' underlay addresses (None without nodes)."""
-    node = config.node(config.local.node) or (config.nodes[0] if config.nodes else None)
-    return node.underlay_family if node is not None else None
-
-
 def _has_ipv6(config) -> bool:
     """IPv6 pods or an IPv6 underlay: the outputs then say which family is which."""
-    return "ipv6" in (*config.cluster.families, _underlay_family(config))
+    return "ipv6" in (*config.cluster.families, config.underlay_family)
 
 
 def cmd_validate(args) -> int:
     config = load(args)
     print(f"{args.config}: valid: {len(config.nodes)} nodes, {config.cluster.tunnel} tunnels, "
           f"{config.cluster.mode} mode, cluster {','.join(str(c) for c in config.cluster.cidrs)}"
-          + (f", {_underlay_family(config)} underlay" if _has_ipv6(config) else ""))
+          + (f", {config.underlay_family} underlay" if _has_ipv6(config) else ""))
     return EXIT_OK
 
 

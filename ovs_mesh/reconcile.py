@@ -51,13 +51,6 @@ class Result:
                 "seconds": round(self.seconds, 4)}
 
 
-def underlay_family(config: Config) -> str:
-    """"ipv4"/"ipv6": the family of the local node's IP, which the tunnels'
-    outer header uses; "ipv4" when the node is not in the config (teardown)."""
-    node = config.node(config.local.node)
-    return node.underlay_family if node is not None else "ipv4"
-
-
 class ReconcileError(NotOurs):
     """Apply refused: something it would have to change is not ours."""
 
@@ -82,7 +75,7 @@ class Reconciler:
         """The underlay MTU minus the tunnel's overhead over the underlay's
         family (an IPv6 outer header is 20 bytes longer), or cluster.mtu."""
         underlay = self.host.underlay_mtu() if self.host is not None else DEFAULT_UNDERLAY_MTU
-        return self.config.cluster.pod_mtu(underlay, underlay_family(self.config))
+        return self.config.cluster.pod_mtu(underlay, self.config.underlay_family or "ipv4")
 
     def desired(self, observed: Observed, pod_mtu: int | None = None) -> OvsState:
         return desired_mod.compose(self.desired_parts(observed, pod_mtu))

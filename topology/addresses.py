@@ -85,6 +85,12 @@ def inside(net: Network, cidr: Network) -> bool:
             and int(net.network_address) >> shift == int(cidr.network_address) >> shift)
 
 
+def holds(cidr: Network, ip: Address) -> bool:
+    """`ip` lies in `cidr` (same family): `ip in cidr`, in integers."""
+    shift = cidr.max_prefixlen - cidr.prefixlen
+    return cidr.version == ip.version and int(ip) >> shift == int(cidr.network_address) >> shift
+
+
 def parse_cidr(raw: Any) -> tuple[Network | None, str | None]:
     """One canonical CIDR of either family, or (None, reason)."""
     if not isinstance(raw, str):

@@ -154,5 +154,13 @@ class Config:
             raise LookupError(self.local.node)
         return node
 
+    @property
+    def underlay_family(self) -> str | None:
+        """The family of the nodes' underlay addresses, which the tunnels' outer
+        header uses (every node has the same): the local node's, else the first
+        node's; None without nodes."""
+        node = self.node(self.local.node) or (self.nodes[0] if self.nodes else None)
+        return node.underlay_family if node is not None else None
+
     def with_nodes(self, nodes) -> "Config":
         return dataclasses.replace(self, nodes=tuple(sorted(nodes)))

@@ -23,7 +23,7 @@ import dataclasses
 from ipaddress import ip_network
 from typing import Any, Callable
 
-from .addresses import LABEL, family_of, inside, parse_cidr_list, parse_ip
+from .addresses import LABEL, family_of, holds, inside, parse_cidr_list, parse_ip
 from .checker import MISSING, NODE_NAME, Checker
 from .errors import Problem, show
 from .model import Cluster, Network, Node
@@ -141,8 +141,7 @@ def _node_ip(steps: list, raw: Any, cluster: Cluster) -> Any:
         steps.append(("problem", ".ip", raw, reason))
         return None
     for cidr in cluster.cidrs:
-        if cidr.version == ip.version and int(ip) >> (cidr.max_prefixlen - cidr.prefixlen) == \
-                int(cidr.network_address) >> (cidr.max_prefixlen - cidr.prefixlen):
+        if holds(cidr, ip):
             steps.append(("problem", ".ip", raw, f"inside cluster.cidr {cidr}: node IPs must be outside the pod range"))
             return None
     steps.append(("ip", (ip.version, int(ip)), raw, ip))

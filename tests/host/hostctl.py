@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 
 from ovs_mesh.host import HostLayer
-from ovs_mesh.reconcile import underlay_family
 from tests.host.v6config import config
 
 
@@ -28,7 +27,7 @@ def main() -> None:
     layer = HostLayer(cfg)
     try:
         teardown = a.command == "teardown"
-        mtu = cfg.cluster.pod_mtu(layer.underlay_mtu(), underlay_family(cfg))
+        mtu = cfg.cluster.pod_mtu(layer.underlay_mtu(), cfg.underlay_family or "ipv4")
         changes = layer.plan(mtu, teardown)
         if a.command != "plan":
             layer.apply(changes, teardown)
