@@ -15,12 +15,12 @@ from topology.config import ConfigError
 from topology.errors import InputError
 from topology.nodes import missing_subnets
 
-from .families import change_family, count
-from .node import load, open_node
-from .packet_trace import PROTOS
-from .status import remove_status, write_status
+from .config_file import load
 
+# Each command imports what it needs when it runs: `validate` or `--help` pays for no OVSDB,
+# OpenFlow or netlink library (seconds on a small or emulated machine).
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
+PROTOS = ("ip", "arp", "nd", "icmp", "tcp", "udp")   # trace --proto: packet_trace.PROTOS (a unit test holds them equal)
 DEFAULT_CONFIG = "/etc/ovs-mesh/config.yaml"
 LOG = logging.getLogger("ovs-mesh")
 
@@ -83,6 +83,8 @@ def _add_extra_commands(sub) -> None:
 def _print_result(result, as_json: bool, verb: str, config) -> None:
     """The changes; with the address family of each (JSON: `family`) and, in a
     cluster with IPv6, a count per family after the total."""
+    from .families import change_family, count
+
     families = [change_family(ch) for ch in result.changes]
     if as_json:
         d = result.as_dict()
@@ -127,6 +129,8 @@ def _with_reconciler(args, fn, teardown: bool = False):
     lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
     if lacks:
         raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
+    from .node import open_node
+
     node = open_node(config)
     try:
         return fn(config, node.reconciler())
@@ -142,6 +146,8 @@ def cmd_plan(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from .status import write_status
+
     def run(config, rec):
         result = rec.apply()
         write_status(config.local.rundir, result)
@@ -151,6 +157,8 @@ def cmd_apply(args) -> int:
 
 
 def cmd_teardown(args) -> int:
+    from .status import remove_status
+
     def run(config, rec):
         result = rec.apply(teardown=True)
         _print_result(result, False, "teardown", config)

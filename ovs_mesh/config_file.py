@@ -32,8 +32,6 @@ import stat
 from typing import Any
 
 import yaml
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError as RoundTripError
 
 from topology.config import ConfigError, local_key_problems, parse_config
 from topology.errors import Problem, show
@@ -93,8 +91,11 @@ def decode(data: bytes, path: str) -> str:
         raise ConfigError([Problem(path, f"byte {e.start}", "not UTF-8")]) from None
 
 
-def round_trip_yaml() -> YAML:
-    """Round-trip YAML (keeps comments): only for writing a user's file back."""
+def round_trip_yaml():
+    """Round-trip YAML (keeps comments): only for writing a user's file back.  ruamel is
+    imported here, not at start: reading a config never needs it."""
+    from ruamel.yaml import YAML
+
     y = YAML(typ="rt")
     y.allow_duplicate_keys = False
     return y
@@ -262,12 +263,16 @@ def load_yaml(text: str, path: str = "config", round_trip: bool = False) -> Any:
 
     The round-trip path (ruamel, for `allocate`) runs `build` first, so ruamel's
     recursive composer only ever sees a document within the bounds."""
+    errors: tuple[type[Exception], ...] = (yaml.YAMLError,)
+    if round_trip:
+        from ruamel.yaml.error import YAMLError as RoundTripError
+        errors += (RoundTripError,)
     try:
         data = build(text, path)
         if round_trip:
             return round_trip_yaml().load(io.StringIO(text))
         return data
-    except (yaml.YAMLError, RoundTripError) as e:
+    except errors as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -356,4 +361,20 @@ def allocate_file(path: str, dry_run: bool = False):
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_ALIAS_NODES", "read_bytes", "decode",
            "build", "load_yaml", "read_yaml", "config_from_bytes", "load_config", "read_local_file",
-           "allocate_file", "round_trip_yaml"]
+           "allocate_file", "round_trip_yaml", "overrides", "load"]
+
+
+# --- the config named on the command line ------------------------------------
+def overrides(args) -> dict:
+    """Local settings from --local FILE, then --node/--ovsdb on top."""
+    out: dict = {}
+    path = getattr(args, "local_file", None)
+    if path:
+        out.update(read_local_file(path))
+    out.update({k: v for k, v in (("node", args.node), ("ovsdb", args.ovsdb)) if v is not None})
+    return out
+
+
+def load(args, require_local: bool = True) -> Config:
+    """The config named by --config, with --local/--node/--ovsdb applied."""
+    return load_config(args.config, overrides(args), require_local=require_local)

@@ -12,7 +12,6 @@ from ovsdb_client import OvsdbClient
 from topology.model import Config, Local
 
 from .clients import Flows, Host, OvsdbRows
-from .config_file import load_config, read_local_file
 from .openflow import OpenFlow
 from .reconcile import Reconciler
 from .state import BRIDGE
@@ -63,19 +62,3 @@ def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float =
             ovsdb.close()
         raise
     return NodeClients(config, ovsdb, OpenFlow(config.local.rundir, BRIDGE), host, owns)
-
-
-# --- the config, from command-line arguments -----------------------------------
-def overrides(args) -> dict:
-    """Local settings from --local FILE, then --node/--ovsdb on top."""
-    out: dict = {}
-    path = getattr(args, "local_file", None)
-    if path:
-        out.update(read_local_file(path))
-    out.update({k: v for k, v in (("node", args.node), ("ovsdb", args.ovsdb)) if v is not None})
-    return out
-
-
-def load(args, require_local: bool = True) -> Config:
-    """The config named by --config, with --local/--node/--ovsdb applied."""
-    return load_config(args.config, overrides(args), require_local=require_local)

@@ -64,7 +64,7 @@ def _err(*lines: str) -> int:
 
 # --- on the node -------------------------------------------------------------
 def cmd_pods(args) -> int:
-    from ..node import load
+    from ..config_file import load
 
     if not NAME_RE.match(args.name):
         return _err(f"--name: {args.name}: must be 1-6 lowercase letters/digits starting with a letter")

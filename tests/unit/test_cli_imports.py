@@ -1,0 +1,66 @@
+"""Commands that never touch OVS start without the OVSDB, OpenFlow and netlink libraries.
+
+On a node under software emulation (the Vagrant lab) or a small machine, importing `ovs`,
+`ovsdbapp` and `pyroute2` costs seconds; provisioning runs `lab topology`, `validate` and
+`install-service` several times, and none of them connects to anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ovs_mesh import cli, packet_trace
+
+pytestmark = pytest.mark.unit
+
+HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes", "ovs_mesh.node", "ovs_mesh.reconcile")
+PROBE = """
+import json, sys
+from ovs_mesh.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in sys.modules)), file=sys.stderr)
+"""
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ENV = {**os.environ, "PYTHONPATH": REPO}   # this checkout's ovs_mesh, whatever the venv's install points at
+
+
+def _run(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=cwd,
+                          env=ENV, timeout=60)
+
+
+@pytest.mark.parametrize("args", [
+    ["--help"],
+    ["validate", "--help"],
+    ["VALIDATE"],
+    ["lab", "topology", "--node", "a=192.168.56.11", "--node", "b=192.168.56.12", "-o", "topology.yaml"],
+    ["install-service", "--help"],
+], ids=["help", "validate-help", "validate", "lab-topology", "install-service-help"])
+def test_offline_commands_import_no_ovs_netlink_or_kubernetes_library(args, tmp_path):
+    if args == ["VALIDATE"]:
+        made = _run(["lab", "topology", "--node", "a=192.168.56.11", "--node", "b=192.168.56.12",
+                     "--local", "a", "-o", "c.yaml"], tmp_path)
+        assert (tmp_path / "c.yaml").exists(), made.stdout + made.stderr
+        args = ["--config", "c.yaml", "validate"]
+    p = _run(args, tmp_path)
+    if "-o" in args:
+        assert (tmp_path / "topology.yaml").exists(), p.stdout + p.stderr
+    if "validate" in args and "--help" not in args:
+        assert ": valid: 2 nodes" in p.stdout, p.stdout + p.stderr
+    loaded = set(json.loads(p.stderr.strip().splitlines()[-1]))
+    allowed = {"ruamel"} if "-o" in args else set()   # writing YAML back keeps comments: ruamel
+    heavy = sorted(m for m in loaded if (m.split(".")[0] in HEAVY or m in HEAVY) and m.split(".")[0] not in allowed)
+    assert heavy == [], f"ovs-mesh {' '.join(args)} imported {heavy[:10]}"
+
+
+def test_trace_protocols_on_the_command_line_are_packet_traces():
+    assert tuple(cli.PROTOS) == tuple(packet_trace.PROTOS)
