@@ -69,7 +69,9 @@ if [[ $INSTALL != none ]]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  systemctl enable --now openvswitch-switch.service
+  # Enabling runs Debian's SysV sync script (seconds under emulation): only when not yet done.
+  systemctl -q is-enabled openvswitch-switch.service && systemctl -q is-active openvswitch-switch.service \
+    || systemctl enable --now openvswitch-switch.service
   [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
 fi
 if [[ $INSTALL == apt ]]; then

@@ -72,6 +72,9 @@ def vm_lab():
     try:
         yield from _lab(tmp)
     finally:
+        keep = os.environ.get("OVS_MESH_VM_LOGS")  # a directory: vagrant's log and the VMs' consoles kept there
+        if keep:
+            shutil.copytree(tmp, keep, dirs_exist_ok=True, ignore=shutil.ignore_patterns("wheels", "dot", "cm-*"))
         shutil.rmtree(tmp, ignore_errors=True)
         TIMES["VM tier total"] = round(time.monotonic() - start, 1)
 
