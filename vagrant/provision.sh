@@ -86,9 +86,13 @@ elif [[ $INSTALL == wheels ]]; then
   # --no-compile: byte-compiling thousands of files (the kubernetes client) is slow under emulation;
   # Python compiles what it imports, once.
   if [[ $(cat "$stamp" 2>/dev/null) != "$sum" ]]; then
+    # The wheelhouse is exactly ovs-mesh and its dependencies (`pip wheel`): one pip run installs
+    # them all as they are, without resolving anything (each pip start is many seconds under emulation).
     log "installing $(basename "$wheel") and its dependencies from $WHEELS into $VENV (no index)"
-    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" --force-reinstall --no-deps "$wheel"
-    "$VENV/bin/pip" install -q --no-compile --no-index --find-links "$WHEELS" "$wheel"
+    deps=()
+    for w in "$WHEELS"/*.whl; do [[ $w == */ovs_mesh-* ]] || deps+=("$w"); done
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-compile --no-index --no-deps \
+      --force-reinstall "$wheel" "${deps[@]}"
     echo "$sum" >"$stamp"
   fi
 fi

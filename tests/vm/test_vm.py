@@ -108,13 +108,17 @@ def _traffic_gap(lab, a, b, command):
     180 s) until B answers again. Returns (longest gap between two replies in s, pings lost)."""
     out = lab.ssh("node-1", f"""
         log=$(mktemp); ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} >"$log" 2>&1 & p=$!
-        sleep 2; before=$(grep -c 'bytes from' "$log")
+        deadline=$(( $(date +%s) + 60 ))   # traffic flows before the command: 10 replies
+        until [ "$(grep -c 'bytes from' "$log")" -ge 10 ] || [ "$(date +%s)" -gt "$deadline" ]; do sleep 0.2; done
         {command}
         echo "command-done $(date +%s.%N)"
+        # Back = 20 more replies after the command returned (while it runs, the old flows may still answer).
+        after=$(grep -c 'bytes from' "$log")
         deadline=$(( $(date +%s) + 180 ))
-        until [ "$(grep -c 'bytes from' "$log")" -gt "$((before + 20))" ] && tail -n1 "$log" | grep -q 'bytes from' \
-              || [ "$(date +%s)" -gt "$deadline" ]; do sleep 0.5; done
-        sleep 1; kill -INT $p; wait $p; cat "$log"; rm -f "$log"
+        until [ "$(grep -c 'bytes from' "$log")" -gt "$((after + 20))" ] || [ "$(date +%s)" -gt "$deadline" ]; do
+          sleep 0.5
+        done
+        kill -INT $p; wait $p; cat "$log"; rm -f "$log"
     """, timeout=400, check=False).stdout
     stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
     done = re.search(r"^command-done (\d+\.\d+)", out, re.M)
