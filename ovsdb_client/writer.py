@@ -10,7 +10,10 @@ ofport.  ovs-vswitchd reconsiders a port's number only when its
 `ofport_request` changes, and a request for a number that is still taken
 (even by a port deleted in the same transaction) silently gives another one.
 So a moving port drops its request in the first transaction and asks for the
-new number in a second one.
+new number in a second one.  The same holds for a new port that asks for the
+number of a port deleted or moved in the same change set (the flow-mode
+tunnel port when the tunnel type changes: obr0-vxlan leaves ofport 10 to
+obr0-gre): it is created without a request, then asks for its number.
 """
 from __future__ import annotations
 
@@ -143,22 +146,37 @@ def _moves(ch) -> bool:
             and ch.old.ofport_request != ch.new.ofport_request and ch.new.ofport_request)
 
 
+def _freed(changes: list[RowChange]) -> set[int]:
+    """The ofports that ports deleted or moved by these changes leave."""
+    return {ch.old.ofport_request for ch in changes
+            if ch.kind == "port" and ch.old is not None and ch.old.ofport_request
+            and (ch.action == "delete" or _moves(ch))}
+
+
+def _deferred(ch, freed: set[int]) -> bool:
+    """A port that asks for its ofport only in the second transaction."""
+    return _moves(ch) or (ch.kind == "port" and ch.action == "add" and ch.new.ofport_request in freed)
+
+
 def commands_for(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> list:
     cmds = []
+    freed = _freed(changes)
     for ch in changes:
         if isinstance(ch, BridgeChange):
             cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
                         else DeleteBridge(api, ch.name, keep_bridge))
         else:
-            cmds.append(EnsurePort(api, bridge, ch.new, request_ofport=not _moves(ch))
+            cmds.append(EnsurePort(api, bridge, ch.new, request_ofport=not _deferred(ch, freed))
                         if ch.action != "delete" else DeletePort(api, bridge, ch.name))
     return cmds
 
 
 def apply_changes(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
-    """Returns the number of transactions made: 0, 1, or 2 when a port moves."""
+    """Returns the number of transactions made: 0, 1, or 2 when a port moves or takes a freed ofport."""
+    freed = _freed(changes)
     steps = [commands_for(api, bridge, changes, keep_bridge),
-             [EnsurePort(api, bridge, ch.new) for ch in changes if _moves(ch)]]
+             [EnsurePort(api, bridge, ch.new) for ch in changes if ch.kind == "port" and ch.action != "delete"
+              and _deferred(ch, freed)]]
     done = 0
     for cmds in steps:
         if not cmds:

@@ -309,3 +309,21 @@ def test_ssl_remote(tmp_path, mode):
             assert "\n    LOCAL\n" in r.stdout   # delivered to the local pods, not dropped
     finally:
         ovs.stop()
+
+
+def test_flow_mode_tunnel_type_changes_with_one_apply(underlay):
+    """Switching cluster.tunnel on a live node: the new tunnel port takes ofport 10 from the old one in
+    the same apply (it used to get another number: exit 1, 'ofport 1 is not the requested 10', and the
+    flows output to a port that did not exist until a second apply)."""
+    ovs = underlay
+    for tunnel in ("vxlan", "gre", "geneve", "vxlan"):
+        result = apply_ok(ovs, sandbox_config(ovs, 3, tunnel=tunnel, mode="flow"))
+        assert result["problems"] == [], result
+        assert set(ovs.vsctl("list-ports", "obr0").split()) == {f"obr0-{tunnel}"}
+        assert ofport(ovs, f"obr0-{tunnel}") == 10
+        out = trace(ovs, "in_port=LOCAL,icmp,nw_src=10.244.1.5,nw_dst=10.244.3.7")
+        assert "dst=192.168.56.13" in out.split("Datapath actions:")[1], out
+        ok = trace(ovs, "in_port=10,tun_src=192.168.56.12,icmp,nw_src=10.244.2.5,nw_dst=10.244.1.5")
+        assert not ok.rstrip().endswith("Datapath actions: drop"), ok
+        assert cli(ovs, sandbox_config(ovs, 3, tunnel=tunnel, mode="flow"), "plan").stdout.strip() \
+            == "plan: no changes (converged)"
