@@ -132,7 +132,7 @@ def model_config(data: dict):
 TIME = shutil.which("time", path="/usr/bin:/bin")
 
 
-def spawn(argv: list[str], stdin_text: str | None = None, timeout: float = 600) -> dict:
+def spawn(argv: list[str], stdin_text: str | None = None, timeout: float = 600, env: dict | None = None) -> dict:
     """Run a child; its wall time and its own peak RSS.
 
     ru_maxrss from wait4 is not enough: Linux carries the pre-exec (forked)
@@ -147,7 +147,7 @@ def spawn(argv: list[str], stdin_text: str | None = None, timeout: float = 600) 
             inp.seek(0)
         wrap = [TIME, "-q", "-f", "%M", "-o", rss.name] if TIME else []
         start = time.perf_counter()
-        p = subprocess.Popen([*wrap, *argv], stdin=inp, stdout=out, stderr=err, cwd=REPO)
+        p = subprocess.Popen([*wrap, *argv], stdin=inp, stdout=out, stderr=err, cwd=REPO, env=env)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -164,9 +164,13 @@ def spawn(argv: list[str], stdin_text: str | None = None, timeout: float = 600) 
 
 
 def ovs_mesh(*args: str, **kw) -> dict:
+    """`ovs-mesh ARGS` as a user runs it (the venv's script), importing THIS checkout's code:
+    the venv's editable install may point at another checkout (a worktree run with the main
+    checkout's venv would otherwise measure the main checkout's CLI)."""
     exe = os.path.join(os.path.dirname(sys.executable), "ovs-mesh")
     argv = [exe] if os.path.exists(exe) else [sys.executable, "-m", "ovs_mesh"]
-    return spawn([*argv, *args], **kw)
+    path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+    return spawn([*argv, *args], env={**os.environ, "PYTHONPATH": path}, **kw)
 
 
 def check(r: dict, what: str) -> dict:
@@ -347,7 +351,7 @@ def worker(cfg: str) -> int:
     rec.ovsdb.apply = timed("ovsdb_txn", rec.ovsdb.apply)
     rec.openflow.dump = timed("flow_dump", rec.openflow.dump)
     rec.openflow.apply = timed("flow_apply", rec.openflow.apply)
-    rec.desired = timed("desired", rec.desired)
+    rec.build_parts = timed("desired", rec.build_parts)   # what apply() builds the desired state with
     reconcile.diff = timed("diff", reconcile.diff)
     s = time.perf_counter()
     result = rec.apply()

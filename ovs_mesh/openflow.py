@@ -10,6 +10,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
+import threading
+from typing import Callable, Iterable, TypeVar
 
 from topology.errors import Transient
 
@@ -18,52 +21,75 @@ from .state import COOKIE_MATCH, Flow, FlowChange, ours
 
 OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")   # every ovs-ofctl call of the project
 _FLOW_COUNT = re.compile(r"flow_count=(\d+)")
+# dump-flows WITH statistics: ovs-ofctl then prints each reply as it arrives; with --no-stats
+# it keeps every reply until the last (127 MB for 35 000 flows, 7 MB streamed).
+DUMP = (*OFCTL, "--no-names", "dump-flows")
+_T = TypeVar("_T")
 
 
 class OpenFlowError(Transient):
     """ovs-ofctl/ovs-appctl failed (vswitchd down or busy): retry later."""
 
 
-def parse_dump(text: str, known: dict[str, tuple[str, Flow]] | None = None) -> list[tuple[str, Flow]]:
-    """`ovs-ofctl --no-stats dump-flows` output -> [(cookie, Flow)].
+# Fields ovs-ofctl prints between the cookie and the match when it shows statistics.
+_STATS = ("duration=", "n_packets=", "n_bytes=", "idle_age=", "hard_age=")
+_flow = tuple.__new__   # Flow(...) without the named tuple's Python-level __new__: hot
 
-    Lines look like ` cookie=0x.., table=10, priority=100,ip,nw_dst=.. actions=..`
-    (table 0 and the default priority are not printed).  Hot at thousands of
-    peers, hence plain string slicing, and `known` (line -> parsed) from the
-    previous dump: it is filled with this dump's lines, so an unchanged table
-    costs a dict lookup per line.
+
+def parse_dump(lines: Iterable[str], known: dict[tuple, tuple[str, Flow]] | None = None) -> list[tuple[str, Flow]]:
+    """`ovs-ofctl dump-flows` output lines, with or without statistics -> [(cookie, Flow)].
+
+    Lines look like ` cookie=0x.., duration=1.2s, table=10, n_packets=0, n_bytes=0,
+    priority=100,ip,nw_dst=.. actions=..` (`--no-stats` prints neither the counters nor
+    table 0; the default priority is never printed).  Hot at thousands of peers, hence
+    plain string slicing, and `known` (a line's fields without the counters -> parsed)
+    from the previous dump: it is filled with this dump's flows, so an unchanged flow
+    costs a dict lookup.  A str is read as its lines.
     """
+    if isinstance(lines, str):
+        lines = lines.splitlines()
     out = []
-    seen: dict[str, tuple[str, Flow]] = {}
-    for line in text.splitlines():
-        if known is not None:
-            hit = known.get(line)
-            if hit is not None:
-                out.append(hit)
-                seen[line] = hit
-                continue
+    seen: dict[tuple, tuple[str, Flow]] = {}
+    for line in lines:
         i = line.find(" actions=")
         if i < 0:
             continue
-        head = line[:i].strip()
-        if not head.startswith("cookie="):
+        fields = line[:i].lstrip().split(", ", 5)
+        if not fields[0].startswith("cookie="):
             continue
-        cookie, _, rest = head.partition(", ")
-        table = 0
-        if rest.startswith("table="):
-            t, _, rest = rest.partition(", ")
-            table = int(t[6:])
-        if rest.startswith("priority="):
-            prio, _, match = rest.partition(",")
-            priority = int(prio[9:])
+        if (len(fields) == 6 and fields[1].startswith("duration=") and fields[2].startswith("table=")
+                and fields[4].startswith("n_bytes=") and not fields[5].startswith(_STATS)):
+            table, head = fields[2], fields[5]    # the layout with counters: fixed fields first
         else:
-            priority, match = 32768, rest
-        out.append((cookie[7:], Flow(table, priority, match, line[i + 9:])))
-        seen[line] = out[-1]
+            table, rest = "table=0", []
+            for f in line[:i].strip().rstrip(",").split(", ")[1:]:
+                if f.startswith("table="):
+                    table = f
+                elif not f.startswith(_STATS):
+                    rest.append(f)
+            head = ", ".join(rest)          # priority and match (and any flags or timeouts)
+        actions = line[i + 9:].rstrip("\n")
+        if known is None:
+            out.append((fields[0][7:], _flow_of(table, head, actions)))
+            continue
+        key = (fields[0], table, head, actions)
+        hit = known.get(key)
+        if hit is None:
+            hit = (fields[0][7:], _flow_of(table, head, actions))
+        out.append(hit)
+        seen[key] = hit
     if known is not None:
         known.clear()
         known.update(seen)
     return out
+
+
+def _flow_of(table: str, head: str, actions: str) -> Flow:
+    """("table=10", "priority=100,ip,nw_dst=..", actions) -> Flow (the default priority is not printed)."""
+    if head.startswith("priority="):
+        prio, _, match = head.partition(",")
+        return _flow(Flow, (int(table[6:]), int(prio[9:]), match, actions))
+    return _flow(Flow, (int(table[6:]), 32768, head, actions))
 
 
 def bundle_text(changes: list[FlowChange]) -> str:
@@ -84,7 +110,7 @@ class OpenFlow:
 
     def __init__(self, rundir: str, bridge: str):
         self.rundir, self.bridge = rundir, bridge
-        self._parsed: dict[str, tuple[str, Flow]] = {}   # the last dump's lines, parsed
+        self._parsed: dict[tuple, tuple[str, Flow]] = {}   # the last dump's flows, parsed
 
     @property
     def target(self) -> str:
@@ -102,15 +128,42 @@ class OpenFlow:
             raise OpenFlowError(f"{' '.join(args[:4])}... failed: {p.stderr.strip()}")
         return p.stdout
 
+    def _read(self, args, consume: Callable[[Iterable[str]], _T]) -> _T:
+        """`consume` the output lines of ovs-ofctl while it still writes them (a dump is
+        parsed while it is received).  Killed after 120 s, as _run's calls time out."""
+        with tempfile.TemporaryFile() as err:
+            try:
+                # (a large buffer: fewer reads and wake-ups for a dump of megabytes)
+                p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1 << 20)
+            except FileNotFoundError:
+                raise OpenFlowError(f"{args[0]} not found: install Open vSwitch") from None
+            late: list[bool] = []
+            timer = threading.Timer(120, lambda: late.append(True) or p.kill())
+            timer.start()
+            try:
+                with p.stdout:
+                    out = consume(p.stdout)
+            except BaseException:
+                p.kill()
+                raise
+            finally:
+                timer.cancel()
+                p.wait()
+            if p.returncode != 0:
+                err.seek(0)
+                why = "timed out after 120 s" if late else err.read().decode(errors="replace").strip()
+                raise OpenFlowError(f"{' '.join(args[:4])}... failed: {why or f'exit {p.returncode}'}")
+        return out
+
     def dump_all(self) -> list[tuple[str, Flow]]:
-        return parse_dump(self._run([*OFCTL, "--no-stats", "--no-names", "dump-flows", self.target]))
+        return self._read([*DUMP, self.target], parse_dump)
 
     def dump(self) -> frozenset[Flow]:
         """Our flows only."""
         if not self.available():
             return frozenset()
-        text = self._run([*OFCTL, "--no-stats", "--no-names", "dump-flows", self.target, COOKIE_MATCH])
-        return frozenset(f for _, f in parse_dump(text, self._parsed))
+        return self._read([*DUMP, self.target, COOKIE_MATCH],
+                          lambda lines: frozenset(f for _, f in parse_dump(lines, self._parsed)))
 
     def foreign_flow_count(self) -> int:
         if not self.available():
