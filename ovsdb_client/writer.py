@@ -146,37 +146,34 @@ def _moves(ch) -> bool:
             and ch.old.ofport_request != ch.new.ofport_request and ch.new.ofport_request)
 
 
-def _freed(changes: list[RowChange]) -> set[int]:
-    """The ofports that ports deleted or moved by these changes leave."""
-    return {ch.old.ofport_request for ch in changes
-            if ch.kind == "port" and ch.old is not None and ch.old.ofport_request
-            and (ch.action == "delete" or _moves(ch))}
+def _asking_later(changes: list[RowChange]) -> list[RowChange]:
+    """The ports that ask for their ofport only in a second transaction: those that move,
+    and new ones asking for a number that a port deleted or moved by these changes leaves."""
+    moving = [ch for ch in changes if _moves(ch)]
+    freed = {ch.old.ofport_request for ch in changes if ch.kind == "port" and ch.action == "delete"}
+    freed.update(ch.old.ofport_request for ch in moving)
+    return moving + [ch for ch in changes if ch.kind == "port" and ch.action == "add"
+                     and ch.new.ofport_request and ch.new.ofport_request in freed]
 
 
-def _deferred(ch, freed: set[int]) -> bool:
-    """A port that asks for its ofport only in the second transaction."""
-    return _moves(ch) or (ch.kind == "port" and ch.action == "add" and ch.new.ofport_request in freed)
-
-
-def commands_for(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> list:
+def commands_for(api, bridge: str, changes: list[RowChange], later: list[RowChange],
+                 keep_bridge: bool = False) -> list:
+    asking_later = {ch.name for ch in later}
     cmds = []
-    freed = _freed(changes)
     for ch in changes:
         if isinstance(ch, BridgeChange):
             cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
                         else DeleteBridge(api, ch.name, keep_bridge))
         else:
-            cmds.append(EnsurePort(api, bridge, ch.new, request_ofport=not _deferred(ch, freed))
+            cmds.append(EnsurePort(api, bridge, ch.new, request_ofport=ch.name not in asking_later)
                         if ch.action != "delete" else DeletePort(api, bridge, ch.name))
     return cmds
 
 
 def apply_changes(api, bridge: str, changes: list[RowChange], keep_bridge: bool = False) -> int:
     """Returns the number of transactions made: 0, 1, or 2 when a port moves or takes a freed ofport."""
-    freed = _freed(changes)
-    steps = [commands_for(api, bridge, changes, keep_bridge),
-             [EnsurePort(api, bridge, ch.new) for ch in changes if ch.kind == "port" and ch.action != "delete"
-              and _deferred(ch, freed)]]
+    later = _asking_later(changes)
+    steps = [commands_for(api, bridge, changes, later, keep_bridge), [EnsurePort(api, bridge, ch.new) for ch in later]]
     done = 0
     for cmds in steps:
         if not cmds:
