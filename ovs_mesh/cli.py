@@ -16,11 +16,14 @@ from topology.errors import InputError
 from topology.nodes import missing_subnets
 
 from .config_file import load
+from .families import change_family, count
+from .packet_trace import PROTOS
+from .status import remove_status, write_status
 
-# Each command imports what it needs when it runs: `validate` or `--help` pays for no OVSDB,
-# OpenFlow or netlink library (seconds on a small or emulated machine).
+# The node's clients (ovs, ovsdbapp, pyroute2) are imported by the commands that connect:
+# `validate` or `--help` pays for no OVSDB, OpenFlow or netlink library (seconds on a small or
+# emulated machine; tests/unit/test_cli_imports.py).
 EXIT_OK, EXIT_FAIL, EXIT_INPUT = 0, 1, 2
-PROTOS = ("ip", "arp", "nd", "icmp", "tcp", "udp")   # trace --proto: packet_trace.PROTOS (a unit test holds them equal)
 DEFAULT_CONFIG = "/etc/ovs-mesh/config.yaml"
 LOG = logging.getLogger("ovs-mesh")
 
@@ -83,8 +86,6 @@ def _add_extra_commands(sub) -> None:
 def _print_result(result, as_json: bool, verb: str, config) -> None:
     """The changes; with the address family of each (JSON: `family`) and, in a
     cluster with IPv6, a count per family after the total."""
-    from .families import change_family, count
-
     families = [change_family(ch) for ch in result.changes]
     if as_json:
         d = result.as_dict()
@@ -146,8 +147,6 @@ def cmd_plan(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from .status import write_status
-
     def run(config, rec):
         result = rec.apply()
         write_status(config.local.rundir, result)
@@ -157,8 +156,6 @@ def cmd_apply(args) -> int:
 
 
 def cmd_teardown(args) -> int:
-    from .status import remove_status
-
     def run(config, rec):
         result = rec.apply(teardown=True)
         _print_result(result, False, "teardown", config)

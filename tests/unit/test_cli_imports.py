@@ -13,8 +13,6 @@ import sys
 
 import pytest
 
-from ovs_mesh import cli, packet_trace
-
 pytestmark = pytest.mark.unit
 
 HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes", "ovs_mesh.node", "ovs_mesh.reconcile")
@@ -60,7 +58,3 @@ def test_offline_commands_import_no_ovs_netlink_or_kubernetes_library(args, tmp_
     allowed = {"ruamel"} if "-o" in args else set()   # writing YAML back keeps comments: ruamel
     heavy = sorted(m for m in loaded if (m.split(".")[0] in HEAVY or m in HEAVY) and m.split(".")[0] not in allowed)
     assert heavy == [], f"ovs-mesh {' '.join(args)} imported {heavy[:10]}"
-
-
-def test_trace_protocols_on_the_command_line_are_packet_traces():
-    assert tuple(cli.PROTOS) == tuple(packet_trace.PROTOS)
