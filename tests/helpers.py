@@ -55,6 +55,20 @@ def run_cli(*args: str, netns: str | None = None, check: bool = False, env: dict
     return p
 
 
+def allocate_cli(path, text: str, comments: tuple[str, ...]) -> tuple[str, str]:
+    """Write TEXT to PATH and run `ovs-mesh allocate` on it: exit 0, every one of COMMENTS kept,
+    and a second run changes nothing. Returns (the first run's output, the file it wrote)."""
+    path.write_text(text)
+    r = run_cli("--config", str(path), "allocate")
+    assert r.returncode == 0, r.stderr
+    written = path.read_text()
+    assert all(c in written for c in comments), written
+    again = run_cli("--config", str(path), "allocate")
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    assert path.read_text() == written
+    return r.stdout, written
+
+
 def base_config(n: int = 3, tunnel: str = "vxlan", mode: str = "flow", **cluster) -> dict:
     return {
         "cluster": {"cidr": "10.244.0.0/16", "node_prefix": 24, "tunnel": tunnel, "mode": mode, **cluster},

@@ -1,5 +1,5 @@
 """`ovs-mesh allocate` writes subnets back, keeps comments, never moves one."""
-from tests.helpers import run_cli
+from tests.helpers import allocate_cli, run_cli
 
 CONFIG = """# our lab
 cluster:
@@ -17,16 +17,9 @@ local: {node: node-1, host: false, datapath: dummy}
 
 def test_allocate_fills_lowest_free_and_keeps_layout(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(CONFIG)
-    r = run_cli("--config", str(path), "allocate")
-    assert r.returncode == 0, r.stderr
-    assert "allocated node-2: 10.244.1.0/24" in r.stdout and "allocated node-4: 10.244.3.0/24" in r.stdout
-    text = path.read_text()
-    assert "# our lab" in text and "# a comment between nodes" in text and "# pod range" in text
+    out, text = allocate_cli(path, CONFIG, ("# our lab", "# a comment between nodes", "# pod range"))
+    assert "allocated node-2: 10.244.1.0/24" in out and "allocated node-4: 10.244.3.0/24" in out
     assert "subnet: 10.244.0.0/24" in text and "subnet: 10.244.2.0/24" in text
-    again = run_cli("--config", str(path), "allocate")
-    assert again.returncode == 0 and "nothing changed" in again.stdout
-    assert path.read_text() == text
     assert run_cli("--config", str(path), "validate").returncode == 0
 
 

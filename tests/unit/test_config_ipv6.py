@@ -6,7 +6,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 import pytest
 
 from ovs_mesh.config_file import load_yaml
-from tests.helpers import base_config, base_config_v6, run_cli, write_config
+from tests.helpers import allocate_cli, base_config, base_config_v6, run_cli, write_config
 from topology.allocate import AllocationError, allocate
 from topology.config import ConfigError, check_nodes, parse_config
 from topology.model import Cluster
@@ -216,18 +216,12 @@ local: {node: node-1, host: false, datapath: dummy}
 
 def test_allocate_cli_fills_each_family_and_keeps_layout(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(CONFIG)
-    r = run_cli("--config", str(path), "allocate")
-    assert r.returncode == 0, r.stderr
-    assert "allocated node-1: 10.244.0.0/24,fd00:10:244:2::/64" in r.stdout
-    assert "allocated node-2: 10.244.2.0/24,fd00:10:244::/64" in r.stdout
-    assert "allocated node-4: 10.244.3.0/24,fd00:10:244:3::/64" in r.stdout and "node-3" not in r.stdout
-    text = path.read_text()
-    assert "# dual" in text and "# both families" in text
+    out, text = allocate_cli(path, CONFIG, ("# dual", "# both families"))
+    assert "allocated node-1: 10.244.0.0/24,fd00:10:244:2::/64" in out
+    assert "allocated node-2: 10.244.2.0/24,fd00:10:244::/64" in out
+    assert "allocated node-4: 10.244.3.0/24,fd00:10:244:3::/64" in out and "node-3" not in out
     c = parse_config(load_yaml(text), require_local=False)
     assert [n.subnets for n in c.nodes][2] == (IPv4Network("10.244.1.0/24"), IPv6Network("fd00:10:244:1::/64"))
-    again = run_cli("--config", str(path), "allocate")
-    assert again.returncode == 0 and "nothing changed" in again.stdout and path.read_text() == text
     # an IPv6-only file: plain strings, as an IPv4-only file gets today
     data = base_config_v6(family="ipv6")
     for node in data["nodes"]:
