@@ -389,6 +389,17 @@ def machine_info() -> dict:
             "git_commit": first(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])}
 
 
+def write_results(path: str, started: float, load: tuple, **fields) -> None:
+    """A benchmark's results file: when, on what machine (and how loaded), how long, then FIELDS."""
+    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": {**machine_info(), "load_average_at_start": load},
+           "run_seconds": round(time.time() - started, 1), **fields}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"wrote {os.path.relpath(path, REPO)}")
+
+
 def verdict(target: dict | None, fig: dict) -> str:
     if not target:
         return ""

@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
 import os
 import shutil
 import statistics
@@ -50,7 +48,8 @@ import sys
 import tempfile
 import time
 
-from bench.control_plane import MOVED_IP_BASE, PORT_MODE_MAX, config_data, machine_info, model_config, node, vsctl_args
+from bench.control_plane import (MOVED_IP_BASE, PORT_MODE_MAX, config_data, model_config, node, vsctl_args,
+                                 write_results)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "incremental.json")
@@ -354,13 +353,7 @@ def main(argv=None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(table(results))
     if not args.no_output:
-        doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "machine": {**machine_info(), "load_average_at_start": load},
-               "run_seconds": round(time.time() - started, 1), "repeat": args.repeat, "results": results}
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            json.dump(doc, f, indent=1)
-        print(f"wrote {os.path.relpath(args.output, REPO)}")
+        write_results(args.output, started, load, repeat=args.repeat, results=results)
     bad = any(f["ratio"] > 1.5 for r in results for f in r["steps"].values()) or \
         any(r["full_resync"]["seconds"] >= 0.5 for r in results)
     return 1 if bad else 0

@@ -29,6 +29,12 @@ def _texts() -> dict[str, bytes | str]:
         out[f"flow-map-{n}"] = "{a: " * n + "1" + "}" * n
         out[f"block-seq-{n}"] = "- " * n + "x\n"              # block sequences, one per `- `
         out[f"in-nodes-{n}"] = good_head + "nodes:\n  - " + "[" * n + "\n"
+    # One level past the reader's own limit (MAX_DEPTH = 64): libyaml's limits are far above it,
+    # so the reader is the layer that refuses these, whatever the YAML library's version.
+    out["flow-closed-65"] = "[" * 65 + "]" * 65
+    out["flow-map-65"] = "{a: " * 65 + "1" + "}" * 65
+    out["block-seq-65"] = "- " * 65 + "x\n"
+    out["block-map-65"] = "".join("  " * i + "a:\n" for i in range(65)) + "  " * 65 + "b: 1\n"
     out["block-map-1000"] = "".join("  " * i + "a:\n" for i in range(1_000)) + "  " * 1_000 + "b: 1\n"
     out["alias-bomb"] = _laughs()                             # 9^9 "lol"s in ~500 bytes
     out["alias-bomb-as-nodes"] = good_head + _laughs() + "nodes: *a8\n"

@@ -76,8 +76,9 @@ if [[ $INSTALL != none ]]; then
 fi
 if [[ $INSTALL == apt ]]; then
   log "installing ovs-mesh from $SRC into $VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q "$SRC"
+  # The pinned, hashed run-time dependencies (requirements/agent.txt), then ovs-mesh itself.
+  "$VENV/bin/pip" install -q --no-deps --require-hashes -r "$SRC/requirements/agent.txt"
+  "$VENV/bin/pip" install -q --no-deps "$SRC"
 elif [[ $INSTALL == wheels ]]; then
   wheel=$(ls "$WHEELS"/ovs_mesh-*.whl 2>/dev/null | tail -n1)
   [[ -n $wheel ]] || die "OVS_MESH_WHEELS: $WHEELS: no ovs_mesh-*.whl (build it on the host: pip wheel)"

@@ -88,9 +88,11 @@ def _lab(tmp):
                                timeout=1800)
             assert p.returncode == 0, p.stdout + p.stderr
         wheels = os.path.join(tmp, "wheels")
-        with timed("wheelhouse: pip wheel ovs-mesh + dependencies"):
-            p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", wheels, REPO],
-                               capture_output=True, text=True, timeout=900)
+        with timed("wheelhouse: ovs-mesh + the pinned dependencies (requirements/pins.sh)"):
+            # The wheelhouse air-gapped nodes get: exactly the pinned run-time dependencies
+            # (requirements/agent.txt), python-ovs with its C parser, and ovs-mesh.
+            p = subprocess.run(["bash", "-c", 'source requirements/pins.sh && build_wheels "$1" "$2"', "wheels",
+                                wheels, sys.executable], cwd=REPO, capture_output=True, text=True, timeout=900)
             assert p.returncode == 0, p.stdout + p.stderr
         lab = Lab(tmp, prefix, wheels)
         lab.networks_before = networks_before

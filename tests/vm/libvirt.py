@@ -79,6 +79,7 @@ class Libvirt:
         self.hide_kvm = hide_kvm and os.path.exists("/dev/kvm")
         self.procs: list[subprocess.Popen] = []
         self.undo: list[list[str]] = []
+        self.started_libvirtd = False
 
     def _daemon(self, exe: str, ready) -> None:
         log = open(os.path.join(self.logdir, f"{exe}.log"), "ab")
@@ -102,6 +103,7 @@ class Libvirt:
                 if subprocess.run(["pgrep", "-x", "virtlogd"], capture_output=True).returncode != 0:
                     self._daemon("virtlogd", lambda: os.path.exists("/var/run/libvirt/virtlogd-sock"))
                 self._daemon("libvirtd", _up)
+                self.started_libvirtd = True
             if virsh("pool-info", "default", check=False).returncode != 0:
                 os.makedirs(POOL_DIR, exist_ok=True)
                 virsh("pool-define-as", "default", "dir", "--target", POOL_DIR)
@@ -123,6 +125,13 @@ class Libvirt:
         return self
 
     def __exit__(self, *exc):
+        if self.started_libvirtd:
+            # Networks that libvirtd autostarted when the tier started it (Debian marks `default`
+            # autostart) run a dnsmasq each, which outlives libvirtd: stop them with it.
+            active = virsh("net-list", "--name", check=False).stdout.split()
+            self.undo = [u for u in self.undo if u != ["net-destroy", "default"]]
+            for net in active:
+                virsh("net-destroy", net, check=False)
         for args in reversed(self.undo):
             virsh(*args, check=False)
         for p in reversed(self.procs):
@@ -133,7 +142,18 @@ class Libvirt:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        if self.started_libvirtd:
+            left = libvirt_dnsmasq_pids()
+            if left:
+                raise RuntimeError(f"libvirt's dnsmasq still runs after the tier stopped its networks: pids {left}")
         return False
+
+
+def libvirt_dnsmasq_pids() -> list[int]:
+    """dnsmasq processes that libvirt started for its networks (their config lives in its state dir)."""
+    out = subprocess.run(["pgrep", "-f", "dnsmasq .*--conf-file=/var/lib/libvirt/dnsmasq/"],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
 
 
 def qemu_pids(prefix: str) -> list[int]:
