@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="source address, IPv4 or IPv6: a pod or node address (default: this node's gateway)")
     sp.add_argument("dst", metavar="DST", help="destination address, IPv4 or IPv6")
     sp.add_argument("--proto", choices=PROTOS, default="icmp",
-                    help="ip, icmp, tcp, udp (ipv6, icmp6, tcp6, udp6 for IPv6); arp (IPv4) or nd "
+                    help="ip, icmp, tcp, udp (traced as ipv6, icmp6, tcp6, udp6 with IPv6 addresses); arp (IPv4) or nd "
                          "(IPv6 neighbour solicitation for DST); default icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
     sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")

@@ -27,8 +27,9 @@ from .addresses import LABEL, family_of, holds, inside, parse_cidr_list, parse_i
 from .checker import MISSING, NODE_NAME, Checker
 from .errors import Problem, show
 from .model import Cluster, Network, Node
+from .options import keys_of
 
-NODE_KEYS = ("name", "ip", "subnet")
+NODE_KEYS = keys_of("nodes[]")
 _UNKNOWN = f"unknown key (allowed: {', '.join(sorted(NODE_KEYS))})"
 _DNS = "must be a DNS name (lower case letters, digits, '-', '.')"
 
