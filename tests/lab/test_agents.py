@@ -18,7 +18,7 @@ from ovs_mesh.lab.pods import add_pod
 from ovs_mesh.lab.resources import netns_exists
 from ovs_mesh.lab.topology import read_yaml
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for
 from tests.lab.conftest import need_lab_tools
 from tests.lab.ping import Ping, ns, restart_agents_under_ping, wait_ping
 
@@ -73,11 +73,11 @@ def test_vswitchd_restart_traffic_back_within_2s(lab):
     assert first - t_up <= BOUND
     assert agents.pid_of(node) == agent_pid                  # the agent was not restarted
     # It was the agent: its first pass after the restart put flows back (the status file it writes).
-    deadline = time.monotonic() + 10
-    while not ((agents.last_status(node) or {}).get("time", 0) > t_up
-               and agents.last_status(node)["changes"]):
-        assert time.monotonic() < deadline, agents.log_tail(node)
-        time.sleep(0.02)
+    try:
+        wait_for(lambda: (s := agents.last_status(node) or {}).get("time", 0) > t_up and s["changes"], 10,
+                 "a pass with changes after the restart")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{agents.log_tail(node)}") from None
 
 
 def _state(node):
@@ -90,13 +90,9 @@ def _state(node):
     return show + ports + flows
 
 
-def _until(deadline, fn):
-    """Poll fn() every 20 ms; return the monotonic time when it first held, None at the deadline."""
-    while time.monotonic() < deadline:
-        if fn():
-            return time.monotonic()
-        time.sleep(0.02)
-    return None
+def _until(deadline, fn, what):
+    """The monotonic time when fn() first held (polled by wait_for until `deadline`)."""
+    return wait_for(lambda: fn() and time.monotonic(), deadline - time.monotonic(), what)
 
 
 def test_node_added_and_removed_within_2s(lab):
@@ -124,7 +120,7 @@ def test_node_added_and_removed_within_2s(lab):
             def probe():
                 ns(node.ns, "ip", "neigh", "del", gateway, "dev", "kbr0")
                 return ns(pod["ns"], "ping", "-c1", "-W0.2", gateway).returncode == 0
-            return _until(deadline, probe)
+            return _until(deadline, probe, f"{gateway} reachable from {pod['name']}")
         with ThreadPoolExecutor(max_workers=len(st.pods)) as ex:
             times = dict(zip([p["name"] for p in st.pods], ex.map(reach, list(st.pods))))
         for pod, t in times.items():
@@ -148,7 +144,7 @@ def test_node_added_and_removed_within_2s(lab):
         gone = {}
         for n in others:
             gone[n.name] = _until(t_edit + 15, lambda n=n: not any(
-                s in _state(n) for s in (new.ip, subnet, new.name)))
+                s in _state(n) for s in (new.ip, subnet, new.name)), f"no state for {new.name} on {n.name}")
         for name, t in gone.items():
             print(f"{new.name} removed: no state for it on {name} "
                   + (f"{t - t_edit:.3f}s after the edit" if t else "EVER"))
