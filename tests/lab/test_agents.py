@@ -91,8 +91,12 @@ def _state(node):
 
 
 def _until(deadline, fn, what):
-    """The monotonic time when fn() first held (polled by wait_for until `deadline`)."""
-    return wait_for(lambda: fn() and time.monotonic(), deadline - time.monotonic(), what)
+    """The monotonic time when fn() first held (polled by wait_for), None at the deadline: the
+    caller reports every probe's outcome before failing."""
+    try:
+        return wait_for(lambda: fn() and time.monotonic(), deadline - time.monotonic(), what)
+    except AssertionError:
+        return None
 
 
 def test_node_added_and_removed_within_2s(lab):

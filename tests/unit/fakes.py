@@ -23,7 +23,7 @@ def config(tmp_path, n: int = 3, **cluster):
 
 
 class FakeOvsdb:
-    """OVSDB rows of one bridge.  With `netlink` (a fake of ovs_mesh.netlink.Netlink) it
+    """OVSDB rows of one bridge.  With `netlink` (a netlink fake, as the host tests have) it
     plays ovs-vswitchd's part too: a bridge's internal device appears (down) when the
     bridge is added and goes when it is deleted."""
 
