@@ -83,7 +83,7 @@ def _add_extra_commands(sub) -> None:
         mod.register(sub)
 
 
-def _print_result(result, as_json: bool, verb: str, config) -> None:
+def print_result(result, as_json: bool, verb: str, config) -> None:
     """The changes; with the address family of each (JSON: `family`) and, in a
     cluster with IPv6, a count per family after the total."""
     families = [change_family(ch) for ch in result.changes]
@@ -141,7 +141,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
 
 def cmd_plan(args) -> int:
     def run(config, rec):
-        _print_result(rec.plan(), args.json, "plan", config)
+        print_result(rec.plan(), args.json, "plan", config)
         return EXIT_OK
     return _with_reconciler(args, run)
 
@@ -150,7 +150,7 @@ def cmd_apply(args) -> int:
     def run(config, rec):
         result = rec.apply()
         write_status(config.local.rundir, result)
-        _print_result(result, args.json, "apply", config)
+        print_result(result, args.json, "apply", config)
         return EXIT_FAIL if result.problems else EXIT_OK
     return _with_reconciler(args, run)
 
@@ -158,7 +158,7 @@ def cmd_apply(args) -> int:
 def cmd_teardown(args) -> int:
     def run(config, rec):
         result = rec.apply(teardown=True)
-        _print_result(result, False, "teardown", config)
+        print_result(result, False, "teardown", config)
         remove_status(config.local.rundir)
         return EXIT_OK
     return _with_reconciler(args, run, teardown=True)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.helpers import need, run_cli, sandbox_config, write_config
+from tests.helpers import need, run_cli, sandbox_config, wait_for, write_config
 
 from ovs_mesh.desired import peer_port_name
 
@@ -290,13 +290,13 @@ def test_ssl_remote(tmp_path, mode):
         data["local"].update(ovsdb=f"ssl:127.0.0.1:{port}", ovs_rundir=ovs.rundir,
                              ssl_key=str(tmp_path / "client-privkey.pem"),
                              ssl_cert=str(tmp_path / "client-cert.pem"), ssl_ca=str(ca))
-        deadline = __import__("time").monotonic() + 10
-        while True:  # ovsdb-server picks up the manager from the database asynchronously
-            r = cli(ovs, data, "apply", "--json")
-            if r.returncode == 0 or __import__("time").monotonic() > deadline:
-                break
-            __import__("time").sleep(0.1)
-        assert r.returncode == 0, r.stderr
+        tries = []   # ovsdb-server picks up the manager from the database asynchronously
+        try:
+            wait_for(lambda: tries.append(cli(ovs, data, "apply", "--json")) or tries[-1].returncode == 0, 10,
+                     "apply over SSL", interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {tries[-1].stderr}") from None
+        r = tries[-1]
         if mode == "flow":
             assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
         else:

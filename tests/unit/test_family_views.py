@@ -78,21 +78,21 @@ FLOWS = (Flow(10, 100, "ip,nw_dst=10.244.2.0/24", "output:10"),
 
 
 def test_plan_text_counts_changes_per_family_in_a_cluster_with_ipv6(capsys):
-    cli._print_result(_result(*FLOWS), False, "plan", config())
+    cli.print_result(_result(*FLOWS), False, "plan", config())
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "plan: 4 changes (ipv4 1, ipv6 2)"
     assert "  + flow table=10,priority=100,ipv6,ipv6_dst=fd00:10:244:2::/64 actions=output:10" in out
 
 
 def test_plan_text_of_an_ipv4_cluster_is_unchanged(capsys):
-    cli._print_result(_result(FLOWS[0]), False, "plan", config(("ipv4",)))
+    cli.print_result(_result(FLOWS[0]), False, "plan", config(("ipv4",)))
     assert capsys.readouterr().out.splitlines()[0] == "plan: 1 changes"
-    cli._print_result(_result(), False, "plan", config(("ipv4",)))
+    cli.print_result(_result(), False, "plan", config(("ipv4",)))
     assert capsys.readouterr().out == "plan: no changes (converged)\n"
 
 
 def test_plan_json_has_the_family_of_each_change(capsys):
-    cli._print_result(_result(*FLOWS), True, "plan", config(("ipv6",), underlay="ipv6"))
+    cli.print_result(_result(*FLOWS), True, "plan", config(("ipv6",), underlay="ipv6"))
     d = json.loads(capsys.readouterr().out)
     assert [c.get("family") for c in d["changes"]] == ["ipv4", "ipv6", "ipv6", None]
     assert d["families"] == ["ipv6"] and d["underlay_family"] == "ipv6"

@@ -14,6 +14,7 @@ from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
 from ovs_mesh.installed import Installed, blocker, changed_names, delta, flows_of, node_map
 from ovs_mesh.state import FIRST_PEER_OFPORT, OvsState
+from tests.helpers import wait_for
 from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config, session
 from topology.model import Node
 
@@ -113,7 +114,7 @@ def test_failed_apply_keeps_the_record_and_the_next_pass_is_full(agent):
     source.cfg = nodes_plus(source.cfg, peer(4))
     ovsdb.fail = 1
     assert not a.reconcile_once(SOURCE)
-    assert a.installed.peers == recorded and a.full_due and a.schedule is not None
+    assert a.installed.peers == recorded and a.full_due
     assert a.passes == {"full": 1, "incremental": 0}
     # Even a source event now gets a full pass, which installs node-4 and rebuilds the record.
     assert a.reconcile_once(SOURCE)
@@ -225,16 +226,24 @@ def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_pa
     from ovs_mesh.agent.watch import OvsWatcher
 
     ovsdb = FakeOvsdb()
-    kicks = []
+    kicks, turns = [], []            # the watcher reports the connection state at the end of each OVSDB check
     agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
-                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=lambda c: None), rundir=None)
+                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append), rundir=None)
     ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
-    w = OvsWatcher(agent)
-    w._last_client = w._last_seqno = w._last_change = None
-    w._check_ovsdb()                 # a new client: remember its session
-    ovsdb.transactions += 1          # the cache changed ...
-    w._check_ovsdb()                 # ... while a pass runs (epoch odd): not judged
-    assert kicks == [] and w._last_change is None
-    agent.epoch = 2
-    w._check_ovsdb()                 # idle now: the same difference is drift
-    assert kicks == [Reason.OVSDB_ROWS]
+
+    def two_more_turns():            # so that one whole turn began after what the test just did
+        n = len(turns)
+        wait_for(lambda: len(turns) >= n + 2, 5, "two turns of the watcher")
+
+    w = OvsWatcher(agent, interval=0.005)
+    w.start()
+    try:
+        two_more_turns()             # a new client: the watcher remembers its session
+        ovsdb.transactions += 1      # the cache changed ...
+        two_more_turns()             # ... while a pass runs (epoch odd): not judged
+        assert kicks == []
+        agent.epoch = 2              # idle now: the same difference is drift
+        wait_for(lambda: kicks, 5, "a kick")
+        assert kicks == [Reason.OVSDB_ROWS]
+    finally:
+        w.stop()
