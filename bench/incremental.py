@@ -91,7 +91,8 @@ def keep_unchanged(old, new):
 
 def inverse(plan):
     """The changes that undo `plan` (same kinds, old and new swapped)."""
-    from ovs_mesh.state import FlowChange, Plan, PortChange
+    from ovs_mesh.ovs.model import FlowChange, PortChange
+    from ovs_mesh.reconcile.plan import Plan
 
     flip = {"add": "delete", "delete": "add", "modify": "modify"}
     rows = tuple(PortChange(flip[c.action], c.name, old=c.new, new=c.old) for c in plan.ovsdb)
@@ -101,7 +102,7 @@ def inverse(plan):
 
 def run_raw(ovs, plan) -> float:
     """The floor: one ovs-vsctl transaction (when rows change) + one ovs-ofctl bundle."""
-    from ovs_mesh.openflow import OFCTL, bundle_text
+    from ovs_mesh.ovs.openflow import OFCTL, bundle_text
 
     seconds = 0.0
     args = vsctl_args(plan.ovsdb)
@@ -136,7 +137,7 @@ def ofctl_costs(ovs, runs: int = 10) -> dict:
     dynamic loading; no connection) against a 4-flow bundle (process + connection +
     handshake + bundle open/add/commit + vswitchd's work).  The difference is what a
     persistent OpenFlow connection could save at most, per change."""
-    from ovs_mesh.openflow import OFCTL
+    from ovs_mesh.ovs.openflow import OFCTL
 
     flows = [f"cookie=0x1,table=99,priority={i},ip,nw_dst=172.31.{i}.0/24,actions=drop" for i in range(4)]
     add = "".join(f"add {f}\n" for f in flows)
@@ -156,11 +157,11 @@ def ofctl_costs(ovs, runs: int = 10) -> dict:
 
 
 def sequence(mode: str, n: int, repeat: int, workdir: str) -> dict:
+    from ovs_mesh.agent.installed import changed_names, node_map
     from ovs_mesh.agent.loop import Agent
     from ovs_mesh.agent.schedule import Kick, Pass, Reason
     from ovs_mesh.agent.sdnotify import SdNotify
-    from ovs_mesh.daemons import OvsDaemons
-    from ovs_mesh.installed import changed_names, node_map
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     d = tempfile.mkdtemp(prefix=f"inc-bench-{mode}-{n}-", dir=workdir)
     ovs = OvsDaemons(d, dummy=True)
@@ -239,9 +240,9 @@ def sequence(mode: str, n: int, repeat: int, workdir: str) -> dict:
                               "cpu_seconds": statistics.median(resync_cpu)}
         # The same full pass without the record (every peer rebuilt) and with a fresh
         # OpenFlow client (every dumped line parsed): what a resync cost before.
-        from ovs_mesh.openflow import OpenFlow
-        from ovs_mesh.reconcile import Reconciler
-        from ovs_mesh.state import BRIDGE
+        from ovs_mesh.ovs.model import BRIDGE
+        from ovs_mesh.ovs.openflow import OpenFlow
+        from ovs_mesh.reconcile.reconciler import Reconciler
 
         plain, plain_cpu = [], []
         for _ in range(3):

@@ -11,7 +11,7 @@ only a few entries change: `node_entry` is everything one entry's own fields
 decide (a well-formed name, a usable IP of either family outside the pod
 ranges, canonical subnets of the right size inside their family's range, the
 families a subnet lacks), computed once per entry text and cluster and cached
-by the caller (`ovs_mesh.config_items`, the Kubernetes source); `check_entries`
+by the caller (`ovs_mesh.config.items`, the Kubernetes source); `check_entries`
 is the pass across entries (duplicate names and IPs, overlapping subnets per
 family, one underlay family across nodes, capacity per family), a few dict
 lookups per entry.  The full parse and the cached one run this same code, so

@@ -19,7 +19,7 @@ from ovs_mesh.files import write_atomic
 from topology.config import parse_config
 from topology.model import Cluster
 
-from ..config_file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
+from ..config.file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
 
 
 # The lab's pod ranges per family (`lab up --ip-family`).

@@ -11,11 +11,11 @@ import os
 import pytest
 
 from topology.config import parse_config
-from ovs_mesh import nft
+from ovs_mesh.host import nft
 from ovs_mesh.host import HostLayer, observe
 from ovs_mesh.host.model import ALIAS
-from ovs_mesh.netlink import Link, Route
-from ovs_mesh.state import OvsState
+from ovs_mesh.host.netlink import Link, Route
+from ovs_mesh.ovs.model import OvsState
 from ovsdb_client.rows import Owned
 
 SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.send_redirects": "1"}

@@ -10,7 +10,7 @@ import pytest
 
 from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 N2, N3 = "192.168.56.12", "192.168.56.13"
 

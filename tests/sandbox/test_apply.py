@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import need, run_cli, sandbox_config, write_config
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 
 
@@ -268,7 +268,7 @@ def test_ssl_remote(tmp_path, mode):
     import socket
     import subprocess
 
-    from ovs_mesh.daemons import OvsDaemons
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     need("ovs-pki")
     pki = tmp_path / "pki"

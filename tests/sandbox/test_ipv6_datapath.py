@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 from tests.helpers import base_config_v6, sandbox_ovs, wait_for
 from tests.sandbox.test_apply import apply_ok, cli, ofport, trace
 

@@ -10,7 +10,7 @@ import json
 
 from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 
 def _flows(ovs):

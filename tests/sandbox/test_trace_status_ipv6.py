@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 from tests.helpers import base_config_v6, run_cli, sandbox_ovs, write_config
 from tests.sandbox.conftest import PEER_IPS, setup_underlay
 

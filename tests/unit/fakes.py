@@ -1,12 +1,12 @@
 """In-memory fakes of the clients the Reconciler and the Agent depend on
-(ovs_mesh/clients.py): an OVSDB that holds rows in dicts and OpenFlow as a set."""
+(ovs_mesh/reconcile/clients.py): an OVSDB that holds rows in dicts and OpenFlow as a set."""
 from __future__ import annotations
 
 import threading
 import time
 
-from ovs_mesh.agent.parts import NodeSession
-from ovs_mesh.node import NodeClients
+from ovs_mesh.agent.session import NodeSession
+from ovs_mesh.reconcile.node import NodeClients
 from ovsdb_client.errors import OvsdbUnavailable, OwnershipError
 from ovsdb_client.rows import BridgeChange, InterfaceHealth, Owned
 from tests.helpers import base_config

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from ovs_mesh.desired import assign_ofports, build, peer_port_name
-from ovs_mesh.state import Flow
+from ovs_mesh.ovs.desired import assign_ofports, build, peer_port_name
+from ovs_mesh.ovs.model import Flow
 from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
 
