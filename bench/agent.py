@@ -1,6 +1,6 @@
 """Agent benchmark: what a running `ovs-mesh agent` pays per event, next to the raw floor.
 
-Why: issue 11 ("one node's change in constant time, at 5000 peers as at 5").
+Why: one node's change should take constant time, at 5000 peers as at 5.
 `bench/control_plane.py` times one `apply`; this times the agent as it runs on
 a node: a real `ovs-mesh agent` process on a sandbox OVS (`bench/agent_env.py`),
 fed by the file source (every edit an atomic rename of the whole file) or by the

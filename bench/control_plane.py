@@ -1,6 +1,6 @@
 """Control-plane benchmark: how ovs-mesh scales with the number of peers.
 
-Why: the design (issue 2, "Scale from day one") sets targets for cold apply,
+Why: the design ("Scale from day one") sets targets for cold apply,
 no-op apply, a join and peak memory at 1000-5000 peers.  This measures them
 against a real sandbox OVS (ovsdb-server + ovs-vswitchd --enable-dummy, dummy
 datapath) and puts each figure next to its target and next to a baseline:
@@ -43,7 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "control-plane.json")
 CLUSTER_CIDR = IPv4Network("10.0.0.0/8")
 NODE_PREFIX = 24
-# `dual`: flow mode with a dual-stack cluster (issue 12): every node also has a /64 of this /48
+# `dual`: flow mode with a dual-stack cluster: every node also has a /64 of this /48
 # (16 bits: Kubernetes' limit between cluster and node masks; room for 65536 nodes).
 CLUSTER_CIDR6 = IPv6Network("fd00:10:244::/48")
 NODE_PREFIX6 = 64
@@ -53,7 +53,7 @@ STEPS = ("cold", "noop", "join", "leave", "ipchange")
 PORT_MODE_MAX = 1000
 DRIVERS = ("cli", "inproc", "baseline")
 
-# Design targets (issue 2), flow mode.  (mode, size, step) -> {metric: upper bound}
+# Design targets, flow mode.  (mode, size, step) -> {metric: upper bound}
 TARGETS = {
     ("flow", 1000, "cold"): {"seconds": 1.0},
     ("flow", 5000, "cold"): {"seconds": 3.0, "rss_mb": 120},

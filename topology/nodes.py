@@ -60,7 +60,7 @@ def node_subnets_of(raw: Any) -> dict[str, Network]:
 
 def missing_subnets(cluster: Cluster, node: Node) -> str | None:
     """None when `node` has a subnet of every cluster family, else what it lacks:
-    "subnet" (none at all, as before dual-stack) or "IPv6 subnet" / "IPv4 subnet"."""
+    "subnet" (none at all, whatever the families) or "IPv6 subnet" / "IPv4 subnet"."""
     have = {"ipv4": node.subnet, "ipv6": node.subnet6}
     missing = [f for f in cluster.families if have[f] is None]
     if not missing:

@@ -321,7 +321,7 @@ def allocate_file(path: str, dry_run: bool = False):
 
     Each family of the cluster is allocated on its own (a node keeps what it
     has and gets what it lacks).  A dual-stack subnet is written as a list
-    [IPv4, IPv6]; a single-family one as a plain string, as before.  The file
+    [IPv4, IPv6]; a single-family one as a plain string.  The file
     must be valid apart from missing subnets (it is validated first, and again
     after, so a bad file is never written).  Written atomically.  Returns
     [(node name, its subnets as one comma-separated string)] of what changed."""

@@ -72,7 +72,8 @@ def family_of(ip: str) -> str:
 
 
 def address_of(pod: dict, family: str) -> str | None:
-    """The pod's address of `family` (None if it has none); records before issue 12 have only `ip`."""
+    """The pod's address of `family` (None if it has none); a record that
+    lists only `ip` (one family) is read through it."""
     return next((ip for ip in pod.get("ips") or [pod["ip"]] if family_of(ip) == family), None)
 
 

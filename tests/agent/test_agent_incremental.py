@@ -1,6 +1,6 @@
 """The agent process: a file edit that only adds a peer is an incremental pass; drift behind
 its back (a flow deleted by hand, a port removed) is still noticed by the watcher and
-repaired by a full pass (issue 11, acceptance 3)."""
+repaired by a full pass."""
 import copy
 
 from tests.agent.conftest import our_flows

@@ -1,4 +1,4 @@
-"""Host networking (issue 3) on a real node namespace with OVS's userspace
+"""Host networking on a real node namespace with OVS's userspace
 datapath: kbr0, obr0 in kbr0, the cluster route, sysctls, masquerade, the CNI
 file and the netdev underlay bridge; idempotence; strict teardown."""
 from __future__ import annotations

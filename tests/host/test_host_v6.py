@@ -1,4 +1,4 @@
-"""The host stage for IPv6-only and dual-stack clusters (issue 12) in a real
+"""The host stage for IPv6-only and dual-stack clusters in a real
 node namespace: kbr0 gets gateway6 at once (no DAD wait), the cluster route
 per family with our protocol, IPv6 forwarding (RA-learned routes kept),
 masquerade of both families in the one `inet ovs_mesh` table (an old

@@ -1,4 +1,4 @@
-"""The host layer's pure parts for IPv6 and dual-stack clusters (issue 12),
+"""The host layer's pure parts for IPv6 and dual-stack clusters,
 without root: desired_host/diff_host for IPv4, IPv6-only and dual-stack, the
 pod MTU per underlay family, the IPv6 sysctls (accept_ra kept working under
 forwarding), the migration of the old `ip ovs_mesh` table, the CNI ranges

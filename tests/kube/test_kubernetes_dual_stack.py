@@ -1,4 +1,4 @@
-"""KubernetesSource with dual-stack and IPv6-only clusters (issue 12), through the real
+"""KubernetesSource with dual-stack and IPv6-only clusters, through the real
 client and the fake API server: spec.podCIDRs of both families, InternalIPs of both,
 the underlay family, Nodes that lack a family, bad IPv6 values.
 """

@@ -1,4 +1,4 @@
-"""Issue 4 acceptance 1-3: the lab's per-node `ovs-mesh agent`s, with real packets.
+"""The lab's per-node `ovs-mesh agent`s, with real packets.
 
 One lab (2 nodes, port mode, VXLAN, one pod each; every node runs an agent on the
 shared topology file) serves the three tests; each leaves it as it found it.
@@ -22,7 +22,7 @@ from tests.helpers import run_cli
 from tests.lab.conftest import need_lab_tools
 from tests.lab.ping import Ping, ns, restart_agents_under_ping, wait_ping
 
-BOUND = 2.0  # seconds: issue 4's limit for vswitchd restarts and topology edits
+BOUND = 2.0  # seconds: how long traffic may take to come back after a vswitchd restart or a topology edit
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,13 @@ def pod_of(st, node_name):
 
 
 def test_agent_restarts_lose_no_packets(lab):
-    """Acceptance 1: SIGKILL both agents and restart them, then SIGTERM and restart: 0 lost."""
+    """SIGKILL both agents and restart them, then SIGTERM and restart: 0 lost."""
     a, b = pod_of(lab, "node-1"), pod_of(lab, "node-2")
     restart_agents_under_ping(lab, a, b["ip"])
 
 
 def test_vswitchd_restart_traffic_back_within_2s(lab):
-    """Acceptance 2: ovs-vswitchd of node-1 restarted (by pidfile); the agent, untouched, repairs it."""
+    """ovs-vswitchd of node-1 restarted (by pidfile); the agent, untouched, repairs it."""
     st = lab
     node = st.nodes[0]
     src, dst = pod_of(st, "node-2"), pod_of(st, "node-1")   # traffic across node-1
@@ -100,7 +100,7 @@ def _until(deadline, fn):
 
 
 def test_node_added_and_removed_within_2s(lab):
-    """Acceptance 3: a node added to the topology file is reachable from every other node's pods
+    """A node added to the topology file is reachable from every other node's pods
     within 2 s of the edit; removed, no state for it is left on any other node within 2 s.
 
     The probe from each pod is a fresh one every time (the sending node's neighbour entry for the

@@ -1,4 +1,4 @@
-"""Issue 10, as an attacker would try it: nobody on the overlay speaks for someone else.
+"""Anti-spoofing as an attacker would try it: nobody on the overlay speaks for someone else.
 
 A 3-node namespace lab per mode and tunnel type (one pod per node).  Crafted
 packets (scapy) and a capture in the receiving pod (AF_PACKET, so before any

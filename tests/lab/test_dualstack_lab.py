@@ -1,4 +1,4 @@
-"""Issue 12 acceptance 2: IPv6 and dual-stack labs with real packets.
+"""IPv6 and dual-stack labs with real packets.
 
 Two labs, each built once (`lab up` from the command line, 2 nodes, 1 pod each) and
 used by both tests: dual-stack pods over an IPv4 underlay (flow mode, VXLAN) and

@@ -1,4 +1,5 @@
-"""Issue 3 acceptance, with real packets in namespace labs built by `ovs-mesh lab`."""
+"""The lab and the node it builds (pods, routes, masquerade, tunnels, teardown), with real packets in
+namespace labs built by `ovs-mesh lab`."""
 import json
 import os
 import shutil

@@ -1,4 +1,4 @@
-"""Anti-spoofing and the tunnel key, proven with ofproto/trace against real OVS (issue 10).
+"""Anti-spoofing and the tunnel key, proven with ofproto/trace against real OVS.
 
 Node-1 (this sandbox) with peers node-2 and node-3.  A packet enters the
 overlay only with a source its sender owns: from LOCAL (kbr0) this node's

@@ -1,4 +1,4 @@
-"""The agent's incremental passes against a real OVS (issue 11's acceptance 2 and 3).
+"""The agent's incremental passes against a real OVS.
 
 Property: any sequence of joins, leaves and IP changes (alone or in bursts), applied by
 the agent's incremental pass, leaves OVS exactly as a full pass wants it (its plan finds

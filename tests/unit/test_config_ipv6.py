@@ -1,4 +1,4 @@
-"""Dual-stack and IPv6 config (issue 12): the contract's YAML shape, every rejected IPv6
+"""Dual-stack and IPv6 config: the YAML shape, every rejected IPv6
 input naming field and value, per-family allocation."""
 import copy
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network

@@ -1,4 +1,4 @@
-"""The IPv6 pipeline as pure desired state (issue 12): per peer out by ipv6_dst and by the
+"""The IPv6 pipeline as pure desired state: per peer out by ipv6_dst and by the
 target of a neighbour solicitation, in only from that peer with its subnet6 as source;
 tun_ipv6_dst / tun_ipv6_src over an IPv6 underlay; IPv4 flows unchanged."""
 import pytest

@@ -1,6 +1,6 @@
-"""`plan`, `status`, `trace` and the metrics show both address families (issue 12): the pure parts.
+"""`plan`, `status`, `trace` and the metrics show both address families: the pure parts.
 
-The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_ipv6.py.
+The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_status_ipv6.py.
 """
 from __future__ import annotations
 
