@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub) -> None:
     """Commands that live in their own modules register here."""
-    for module in ("ovs_mesh.lab.cli", "ovs_mesh.agent.cli"):
+    for module in ("ovs_mesh.lab.commands", "ovs_mesh.agent.commands"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:

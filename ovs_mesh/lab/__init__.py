@@ -19,5 +19,5 @@ Modules, by concern:
   topology   the shared topology file and per-node configs
   check, probe   the connectivity matrix
   remote     `lab pods` / `lab remote-check` for real machines (the Vagrant lab)
-  cli        `ovs-mesh lab ...`
+  commands   `ovs-mesh lab ...`
 """

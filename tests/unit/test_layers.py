@@ -131,7 +131,7 @@ def test_package_layers(package, forbidden):
 
 def test_nothing_in_the_product_imports_the_lab():
     """The lab is built on the product, never the other way round.  (`ovs-mesh lab`'s parser,
-    `ovs_mesh.lab.cli`, is loaded by name in cli/main.py, which no import statement shows.)"""
+    `ovs_mesh.lab.commands`, is loaded by name in cli/main.py, which no import statement shows.)"""
     bad = {m: i for m, i in imported_by(product_imports(), "ovs_mesh.lab").items()
            if i and not m.startswith("ovs_mesh.lab")}
     assert bad == {}
