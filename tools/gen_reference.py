@@ -121,7 +121,7 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def cli_md() -> str:
-    from ovs_mesh.cli import build_parser
+    from ovs_mesh.cli.main import build_parser
 
     root = build_parser()
     out = [HEADER.format(command=COMMAND, source="the parser `ovs-mesh` builds"),

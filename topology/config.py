@@ -1,4 +1,4 @@
-"""Validate a decoded config document (pure: reading the file is ovs_mesh.config_file).
+"""Validate a decoded config document (pure: reading the file is ovs_mesh.config.file).
 
 Every problem is collected and reported at once as ``path: value: reason`` so a
 user fixes a file in one go.  Node checks (`topology.nodes.check_nodes`, also

@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from ovs_mesh.status import read_status
+from ovs_mesh.reconcile.status_file import read_status
 from tests.agent.conftest import flow_lines, our_flows
 from tests.helpers import sandbox_config, wait_for
 

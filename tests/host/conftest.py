@@ -20,8 +20,8 @@ import tempfile
 
 import pytest
 
-from ovs_mesh import cni
-from ovs_mesh.daemons import OvsDaemons
+from ovs_mesh.host import cni
+from ovs_mesh.lab.daemons import OvsDaemons
 from tests.helpers import REPO, need, run_cli, write_config
 
 NODE_IP, PEER_IP, PREFIX = "192.168.77.11", "192.168.77.2", 24

@@ -106,7 +106,7 @@ def test_moved_ipv6_address_is_announced(node6):
     unsolicited neighbour advertisement makes the neighbours learn the new MAC."""
     assert ping(node6.peer_ns, NODE_IP6)
     node6.sh("ip", "link", "set", node6.underlay, "address", "02:00:5e:00:53:77")
-    node6.sh(sys.executable, "-c", f"from ovs_mesh.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
+    node6.sh(sys.executable, "-c", f"from ovs_mesh.host.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
                                    f"'{NODE_IP6}')", timeout=60)
 
     def peer_mac():

@@ -189,7 +189,7 @@ def test_bad_underlay_family_is_a_config_error(kubeconfig):
 
 
 def test_underlay_family_in_the_config_file_reaches_the_source(kubeconfig):
-    from ovs_mesh.agent.parts import _kubernetes_source
+    from ovs_mesh.agent.session import _kubernetes_source
     from topology.config import parse_config
 
     doc = {"cluster": {"cidr": "10.244.0.0/16,fd00:10:244::/56"}, "source": "kubernetes",

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ovs_mesh.daemons import OvsDaemons
 from ovs_mesh.lab import agents, build
+from ovs_mesh.lab.daemons import OvsDaemons
 from ovs_mesh.lab.pods import add_pod
 from ovs_mesh.lab.resources import netns_exists
 from ovs_mesh.lab.topology import read_yaml

@@ -26,7 +26,7 @@ import sys
 import pytest
 
 from ovs_mesh.lab.nodes import UNDERLAY_BRIDGE
-from ovs_mesh.lab.state import LabState
+from ovs_mesh.lab.record import LabState
 from ovs_mesh.lab.topology import read_yaml
 
 from tests.helpers import REPO, wait_for

@@ -15,7 +15,7 @@ from ipaddress import ip_address
 import pytest
 
 from ovs_mesh.lab import build
-from ovs_mesh.lab.state import LabState
+from ovs_mesh.lab.record import LabState
 from topology.model import IPV6_UNDERLAY_EXTRA, OVERHEAD
 
 from tests.helpers import run_cli

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ovs_mesh.lab.state import LabState, lab_dir
+from ovs_mesh.lab.record import LabState, lab_dir
 from ovs_mesh.process import alive
 
 from tests.helpers import CLI, run_cli, wait_for

@@ -1,5 +1,5 @@
 """In-memory fakes of the clients the Reconciler, the Agent and the host layer depend
-on, one per Protocol of ovs_mesh/clients.py: `FakeOvsdb` (OvsdbRows) holds rows in
+on, one per Protocol of ovs_mesh/reconcile/clients.py: `FakeOvsdb` (OvsdbRows) holds rows in
 dicts, `FakeFlows` (Flows) holds OpenFlow as a set.  tests/unit/test_fakes_protocols.py
 checks them against the Protocols.  The host layer is the real `HostLayer` over a
 fake netlink (tests/host/test_stages_fake.py), so there is no fake of `Host`."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import threading
 import time
 
-from ovs_mesh.agent.parts import NodeSession
-from ovs_mesh.node import NodeClients
+from ovs_mesh.agent.session import NodeSession
+from ovs_mesh.reconcile.node import NodeClients
 from ovsdb_client.errors import OvsdbUnavailable, OwnershipError
 from ovsdb_client.rows import BridgeChange, InterfaceHealth, Owned
 from tests.helpers import base_config

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from ovs_mesh.cli import main
+from ovs_mesh.cli.main import main
 from topology.options import OPTIONS
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
-"""`plan`, `status`, `trace` and the metrics show both address families (issue 12): the pure parts.
+"""`plan`, `status`, `trace` and the metrics show both address families: the pure parts.
 
-The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_ipv6.py.
+The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_status_ipv6.py.
 """
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from ipaddress import ip_address, ip_network
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovs_mesh import cli
-from ovs_mesh import packet_trace as pt
 from ovs_mesh.agent.metrics import AgentMetrics
-from ovs_mesh.families import change_family, count, family_stats, match_family
+from ovs_mesh.cli import main as cli
+from ovs_mesh.cli import packet_trace as pt
+from ovs_mesh.cli.status import render, subnets_of
 from ovs_mesh.host.model import Address, HostChange, Sysctl
-from ovs_mesh.reconcile import Result
-from ovs_mesh.state import Flow, FlowChange, Plan, PortChange
-from ovs_mesh.status import render, subnets_of
+from ovs_mesh.ovs.model import Flow, FlowChange, PortChange
+from ovs_mesh.reconcile.families import change_family, count, family_stats, match_family
+from ovs_mesh.reconcile.plan import Plan, Result
 from topology.errors import InputError
 from topology.model import Cluster, Config, Local, Node
 

@@ -1,4 +1,4 @@
-"""The agent's incremental pass (installed.py, Agent._incremental) against in-memory fakes:
+"""The agent's incremental pass (agent/installed.py, Agent._incremental) against in-memory fakes:
 only the changed peers are diffed and applied, nothing is observed, a burst is one
 transaction and one bundle, the record changes only after success, and everything that is
 not per-peer runs a full pass."""
@@ -8,12 +8,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovs_mesh import desired
+from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, flows_of, node_map
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
-from ovs_mesh.installed import Installed, blocker, changed_names, delta, flows_of, node_map
-from ovs_mesh.state import FIRST_PEER_OFPORT, OvsState
+from ovs_mesh.ovs import desired
+from ovs_mesh.ovs.model import FIRST_PEER_OFPORT, OvsState
 from tests.helpers import wait_for
 from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config, session
 from topology.model import Node
@@ -188,7 +188,7 @@ def test_random_deltas_match_a_full_build(tmp_path, mode):
 def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode):
     """parts_reusing == build_parts; a peer whose Node object and ofport are the recorded
     ones keeps its recorded part (no rebuild), any other is rebuilt."""
-    from ovs_mesh.installed import parts_reusing
+    from ovs_mesh.agent.installed import parts_reusing
 
     cfg = config(tmp_path, 4, mode=mode)
     rec = Installed.after_full_pass(cfg, desired.build_parts(cfg, 1450), {}, ())
@@ -203,7 +203,7 @@ def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode)
 
 
 def test_dump_parse_reuses_the_previous_dump_and_forgets_gone_lines():
-    from ovs_mesh.openflow import parse_dump
+    from ovs_mesh.ovs.openflow import parse_dump
 
     a = " cookie=0x6f76736d00000001, table=10, priority=100,ip,nw_dst=10.244.2.0/24 actions=output:10"
     b = " cookie=0x6f76736d00000001, table=30, priority=0 actions=drop"

@@ -27,7 +27,7 @@ def test_the_references_do_not_depend_on_the_environment(monkeypatch):
 
 
 def test_every_key_metric_and_command_is_in_its_reference():
-    from ovs_mesh.cli import build_parser
+    from ovs_mesh.cli.main import build_parser
     from topology.options import OPTIONS
 
     config = gen.config_md()

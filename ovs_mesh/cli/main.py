@@ -15,10 +15,10 @@ from topology.config import ConfigError
 from topology.errors import InputError
 from topology.nodes import missing_subnets
 
-from .config_file import load
-from .families import change_family, count
+from ..config.file import load
+from ..reconcile.families import change_family, count
+from ..reconcile.status_file import remove_status, write_status
 from .packet_trace import PROTOS
-from .status import remove_status, write_status
 
 # The node's clients (ovs, ovsdbapp, pyroute2) are imported by the commands that connect:
 # `validate` or `--help` pays for no OVSDB, OpenFlow or netlink library (seconds on a small or
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub) -> None:
     """Commands that live in their own modules register here."""
-    for module in ("ovs_mesh.lab.cli", "ovs_mesh.agent.cli"):
+    for module in ("ovs_mesh.lab.commands", "ovs_mesh.agent.commands"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:
@@ -130,7 +130,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
     lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
     if lacks:
         raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
-    from .node import open_node
+    from ..reconcile.node import open_node
 
     node = open_node(config)
     try:
@@ -175,9 +175,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_trace(args) -> int:
+    from ..ovs.model import BRIDGE
+    from ..ovs.openflow import trace
     from . import packet_trace as pt
-    from .openflow import trace
-    from .state import BRIDGE
 
     src = pt.parse_addr("SRC", args.src) if args.src is not None else None
     dst = pt.parse_addr("DST", args.dst)
@@ -188,7 +188,7 @@ def cmd_trace(args) -> int:
     pt.check_pair(config, src, dst)
     ofports = None
     if config.cluster.mode != "flow":
-        from .node import connect_ovsdb
+        from ..reconcile.node import connect_ovsdb
 
         client = connect_ovsdb(config.local)
         try:
@@ -208,7 +208,7 @@ def cmd_trace(args) -> int:
 
 
 def cmd_allocate(args) -> int:
-    from .config_file import allocate_file
+    from ..config.file import allocate_file
 
     changed = allocate_file(args.config, dry_run=args.dry_run)
     for name, subnet in changed:

@@ -10,7 +10,7 @@ from topology.model import Config
 from topology.nodes import missing_subnets
 from topology.options import option
 
-from ..node import NodeClients, connect_ovsdb, open_node
+from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
