@@ -44,6 +44,11 @@ def _probe_cmd(rec: dict | Node, *args: str) -> list[str]:
     return [*via, *(["ip", "netns", "exec", ns] if ns else []), python or PROBE[0], *PROBE[1:], *args]
 
 
+# How long the echo servers get to start: a Python start over ssh in an emulated VM takes seconds
+# on an idle host and tens of seconds on a busy one.  Only a server that never starts costs this.
+SERVER_START_SECONDS = 60
+
+
 def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subprocess.Popen]]:
     procs = []
     for pod in pods:
@@ -52,12 +57,12 @@ def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subproces
         p = subprocess.Popen(_probe_cmd(pod, "serve"), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append((st.record("proc", pid=p.pid, netns=pod["ns"], what="echo server"), p))
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + SERVER_START_SECONDS
     for rec, p in procs:
         ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = p.stdout.readline().strip() if ready else ""
         if line != "ready":
-            err = p.stderr.read().strip() if p.poll() is not None else "no 'ready' within 20 s"
+            err = p.stderr.read().strip() if p.poll() is not None else f"no 'ready' within {SERVER_START_SECONDS} s"
             raise LabError(f"echo server in {rec['netns']} did not start: {line} {err}".replace("  ", " "))
     return procs
 
