@@ -329,6 +329,7 @@ def allocate_file(path: str, dry_run: bool = False):
 
     from topology.allocate import allocate
     from topology.nodes import node_subnets_of
+
     from ..files import write_atomic
 
     text = decode(read_bytes(path), path)

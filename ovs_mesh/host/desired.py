@@ -12,11 +12,27 @@ from topology.model import Config
 
 from ..ovs.model import BRIDGE
 from . import cni
+from .model import (
+    KBR,
+    ROUTE_PROTO,
+    Address,
+    AntiSpoof,
+    CniFile,
+    Enslaved,
+    HostObject,
+    HostRoute,
+    HostState,
+    Kbr,
+    LinkUp,
+    Masquerade,
+    Offload,
+    Setting,
+    Sysctl,
+    UnderlayBridge,
+    UnderlayPort,
+)
 from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
 from .underlay import desired_ovs
-from .model import (KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostObject, HostRoute,
-                    HostState, Kbr, LinkUp, Masquerade, Offload, Setting, Sysctl, UnderlayBridge,
-                    UnderlayPort)
 
 
 def wanted_sysctls(families=("ipv4",)) -> tuple[Sysctl, ...]:

@@ -10,7 +10,6 @@ import json
 import os
 
 from ..files import write_atomic
-
 from .model import Offload, Setting, Sysctl, Underlay
 
 STATE_FILE = "ovs-mesh.host.json"

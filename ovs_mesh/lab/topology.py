@@ -14,13 +14,12 @@ from __future__ import annotations
 import io
 from ipaddress import IPv4Network, IPv6Network
 
-from topology.allocate import allocate
 from ovs_mesh.files import write_atomic
+from topology.allocate import allocate
 from topology.config import parse_config
 from topology.model import Cluster
 
 from ..config.file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
-
 
 # The lab's pod ranges per family (`lab up --ip-family`).
 LAB_CIDRS = {"ipv4": "10.244.0.0/16", "ipv6": "fd00:10:244::/56"}

@@ -42,7 +42,8 @@ LOG_PROBLEMS = 3  # problems quoted in the one log line a bad file gets
 SETTLE_MS = 30  # gather the several events of a save in progress into one read
 
 try:  # a small, well-kept ctypes wrapper of inotify(7)
-    from inotify_simple import INotify, flags as iflags
+    from inotify_simple import INotify
+    from inotify_simple import flags as iflags
 except ImportError:  # pragma: no cover - the dependency is in setup.cfg
     INotify = None
 

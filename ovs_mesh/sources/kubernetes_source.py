@@ -49,7 +49,6 @@ from kubernetes.watch.watch import iter_resp_lines
 from topology.config import ConfigError
 from topology.errors import Transient
 from topology.model import FAMILIES, Cluster, Node
-
 from topology.nodes import Entry
 
 from .kube_messages import describe, log_change, oneline

@@ -10,8 +10,18 @@ import subprocess
 import sys
 
 from tests.helpers import wait_for
-from tests.host.conftest import (GATEWAY, GATEWAY6, NODE_IP, NODE_IP6, PEER_IP, PEER_IP6, REMOTE_POD, REMOTE_POD6,
-                                 SUBNET, in_ns)
+from tests.host.conftest import (
+    GATEWAY,
+    GATEWAY6,
+    NODE_IP,
+    NODE_IP6,
+    PEER_IP,
+    PEER_IP6,
+    REMOTE_POD,
+    REMOTE_POD6,
+    SUBNET,
+    in_ns,
+)
 from tests.host.test_host import ok, ping, reachable
 
 

@@ -12,11 +12,10 @@ import sys
 
 import pytest
 
+from ovs_mesh.host import ROUTE_PROTO
 from tests.helpers import wait_for
 from tests.host.conftest import GATEWAY, GATEWAY6, NODE_IP6, SUBNET6, in_ns
 from tests.host.test_host import ok, ping
-
-from ovs_mesh.host import ROUTE_PROTO
 
 
 def addrs(node, dev, family) -> list[dict]:

@@ -10,12 +10,11 @@ import os
 
 import pytest
 
-from topology.config import parse_config
-from ovs_mesh.host import nft
-from ovs_mesh.host import HostLayer, observe
+from ovs_mesh.host import HostLayer, nft, observe
 from ovs_mesh.host.model import ALIAS
 from ovs_mesh.host.netlink import Link, Route
 from tests.unit.fakes import FakeOvsdb
+from topology.config import parse_config
 
 pytestmark = pytest.mark.unit   # in-memory fakes only: no root, no namespace, no OVS
 

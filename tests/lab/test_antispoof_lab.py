@@ -28,7 +28,6 @@ import pytest
 from ovs_mesh.lab.nodes import UNDERLAY_BRIDGE
 from ovs_mesh.lab.record import LabState
 from ovs_mesh.lab.topology import read_yaml
-
 from tests.helpers import REPO, wait_for
 from tests.lab.conftest import need_lab_tools, ovs_mesh
 

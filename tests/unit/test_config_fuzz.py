@@ -10,7 +10,8 @@ import copy
 import os
 
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ovs_mesh.config.file import decode, load_yaml
 from tests.helpers import base_config
