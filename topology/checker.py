@@ -7,7 +7,8 @@ reported at once; `topology.config` (cluster, local, top level) and
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import InputError, Problem, show
 

@@ -16,7 +16,8 @@ the cluster lacks is accepted and unused (generators write both).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
@@ -76,7 +77,8 @@ def _node_prefix6(c: Checker, m: dict, cidr6) -> int:
     given = raw is not MISSING
     if prefix <= cidr6.prefixlen:
         if given:
-            c.error("cluster.node_prefix_ipv6", prefix, f"must be longer than cluster.cidr's /{cidr6.prefixlen} ({cidr6})")
+            c.error("cluster.node_prefix_ipv6", prefix,
+                    f"must be longer than cluster.cidr's /{cidr6.prefixlen} ({cidr6})")
         else:
             c.error("cluster.cidr", str(cidr6), f"too small for /{prefix} node subnets "
                                                 "(set cluster.node_prefix_ipv6)")

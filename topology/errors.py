@@ -13,7 +13,7 @@ Anything else is a bug or a runtime failure: exit code 1.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 SHOW_MAX = 80  # a value is quoted at most this long in a message
 

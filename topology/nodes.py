@@ -20,8 +20,9 @@ they report the same problems in the same order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from ipaddress import ip_network
-from typing import Any, Callable
+from typing import Any
 
 from .addresses import LABEL, family_of, holds, inside, parse_cidr_list, parse_ip
 from .checker import MISSING, NODE_NAME, Checker

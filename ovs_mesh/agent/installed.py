@@ -21,7 +21,7 @@ on every node).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from topology.model import Cluster, Config, Local, Node
 
@@ -48,7 +48,7 @@ class Installed:
 
     @classmethod
     def after_full_pass(cls, config: Config, parts: Parts, ofports_before: Mapping[str, int],
-                        ours_before: Iterable[str]) -> "Installed":
+                        ours_before: Iterable[str]) -> Installed:
         """The record once a full pass installed `parts`.  `ofports_before` is every
         port's number as that pass read it, `ours_before` our ports it read: ours are
         taken from the desired state (deleted ones dropped), others kept as read."""
@@ -66,7 +66,7 @@ class Installed:
         ports = [*self.fixed.ports, *(p for part in self.peers.values() for p in part.ports)]
         return OvsState(self.fixed.bridge, tuple(sorted(ports, key=lambda p: p.name)))
 
-    def commit(self, delta: "Delta") -> None:
+    def commit(self, delta: Delta) -> None:
         """Record a delta that was applied successfully (never before)."""
         for name, part in delta.peers.items():
             old = self.peers.pop(name, None)

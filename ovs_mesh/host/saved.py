@@ -21,7 +21,7 @@ class Saved:
     restore: tuple[Setting, ...] = ()
     underlay: Underlay | None = None
 
-    def with_restore(self, restore) -> "Saved":
+    def with_restore(self, restore) -> Saved:
         return dataclasses.replace(self, restore=tuple(restore))
 
 

@@ -12,7 +12,8 @@ import re
 import subprocess
 import tempfile
 import threading
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from topology.errors import Transient
 

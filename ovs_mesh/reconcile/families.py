@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from ipaddress import ip_network
-from typing import Iterable
 
 from topology.mesh import peers_of
 from topology.model import FAMILIES, Config

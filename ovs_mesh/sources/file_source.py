@@ -29,7 +29,7 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ovs_mesh.config.file import read_bytes
 from ovs_mesh.config.items import ConfigItems, Delta

@@ -38,7 +38,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 from kubernetes import client as k8s_client

@@ -31,7 +31,8 @@ class FakeNetlink:
         self.announced: list[tuple[str, str]] = []
 
     def add(self, name, mtu=1500, kind=None, alias=None, up=True):
-        self.links[name] = Link(name, len(self.links) + 1, kind, mtu, up, alias, None, f"02:00:00:00:00:{len(self.links):02x}")
+        mac = f"02:00:00:00:00:{len(self.links):02x}"
+        self.links[name] = Link(name, len(self.links) + 1, kind, mtu, up, alias, None, mac)
         self.addrs.setdefault(name, set())
 
     def close(self):
