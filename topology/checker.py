@@ -20,6 +20,8 @@ MISSING = object()
 class ConfigError(InputError):
     """Invalid config: carries every problem found (`errors` renders them as lines)."""
 
+    errno: int | None = None   # the OSError's when the file could not be opened
+
 
 class Checker:
     """Collects `Problem`s; values are quoted through `show` (short, YAML spelling).

@@ -117,8 +117,8 @@ class Entry:
 def node_entry(raw: Any, cluster: Cluster, require_subnet: bool = False) -> Entry:
     """The checks of one entry of `nodes` that need no other entry."""
     if not isinstance(raw, dict):
-        steps = () if raw is None else (("problem", "", raw, "must be a mapping"),)
-        return Entry(steps, None, mapping=False)
+        bad = () if raw is None else (("problem", "", raw, "must be a mapping"),)
+        return Entry(bad, None, mapping=False)
     steps: list = [("problem", f".{show(k)}", raw[k], _UNKNOWN) for k in raw if k not in NODE_KEYS]
     name = raw.get("name", MISSING)
     if name is MISSING:

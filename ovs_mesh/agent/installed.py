@@ -134,7 +134,7 @@ def delta(installed: Installed, config: Config, names: Iterable[str],
     nodes = node_map(config) if nodes is None else nodes
     me, c = config.local.node, config.cluster
     wanted = {name: nodes.get(name) if name != me else None for name in names}
-    ofports: dict[str, int] = {}
+    ofports: dict[str, int | None] = {}
     if c.mode != "flow":
         fresh = []
         for name, node in wanted.items():
@@ -165,6 +165,7 @@ def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | No
     full pass cost the observation and the diff, not a rebuild of every peer."""
     if blocker(installed, config) is not None:
         return build_parts(config, pod_mtu, ofports)
+    assert installed is not None   # blocker() said there is a record
     nodes, peers = installed.nodes, installed.peers
 
     def part(cfg: Config, node: Node, ofport: int | None) -> OvsState:

@@ -204,6 +204,7 @@ def build(text: str, path: str = "config", base_depth: int = 0, stats: dict | No
                 top.data[top.key] = value
             top.has_key = False
 
+    event: Any   # told apart by class identity below (faster than isinstance), which mypy does not narrow
     for event in yaml.parse(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader")
                             else yaml.SafeLoader):
         cls = event.__class__

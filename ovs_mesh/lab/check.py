@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .pods import address_of, family_of
 from .record import LabError, LabState, Node
@@ -152,7 +153,7 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
             results = list(ex.map(lambda j: _probe(j[1], j[3]), jobs))
     finally:
         _stop_servers(st, procs)
-    report = {"lab": st.name, "params": st.params, "active_nodes": sorted(active), "families": {},
+    report: dict[str, Any] = {"lab": st.name, "params": st.params, "active_nodes": sorted(active), "families": {},
               "pods": [{k: p[k] for k in ("name", "node", "ip", "ns")} | {"ips": p.get("ips") or [p["ip"]]}
                        for p in pods],
               "nodes": [{"name": n.name, "ip": n.ip, "ns": n.ns} for n in st.nodes],

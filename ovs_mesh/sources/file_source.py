@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from ovs_mesh.config.file import read_bytes
 from ovs_mesh.config.items import ConfigItems, Delta
@@ -63,7 +64,7 @@ class FileSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._notify: Callable[[], None] | None = None
-        self._inotify = None
+        self._inotify: Any = None   # an INotify while watching (the library has no types)
         self.errors: list[str] = []   # of the current bad content, if any
 
     # -- protocol ---------------------------------------------------------
