@@ -46,7 +46,7 @@ def _prefix(value: object) -> str:
     while stack and size <= SHOW_MAX:
         item = stack.pop()
         if isinstance(item, _Text):
-            piece = item
+            piece: str = item
         elif isinstance(item, dict):
             parts: list = [_Text("{")]
             for i, (k, v) in enumerate(item.items()):

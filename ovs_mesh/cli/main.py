@@ -228,6 +228,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     fn = COMMANDS.get(args.command) or getattr(args, "func", None)
+    assert fn is not None   # a required subcommand: each is in COMMANDS or sets func
     try:
         return fn(args)
     except InputError as e:

@@ -108,7 +108,7 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     if obr is not None and obr.master == KBR:
         objects.append(Enslaved(BRIDGE, obr.master, obr.up))
     blink = nl.link(u.bridge) if u is not None else None
-    if blink is not None and blink.up:
+    if u is not None and blink is not None and blink.up:
         objects.append(LinkUp(u.bridge))
 
     if kbr is not None:
