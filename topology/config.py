@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
-from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
+from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # ConfigError: API
 from .errors import Problem, show
 from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Local, Node
 from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)

@@ -152,7 +152,7 @@ class MetricsServer:
         metrics_ref = metrics
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
+            def do_GET(self):  # http.server's naming
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     self._send(200, metrics_ref.render(), CONTENT_TYPE_LATEST)

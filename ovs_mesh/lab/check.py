@@ -85,7 +85,7 @@ def families_of(pods: list[dict]) -> list[str]:
 def _jobs(st: LabState, family: str, pods: list[dict], live, timeout: float, tcp_bytes: int) -> list:
     """(kind, source, family, job) for every pod and node, probing the targets' `family` addresses."""
     pods = [p for p in pods if address_of(p, family)]
-    ip = lambda p: address_of(p, family)  # noqa: E731
+    ip = lambda p: address_of(p, family)  # noqa: E731 a one-line closure over the family, as its neighbours
     firsts = [p for p in pods if p["j"] == 1 and live(p["node"])]
     jobs = []
     for src in pods:
@@ -142,7 +142,7 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
         timeout = 60 if st.params.get("mode") == "stp" else 20  # RSTP takes a while to forward
     active = {e["name"] for e in read_yaml(st.topology_path).get("nodes") or []}
     pods = st.pods
-    live = lambda node: node in active  # noqa: E731
+    live = lambda node: node in active  # noqa: E731 a one-line predicate, passed on as a value
     families = families_of(pods)
     jobs = [j for f in families for j in _jobs(st, f, pods, live, timeout, tcp_bytes)]
     procs = _start_servers(st, pods)
@@ -201,7 +201,7 @@ def _render_family(report: dict, family: str) -> list[str]:
     names = [p["name"] for p in pods]
     w = max([len(n) for n in names] + [6]) + 1
     iw = max([len(ip) for ip in ip_of.values()] + [len(n["ip"]) for n in report["nodes"]] + [15]) + 1
-    mine = lambda kind: [c for c in report[kind] if c.get("family", "ipv4") == family]  # noqa: E731
+    mine = lambda kind: [c for c in report[kind] if c.get("family", "ipv4") == family]  # noqa: E731 one line, as `ip`
     lines = ["", f"{LABEL[family]} pod -> pod  (ping; UDP echo sees the sender's pod address; "
                  "unfragmented ping at the pod MTU across nodes, one byte more refused)",
              " " * (w + iw) + "".join(n.rjust(w) for n in names)]

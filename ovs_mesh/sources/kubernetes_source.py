@@ -198,7 +198,7 @@ class KubernetesSource:
                 attempt += 1
                 if attempt > 1:  # a second 410 in a row: do not hammer the server
                     self._stop.wait(self._delay(attempt - 1))
-            except Exception as e:  # noqa: BLE001 - every failure is retried; the peers stay
+            except Exception as e:  # every failure is retried; the peers stay
                 if self._stop.is_set():
                     break
                 if time.monotonic() - began > STABLE_SECONDS:
