@@ -54,6 +54,7 @@ class _Piece:
     def entry(self, cluster: Cluster) -> Entry:
         if self.cluster is not cluster:   # parse_config never requires subnets here
             self.checked, self.cluster = node_entry(self.value[0], cluster), cluster   # a 1-item list
+        assert self.checked is not None   # set with self.cluster
         return self.checked
 
 
@@ -140,7 +141,7 @@ class ConfigItems:
         doc = header.value
         if not isinstance(doc, dict) or "nodes" not in doc or doc["nodes"] is not None:
             raise _Fallback()
-        old, pieces = self._pieces, {}
+        old, pieces = self._pieces, dict[str, _Piece]()
         good = self._good[1] if self._good is not None else {}
         for t in texts:
             p = pieces.get(t) or old.get(t) or good.get(t)

@@ -134,7 +134,7 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, ca
     # with its own line): check_nodes need not report missing ones again.
     cache, kept = cache or {}, {}
 
-    def entry(_i: int, r: dict) -> Entry:
+    def checked(_i: int, r: dict) -> Entry:
         subnet = r["subnet"]
         key = (r["name"], r["ip"], tuple(subnet) if isinstance(subnet, list) else subnet)
         try:
@@ -143,7 +143,7 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, ca
             e = node_entry(r, cluster)
         return e
 
-    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False, entries=entry)
+    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False, entries=checked)
     for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
         msg = explain(err, raw, objects)
         m = _PATH.fullmatch(err.path)
