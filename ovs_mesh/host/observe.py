@@ -9,14 +9,16 @@ import os
 from topology.model import Config
 
 from .. import cni, nft
+from ..pod_guard import observe as guard_observe
+from ..pod_guard import table as guard_table
 from ..netlink import Netlink
 from ..state import BRIDGE
 from ..underlay import tx_checksum
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
 from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
-                    HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl,
-                    Underlay, UnderlayBridge, UnderlayPort)
+                    HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, PodGuard,
+                    Sysctl, Underlay, UnderlayBridge, UnderlayPort)
 
 SYSCTL_ROOT = "/proc/sys"
 DEFAULT_MTU = 1500
@@ -120,6 +122,12 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     spoof = nft.observe_antispoof()
     if spoof is not None:
         objects.append(AntiSpoof(*spoof))
+    guard = guard_table.read()
+    guarded: tuple = ()
+    if guard is not None:
+        params, guarded = guard
+        objects.append(PodGuard(*(params or ("", "", False)), guarded))
+    ports, learned = _pods(config, kbr is not None, {p.port for p in guarded})
 
     path = config.local.cni_conf
     content = cni.read(path)
@@ -130,5 +138,17 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
         objects.append(CniFile(path, content))
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
                       saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
-                      ipv6=os.path.isdir(sysctl_path("net.ipv6")))
+                      ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
+                      bridge_scoped=nft.bridge_meta_supported())
     return HostState(tuple(objects), facts)
+
+
+def _pods(config: Config, have_kbr: bool, guarded: set[str]) -> tuple[tuple[str, ...], tuple]:
+    """The veths on kbr0 (one per pod) and, for those the guard's sets lack, the pods learned
+    from their namespaces (ovs_mesh.pod_guard.observe)."""
+    me = config.node(config.local.node)
+    if not have_kbr or me is None:
+        return (), ()
+    ports = guard_observe.pod_ports(KBR, BRIDGE)
+    learned = guard_observe.learn([p for p in ports if p["ifname"] not in guarded], me.subnets)
+    return tuple(sorted(p["ifname"] for p in ports)), tuple(learned)
