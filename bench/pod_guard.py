@@ -42,7 +42,7 @@ def guarded_macs(ns: str) -> set[str]:
 
 def run(rounds: int) -> dict:
     from ovs_mesh.lab import pods
-    from ovs_mesh.lab.state import LabState
+    from ovs_mesh.lab.record import LabState
 
     name = "b" + secrets.token_hex(2)
     _cli("lab", "up", "--name", name, "--nodes", "1", "--pods-per-node", "0", "--ip-family", "dual")

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ..families import FamilyStats
+from ..reconcile.families import FamilyStats
 from ..sources.kube_nodes import REASONS
 
 LOG = logging.getLogger(__name__)

@@ -8,14 +8,14 @@ import os
 
 from topology.model import Config
 
-from .. import cni, nft
+from ..ovs.model import BRIDGE
 from ..pod_guard import observe as guard_observe
 from ..pod_guard import table as guard_table
-from ..netlink import Netlink
-from ..state import BRIDGE
-from ..underlay import tx_checksum
+from . import cni, nft
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
+from .netlink import Netlink
+from .underlay import tx_checksum
 from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
                     HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, PodGuard,
                     Sysctl, Underlay, UnderlayBridge, UnderlayPort)

@@ -26,7 +26,7 @@ import sys
 import pytest
 
 from ovs_mesh.lab import pods as lab_pods
-from ovs_mesh.lab.state import LabState
+from ovs_mesh.lab.record import LabState
 from ovs_mesh.pod_guard import table as guard_table
 
 from tests.helpers import REPO, wait_for

@@ -72,7 +72,7 @@ def test_the_agent_keeps_what_the_plugin_put_learns_the_rest_and_drops_the_gone(
 def test_pod_guard_off_leaves_no_table_and_no_plugin():
     from ipaddress import IPv4Network
 
-    from ovs_mesh import cni
+    from ovs_mesh.host import cni
     from ovs_mesh.host.desired import desired_host
     from topology.config import parse_config
 
