@@ -147,7 +147,7 @@ def _pods(config: Config, have_kbr: bool, guarded: set[str]) -> tuple[tuple[str,
     """The veths on kbr0 (one per pod) and, for those the guard's sets lack, the pods learned
     from their namespaces (ovs_mesh.pod_guard.observe)."""
     me = config.node(config.local.node)
-    if not have_kbr or me is None:
+    if not have_kbr or me is None or not config.local.pod_guard:
         return (), ()
     ports = guard_observe.pod_ports(KBR, BRIDGE)
     learned = guard_observe.learn([p for p in ports if p["ifname"] not in guarded], me.subnets)

@@ -20,6 +20,13 @@ from ipaddress import ip_address
 from . import rules
 
 LOG = logging.getLogger(__name__)
+_said: set[tuple] = set()   # what was logged already: every full pass learns again, the log says it once
+
+
+def _once(key: tuple, msg: str, *args) -> None:
+    if key not in _said:
+        _said.add(key)
+        LOG.warning(msg, *args)
 
 
 def _ip(*args: str) -> list:
@@ -42,8 +49,8 @@ def learn(ports: list[dict], subnets) -> list[rules.GuardedPod]:
     for port in ports:
         ns = names.get(port.get("link_netnsid"))
         if ns is None:
-            LOG.warning("pod guard: %s: its pod's namespace is not a named one: its frames are dropped "
-                        "until its pod is made again", port.get("ifname"))
+            _once(("unnamed", port.get("ifname")), "pod guard: %s: its pod's namespace is not a named one: no "
+                  "entry is learned for it (docs/security.md)", port.get("ifname"))
             continue
         link = next((x for x in _ip("-n", ns, "addr", "show") if x.get("ifindex") == port.get("link_index")), None)
         if link is None or not link.get("address"):
@@ -59,7 +66,8 @@ def learn(ports: list[dict], subnets) -> list[rules.GuardedPod]:
     for ifname, mac, ips in found:
         shared = [a for a in ips if claims[a] > 1]
         if shared:
-            LOG.warning("pod guard: %s: %s held by more than one pod: given to none", ifname, ", ".join(shared))
+            _once(("shared", ifname, *shared), "pod guard: %s: %s held by more than one pod: given to none", ifname,
+                  ", ".join(shared))
         out.append(rules.GuardedPod(ifname, mac, tuple(sorted((a for a in ips if claims[a] == 1),
                                                              key=lambda a: (ip_address(a).version,
                                                                             int(ip_address(a)))))))

@@ -83,3 +83,24 @@ def test_pod_guard_off_leaves_no_table_and_no_plugin():
     with pytest.raises(Exception, match=r"local.pod_guard: yes: must be true or false"):
         parse_config({"cluster": {"cidr": "10.244.0.0/16"}, "local": {"node": "node-1", "pod_guard": "yes"},
                       "nodes": [{"name": "node-1", "ip": "192.168.56.11", "subnet": "10.244.1.0/24"}]})
+
+
+def test_pods_made_before_the_guard_are_learned_and_a_shared_address_goes_to_none(monkeypatch):
+    from ipaddress import ip_network
+
+    from ovs_mesh.pod_guard import observe
+
+    def addrs(ifindex, mac, *ips):
+        return [{"ifindex": ifindex, "address": mac,
+                 "addr_info": [{"local": "fe80::1", "scope": "link"},
+                               *({"local": a, "scope": "global"} for a in ips)]}]
+    answers = {("netns", "list-id"): [{"nsid": 0, "name": "pod-a"}, {"nsid": 1, "name": "pod-b"}],
+               ("-n", "pod-a", "addr", "show"): addrs(2, "02:00:00:00:00:0A", "10.244.1.5", "10.244.1.6", "192.0.2.1"),
+               ("-n", "pod-b", "addr", "show"): addrs(2, "02:00:00:00:00:0b", "10.244.1.6")}
+    monkeypatch.setattr(observe, "_ip", lambda *args: answers.get(args, []))
+    ports = [{"ifname": "veth-a", "link_index": 2, "link_netnsid": 0},
+             {"ifname": "veth-b", "link_index": 2, "link_netnsid": 1},
+             {"ifname": "veth-c", "link_index": 2, "link_netnsid": 7}]   # not a named namespace
+    assert observe.learn(ports, [ip_network("10.244.1.0/24")]) == [
+        GuardedPod("veth-a", "02:00:00:00:00:0a", ("10.244.1.5",)),   # .6 held by both, 192.0.2.1 not the node's
+        GuardedPod("veth-b", "02:00:00:00:00:0b", ())]
