@@ -3,12 +3,12 @@
 The conflist ovs-mesh writes runs it after `bridge`.  ADD reads the bridge plugin's
 result (`prevResult`): the host veth, the pod interface's MAC and the addresses
 host-local gave it, and adds them to `bridge ovs_mesh_guard` in one nft transaction;
-it returns prevResult unchanged.  DEL removes the pod's entries (from prevResult, when the runtime passes it;
-otherwise the agent drops the entries of veths that are gone).  CHECK fails when the
-entries are missing.  No table (the agent has not built it, or someone deleted it): ADD
+it returns prevResult unchanged.  DEL removes the pod's entries (from prevResult, when
+the runtime passes it; otherwise the agent drops the entries of veths that are gone).
+CHECK fails when the entries are missing.  No table (the agent has not built it, or someone deleted it): ADD
 fails, so the runtime retries rather than start an unguarded pod; DEL succeeds.
 
-It imports only the standard library and `rules`: it runs once per pod, and its start-up
+It imports only the standard library, `rules` and `table`: it runs once per pod, and its start-up
 time is part of every pod's creation (bench/pod_guard.py measures it).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The per-pod source guard: each pod's frames leave its veth only with its own MAC and its
 own addresses (pure: the nftables text; no I/O).
 
-Why this exists: the `bridge ovs_mesh` table (nft.py) keeps a pod inside its node's
+Why this exists: the `bridge ovs_mesh` table (host/nft.py) keeps a pod inside its node's
 subnets, but one pod could still speak for a neighbour on the same node (its IPv4, IPv6,
 ARP sender or neighbour-advertisement target).  Only the CNI ADD knows which veth got which
 addresses, so a small chained plugin (`cni_plugin`, after `bridge` in the conflist
