@@ -162,6 +162,7 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
         c.error("local.ovsdb", ovsdb, "port must be between 1 and 65535")
     datapath = c.choice("local.datapath", m.get("datapath", MISSING), option("local.datapath").choices, d.datapath)
     host = c.boolean("local.host", m.get("host", MISSING), d.host)
+    pod_guard = c.boolean("local.pod_guard", m.get("pod_guard", MISSING), d.pod_guard)
     strings = {k: c.string(f"local.{k}", m.get(k, MISSING), getattr(d, k))
                for k in ("underlay_bridge", "underlay_interface", "cni_conf", "metrics", "ovs_rundir",
                          "ssl_key", "ssl_cert", "ssl_ca")}
@@ -177,7 +178,7 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
     metrics = strings["metrics"]
     if metrics and host_port_problem(metrics):
         c.error("local.metrics", metrics, host_port_problem(metrics))
-    return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, **strings)
+    return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, pod_guard=pod_guard, **strings)
 
 
 def _parse_kubernetes(c: Checker, raw: Any) -> dict:

@@ -111,6 +111,9 @@ class Local:
     ovsdb: str = "unix:/var/run/openvswitch/db.sock"
     datapath: str = "system"
     host: bool = True
+    # the per-pod source guard (ovs_mesh.pod_guard): its nftables table, and its CNI plugin
+    # `ovs-mesh-guard` in the conflist (which the runtime must find in its CNI bin directory)
+    pod_guard: bool = True
     underlay_bridge: str | None = None
     underlay_interface: str | None = None
     cni_conf: str = "/etc/cni/net.d/10-ovs-mesh.conflist"

@@ -100,6 +100,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("local.host", "boolean",
            "Manage the host side (kbr0, routes, sysctls, nftables, CNI file); false: OVS only",
            default=_default(_L, "host")),
+    Option("local.pod_guard", "boolean",
+           "The per-pod source guard: each pod sends only with its own MAC and addresses (its nftables table, "
+           "and the CNI plugin ovs-mesh-guard in the conflist, which the runtime must find)",
+           default=_default(_L, "pod_guard")),
     Option("local.underlay_bridge", "string", "netdev datapath: the OVS bridge that carries the node IP "
            "(at most 15 bytes)"),
     Option("local.underlay_interface", "string", "netdev datapath: the uplink moved onto underlay_bridge "

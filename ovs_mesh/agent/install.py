@@ -3,7 +3,10 @@
 The unit and the example config ship inside the package (ovs_mesh/agent/data;
 deploy/systemd/ links to them), so an installed ovs-mesh can install itself.
 ExecStart points at the ovs-mesh executable doing the install (a virtualenv's
-console script, typically).  An existing config is never overwritten.
+console script, typically).  An existing config is never overwritten.  The pod
+guard's CNI plugin (`ovs-mesh-guard`, beside that executable) is linked into the
+runtime's plugin directory /opt/cni/bin, where the conflist's `ovs-mesh-guard`
+is looked for; a file there that is not our link is left alone (and said).
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ from ovs_mesh.files import write_atomic
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 UNIT_NAME = "ovs-mesh.service"
 DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
+CNI_BIN = "opt/cni/bin"
+GUARD = "ovs-mesh-guard"
 
 
 def data_text(name: str) -> str:
@@ -70,6 +75,7 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
         done.append(f"create {cni_dir}")
         if not dry_run:
             os.makedirs(cni_dir, exist_ok=True)
+    done += _link_guard(root, os.path.join(os.path.dirname(exec_path), GUARD), dry_run)
     if enable and os.path.abspath(root) == "/":
         for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", UNIT_NAME]):
             done.append("run " + " ".join(cmd))
@@ -77,6 +83,23 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
                 subprocess.run(cmd, check=True)
         done.append(f"then: edit {config_path}; systemctl start {UNIT_NAME}; journalctl -u {UNIT_NAME} -f")
     return done
+
+
+def _link_guard(root: str, target: str, dry_run: bool) -> list[str]:
+    """/opt/cni/bin/ovs-mesh-guard -> the guard plugin beside ovs-mesh (a link of ours only)."""
+    link = os.path.join(root, CNI_BIN, GUARD)
+    if os.path.islink(link) and os.readlink(link) == target:
+        return [f"unchanged {link}"]
+    if os.path.lexists(link) and not os.path.islink(link):
+        return [f"keep existing {link} (not a link of ours): check that it is ovs-mesh's guard plugin"]
+    if not dry_run:
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        tmp = link + ".ovs-mesh-new"
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    return [f"link {link} -> {target} (the pod guard's CNI plugin)"]
 
 
 def _write(path: str, text: str, mode: int) -> None:

@@ -65,6 +65,7 @@ class Agent:
         self.schedule = Scheduler(resync, backoff, settle)
         self.say = SayOnce(LOG)
         self.inventory = Inventory(source, self._on_source, self.say, kube_factory)
+        self.metrics.inventory = lambda: (self.inventory.kept_out(), self.inventory.waiting)
         self.session = session or NodeSession()
         self.watch = watch
         # Read by the watcher thread (plain attribute reads/writes).

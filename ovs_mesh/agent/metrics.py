@@ -9,6 +9,12 @@ the cluster has none): peers with a pod subnet of the family, the overlay routes
 (table-10 rules) and flows of the family, this node's pod subnets and gateways
 and its underlay address (`*_info` gauges, value 1).  /healthz answers 200 while the last
 reconcile succeeded recently, 503 otherwise.
+
+The Nodes the Kubernetes source keeps out and whether the local node holds the
+agent back are read live at each scrape (`inventory`), not from the last pass: a
+kept-out Node changes no peer, so it causes no pass.  Their series stay bounded
+whatever the API holds: a count per reason (a fixed set), and one series per
+Node for the first KEPT_OUT_SERIES Nodes by name only.
 """
 from __future__ import annotations
 
@@ -23,8 +29,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..reconcile.families import FamilyStats
+from ..sources.kube_nodes import REASONS
 
 LOG = logging.getLogger(__name__)
+KEPT_OUT_SERIES = 20   # Nodes named in ovs_mesh_node_kept_out; the count has them all
 
 
 class AgentMetrics:
@@ -52,6 +60,8 @@ class AgentMetrics:
         self.last_success: float | None = None     # wall clock
         self.last_ok = False
         self.last_error: str | None = None
+        # () -> ((node, reason, message) of the Nodes kept out, why the local node holds the agent back or None)
+        self.inventory: Callable[[], tuple[tuple, str | None]] = lambda: ((), None)
         r.register(_Snapshot(self))
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
@@ -119,6 +129,26 @@ class _Snapshot:
                                 "Unix time of the last successful reconcile", value=last or 0)
         if families is not None:
             yield from _family_metrics(families() if callable(families) else families)
+        yield from _inventory_metrics(*m.inventory())
+
+
+def _inventory_metrics(kept_out, waiting):
+    pairs = sorted({(name, reason) for name, reason, _ in kept_out})   # a Node counts once per reason
+    g = GaugeMetricFamily("ovs_mesh_nodes_kept_out", "Nodes that are not peers, by reason: subnet-taken, "
+                          "address-taken (another Node holds it), invalid, incomplete", labels=["reason"])
+    for reason in REASONS:
+        g.add_metric([reason], sum(1 for _, r in pairs if r == reason))
+    yield g
+    g = GaugeMetricFamily("ovs_mesh_node_kept_out", f"1 per Node kept out and reason (the first "
+                          f"{KEPT_OUT_SERIES} Nodes by name; ovs_mesh_nodes_kept_out counts them all)",
+                          labels=["node", "reason"])
+    named = set(sorted({name for name, _ in pairs})[:KEPT_OUT_SERIES])
+    for name, reason in pairs:
+        if name in named:
+            g.add_metric([name, reason], 1)
+    yield g
+    yield GaugeMetricFamily("ovs_mesh_local_node_waiting", "1 while the local node's own Node (not in the "
+                            "topology, or without its subnet) holds the agent back", value=1 if waiting else 0)
 
 
 def _family_metrics(f: FamilyStats):

@@ -54,8 +54,14 @@ class Inventory:
         self.source, self.on_change, self.say = source, on_change, say
         self.kube_factory = kube_factory or _kubernetes_source
         self.good: Config | None = None
+        self.waiting: str | None = None   # why the local node holds the agent back, when it does
         self._kube: KubernetesSource | None = None
         self._kube_key: tuple | None = None
+
+    def kept_out(self) -> tuple[tuple[str, str, str], ...]:
+        """(node, reason, message) of the Nodes the Kubernetes source keeps out, now."""
+        kube = self._kube
+        return kube.kept_out() if kube is not None else ()
 
     def config(self) -> Config:
         """Raises NotReady while there is nothing usable; InputError only without a good config."""
@@ -71,7 +77,12 @@ class Inventory:
         me = cfg.node(cfg.local.node)
         lacks = None if me is None else missing_subnets(cfg.cluster, me)
         if me is None or lacks:
+            # Only the local node's own state gets here: another Node's claim on its subnet or
+            # address never displaces it (kube_nodes.seniority), so the agent waits for its own
+            # Node, not for someone else's.
             why = "is not in the topology" if me is None else f"has no {lacks} yet"
+            why += self._own_problem(cfg.local.node)
+            self.waiting = f"local node {cfg.local.node} {why}"
             if self.good is not None and self.good.local == cfg.local:
                 self.say.say("local", logging.WARNING, "local node %s %s; keeping the last good "
                              "topology (%d nodes) installed", cfg.local.node, why, len(self.good.nodes))
@@ -79,8 +90,15 @@ class Inventory:
             raise NotReady(f"local node {cfg.local.node} {why}")
         if self.say.forget("local"):
             LOG.info("local node %s is back in the topology", cfg.local.node)
-        self.good = cfg
+        self.good, self.waiting = cfg, None
         return cfg
+
+    def _own_problem(self, name: str) -> str:
+        """What the source says about the local node, when it says something."""
+        for node, _, message in self.kept_out():
+            if node == name:
+                return f" ({message.split(': ', 1)[-1]})"
+        return ""
 
     def _current(self) -> Config:
         file_cfg = self.source.config()
@@ -89,7 +107,7 @@ class Inventory:
         if file_cfg.source != "kubernetes":
             self.stop_kube()
             return file_cfg
-        key = (file_cfg.cluster, tuple(sorted((file_cfg.kubernetes or {}).items())))
+        key = (file_cfg.cluster, file_cfg.local.node, tuple(sorted((file_cfg.kubernetes or {}).items())))
         if self._kube is None or key != self._kube_key:
             self.stop_kube()
             self._kube = self.kube_factory(file_cfg)
@@ -112,7 +130,7 @@ def _kubernetes_source(file_cfg: Config):
     opts = file_cfg.kubernetes or {}
     resync = opts.get("resync_seconds", option("kubernetes.resync_seconds").default)
     return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=resync,
-                            underlay_family=opts.get("underlay_family"))
+                            underlay_family=opts.get("underlay_family"), local_node=file_cfg.local.node)
 
 
 def clients_key(config: Config) -> tuple:

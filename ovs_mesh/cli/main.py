@@ -122,12 +122,20 @@ def cmd_validate(args) -> int:
     return EXIT_OK
 
 
-def _with_reconciler(args, fn, teardown: bool = False):
+def _with_reconciler(args, fn, teardown: bool = False, inventory=None):
     """Load and check the config, connect, run fn(config, reconciler), disconnect.
 
     Teardown needs neither the local node in the inventory nor its subnet: it
-    removes what is ours whatever the file says now."""
-    config = load(args, require_local=not teardown)
+    removes what is ours whatever the file says now.  With `source: kubernetes`
+    the Nodes are listed once (`inventory`, when the caller did it already)."""
+    config = load(args, require_local=not teardown) if inventory is None else inventory.config
+    if not teardown:
+        from ..sources.kube_once import list_nodes
+
+        inventory = inventory or list_nodes(config)
+        if inventory.waiting:
+            raise ConfigError([f"nodes: {inventory.waiting}"])
+        config = inventory.config
     lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
     if lacks:
         raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
@@ -166,13 +174,23 @@ def cmd_teardown(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from ..sources.kube_once import kept_out_lines, list_nodes
     from .status import collect, render
 
+    inventory = list_nodes(load(args))
+    kept = [{"node": n, "reason": r, "message": m} for n, r, m in inventory.kept_out]
+    if inventory.waiting:   # the local node's own Node holds the agent back: say so, and who is kept out
+        data = {"node": inventory.config.local.node, "waiting": inventory.waiting, "kept_out": kept}
+        print(json.dumps(data, indent=2) if args.json else "\n".join(
+            [f"node {data['node']}: waiting: {inventory.waiting}", *kept_out_lines(inventory.kept_out)]))
+        return EXIT_FAIL
+
     def run(config, rec):
-        data = collect(config, rec)
-        print(json.dumps(data, indent=2) if args.json else render(data))
+        data = {**collect(config, rec), "kept_out": kept}
+        print(json.dumps(data, indent=2) if args.json else "\n".join(
+            [render(data), *kept_out_lines(inventory.kept_out)]))
         return EXIT_OK if data["converged"] else EXIT_FAIL
-    return _with_reconciler(args, run)
+    return _with_reconciler(args, run, inventory=inventory)
 
 
 def cmd_trace(args) -> int:

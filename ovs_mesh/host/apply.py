@@ -13,6 +13,7 @@ from ovsdb_client.rows import BridgeChange, PortChange
 from topology.errors import Transient
 from topology.model import Config
 
+from ..pod_guard import table as guard_table
 from . import cni, nft
 from . import saved as saved_mod
 from .model import (
@@ -29,6 +30,7 @@ from .model import (
     LinkUp,
     Masquerade,
     Offload,
+    PodGuard,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
@@ -70,6 +72,8 @@ class HostApplier:
         for c in changes:
             if isinstance(c.obj, (Masquerade, LegacyMasquerade, AntiSpoof)):
                 self.nft(c)
+            elif isinstance(c.obj, PodGuard):
+                self.pod_guard(c)
             elif isinstance(c.obj, CniFile):
                 cni.remove(c.old.path) if c.action == "delete" else cni.write(c.new.path, c.new.content)
         if _pick(changes, Kbr, "delete") and self._own_kbr0():
@@ -158,6 +162,17 @@ class HostApplier:
             ruleset = c.new and nft.antispoof_ruleset(c.new.subnet, c.new.gateway, c.new.gateway_port, KBR,
                                                       scoped=scoped)
         nft.remove(family) if c.action == "delete" else nft.replace(family, ruleset)
+
+    def pod_guard(self, c: HostChange) -> None:
+        """The guard's table: replaced whole when it is new or its parameters change (with
+        every pod in the same transaction), else only the pods that differ."""
+        old, new = c.old, c.new
+        if new is None:
+            guard_table.remove()
+        elif old is None or (old.bridge, old.gateway_port, old.scoped) != (new.bridge, new.gateway_port, new.scoped):
+            guard_table.replace(new.bridge, new.gateway_port, new.scoped, new.pods)
+        else:
+            guard_table.update(old.pods, new.pods)
 
     def _own_kbr0(self) -> bool:
         link = self.nl.link(KBR)

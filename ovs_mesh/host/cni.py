@@ -6,7 +6,9 @@ gateway.
 
 kbr0 is made by ovs-mesh with exactly the gateway/prefix of the IPAM range,
 which is what the bridge plugin (isGateway) requires to accept an existing
-bridge.  ipMasq is off: masquerade is ovs-mesh's (cluster.masquerade).
+bridge.  ipMasq is off: masquerade is ovs-mesh's (cluster.masquerade).  After
+`bridge` comes `ovs-mesh-guard` (ovs_mesh.pod_guard.cni_plugin), which puts the
+pod's veth, MAC and addresses into the per-pod source guard.
 The file is written atomically (tmp + rename) and only when it differs; the
 `name` field marks it as ours, so teardown never deletes someone else's file.
 """
@@ -21,6 +23,7 @@ from ovs_mesh.files import write_atomic
 NETWORK_NAME = "ovs-mesh"
 BRIDGE_NAME = "kbr0"
 CNI_VERSION = "1.0.0"
+GUARD_PLUGIN = "ovs-mesh-guard"   # the chained plugin ovs-mesh ships (console script, in CNI_PATH)
 
 
 def _range(subnet) -> dict:
@@ -29,32 +32,32 @@ def _range(subnet) -> dict:
 
 
 def conflist(subnet: IPv4Network | None, mtu: int, subnet6: IPv6Network | None = None,
-             bridge: str = BRIDGE_NAME) -> dict:
+             bridge: str = BRIDGE_NAME, guard: bool = True) -> dict:
     """`subnet` / `subnet6`: the node's pod subnet of each family (None when
-    the cluster lacks the family; at least one is given)."""
+    the cluster lacks the family; at least one is given); `guard`: the
+    per-pod source guard's plugin after `bridge` (local.pod_guard)."""
     subnets = [s for s in (subnet, subnet6) if s is not None]
     default = {4: "0.0.0.0/0", 6: "::/0"}
-    return {
-        "cniVersion": CNI_VERSION,
-        "name": NETWORK_NAME,
-        "plugins": [{
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": True,
-            "ipMasq": False,
-            "hairpinMode": False,
-            "mtu": mtu,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[_range(s)] for s in subnets],
-                "routes": [{"dst": default[s.version]} for s in subnets],
-            },
-        }],
-    }
+    plugins: list[dict] = [{
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": False,
+        "hairpinMode": False,
+        "mtu": mtu,
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[_range(s)] for s in subnets],
+            "routes": [{"dst": default[s.version]} for s in subnets],
+        },
+    }]
+    if guard:   # each pod's veth may send only with the pod's own MAC and addresses (ovs_mesh.pod_guard)
+        plugins.append({"type": GUARD_PLUGIN, "bridge": bridge})
+    return {"cniVersion": CNI_VERSION, "name": NETWORK_NAME, "plugins": plugins}
 
 
-def render(subnet: IPv4Network | None, mtu: int, subnet6: IPv6Network | None = None) -> str:
-    return json.dumps(conflist(subnet, mtu, subnet6), indent=2) + "\n"
+def render(subnet: IPv4Network | None, mtu: int, subnet6: IPv6Network | None = None, guard: bool = True) -> str:
+    return json.dumps(conflist(subnet, mtu, subnet6, guard=guard), indent=2) + "\n"
 
 
 def read(path: str) -> str | None:

@@ -26,6 +26,7 @@ from .model import (
     LinkUp,
     Masquerade,
     Offload,
+    PodGuard,
     Setting,
     Sysctl,
     UnderlayBridge,
@@ -131,8 +132,22 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
         v6_link_local = [str(link_local(mac))] if node.subnet6 is not None and mac is not None else []
         gateways = [*(str(g) for g in gws), *v6_link_local]
         want.append(AntiSpoof(",".join(str(s) for s in node.subnets), ",".join(gateways), BRIDGE))
-        want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6)))
+        if config.local.pod_guard:
+            want.append(pod_guard(observed))
+        want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6,
+                                                              guard=config.local.pod_guard)))
     return HostState(tuple(want), facts)
+
+
+def pod_guard(observed: HostState) -> PodGuard:
+    """The guard's table with one entry per veth on kbr0: the entry the sets have (the CNI
+    plugin's, from the pod's CNI result), else the one learned from the pod; entries of
+    veths that are gone are dropped."""
+    facts = observed.facts
+    have = {p.port: p for g in observed.of(PodGuard) for p in g.pods}
+    learned = {p.port: p for p in facts.learned_pods}
+    pods = [have.get(port) or learned.get(port) for port in facts.pod_ports]
+    return PodGuard(KBR, BRIDGE, facts.bridge_scoped, tuple(sorted(p for p in pods if p is not None)))
 
 
 def cluster_routes(config: Config) -> list[HostRoute]:

@@ -160,6 +160,24 @@ class AntiSpoof(_Obj):
 
 
 @dataclasses.dataclass(frozen=True)
+class PodGuard(_Obj):
+    """nftables table `bridge ovs_mesh_guard` (ovs_mesh.pod_guard): each pod's frames leave
+    its veth only with its own MAC and addresses.  `pods` are the guarded pods
+    (`GuardedPod`, by veth); the CNI plugin adds and removes them as pods come and go,
+    the agent keeps them equal to the veths on `bridge` (all but `gateway_port`);
+    `scoped`: the rules are limited to `bridge`'s ports (nft_meta_bridge)."""
+    kind, KEY_VALUE = "pod-guard", f"bridge {NFT_TABLE}_guard"
+    bridge: str
+    gateway_port: str
+    scoped: bool
+    pods: tuple = ()
+
+    @property
+    def label(self) -> str:
+        return f"{len(self.pods)} pods (nft table bridge {NFT_TABLE}_guard)"
+
+
+@dataclasses.dataclass(frozen=True)
 class CniFile(_Obj):
     """The CNI conflist ovs-mesh writes (ours when its "name" is ovs-mesh)."""
     kind, KEY, LABEL = "cni", "path", "{path}"
@@ -182,7 +200,7 @@ class UnderlayPort(_Obj):
 
 
 HostObject = (Kbr | Enslaved | LinkUp | Address | HostRoute | Sysctl | Offload | Masquerade | LegacyMasquerade
-              | AntiSpoof | CniFile | UnderlayBridge | UnderlayPort)
+              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +219,9 @@ class HostFacts:
     foreign: tuple[str, ...] = ()             # what we would have to write but is not ours
     ra_links: tuple[str, ...] = ()            # links with IPv6 routes learned from router advertisements
     ipv6: bool = True                         # the kernel has IPv6 (not booted with ipv6.disable=1)
+    pod_ports: tuple[str, ...] = ()           # the veths on kbr0 but obr0's: one per pod
+    learned_pods: tuple = ()                  # GuardedPod of each such veth the guard's sets lack
+    bridge_scoped: bool = True                # nft can match a frame's bridge (nft_meta_bridge)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,8 @@ import os
 from topology.model import Config
 
 from ..ovs.model import BRIDGE
+from ..pod_guard import observe as guard_observe
+from ..pod_guard import table as guard_table
 from . import cni, nft
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
@@ -29,6 +31,7 @@ from .model import (
     LinkUp,
     Masquerade,
     Offload,
+    PodGuard,
     Sysctl,
     Underlay,
     UnderlayBridge,
@@ -139,6 +142,12 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     spoof = nft.observe_antispoof()
     if spoof is not None:
         objects.append(AntiSpoof(*spoof))
+    guard = guard_table.read()
+    guarded: tuple = ()
+    if guard is not None:
+        params, guarded = guard
+        objects.append(PodGuard(*(params or ("", "", False)), guarded))
+    ports, learned = _pods(config, kbr is not None, {p.port for p in guarded})
 
     path = config.local.cni_conf
     content = cni.read(path)
@@ -149,5 +158,17 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
         objects.append(CniFile(path, content))
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
                       saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
-                      ipv6=os.path.isdir(sysctl_path("net.ipv6")))
+                      ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
+                      bridge_scoped=nft.bridge_meta_supported())
     return HostState(tuple(objects), facts)
+
+
+def _pods(config: Config, have_kbr: bool, guarded: set[str]) -> tuple[tuple[str, ...], tuple]:
+    """The veths on kbr0 (one per pod) and, for those the guard's sets lack, the pods learned
+    from their namespaces (ovs_mesh.pod_guard.observe)."""
+    me = config.node(config.local.node)
+    if not have_kbr or me is None or not config.local.pod_guard:
+        return (), ()
+    ports = guard_observe.pod_ports(KBR, BRIDGE)
+    learned = guard_observe.learn([p for p in ports if p["ifname"] not in guarded], me.subnets)
+    return tuple(sorted(p["ifname"] for p in ports)), tuple(learned)

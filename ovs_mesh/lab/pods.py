@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from ipaddress import ip_address
 
 from .nodes import pod_ns
 from .record import LabError, LabState, Node
-from .resources import add_netns, run
+from .resources import add_netns, del_netns, run
 
-CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
+# The reference plugins, then where this ovs-mesh's console scripts are (ovs-mesh-guard), as a
+# runtime searches its CNI_PATH.
+CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni") + os.pathsep + os.path.dirname(sys.executable)
+
+
+def plugin_path(kind: str) -> str:
+    """The executable of plugin `kind`: the first in CNI_PATH, as a runtime finds it."""
+    for d in CNI_PATH.split(os.pathsep):
+        path = os.path.join(d, kind)
+        if d and os.access(path, os.X_OK):
+            return path
+    raise LabError(f"CNI plugin {kind} not found in CNI_PATH {CNI_PATH}")
 
 
 def _env(command: str, container: str, netns: str) -> dict:
@@ -45,26 +57,45 @@ def plugin_configs(n: Node) -> list[dict]:
     return out
 
 
-def add_pod(st: LabState, n: Node, j: int) -> dict:
-    """A pod namespace with eth0 from the CNI chain, run inside the node namespace."""
+def add_pod(st: LabState, n: Node, j: int, plugins: int | None = None) -> dict:
+    """A pod namespace with eth0 from the CNI chain, run inside the node namespace;
+    `plugins`: only the first so many of the chain (as a conflist before the guard)."""
     ns = pod_ns(st.name, n.k, j)
     add_netns(st, ns)
     container = f"{st.name}-{n.name}-p{j}"
     result = None
-    for conf in plugin_configs(n):
+    for conf in plugin_configs(n)[:plugins]:
         if result is not None:
             conf["prevResult"] = result
-        p = run(os.path.join(CNI_PATH, conf["type"]), netns=n.ns, input=json.dumps(conf),
+        p = run(plugin_path(conf["type"]), netns=n.ns, input=json.dumps(conf),
                 env=_env("ADD", container, ns), check=False)
         if p.returncode != 0:
             raise LabError(f"{n.name}: CNI {conf['type']} ADD for {ns}: {p.stdout.strip()} {p.stderr.strip()}")
         result = json.loads(p.stdout)
     ips = [a["address"].split("/")[0] for a in result["ips"]]
     pod = {"name": f"{n.name}/p{j}", "ns": ns, "node": n.name, "k": n.k, "j": j, "ip": ips[0], "ips": ips,
-           "container": container}
+           "container": container, "result": result}
     with st.lock:
         st.pods.append(pod)
     return pod
+
+
+def del_pod(st: LabState, n: Node, pod: dict) -> None:
+    """Delete a pod as a runtime does: each plugin's DEL in reverse order, with the ADD's result
+    as prevResult (the guard drops the pod's entries, host-local its addresses), then its
+    namespace."""
+    for conf in reversed(plugin_configs(n)):
+        if pod.get("result") is not None:
+            conf["prevResult"] = pod["result"]
+        p = run(plugin_path(conf["type"]), netns=n.ns, input=json.dumps(conf),
+                env=_env("DEL", pod["container"], pod["ns"]), check=False)
+        if p.returncode != 0:
+            raise LabError(f"{n.name}: CNI {conf['type']} DEL for {pod['ns']}: {p.stdout.strip()} {p.stderr.strip()}")
+    del_netns(pod["ns"], progress=lambda _: None)
+    with st.lock:
+        st.forget({"kind": "netns", "name": pod["ns"]})
+        st.pods[:] = [p for p in st.pods if p["ns"] != pod["ns"]]
+        st.save()
 
 
 def family_of(ip: str) -> str:

@@ -22,6 +22,10 @@ Validation is `kube_nodes.validate` (`topology.config.check_nodes`, the same
 rules as the file source).  Bad Nodes are skipped, never fatal, and each (node,
 problem) is logged once with the Kubernetes field and value, e.g.
 ``node worker-3: spec.podCIDR: 10.245.0.0/24: outside cluster.cidr 10.244.0.0/16``.
+A Node that claims what another holds (a pod subnet, an InternalIP) is kept
+out and the holder keeps it: the local node always, else the older Node
+(`kube_nodes.seniority`); `kept_out()` lists who is kept out and why, for the
+metrics and `status`.
 ``notify()`` is called only when the validated set changes, not for heartbeat
 updates.  Each Node's own checks are kept per (name, InternalIP, podCIDRs) (the
 ones `kube_nodes.select` picked), so an event re-checks one Node and unchanged
@@ -53,7 +57,7 @@ from topology.model import FAMILIES, Cluster, Node
 from topology.nodes import Entry
 
 from .kube_messages import describe, log_change, oneline
-from .kube_nodes import NodeObject, default_underlay_family, node_object, validate
+from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, default_underlay_family, node_object, validate
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +106,7 @@ class KubernetesSource:
 
     def __init__(self, cluster: Cluster, kubeconfig: str | None = None, *, resync_seconds: float = 300,
                  api_client=None, watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
-                 request_timeout: float = 30.0, underlay_family: str | None = None):
+                 request_timeout: float = 30.0, underlay_family: str | None = None, local_node: str | None = None):
         errors = []
         if isinstance(resync_seconds, bool) or not isinstance(resync_seconds, (int, float)) \
                 or not 1 <= resync_seconds <= 86400:
@@ -115,6 +119,7 @@ class KubernetesSource:
         if errors:
             raise ConfigError(errors)
         self.cluster = cluster
+        self.local_node = local_node   # never displaced by another Node's claim (kube_nodes.seniority)
         self.underlay_family = underlay_family or default_underlay_family(cluster)
         self.resync_seconds = resync_seconds
         self.watch_timeout_seconds = int(watch_timeout_seconds)
@@ -131,6 +136,7 @@ class KubernetesSource:
         self._objects: dict[str, NodeObject] = {}
         self._nodes: tuple[Node, ...] | None = None
         self._reported: set[tuple[str, str]] = set()
+        self._problems: dict[tuple[str, str], Problem] = {}
         self._rv: str | None = None
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
@@ -160,6 +166,19 @@ class KubernetesSource:
     def nodes(self) -> tuple[Node, ...] | None:
         with self._lock:
             return self._nodes
+
+    def kept_out(self) -> tuple[tuple[str, str, str], ...]:
+        """(node, reason, message) of every Node that is not a peer, in name order; reason is
+        one of `kube_nodes.REASONS`."""
+        with self._lock:
+            problems = self._problems
+        return tuple(sorted((name, p.reason, p.message) for (name, _), p in problems.items()
+                            if name and p.reason is not None))
+
+    def list_once(self) -> tuple[Node, ...]:
+        """One list, validated as the agent does (for `status`, `plan`, `apply`); no watch."""
+        self._list()
+        return self._nodes or ()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -329,13 +348,18 @@ class KubernetesSource:
             self._recompute_from(objects)
 
     def _recompute_from(self, objects: dict[str, NodeObject]) -> None:
-        nodes, problems, self._entries = validate(objects, self.cluster, self.underlay_family, self._entries)
-        for key, (level, msg) in sorted(problems.items()):
+        nodes, problems, self._entries = validate(objects, self.cluster, self.underlay_family, self._entries,
+                                                  self.local_node)
+        for key, p in sorted(problems.items()):
             if key not in self._reported:
-                log.log(level, "kubernetes: %s", msg)
+                log.log(p.level, "kubernetes: %s", p.message)
+        claimed = {name for (name, _), p in self._problems.items() if p.reason in (SUBNET_TAKEN, ADDRESS_TAKEN)}
+        for n in nodes:   # a claimant whose holder left (or gave the value up) holds it now
+            if n.name in claimed:
+                log.warning("kubernetes: node %s is no longer kept out: what it claimed is free now", n.name)
         self._reported = set(problems)
         with self._lock:
-            old, self._nodes = self._nodes, nodes
+            old, self._nodes, self._problems = self._nodes, nodes, problems
         if nodes != old:
             log_change(old or (), nodes)
             try:

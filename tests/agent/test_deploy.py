@@ -60,12 +60,14 @@ def test_install_service_into_a_root(tmp_path):
     assert r.returncode == 0, r.stderr
     unit = (root / "etc/systemd/system/ovs-mesh.service").read_text()
     assert "ExecStart=/opt/ovs-mesh/bin/ovs-mesh --config /etc/ovs-mesh/config.yaml agent" in unit
+    assert os.readlink(root / "opt/cni/bin/ovs-mesh-guard") == "/opt/ovs-mesh/bin/ovs-mesh-guard"
     config = root / "etc/ovs-mesh/config.yaml"
     # The example config is valid once local.node names one of its nodes.
     parse_config(yaml.safe_load(config.read_text()), {"node": "node-1"})
     config.write_text("# mine\n")
     r = run_cli("install-service", "--root", str(root), "--exec", "/opt/ovs-mesh/bin/ovs-mesh")
     assert r.returncode == 0 and "keep existing" in r.stdout and "unchanged" in r.stdout
+    assert "unchanged " + str(root / "opt/cni/bin/ovs-mesh-guard") in r.stdout
     assert config.read_text() == "# mine\n"  # never overwritten
 
 

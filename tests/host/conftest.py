@@ -21,6 +21,7 @@ import tempfile
 import pytest
 
 from ovs_mesh.host import cni
+from ovs_mesh.lab import pods as lab_pods
 from ovs_mesh.lab.daemons import OvsDaemons
 from tests.helpers import REPO, need, run_cli, write_config
 
@@ -51,6 +52,7 @@ class Host:
     tmp: str
     cni_conf: str
     created: list = dataclasses.field(default_factory=list)  # extra namespaces to delete
+    results: dict = dataclasses.field(default_factory=dict)  # pod namespace -> its CNI ADD result
 
     def sh(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return in_ns(self.ns, *args, **kw)
@@ -59,18 +61,28 @@ class Host:
         return self.sh("sysctl", "-n", name).stdout.strip()
 
     def cni_plugin(self, command: str, pod_ns: str) -> dict:
-        """Run the reference `bridge` plugin from the conflist ovs-mesh wrote, as a
-        runtime would (IPAM leases kept in this test's temp dir)."""
+        """Run the plugins of the conflist ovs-mesh wrote (`bridge`, then ovs-mesh's guard;
+        DEL in reverse order, with the ADD's result), as a runtime would (IPAM leases kept
+        in this test's temp dir)."""
         with open(self.cni_conf) as f:
-            conf = cni.plugin_config(f.read())
-        conf["ipam"]["dataDir"] = os.path.join(self.tmp, "ipam")
+            content = f.read()
+        confs = [cni.plugin_config(content, i) for i in range(len(json.loads(content)["plugins"]))]
+        confs[0]["ipam"]["dataDir"] = os.path.join(self.tmp, "ipam")
         env = {"CNI_COMMAND": command, "CNI_CONTAINERID": f"{pod_ns}-c", "CNI_NETNS": f"/var/run/netns/{pod_ns}",
-               "CNI_IFNAME": "eth0", "CNI_PATH": CNI_BIN}
-        p = subprocess.run(["ip", "netns", "exec", self.ns, os.path.join(CNI_BIN, conf["type"])],
-                           input=json.dumps(conf), capture_output=True, text=True, timeout=60,
-                           env={**os.environ, **env})
-        assert p.returncode == 0, f"CNI {command}: {p.stdout} {p.stderr}"
-        return json.loads(p.stdout) if p.stdout.strip() else {}
+               "CNI_IFNAME": "eth0", "CNI_PATH": lab_pods.CNI_PATH}
+        result = self.results.get(pod_ns) if command == "DEL" else None
+        for conf in (reversed(confs) if command == "DEL" else confs):
+            if result is not None:
+                conf["prevResult"] = result
+            p = subprocess.run(["ip", "netns", "exec", self.ns, lab_pods.plugin_path(conf["type"])],
+                               input=json.dumps(conf), capture_output=True, text=True, timeout=60,
+                               env={**os.environ, **env})
+            assert p.returncode == 0, f"CNI {conf['type']} {command}: {p.stdout} {p.stderr}"
+            if command == "ADD":
+                result = json.loads(p.stdout)
+        if command == "ADD":
+            self.results[pod_ns] = result
+        return result or {}
 
     def add_pod(self, suffix: str) -> tuple[str, dict]:
         """A pod namespace attached by the CNI plugin: (netns, CNI result)."""

@@ -64,7 +64,8 @@ def test_fresh_node_plan_lines_in_apply_order():
         "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ address 10.244.1.1/24 dev kbr0",
         "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
         "+ masquerade 10.244.0.0/16 (nft table inet ovs_mesh)",
-        "+ antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)", f"+ cni {CNI}"]
+        "+ antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)",
+        "+ pod-guard 0 pods (nft table bridge ovs_mesh_guard)", f"+ cni {CNI}"]
     assert changes[0].as_dict() == {"action": "add", "kind": "link", "name": "kbr0 (bridge, mtu 1450)"}
     want = converged(config())
     assert want.of(Kbr) == [Kbr(1450, "0a:58:0a:f4:01:01")] and want.of(HostRoute) == [OUR_ROUTE]

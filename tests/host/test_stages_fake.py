@@ -13,6 +13,8 @@ import pytest
 from ovs_mesh.host import HostLayer, nft, observe
 from ovs_mesh.host.model import ALIAS
 from ovs_mesh.host.netlink import Link, Route
+from ovs_mesh.pod_guard import observe as guard_observe
+from ovs_mesh.pod_guard import table as guard_table
 from tests.unit.fakes import FakeOvsdb
 from topology.config import parse_config
 
@@ -104,6 +106,12 @@ def host(tmp_path, monkeypatch):
         tables[family] = comment.split(" ", 2)[2]
     monkeypatch.setattr(nft, "replace", replace)
     monkeypatch.setattr(nft, "remove", lambda family: tables.pop(family, None))
+    guard: dict = {}   # the pod guard's table: (parameters, pods); no pods here
+    monkeypatch.setattr(guard_table, "read", lambda: guard.get("table"))
+    monkeypatch.setattr(guard_table, "replace", lambda b, g, s, pods: guard.__setitem__("table", ((b, g, s), pods)))
+    monkeypatch.setattr(guard_table, "update", lambda old, new: guard.__setitem__("table", (guard["table"][0], new)))
+    monkeypatch.setattr(guard_table, "remove", lambda: guard.pop("table", None))
+    monkeypatch.setattr(guard_observe, "pod_ports", lambda bridge, gateway_port: [])
 
     nl = FakeNetlink()
     create = nl.create_bridge

@@ -13,6 +13,10 @@ uses, over real HTTP/1.1 on 127.0.0.1 (random port):
   ``Status`` of code 410 (or, with ``gone_as_http=True``, an HTTP 410).
 * Bearer token required (401 otherwise), like a real server.
 
+A Node added without ``metadata.creationTimestamp`` gets the time of the add,
+in whole seconds, as a real server sets it; `make_node(created=...)` gives one
+(an older Node, or a garbage value as a broken client could not send).
+
 The test drives it: add / modify / delete / heartbeat Nodes, `bookmark`,
 `expire_watches`, `compact` (410), `drop_connections`, `down` / `up`.  Every
 request is recorded in `requests` so tests can check what the client asked.
@@ -33,8 +37,10 @@ TOKEN = "ovs-mesh-test-token"
 
 
 def make_node(name: str, ip: str | None = None, pod_cidr: str | None = None, *,
-              addresses: list[dict] | None = None, pod_cidrs: list[str] | None = None) -> dict:
-    """A Node object shaped like a kubelet-registered one."""
+              addresses: list[dict] | None = None, pod_cidrs: list[str] | None = None,
+              created=None) -> dict:
+    """A Node object shaped like a kubelet-registered one; `created`: its creationTimestamp
+    (default: set by the server when added)."""
     if addresses is None:
         addresses = ([{"type": "InternalIP", "address": ip}] if ip else []) + [
             {"type": "Hostname", "address": name}]
@@ -42,11 +48,14 @@ def make_node(name: str, ip: str | None = None, pod_cidr: str | None = None, *,
     if pod_cidr is not None:
         spec["podCIDR"] = pod_cidr
         spec["podCIDRs"] = pod_cidrs or [pod_cidr]
+    meta = {"name": name, "uid": str(uuid.uuid4()),
+            "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}}
+    if created is not None:
+        meta["creationTimestamp"] = created
     return {
         "kind": "Node",
         "apiVersion": "v1",
-        "metadata": {"name": name, "uid": str(uuid.uuid4()),
-                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "metadata": meta,
         "spec": spec,
         "status": {
             "addresses": addresses,
@@ -60,6 +69,11 @@ def make_node(name: str, ip: str | None = None, pod_cidr: str | None = None, *,
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def timestamp(seconds_ago: float) -> str:
+    """A creationTimestamp `seconds_ago` seconds in the past, as the API server writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
 
 
 class _Watcher:
@@ -146,6 +160,7 @@ class FakeApiServer:
             name = node["metadata"]["name"]
             assert name not in self.nodes, name
             self.nodes[name] = copy.deepcopy(node)
+            self.nodes[name]["metadata"].setdefault("creationTimestamp", _now())
             self._emit("ADDED", self.nodes[name], record)
 
     def add_many(self, nodes: list[dict]) -> None:
@@ -153,6 +168,7 @@ class FakeApiServer:
             for node in nodes:
                 name = node["metadata"]["name"]
                 self.nodes[name] = copy.deepcopy(node)
+                self.nodes[name]["metadata"].setdefault("creationTimestamp", _now())
                 self._emit("ADDED", self.nodes[name])
 
     def modify(self, name: str, fn, record: bool = True) -> None:
@@ -184,7 +200,8 @@ class FakeApiServer:
     def heartbeat(self, name: str) -> None:
         """What kubelet does every few seconds: a MODIFIED with nothing we care about."""
         def fn(n):
-            n["status"]["conditions"][0]["lastHeartbeatTime"] = _now()
+            if isinstance(n.get("status"), dict) and n["status"].get("conditions"):   # not on a garbage status
+                n["status"]["conditions"][0]["lastHeartbeatTime"] = _now()
             n["metadata"].setdefault("annotations", {})["beat"] = str(time.monotonic())
         self.modify(name, fn)
 

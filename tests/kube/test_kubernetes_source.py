@@ -15,7 +15,7 @@ from kubernetes import client as k8s_client
 
 from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from tests.helpers import wait_for
-from tests.kube.fake_apiserver import make_node
+from tests.kube.fake_apiserver import make_node, timestamp
 from topology.config import ConfigError
 from topology.model import Cluster, Node
 
@@ -191,7 +191,7 @@ BAD = {
                            addresses=[{"type": "ExternalIP", "address": "203.0.113.16"}]),
                  "node bad-noip: status.addresses: no InternalIP address"),
     "nocidr": (make_node("nocidr", "192.168.1.17"), "node nocidr: spec.podCIDR: not set yet"),
-    # same podCIDR as node-001: the later name is skipped
+    # same podCIDR as node-001, which is older: the claimant is kept out
     "zz-overlap": (make_node("zz-overlap", "192.168.1.18", "10.244.1.0/24"),
                    "node zz-overlap: spec.podCIDR: 10.244.1.0/24: overlaps node node-001's spec.podCIDR"),
     "zz-dupip": (make_node("zz-dupip", "192.168.0.3", "10.244.19.0/24"),
@@ -233,16 +233,31 @@ def test_bad_nodes_are_skipped_and_logged_once(apiserver, start_source, caplog):
     expect(src, peers(*good, n(4), ("bad-outside", "192.168.1.12", "10.244.12.0/24")))
 
 
-def test_overlap_skips_later_name_whatever_the_order(apiserver, start_source, caplog):
+def test_overlap_keeps_the_older_node_whatever_the_name(apiserver, start_source, caplog):
     caplog.set_level(logging.WARNING, LOGGER)
-    apiserver.add(make_node("b-node", "192.168.2.2", "10.244.5.0/24"))
+    apiserver.add(make_node("b-node", "192.168.2.2", "10.244.5.0/24", created=timestamp(3600)))
     src, notes = start_source()
     expect(src, peers(("b-node", "192.168.2.2", "10.244.5.0/24")))
-    apiserver.add(make_node("a-node", "192.168.2.1", "10.244.5.0/24"))
-    expect(src, peers(("a-node", "192.168.2.1", "10.244.5.0/24")), "a-node wins by name")
-    assert "node b-node: spec.podCIDR: 10.244.5.0/24: overlaps node a-node's spec.podCIDR" in caplog.text
-    apiserver.delete("a-node")
-    expect(src, peers(("b-node", "192.168.2.2", "10.244.5.0/24")), "b-node back once a-node is gone")
+    apiserver.add(make_node("a-node", "192.168.2.1", "10.244.5.0/24"))   # newer, earlier name
+    apiserver.add(node(1))   # a marker: once it is a peer, a-node was judged
+    expect(src, peers(("b-node", "192.168.2.2", "10.244.5.0/24"), n(1)), "b-node keeps its subnet")
+    assert ("node a-node: spec.podCIDR: 10.244.5.0/24: overlaps node b-node's spec.podCIDR 10.244.5.0/24: "
+            "kept out: node b-node holds it (created earlier)") in caplog.text
+    assert [(name, reason) for name, reason, _ in src.kept_out()] == [("a-node", "subnet-taken")]
+    apiserver.delete("b-node")
+    expect(src, peers(("a-node", "192.168.2.1", "10.244.5.0/24"), n(1)), "a-node takes over once b-node left")
+    assert "node a-node is no longer kept out" in caplog.text
+    assert src.kept_out() == ()
+
+
+def test_same_creation_second_the_name_decides(apiserver, start_source, caplog):
+    caplog.set_level(logging.WARNING, LOGGER)
+    same = timestamp(60)
+    apiserver.add(make_node("b-node", "192.168.2.2", "10.244.5.0/24", created=same))
+    apiserver.add(make_node("a-node", "192.168.2.1", "10.244.5.0/24", created=same))
+    src, _ = start_source()
+    expect(src, peers(("a-node", "192.168.2.1", "10.244.5.0/24")))
+    assert "node a-node holds it (the same creationTimestamp, name first)" in caplog.text
 
 
 def test_burst_of_100_adds(apiserver, start_source):

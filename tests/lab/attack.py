@@ -1,7 +1,7 @@
 """Crafted packets and a capture, run inside lab namespaces (`python -m tests.lab.attack`).
 
   sniff IFACE PORT TOKEN STOP_SRC STOP_COUNT TIMEOUT
-      counts IPv4/UDP datagrams to PORT whose payload starts with TOKEN that
+      counts IPv4/UDP and IPv6/UDP datagrams to PORT whose payload starts with TOKEN that
       arrive on IFACE (AF_PACKET: before the kernel's own checks), by source
       address; prints "ready", then one JSON line {source: count} once
       STOP_COUNT datagrams from STOP_SRC arrived or TIMEOUT seconds passed.
@@ -11,6 +11,10 @@
       spec kinds:
         {"kind": "udp", "src", "dst", "port", "payload"}                  L3, kernel-routed
         {"kind": "arp", "iface", "eth_dst", "hwsrc", "psrc", "hwdst", "pdst"}   an ARP reply
+        {"kind": "l2udp", "iface", "eth_src", "eth_dst", "src", "dst", "port", "payload"}
+                                                      a frame as written (IPv4 or IPv6)
+        {"kind": "na", "iface", "eth_src", "src", "target"}   an unsolicited neighbour
+                                                      advertisement (override) to ff02::1
         {"kind": "tunnel", "tunnel", "vni", "outer_src", "outer_dst",
          "eth_src", "eth_dst", "inner": udp or arp spec, "gre_key": bool}  L3, raw encapsulation
       L3 packets go through the kernel's raw socket (its routes and neighbours).
@@ -40,24 +44,34 @@ def sniff(iface: str, port: int, token: str, stop_src: str, stop_count: int, tim
         if left <= 0 or not select.select([s], [], [], left)[0]:
             break
         frame, addr = s.recvfrom(65535)
-        if addr[2] == PACKET_OUTGOING or len(frame) < 42 or frame[12:14] != b"\x08\x00":
+        if addr[2] == PACKET_OUTGOING or len(frame) < 42:
             continue
         ip = frame[14:]
-        ihl = (ip[0] & 0x0F) * 4
-        if ip[9] != 17 or struct.unpack("!H", ip[ihl + 2:ihl + 4])[0] != port:
+        if frame[12:14] == b"\x08\x00":
+            ihl = (ip[0] & 0x0F) * 4
+            proto, src, udp = ip[9], socket.inet_ntoa(ip[12:16]), ip[ihl:]
+        elif frame[12:14] == b"\x86\xdd" and len(ip) >= 48:
+            proto, src, udp = ip[6], socket.inet_ntop(socket.AF_INET6, ip[8:24]), ip[40:]
+        else:
             continue
-        if not ip[ihl + 8:].startswith(want):
+        if proto != 17 or struct.unpack("!H", udp[2:4])[0] != port or not udp[8:].startswith(want):
             continue
-        src = socket.inet_ntoa(ip[12:16])
         counts[src] = counts.get(src, 0) + 1
     return counts
 
 
 def _build(spec: dict):
-    from scapy.all import ARP, GRE, IP, UDP, VXLAN, Ether, Raw
+    from scapy.all import ARP, GRE, IP, UDP, VXLAN, Ether, ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, Raw
     from scapy.contrib.geneve import GENEVE
 
     kind = spec["kind"]
+    if kind == "l2udp":
+        l3 = IPv6(src=spec["src"], dst=spec["dst"]) if ":" in spec["dst"] else IP(src=spec["src"], dst=spec["dst"])
+        return Ether(src=spec["eth_src"], dst=spec["eth_dst"]) / l3 / UDP(sport=40000, dport=spec["port"]) / Raw(
+            spec["payload"].encode())
+    if kind == "na":
+        return (Ether(src=spec["eth_src"], dst="33:33:00:00:00:01") / IPv6(src=spec["src"], dst="ff02::1", hlim=255)
+                / ICMPv6ND_NA(tgt=spec["target"], R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=spec["eth_src"]))
     if kind == "udp":
         return IP(src=spec["src"], dst=spec["dst"]) / UDP(sport=40000, dport=spec["port"]) / Raw(
             spec["payload"].encode())
@@ -91,7 +105,7 @@ def send(job: dict) -> int:
     sent = 0
     for i in range(job.get("repeat", 1)):
         for spec, pkt in built:
-            if spec["kind"] == "arp":
+            if spec["kind"] in ("arp", "l2udp", "na"):
                 sendp(pkt, iface=spec["iface"])
             else:
                 send_l3(pkt)

@@ -25,7 +25,7 @@ def configmap_text() -> str:
 # (name, text, --node, the keys whose value deliberately is not the default)
 EXAMPLES = [("deploy/systemd/config.yaml", SYSTEMD.read_text(), "node-1", {"nodes"}),
             ("ConfigMap in deploy/kubernetes/ovs-mesh.yaml", configmap_text(), "worker-1",
-             {"source", "local.metrics"})]
+             {"source", "local.metrics", "local.pod_guard"})]
 
 
 def keys_in(data, prefix: str = "") -> set[str]:

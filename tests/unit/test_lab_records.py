@@ -30,8 +30,10 @@ def test_pod_plugin_configs_come_from_the_written_conflist(tmp_path):
                    cni_conf=str(tmp_path / "10-ovs-mesh.conflist"))
     text = cni.render(IPv4Network("10.244.1.0/24"), 1450)
     (tmp_path / "10-ovs-mesh.conflist").write_text(text)
-    [conf] = pods.plugin_configs(n)
-    assert conf == {**cni.plugin_config(text), "ipam": {**cni.plugin_config(text)["ipam"], "dataDir": n.ipam_dir}}
+    bridge, guard = pods.plugin_configs(n)
+    assert bridge == {**cni.plugin_config(text), "ipam": {**cni.plugin_config(text)["ipam"], "dataDir": n.ipam_dir}}
+    assert guard == cni.plugin_config(text, 1) == {"cniVersion": "1.0.0", "name": "ovs-mesh", "type": "ovs-mesh-guard",
+                                                   "bridge": "kbr0"}
 
 
 def test_bad_up_parameters_are_all_named():

@@ -1,0 +1,68 @@
+"""One look at the Kubernetes Nodes for the one-shot commands (`status`, `plan`, `apply`).
+
+The agent watches the Nodes; a command run by hand lists them once, with the same
+validation and the same seniority rule (`kube_nodes`), so it shows the peers the
+agent has, the Nodes it keeps out and why, and whether the local node holds it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from topology.model import Config
+from topology.nodes import missing_subnets
+
+SHOWN = 20   # kept-out lines `status` prints; --json has them all
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    """The config with the Nodes of the API as its nodes, and what the source said."""
+    config: Config
+    kept_out: tuple[tuple[str, str, str], ...] = ()   # (node, reason, message), name order
+    waiting: str | None = None   # why the local node would hold the agent back
+
+
+def list_nodes(config: Config, source_factory=None) -> Inventory:
+    """`config` with the Nodes listed once from the API (source: kubernetes); unchanged otherwise."""
+    if config.source != "kubernetes":
+        return Inventory(config)
+    from .kubernetes_source import KubernetesSource
+
+    opts = config.kubernetes or {}
+    make = source_factory or KubernetesSource
+    src = make(config.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300),
+               underlay_family=opts.get("underlay_family"), local_node=config.local.node)
+    log = logging.getLogger("ovs_mesh.sources.kubernetes_source")
+    level = log.level
+    log.setLevel(logging.ERROR)   # the command prints what matters; the agent's log lines are not for it
+    try:
+        nodes = src.list_once()
+        kept = src.kept_out()
+    finally:
+        log.setLevel(level)
+        src.stop()
+    cfg = config.with_nodes(nodes)
+    me = cfg.node(config.local.node)
+    lacks = None if me is None else missing_subnets(cfg.cluster, me)
+    waiting = None
+    if me is None or lacks:
+        own = next((m.split(": ", 1)[-1] for n, _, m in kept if n == config.local.node), None)
+        waiting = (f"local node {config.local.node} " + ("is not in the topology" if me is None else
+                                                          f"has no {lacks} yet") + (f" ({own})" if own else ""))
+    return Inventory(cfg, kept, waiting)
+
+
+def kept_out_lines(kept_out) -> list[str]:
+    """`status`'s lines: the count by reason, then one line per Node and reason."""
+    if not kept_out:
+        return []
+    names = sorted({n for n, _, _ in kept_out})
+    by_reason: dict[str, int] = {}
+    for reason in sorted({(n, r) for n, r, _ in kept_out}):
+        by_reason[reason[1]] = by_reason.get(reason[1], 0) + 1
+    counts = ", ".join(f"{r} {c}" for r, c in sorted(by_reason.items()))
+    lines = [f"kept out: {len(names)} Nodes ({counts})"] + [f"  {r}: {m}" for _, r, m in kept_out[:SHOWN]]
+    if len(kept_out) > SHOWN:
+        lines.append(f"  ... and {len(kept_out) - SHOWN} more (status --json lists them all)")
+    return lines
