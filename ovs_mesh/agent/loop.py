@@ -59,6 +59,7 @@ class Agent:
         self.source = source
         self.notifier = notifier or SdNotify()
         self.metrics = AgentMetrics(healthy_within=max(2 * resync + 30, 60))
+        self.metrics.config_reads = getattr(source, "reads", None)
         self.metrics_address = metrics_address
         self.server: MetricsServer | None = None
         self.schedule = Scheduler(resync, backoff, settle)
