@@ -148,19 +148,22 @@ def flow_split(text: str) -> tuple[str, list[str]] | None:
         return None
     start = pos = keys[0].end() + 1   # after the `[`
     parts: list[str] = []
-    for m in _FLOW_ITEM.finditer(text, pos):
-        if m.start() != pos:
+    match = _FLOW_ITEM.match   # at each position, never a search: one scan of the text at most
+    while (m := match(text, pos)) is not None:
+        part, pos = m.group(1), m.end()
+        if not part.strip():   # no entry: `[]`, or a YAML error for the full parse to tell
+            if parts or m.group(2) != "]":
+                return None
+            break
+        parts.append(part)
+        if len(parts) > MAX_NODES:   # each entry is a YAML node at least: the full parse refuses the file
             return None
-        parts.append(m.group(1))
-        pos = m.end()
         if m.group(2) == "]":
             break
     else:
         return None
-    if len(parts) == 1 and not parts[0].strip():
-        entries: list[str] = []
-    else:
-        entries = [f"[{p},]" for p in parts]
+    entries = [f"[{p},]" for p in parts]
+    if parts:
         entries[-1] = f"[{parts[-1]}]"
     return text[:start - 1] + MARKER + text[pos:], entries
 
