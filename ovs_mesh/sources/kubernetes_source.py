@@ -9,11 +9,13 @@ and turns every Node that has a pod CIDR of each cluster family
 source.
 
 How it works (one background thread, informer style):
-  list Nodes -> remember ``metadata.resourceVersion`` -> watch from there
+  list Nodes (in pages of LIST_PAGE: ``limit``/``continue``) -> remember
+  ``metadata.resourceVersion`` -> watch from there
   (``allowWatchBookmarks``, server-side ``timeoutSeconds``).  A watch that ends
   normally (expiry) is resumed from the last resourceVersion seen (object events
   and BOOKMARKs advance it).  ``410 Gone`` (HTTP status or an ERROR event in the
-  stream) means our resourceVersion was compacted away: relist.  Any other error
+  stream, or a continue token of a list in pages) means our resourceVersion was
+  compacted away: relist from the first page.  Any other error
   (refused, reset, timeout, 5xx, 401...) is retried with capped, jittered
   exponential backoff, and the last good node set stays: an API outage never
   removes peers.  Every ``resync_seconds`` a fresh list replaces the cache.
@@ -58,6 +60,7 @@ from .kube_nodes import NodeObject, default_underlay_family, node_object, valida
 log = logging.getLogger(__name__)
 
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
+LIST_PAGE = 500      # Nodes per list request: client-go's reflector default
 
 
 class _Gone(Transient):
@@ -238,23 +241,31 @@ class KubernetesSource:
             raise
 
     def _list(self) -> None:
-        resp = self._open(_request_timeout=(5, self.request_timeout))
-        self._resp = resp
-        try:
-            body = json.loads(resp.data)
-        finally:
-            self._resp = None
-            resp.release_conn()
-        rv = _rv(body)
-        if rv is None:
-            raise Transient("Node list has no metadata.resourceVersion")
-        objects = {}
-        for item in body.get("items") or []:
-            if not isinstance(item, dict):
-                continue
-            o = node_object(item)
-            if o is not None:
-                objects[o.name] = o
+        """List every Node in pages of LIST_PAGE (`limit`/`continue`, as client-go's reflector does),
+        keeping only each Node's `NodeObject`: a page's body is dropped before the next is read, so
+        memory does not grow with the size of Node objects (a kubelet's reports its images)."""
+        objects: dict[str, NodeObject] = {}
+        token, rv = None, None
+        while True:
+            kwargs = {"limit": LIST_PAGE, "_request_timeout": (5, self.request_timeout)}
+            if token:
+                kwargs["_continue"] = token
+            body = self._get(**kwargs)
+            rv = _rv(body)
+            if rv is None:
+                raise Transient("Node list has no metadata.resourceVersion")
+            for item in body.get("items") or []:
+                if not isinstance(item, dict):
+                    continue
+                o = node_object(item)
+                if o is not None:
+                    objects[o.name] = o
+            token = (body.get("metadata") or {}).get("continue")
+            del body
+            if self._stop.is_set():
+                return
+            if not token:
+                break
         self.connected, self.failures = True, 0
         self.relists += 1
         log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
@@ -262,6 +273,16 @@ class KubernetesSource:
             self._objects = objects
         self._rv = rv
         self._recompute()
+
+    def _get(self, **kwargs) -> dict:
+        """One page of the Node list, parsed."""
+        resp = self._open(**kwargs)
+        self._resp = resp
+        try:
+            return json.loads(resp.data)
+        finally:
+            self._resp = None
+            resp.release_conn()
 
     def _watch(self, timeout_seconds: int) -> None:
         resp = self._open(watch=True, resource_version=self._rv, allow_watch_bookmarks=True,
