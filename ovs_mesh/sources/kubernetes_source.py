@@ -9,8 +9,8 @@ and turns every Node that has a pod CIDR of each cluster family
 source.
 
 How it works (one background thread, informer style):
-  list Nodes (in pages of LIST_PAGE: ``limit``/``continue``) -> remember
-  ``metadata.resourceVersion`` -> watch from there
+  list Nodes (in pages: ``limit``/``continue``, as client-go's reflector does)
+  -> remember ``metadata.resourceVersion`` -> watch from there
   (``allowWatchBookmarks``, server-side ``timeoutSeconds``).  A watch that ends
   normally (expiry) is resumed from the last resourceVersion seen (object events
   and BOOKMARKs advance it).  ``410 Gone`` (HTTP status or an ERROR event in the
@@ -60,7 +60,7 @@ from .kube_nodes import NodeObject, default_underlay_family, node_object, valida
 log = logging.getLogger(__name__)
 
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
-LIST_PAGE = 500      # Nodes per list request: client-go's reflector default
+LIST_PAGE = 100      # Nodes per list request: a page of kubelet-sized Nodes is ~1 MB of JSON, ~5 MB parsed
 
 
 class _Gone(Transient):
@@ -241,10 +241,12 @@ class KubernetesSource:
             raise
 
     def _list(self) -> None:
-        """List every Node in pages of LIST_PAGE (`limit`/`continue`, as client-go's reflector does),
+        """List every Node in pages of LIST_PAGE (`limit`/`continue`),
         keeping only each Node's `NodeObject`: a page's body is dropped before the next is read, so
         memory does not grow with the size of Node objects (a kubelet's reports its images)."""
         objects: dict[str, NodeObject] = {}
+        with self._objects_lock:
+            known = self._objects
         token, rv = None, None
         while True:
             kwargs = {"limit": LIST_PAGE, "_request_timeout": (5, self.request_timeout)}
@@ -259,7 +261,10 @@ class KubernetesSource:
                     continue
                 o = node_object(item)
                 if o is not None:
-                    objects[o.name] = o
+                    # An unchanged Node keeps the object the cache holds: the page's strings are freed
+                    # with the page, not kept alive (scattered) by a copy of what we already have.
+                    old = known.get(o.name)
+                    objects[o.name] = old if old == o else o
             token = (body.get("metadata") or {}).get("continue")
             del body
             if self._stop.is_set():
@@ -326,7 +331,8 @@ class KubernetesSource:
                 changed = self._objects.pop(o.name, None) is not None
             else:
                 changed = self._objects.get(o.name) != o
-                self._objects[o.name] = o
+                if changed:   # a heartbeat keeps the object we have (and frees the event's)
+                    self._objects[o.name] = o
         if changed:  # heartbeats and label edits stop here
             self._dirty.set()
 
