@@ -199,7 +199,9 @@ class ConfigItems:
 
     # -- the fast path ------------------------------------------------------------
     def _fast(self, text, path, overrides, require_local, default_node):
-        parts, nodes_value = split(text), None
+        parts, nodes_value = None, None
+        if not text.lstrip().startswith("{"):   # a flow mapping has no block entries: not worth a look
+            parts = split(text)
         if parts is None:
             parts, nodes_value = flow_split(text), MARKER
         if parts is None:

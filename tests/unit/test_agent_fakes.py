@@ -80,5 +80,6 @@ def test_burst_is_coalesced(running, tmp_path):
         source.set(cfg=grown if i == 99 else dataclasses.replace(source.cfg))
     wait_for(lambda: len(ovsdb.ports) == 3, 5, "the last edit applied")
     wait_for(lambda: not agent.schedule._dirty.is_set(), 5, "the burst handled")
+    wait_for(lambda: agent.reconciles > before, 5, "the pass counted (after it applied)")
     assert 1 <= agent.reconciles - before <= 5, agent.reconciles - before
     assert any("10.244.4.0/24" in f.match for f in flows.flows)
