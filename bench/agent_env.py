@@ -1,6 +1,6 @@
 """The agent benchmark's world: a sandbox OVS, a node source, a running agent, watchers.
 
-`Session` is one sandbox OVS (`ovs_mesh.daemons.OvsDaemons`, dummy datapath) with
+`Session` is one sandbox OVS (`ovs_mesh.lab.daemons.OvsDaemons`, dummy datapath) with
 a real `ovs-mesh agent` process (`tests.agent_process.AgentProc`) reconciling it
 from either source:
 
@@ -86,7 +86,7 @@ def config_text(topo: Topology | None, mode: str, remote: str, kubeconfig: str |
 
 
 def expected_flows(topo: Topology, mode: str) -> int:
-    from ovs_mesh import desired
+    from ovs_mesh.ovs import desired
 
     return len(desired.build(model_config(topo.data(mode, "unix:/nonexistent")), 1450, {}).flows)
 
@@ -145,7 +145,7 @@ class Session:
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self, timeout: float = 180) -> "Session":
-        from ovs_mesh.daemons import OvsDaemons
+        from ovs_mesh.lab.daemons import OvsDaemons
         from tests.agent_process import AgentProc
 
         self.ovs = OvsDaemons(os.path.join(self.dir, "ovs"), dummy=True).start()
@@ -181,7 +181,7 @@ class Session:
 
     # -- what the agent installed -------------------------------------------------
     def flow_count(self) -> int:
-        from ovs_mesh.state import COOKIE_MATCH
+        from ovs_mesh.ovs.model import COOKIE_MATCH
 
         out = self.ovs.ofctl("dump-aggregate", self.ovs.mgmt("obr0"), COOKIE_MATCH, check=False)
         m = re.search(r"flow_count=(\d+)", out)

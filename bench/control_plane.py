@@ -1,6 +1,6 @@
 """Control-plane benchmark: how ovs-mesh scales with the number of peers.
 
-Why: the design (issue 2, "Scale from day one") sets targets for cold apply,
+Why: the design ("Scale from day one") sets targets for cold apply,
 no-op apply, a join and peak memory at 1000-5000 peers.  This measures them
 against a real sandbox OVS (ovsdb-server + ovs-vswitchd --enable-dummy, dummy
 datapath) and puts each figure next to its target and next to a baseline:
@@ -43,7 +43,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "control-plane.json")
 CLUSTER_CIDR = IPv4Network("10.0.0.0/8")
 NODE_PREFIX = 24
-# `dual`: flow mode with a dual-stack cluster (issue 12): every node also has a /64 of this /48
+# `dual`: flow mode with a dual-stack cluster: every node also has a /64 of this /48
 # (16 bits: Kubernetes' limit between cluster and node masks; room for 65536 nodes).
 CLUSTER_CIDR6 = IPv6Network("fd00:10:244::/48")
 NODE_PREFIX6 = 64
@@ -53,7 +53,7 @@ STEPS = ("cold", "noop", "join", "leave", "ipchange")
 PORT_MODE_MAX = 1000
 DRIVERS = ("cli", "inproc", "baseline")
 
-# Design targets (issue 2), flow mode.  (mode, size, step) -> {metric: upper bound}
+# Design targets, flow mode.  (mode, size, step) -> {metric: upper bound}
 TARGETS = {
     ("flow", 1000, "cold"): {"seconds": 1.0},
     ("flow", 5000, "cold"): {"seconds": 3.0, "rss_mb": 120},
@@ -197,7 +197,7 @@ def run_inproc(cfg: str, _ovs, _before, _after) -> dict:
 
 def vsctl_args(changes) -> list[str]:
     """OVSDB changes -> one ovs-vsctl command line (one transaction)."""
-    from ovs_mesh.state import BRIDGE
+    from ovs_mesh.ovs.model import BRIDGE
 
     args: list[str] = []
     for ch in changes:
@@ -238,9 +238,9 @@ def flow_lines(changes) -> str:
 
 def run_baseline(_cfg: str, ovs, before: dict | None, after: dict) -> dict:
     """The same rows and flows through ovs-vsctl + ovs-ofctl (see module doc)."""
-    from ovs_mesh import desired
-    from ovs_mesh.diff import diff
-    from ovs_mesh.state import OvsState
+    from ovs_mesh.ovs import desired
+    from ovs_mesh.ovs.model import OvsState
+    from ovs_mesh.reconcile.plan import diff
 
     def build(data, ofports):
         # Ports keep the ofports they have (as ovs-mesh does); the rest as ovs-mesh numbers them.
@@ -276,7 +276,7 @@ DRIVER_FN = {"cli": run_cli, "inproc": run_inproc, "baseline": run_baseline}
 
 def run_sequence(driver: str, mode: str, n: int, workdir: str) -> dict:
     """One fresh sandbox OVS, the five steps, plan after each.  Always cleans up."""
-    from ovs_mesh.daemons import OvsDaemons
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     d = tempfile.mkdtemp(prefix=f"ovsm-bench-{driver}-", dir=workdir)
     ovs = OvsDaemons(d, dummy=True)
@@ -342,8 +342,8 @@ def worker(cfg: str) -> int:
                 phases[name] = phases.get(name, 0.0) + time.perf_counter() - s
         return wrapper
 
-    from ovs_mesh import node, reconcile
-    from ovs_mesh.config_file import load_config
+    from ovs_mesh.config.file import load_config
+    from ovs_mesh.reconcile import node, reconciler
     phases["import"] = time.perf_counter() - t0
     config = timed("load_config", load_config)(cfg)
     rec = timed("connect", lambda c: node.open_node(c).reconciler())(config)  # includes the IDL's initial dump
@@ -352,7 +352,7 @@ def worker(cfg: str) -> int:
     rec.openflow.dump = timed("flow_dump", rec.openflow.dump)
     rec.openflow.apply = timed("flow_apply", rec.openflow.apply)
     rec.build_parts = timed("desired", rec.build_parts)   # what apply() builds the desired state with
-    reconcile.diff = timed("diff", reconcile.diff)
+    reconciler.diff = timed("diff", reconciler.diff)
     s = time.perf_counter()
     result = rec.apply()
     phases["apply_total"] = time.perf_counter() - s

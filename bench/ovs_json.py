@@ -51,7 +51,7 @@ sys.exit(worker(sys.argv[2]))
 
 def measure(variant: str, mode: str, n: int, workdir: str) -> dict:
     """Fresh sandbox; cold then noop apply with VARIANT's parser; plan empty after each."""
-    from ovs_mesh.daemons import OvsDaemons
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     d = tempfile.mkdtemp(prefix=f"ovsm-json-{variant}-", dir=workdir)
     ovs = OvsDaemons(d, dummy=True)

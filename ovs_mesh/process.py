@@ -1,7 +1,7 @@
 """The one place that asks whether a process lives and stops one by its pid.
 
-Used by the private OVS daemons (daemons.py), the agent's vswitchd watcher,
-the lab's agents and its echo servers.  Processes are always stopped by pid,
+Used by the OpenFlow client and the agent's vswitchd watcher (`daemon_pid`: which
+vswitchd runs now), the lab's private OVS daemons, its agents and its echo servers.  Processes are always stopped by pid,
 never by name, so nothing else on the machine is touched.
 """
 from __future__ import annotations
@@ -56,3 +56,13 @@ def stop_pid(pid: int, timeout: float = 10.0, sig: int = signal.SIGTERM) -> bool
         if s == signal.SIGKILL:
             break
     return sig != signal.SIGKILL
+
+
+def daemon_pid(rundir: str, daemon: str) -> int | None:
+    """The live pid in `<rundir>/<daemon>.pid` (e.g. ovs-vswitchd), or None."""
+    try:
+        with open(os.path.join(rundir, f"{daemon}.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None  # a killed daemon may linger as a zombie

@@ -2,7 +2,7 @@
 
 It lives here, at the bottom, because `ovsdb_client` reads and writes these
 values and must not import `ovs_mesh` (which builds and compares them): the
-layers go ovs_mesh -> ovsdb_client -> ovsdbapp, never back.  `ovs_mesh.state`
+layers go ovs_mesh -> ovsdb_client -> ovsdbapp, never back.  `ovs_mesh.ovs.model`
 re-exports them next to the OpenFlow vocabulary (Flow) so desired and observed
 state are built from one set of types.
 """

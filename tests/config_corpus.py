@@ -60,7 +60,7 @@ def _texts() -> dict[str, bytes | str]:
         + "nodes:\n" + node
     out["metrics-port-99999"] = good_head.replace("host: false", "host: false, metrics: '127.0.0.1:99999'") \
         + "nodes:\n" + node
-    # IPv6 (issue 12): ranges whose node subnets could not be counted, let alone listed
+    # IPv6: ranges whose node subnets could not be counted, let alone listed
     v6_local = "local: {node: node-1, datapath: dummy, host: false}\n"
     out["ipv6-range-2^117-subnets"] = ("cluster: {cidr: '2000::/3', node_prefix_ipv6: 120}\n" + v6_local
                                        + "nodes:\n  - {name: node-1, ip: 192.168.56.11}\n")

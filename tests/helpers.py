@@ -113,7 +113,7 @@ def write_config(path: str, data: dict) -> str:
 @contextlib.contextmanager
 def sandbox_ovs(prefix: str = "ovsm-sb-", **kw):
     """A private ovsdb-server + ovs-vswitchd (dummy datapath) in a temp dir, removed on the way out."""
-    from ovs_mesh.daemons import OvsDaemons
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     need("ovs-vswitchd", "ovsdb-server")
     d = tempfile.mkdtemp(prefix=prefix)

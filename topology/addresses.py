@@ -3,7 +3,7 @@
 Pure: each function takes a raw YAML value and returns (value, None) or (None, reason);
 `topology.config` turns reasons into `Problem`s with the field path.
 
-IPv6 choices (issue 12), following Kubernetes where it has a rule:
+IPv6 choices, following Kubernetes where it has a rule:
 
 - **Canonical spelling only.**  An IPv6 value must be written as `ip -6` and
   Kubernetes (Go's `net.IP.String`) print it: RFC 5952, lower case, the longest

@@ -1,4 +1,4 @@
-"""Validate a decoded config document (pure: reading the file is ovs_mesh.config_file).
+"""Validate a decoded config document (pure: reading the file is ovs_mesh.config.file).
 
 Every problem is collected and reported at once as ``path: value: reason`` so a
 user fixes a file in one go.  Node checks (`topology.nodes.check_nodes`, also
@@ -21,17 +21,17 @@ from typing import Any, Callable
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
 from .errors import Problem, show
-from .model import (DATAPATHS, FAMILIES, MAX_VNI, MIN_POD_MTU, MODES, OVERHEAD, SOURCES, TUNNELS, Cluster, Config,
-                    Local, Node)
+from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Local, Node
 from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
+from .options import bounds, keys_of, option
 
 MIN_POD_MTU6 = 1280  # IPv6's minimum link MTU (RFC 8200)
 
-CLUSTER_KEYS = ("cidr", "node_prefix", "node_prefix_ipv6", "tunnel", "mode", "vxlan_port", "mesh_degree",
-                "mtu", "masquerade", "vni")
-LOCAL_KEYS = ("node", "ovsdb", "datapath", "host", "underlay_bridge", "underlay_interface",
-              "cni_conf", "metrics", "ovs_rundir", "ssl_key", "ssl_cert", "ssl_ca")
-TOP_KEYS = ("cluster", "source", "nodes", "local", "kubernetes")
+# The keys, choices, ranges and help of every option: topology.options.
+CLUSTER_KEYS = keys_of("cluster")
+LOCAL_KEYS = keys_of("local")
+KUBERNETES_KEYS = keys_of("kubernetes")
+TOP_KEYS = keys_of("")
 
 
 def local_key_problems(data: dict, where: str) -> list[Problem]:
@@ -70,7 +70,7 @@ def _node_prefix6(c: Checker, m: dict, cidr6) -> int:
     """cluster.node_prefix_ipv6, checked against the IPv6 range as kube-controller-manager does."""
     default = Cluster().node_prefix6
     raw = m.get("node_prefix_ipv6", MISSING)
-    prefix = c.integer("cluster.node_prefix_ipv6", raw, default, 8, MAX_NODE_PREFIX6)
+    prefix = c.integer("cluster.node_prefix_ipv6", raw, default, *bounds("cluster.node_prefix_ipv6"))
     if cidr6 is None:
         return prefix
     given = raw is not MISSING
@@ -99,19 +99,22 @@ def _parse_cluster(c: Checker, raw: Any) -> Cluster:
     m = c.mapping("cluster", raw, CLUSTER_KEYS)
     d = Cluster()
     cidr, cidr6 = _parse_cidrs(c, m)
-    node_prefix = c.integer("cluster.node_prefix", m.get("node_prefix", MISSING), d.node_prefix, 8, 30)
+    lo, hi = bounds("cluster.node_prefix")
+    node_prefix = c.integer("cluster.node_prefix", m.get("node_prefix", MISSING), d.node_prefix, lo, hi)
     if cidr is not None and node_prefix <= cidr.prefixlen:
         c.error("cluster.node_prefix", node_prefix, f"must be longer than cluster.cidr's /{cidr.prefixlen}")
-        node_prefix = min(30, max(cidr.prefixlen + 1, d.node_prefix))
+        node_prefix = min(hi, max(cidr.prefixlen + 1, d.node_prefix))
     node_prefix6 = _node_prefix6(c, m, cidr6)
-    tunnel = c.choice("cluster.tunnel", m.get("tunnel", MISSING), TUNNELS, d.tunnel)
-    mode = c.choice("cluster.mode", m.get("mode", MISSING), MODES, d.mode)
-    vxlan_port = c.integer("cluster.vxlan_port", m.get("vxlan_port", MISSING), d.vxlan_port, 1, 65535)
-    mesh_degree = c.integer("cluster.mesh_degree", m.get("mesh_degree", MISSING), 0, 0, 1 << 16)
+    tunnel = c.choice("cluster.tunnel", m.get("tunnel", MISSING), option("cluster.tunnel").choices, d.tunnel)
+    mode = c.choice("cluster.mode", m.get("mode", MISSING), option("cluster.mode").choices, d.mode)
+    vxlan_port = c.integer("cluster.vxlan_port", m.get("vxlan_port", MISSING), d.vxlan_port,
+                           *bounds("cluster.vxlan_port"))
+    mesh_degree = c.integer("cluster.mesh_degree", m.get("mesh_degree", MISSING), d.mesh_degree,
+                            *bounds("cluster.mesh_degree"))
     if mesh_degree and mode != "stp":
         c.error("cluster.mesh_degree", mesh_degree, f"only used in stp mode (cluster.mode is {mode})")
     mtu = None
-    raw_mtu = m.get("mtu", "auto")
+    raw_mtu = m.get("mtu", option("cluster.mtu").default)
     if raw_mtu != "auto":
         overhead = OVERHEAD[tunnel]
         if isinstance(raw_mtu, bool) or not isinstance(raw_mtu, int):
@@ -126,7 +129,7 @@ def _parse_cluster(c: Checker, raw: Any) -> Cluster:
         else:
             mtu = raw_mtu
     masquerade = c.boolean("cluster.masquerade", m.get("masquerade", MISSING), d.masquerade)
-    vni = c.integer("cluster.vni", m.get("vni", MISSING), d.vni, 0, MAX_VNI)
+    vni = c.integer("cluster.vni", m.get("vni", MISSING), d.vni, *bounds("cluster.vni"))
     return Cluster(cidr=cidr, node_prefix=node_prefix, cidr6=cidr6, node_prefix6=node_prefix6, tunnel=tunnel, mode=mode,
                    vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni)
 
@@ -155,7 +158,7 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
         c.error("local.ovsdb", ovsdb, "must be unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")
     elif remote.group(1) is not None and (len(remote.group(1)) > 5 or not 1 <= int(remote.group(1)) <= 65535):
         c.error("local.ovsdb", ovsdb, "port must be between 1 and 65535")
-    datapath = c.choice("local.datapath", m.get("datapath", MISSING), DATAPATHS, d.datapath)
+    datapath = c.choice("local.datapath", m.get("datapath", MISSING), option("local.datapath").choices, d.datapath)
     host = c.boolean("local.host", m.get("host", MISSING), d.host)
     strings = {k: c.string(f"local.{k}", m.get(k, MISSING), getattr(d, k))
                for k in ("underlay_bridge", "underlay_interface", "cni_conf", "metrics", "ovs_rundir",
@@ -176,14 +179,16 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
 
 
 def _parse_kubernetes(c: Checker, raw: Any) -> dict:
-    kube = c.mapping("kubernetes", raw, ("kubeconfig", "resync_seconds", "underlay_family"))
+    kube = c.mapping("kubernetes", raw, KUBERNETES_KEYS)
     resync = kube.get("resync_seconds", MISSING)
+    lo, hi = bounds("kubernetes.resync_seconds")
     if resync is not MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
-                                   or not 1 <= resync <= 86400):
-        c.error("kubernetes.resync_seconds", resync, "must be a number of seconds between 1 and 86400")
+                                   or not lo <= resync <= hi):
+        c.error("kubernetes.resync_seconds", resync, f"must be a number of seconds between {lo} and {hi}")
     c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), None)
     # the family of the Nodes' InternalIP the tunnels use (default: IPv6 for an IPv6-only cluster, else IPv4)
-    c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING), FAMILIES, "")
+    c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING),
+             option("kubernetes.underlay_family").choices, "")
     return kube
 
 
@@ -204,7 +209,7 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
     if data is not None and not isinstance(data, dict):
         raise ConfigError(c.problems())
     cluster = _parse_cluster(c, top.get("cluster"))
-    source = c.choice("source", top.get("source", MISSING), SOURCES, "file")
+    source = c.choice("source", top.get("source", MISSING), option("source").choices, option("source").default)
     local = _parse_local(c, top.get("local"), overrides or {}, default_node)
     kube = _parse_kubernetes(c, top.get("kubernetes"))
     raw_nodes = top.get("nodes") or []

@@ -11,7 +11,7 @@ only a few entries change: `node_entry` is everything one entry's own fields
 decide (a well-formed name, a usable IP of either family outside the pod
 ranges, canonical subnets of the right size inside their family's range, the
 families a subnet lacks), computed once per entry text and cluster and cached
-by the caller (`ovs_mesh.config_items`, the Kubernetes source); `check_entries`
+by the caller (`ovs_mesh.config.items`, the Kubernetes source); `check_entries`
 is the pass across entries (duplicate names and IPs, overlapping subnets per
 family, one underlay family across nodes, capacity per family), a few dict
 lookups per entry.  The full parse and the cached one run this same code, so
@@ -27,8 +27,9 @@ from .addresses import LABEL, family_of, holds, inside, parse_cidr_list, parse_i
 from .checker import MISSING, NODE_NAME, Checker
 from .errors import Problem, show
 from .model import Cluster, Network, Node
+from .options import keys_of
 
-NODE_KEYS = ("name", "ip", "subnet")
+NODE_KEYS = keys_of("nodes[]")
 _UNKNOWN = f"unknown key (allowed: {', '.join(sorted(NODE_KEYS))})"
 _DNS = "must be a DNS name (lower case letters, digits, '-', '.')"
 
@@ -60,7 +61,7 @@ def node_subnets_of(raw: Any) -> dict[str, Network]:
 
 def missing_subnets(cluster: Cluster, node: Node) -> str | None:
     """None when `node` has a subnet of every cluster family, else what it lacks:
-    "subnet" (none at all, as before dual-stack) or "IPv6 subnet" / "IPv4 subnet"."""
+    "subnet" (none at all, whatever the families) or "IPv6 subnet" / "IPv4 subnet"."""
     have = {"ipv4": node.subnet, "ipv6": node.subnet6}
     missing = [f for f in cluster.families if have[f] is None]
     if not missing:

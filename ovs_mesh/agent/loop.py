@@ -38,17 +38,17 @@ import time
 
 from topology.model import Config
 
-from ..desired import tunnel_port_name
-from ..families import family_stats
-from ..installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
-from ..reconcile import Result
+from ..ovs.desired import tunnel_port_name
+from ..ovs.model import OvsState
+from ..reconcile.families import family_stats
+from ..reconcile.plan import Result
+from ..reconcile.status_file import write_status
 from ..sources import Source
-from ..state import OvsState
-from ..status import write_status
+from .installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
 from .metrics import AgentMetrics, MetricsServer
-from .parts import LOG, Inventory, NodeSession, NotReady, SayOnce
 from .schedule import Pass, Reason, Scheduler
 from .sdnotify import SdNotify
+from .session import LOG, Inventory, NodeSession, NotReady, SayOnce
 from .watch import OvsWatcher
 
 

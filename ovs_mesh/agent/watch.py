@@ -21,9 +21,9 @@ import logging
 import threading
 import time
 
-from ..daemons import daemon_pid
-from ..openflow import OpenFlow
-from ..state import BRIDGE, OvsState
+from ..ovs.model import BRIDGE, OvsState
+from ..ovs.openflow import OpenFlow
+from ..process import daemon_pid
 from .schedule import Reason
 
 LOG = logging.getLogger(__name__)

@@ -7,6 +7,10 @@ like the OVS side:
     changes  = diff_host(desired, observed)                diff.py    (pure)
     HostApplier(...).apply(changes)                        apply.py   (one applier per kind)
 
+over the adapters only the host uses: netlink.py (pyroute2: links, addresses,
+routes), nft.py (nftables), cni.py (the CNI conflist), underlay.py (the netdev
+datapath's underlay bridge and tx checksum offload).
+
 The objects are the frozen types of model.py.  What is ours, and how we know it:
   kbr0          IFLA_IFALIAS "ovs-mesh" (an untagged kbr0 is refused / left alone)
   routes        route protocol ROUTE_PROTO (109, "ovs-mesh"; unused in rt_protos)
@@ -24,11 +28,11 @@ from __future__ import annotations
 
 from topology.model import Config
 
-from ..netlink import Netlink
 from .apply import HostApplier
 from .desired import desired_host, gateway_mac
 from .diff import diff_host
 from .model import ALIAS, KBR, ROUTE_PROTO, HostChange, HostState
+from .netlink import Netlink
 from .observe import observe_host, underlay_mtu
 
 __all__ = ["ALIAS", "KBR", "ROUTE_PROTO", "HostChange", "HostLayer", "HostState", "desired_host",

@@ -13,10 +13,10 @@ from ovsdb_client.rows import BridgeChange, PortChange
 from topology.errors import Transient
 from topology.model import Config
 
-from .. import cni, nft
-from ..netlink import Netlink
-from ..underlay import set_tx_checksum
+from . import cni, nft
 from . import saved as saved_mod
+from .netlink import Netlink
+from .underlay import set_tx_checksum
 from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
                     LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
 from .observe import read_setting, sysctl_path, underlay_of

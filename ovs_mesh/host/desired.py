@@ -10,10 +10,10 @@ from topology.config import ConfigError
 from topology.errors import NotOurs, Problem
 from topology.model import Config
 
-from .. import cni
-from ..netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
-from ..state import BRIDGE
-from ..underlay import desired_ovs
+from ..ovs.model import BRIDGE
+from . import cni
+from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
+from .underlay import desired_ovs
 from .model import (KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostObject, HostRoute,
                     HostState, Kbr, LinkUp, Masquerade, Offload, Setting, Sysctl, UnderlayBridge,
                     UnderlayPort)

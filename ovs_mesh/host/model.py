@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Union
 
-from ..netlink import Route
-from ..state import BridgeSpec, PortSpec
+from ..ovs.model import BridgeSpec, PortSpec
+from .netlink import Route
 
 KBR = "kbr0"                 # the Linux bridge pods attach to (cni.BRIDGE_NAME)
 ALIAS = "ovs-mesh"           # kbr0's IFLA_IFALIAS: the tag that makes it ours

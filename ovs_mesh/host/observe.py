@@ -8,12 +8,12 @@ import os
 
 from topology.model import Config
 
-from .. import cni, nft
-from ..netlink import Netlink
-from ..state import BRIDGE
-from ..underlay import tx_checksum
+from ..ovs.model import BRIDGE
+from . import cni, nft
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
+from .netlink import Netlink
+from .underlay import tx_checksum
 from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
                     HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl,
                     Underlay, UnderlayBridge, UnderlayPort)

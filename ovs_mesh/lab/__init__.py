@@ -9,7 +9,8 @@ both: `--ip-family`; the tunnels over an IPv4 or IPv6 underlay: `--underlay`).
 `lab check` proves the Kubernetes network model with real packets, per family.
 
 Modules, by concern:
-  state      the record on disk (LabState), a node (Node), LabError/LabExists
+  record     the record on disk (LabState), a node (Node), LabError/LabExists
+  daemons    a private ovsdb-server + ovs-vswitchd per node (also the sandbox tests' and benchmarks')
   resources  what the lab creates (namespaces, veths, OVS, processes) and release(), its one teardown
   nodes      node names and addresses; make a node (namespace, underlay, OVS)
   pods       the CNI runtime: pods from the node's conflist
@@ -18,5 +19,5 @@ Modules, by concern:
   topology   the shared topology file and per-node configs
   check, probe   the connectivity matrix
   remote     `lab pods` / `lab remote-check` for real machines (the Vagrant lab)
-  cli        `ovs-mesh lab ...`
+  commands   `ovs-mesh lab ...`
 """

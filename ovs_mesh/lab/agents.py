@@ -21,11 +21,11 @@ import time
 
 from ovs_mesh.files import write_atomic
 from ovs_mesh.process import alive, stop_pid
-from ovs_mesh.status import STATUS_FILE
+from ovs_mesh.reconcile.status_file import STATUS_FILE
 
 from .nodes import local_section
+from .record import LabError, LabState, Node
 from .resources import run
-from .state import LabError, LabState, Node
 from .topology import write_yaml
 
 OVS_MESH = [sys.executable, "-m", "ovs_mesh"]

@@ -1,7 +1,7 @@
 """Build, grow, shrink and remove a lab: the orchestration of nodes, agents and pods.
 
 Every namespace, veth, daemon directory and agent is recorded in the lab's
-state file before it is created (state.py), so `down` removes all of it even
+state file before it is created (record.py), so `down` removes all of it even
 after a crash (resources.py releases each kind).  Node networking is done by
 the product itself: each node runs `ovs-mesh --config <lab>/topology.yaml
 --local <node>/local.yaml agent` inside its namespace (agents.py), so editing
@@ -22,8 +22,8 @@ from topology.nodes import node_subnets_of
 from . import agents
 from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underlay_cidr
 from .pods import add_pod, addresses
+from .record import NAME_RE, LabExists, LabState, Node
 from .resources import del_netns, netns_list, release
-from .state import NAME_RE, LabExists, LabState, Node
 from .topology import (IP_FAMILIES, allocate_all, cluster_of, lab_cidr, make_topology, read_yaml, subnet_value,
                        write_yaml)
 

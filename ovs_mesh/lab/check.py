@@ -23,8 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .pods import address_of, family_of
+from .record import LabError, LabState, Node
 from .resources import kill, run
-from .state import LabError, LabState, Node
 from .topology import read_yaml
 
 TCP_BYTES = 10 * 1024 * 1024

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 
-from ovs_mesh.daemons import OvsDaemons
+from ovs_mesh.lab.daemons import OvsDaemons
 
+from .record import LabState, Node
 from .resources import add_netns, run
-from .state import LabState, Node
 
 UNDERLAY_NET = "192.168.213"     # node k has .(10+k)/24; lives only inside lab namespaces
 UNDERLAY_NET6 = "fd00:56::"      # node k has fd00:56::<10+k>/64 (IPv6 underlay); lab namespaces only

@@ -13,11 +13,9 @@ import json
 import os
 from ipaddress import ip_address
 
-from ovs_mesh import cni
-
 from .nodes import pod_ns
+from .record import LabError, LabState, Node
 from .resources import add_netns, run
-from .state import LabError, LabState, Node
 
 CNI_PATH = os.environ.get("CNI_PATH", "/usr/lib/cni")
 
@@ -33,6 +31,8 @@ def plugin_configs(n: Node) -> list[dict]:
     host-local keeps its leases in /var/lib/cni by default, shared by every
     lab node: when the conflist sets no ipam.dataDir, point it into the node's dir.
     """
+    from ovs_mesh.host import cni   # on use: the host package loads pyroute2, which `lab --help` need not
+
     with open(n.cni_conf, encoding="utf-8") as f:
         content = f.read()
     out = []
@@ -72,7 +72,8 @@ def family_of(ip: str) -> str:
 
 
 def address_of(pod: dict, family: str) -> str | None:
-    """The pod's address of `family` (None if it has none); records before issue 12 have only `ip`."""
+    """The pod's address of `family` (None if it has none); a record that
+    lists only `ip` (one family) is read through it."""
     return next((ip for ip in pod.get("ips") or [pod["ip"]] if family_of(ip) == family), None)
 
 

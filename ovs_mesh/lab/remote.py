@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .build import down
 from .pods import add_pod, addresses
+from .record import NAME_RE, LabError, LabState, Node
 from .resources import run
-from .state import NAME_RE, LabError, LabState, Node
 from .topology import subnet_value
 
 REMOTE_PYTHON = "/opt/ovs-mesh/venv/bin/python"
@@ -64,7 +64,7 @@ def _err(*lines: str) -> int:
 
 # --- on the node -------------------------------------------------------------
 def cmd_pods(args) -> int:
-    from ..config_file import load
+    from ..config.file import load
 
     if not NAME_RE.match(args.name):
         return _err(f"--name: {args.name}: must be 1-6 lowercase letters/digits starting with a letter")

@@ -1,6 +1,6 @@
 """What the lab creates on the machine, and the one way each kind is released.
 
-Every resource is recorded in the lab state (state.py) before it is made; a
+Every resource is recorded in the lab record (record.py) before it is made; a
 record is a dict with a `kind`:
 
 - `netns` (name): a network namespace; what still runs inside is stopped first
@@ -19,10 +19,10 @@ import os
 import shutil
 import subprocess
 
-from ovs_mesh.daemons import OvsDaemons
+from ovs_mesh.lab.daemons import OvsDaemons
 from ovs_mesh.process import alive, stop_pid
 
-from .state import LabError
+from .record import LabError
 
 NETNS_DIR = "/run/netns"
 KILL_TIMEOUT = 3.0

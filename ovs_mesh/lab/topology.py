@@ -5,7 +5,7 @@ a list of (name, underlay IP) becomes one validated YAML topology (cluster +
 nodes with allocated subnets); a node's config is that topology plus its
 `local` section.  Nothing here touches the machine except the atomic write.
 
-Dual-stack follows the shared YAML shape (issue 12): `cidr` is one CIDR or
+Dual-stack follows the config file's YAML shape: `cidr` is one CIDR or
 "v4,v6"; `node_prefix_ipv6` is written only when the cluster has IPv6; a
 node's `subnet` is a plain string for one family and a list [v4, v6] for two.
 """
@@ -19,7 +19,7 @@ from ovs_mesh.files import write_atomic
 from topology.config import parse_config
 from topology.model import Cluster
 
-from ..config_file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
+from ..config.file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
 
 
 # The lab's pod ranges per family (`lab up --ip-family`).

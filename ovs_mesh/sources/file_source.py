@@ -8,7 +8,7 @@ on any event compare the file's identity (device, inode, size, mtime; at once wh
 the file was renamed into place or closed after writing, after SETTLE_MS for
 other events, which may be a save in progress) and then
 its bytes: only a real change is parsed, and only where it changed
-(`ovs_mesh.config_items`: each entry of `nodes:` is parsed and checked once per
+(`ovs_mesh.config.items`: each entry of `nodes:` is parsed and checked once per
 text; a bad edit is still rejected whole, with the full parse's messages).
 Unchanged nodes keep their `Node` objects from one config to the next, so the
 agent finds what changed with identity checks (`installed.changed_names`);
@@ -21,7 +21,7 @@ the log, and counted in `reads` (the agent's metric
 
 Bad content is logged once, in one line (the first few ``path: value: reason``
 problems) and the last good config stays in force; the same bad content is not
-logged again.  Reading is bounded (`ovs_mesh.config_file`): no file can hang,
+logged again.  Reading is bounded (`ovs_mesh.config.file`): no file can hang,
 crash or bloat the agent.
 
 Protocol shared with `KubernetesSource`: ``start(notify)``, ``nodes()``,
@@ -36,8 +36,8 @@ import os
 import threading
 from typing import Callable
 
-from ovs_mesh.config_file import read_bytes
-from ovs_mesh.config_items import ConfigItems, Delta
+from ovs_mesh.config.file import read_bytes
+from ovs_mesh.config.items import ConfigItems, Delta
 from topology.config import ConfigError
 from topology.model import Config, Node
 

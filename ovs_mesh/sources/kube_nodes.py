@@ -4,7 +4,7 @@ Why this exists: the list/watch loop (`kubernetes_source.py`) only keeps the
 raw fields of each Node; this module decides which of them make a peer and
 says why the others do not, in the Node's own field names.
 
-Which fields, per family (issue 12, dual-stack):
+Which fields, per family (dual-stack):
   - pod subnets: ``spec.podCIDRs`` (one per family, as kube-controller-manager
     allocates them with ``--cluster-cidr=v4,v6``), or ``spec.podCIDR`` on a
     Node without podCIDRs.  A Node needs one of every family the cluster has;

@@ -12,7 +12,7 @@ import pytest
 from tests.agent_process import AgentProc
 from tests.helpers import sandbox_config
 
-from ovs_mesh.state import COOKIE_MATCH
+from ovs_mesh.ovs.model import COOKIE_MATCH
 
 
 def our_flows(ovs) -> str:

@@ -1,4 +1,4 @@
-"""The agent with `source: kubernetes` in a dual-stack cluster (issue 12): dual-stack Nodes from
+"""The agent with `source: kubernetes` in a dual-stack cluster: dual-stack Nodes from
 the fake API server (real client, kubeconfig) become IPv4 and IPv6 flows in a real sandbox OVS."""
 from tests.agent.conftest import our_flows
 from tests.helpers import base_config, wait_for

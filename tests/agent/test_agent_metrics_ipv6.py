@@ -1,4 +1,4 @@
-"""The agent's per-family metrics (issue 12), scraped from a running agent of a dual-stack
+"""The agent's per-family metrics, scraped from a running agent of a dual-stack
 node against a real sandbox OVS."""
 import copy
 

@@ -70,6 +70,9 @@ def test_install_service_into_a_root(tmp_path):
     assert config.read_text() == "# mine\n"  # never overwritten
 
 
+KUBERNETES_VERSIONS = ("1.28.0", "1.33.0")
+
+
 def manifests() -> list[dict]:
     with open(MANIFESTS) as f:
         return [d for d in yaml.safe_load_all(f) if d]
@@ -80,13 +83,16 @@ def test_manifests_validate_against_kubernetes_schemas():
     docs = manifests()
     assert sorted(d["kind"] for d in docs) == ["ClusterRole", "ClusterRoleBinding", "ConfigMap",
                                                 "DaemonSet", "ServiceAccount"]
-    for d in docs:
-        kv.validate(d, kv.latest_version(), strict=True)
+    # Named versions, not just the newest schema the installed kubernetes-validate knows: the
+    # oldest Kubernetes the manifest is for, and a current one.
+    for version in KUBERNETES_VERSIONS:
+        for d in docs:
+            kv.validate(d, version, strict=True)
     # strict validation does catch a misspelt field
     bad = next(d for d in docs if d["kind"] == "DaemonSet")
     bad = {**bad, "spec": {**bad["spec"], "templat": {}}}
     with pytest.raises(kv.ValidationError):
-        kv.validate(bad, kv.latest_version(), strict=True)
+        kv.validate(bad, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def test_manifests_say_what_the_agent_needs():

@@ -2,7 +2,7 @@
 underlay veth to a second namespace (the "peer", standing for the rest of the
 network).  Everything is named omh-<random> and removed on the way out.
 
-`node6`: a node namespace for the IPv6 / dual-stack host layer (issue 12),
+`node6`: a node namespace for the IPv6 / dual-stack host layer,
 without OVS: the host stage runs alone (hostctl.py); a veth named obr0 in kbr0
 leads to a third namespace standing for another node's pods (10.244.2.5,
 fd00:10:244:2::5) as the tunnels would; the underlay and the peer have both
@@ -20,8 +20,8 @@ import tempfile
 
 import pytest
 
-from ovs_mesh import cni
-from ovs_mesh.daemons import OvsDaemons
+from ovs_mesh.host import cni
+from ovs_mesh.lab.daemons import OvsDaemons
 from tests.helpers import REPO, need, run_cli, write_config
 
 NODE_IP, PEER_IP, PREFIX = "192.168.77.11", "192.168.77.2", 24

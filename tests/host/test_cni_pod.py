@@ -12,7 +12,7 @@ import sys
 from tests.helpers import wait_for
 from tests.host.conftest import (GATEWAY, GATEWAY6, NODE_IP, NODE_IP6, PEER_IP, PEER_IP6, REMOTE_POD, REMOTE_POD6,
                                  SUBNET, in_ns)
-from tests.host.test_host import ok, ping
+from tests.host.test_host import ok, ping, reachable
 
 
 def test_pod_from_cni_bridge_plugin(node):
@@ -85,7 +85,7 @@ def test_dual_stack_pod_addresses_masquerade_and_no_nat_between_pods(node6):
     assert redirects_received(pod) == 0
     # ...which is what our rule does: without it the node sends them.
     node6.sh("nft", "delete", "chain", "inet", "ovs_mesh", "output")
-    wait_for(lambda: ping(pod, REMOTE_POD6, timeout=2) and redirects_received(pod) > 0, timeout=20,
+    wait_for(lambda: reachable(pod, REMOTE_POD6) and redirects_received(pod) > 0, timeout=20,
              what="an ICMPv6 redirect once our output chain is gone")
 
     node6.cni_plugin("DEL", pod)

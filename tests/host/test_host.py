@@ -1,13 +1,13 @@
-"""Host networking (issue 3) on a real node namespace with OVS's userspace
+"""Host networking on a real node namespace with OVS's userspace
 datapath: kbr0, obr0 in kbr0, the cluster route, sysctls, masquerade, the CNI
 file and the netdev underlay bridge; idempotence; strict teardown."""
 from __future__ import annotations
 
 import json
 import os
-import time
 
 from tests.host.conftest import GATEWAY, NODE_IP, SUBNET, in_ns
+from tests.helpers import wait_for
 
 from ovs_mesh.host import ALIAS, ROUTE_PROTO
 
@@ -26,13 +26,15 @@ def addrs(node, dev) -> list[str]:
     return [f"{a['local']}/{a['prefixlen']}" for l in out for a in l.get("addr_info", [])]
 
 
+def reachable(ns, ip) -> bool:
+    """One ping from namespace `ns` (up to 1 s for the reply)."""
+    return in_ns(ns, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
+
 def ping(ns, ip, timeout=10.0) -> bool:
-    """Poll with a deadline: the first packets may wait for ARP / MAC learning."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if in_ns(ns, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0:
-            return True
-    return False
+    """True once `ip` answers from `ns`, failing after `timeout` s: the first packets may
+    wait for ARP / MAC learning."""
+    return wait_for(lambda: reachable(ns, ip), timeout, f"{ip} to answer a ping from {ns}", interval=0)
 
 
 def test_apply_converges_and_teardown_restores(node):

@@ -1,4 +1,4 @@
-"""The host stage for IPv6-only and dual-stack clusters (issue 12) in a real
+"""The host stage for IPv6-only and dual-stack clusters in a real
 node namespace: kbr0 gets gateway6 at once (no DAD wait), the cluster route
 per family with our protocol, IPv6 forwarding (RA-learned routes kept),
 masquerade of both families in the one `inet ovs_mesh` table (an old
@@ -106,7 +106,7 @@ def test_moved_ipv6_address_is_announced(node6):
     unsolicited neighbour advertisement makes the neighbours learn the new MAC."""
     assert ping(node6.peer_ns, NODE_IP6)
     node6.sh("ip", "link", "set", node6.underlay, "address", "02:00:5e:00:53:77")
-    node6.sh(sys.executable, "-c", f"from ovs_mesh.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
+    node6.sh(sys.executable, "-c", f"from ovs_mesh.host.netlink import Netlink\nNetlink().announce('{node6.underlay}', "
                                    f"'{NODE_IP6}')", timeout=60)
 
     def peer_mac():

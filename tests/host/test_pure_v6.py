@@ -1,4 +1,4 @@
-"""The host layer's pure parts for IPv6 and dual-stack clusters (issue 12),
+"""The host layer's pure parts for IPv6 and dual-stack clusters,
 without root: desired_host/diff_host for IPv4, IPv6-only and dual-stack, the
 pod MTU per underlay family, the IPv6 sysctls (accept_ra kept working under
 forwarding), the migration of the old `ip ovs_mesh` table, the CNI ranges
@@ -9,13 +9,13 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from ovs_mesh import cni, nft
+from ovs_mesh.host import cni, nft
 from ovs_mesh.host import desired_host, diff_host, gateway_mac
 from ovs_mesh.host.desired import link_local
 from ovs_mesh.host.model import (Address, AntiSpoof, CniFile, HostFacts, HostRoute, HostState, Kbr,
                                  LegacyMasquerade, Masquerade, Sysctl)
-from ovs_mesh.netlink import Route
-from ovs_mesh.reconcile import Reconciler
+from ovs_mesh.host.netlink import Route
+from ovs_mesh.reconcile.reconciler import Reconciler
 from tests.host.v6config import config
 
 pytestmark = pytest.mark.unit

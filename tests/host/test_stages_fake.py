@@ -11,12 +11,13 @@ import os
 import pytest
 
 from topology.config import parse_config
-from ovs_mesh import nft
+from ovs_mesh.host import nft
 from ovs_mesh.host import HostLayer, observe
 from ovs_mesh.host.model import ALIAS
-from ovs_mesh.netlink import Link, Route
-from ovs_mesh.state import OvsState
-from ovsdb_client.rows import Owned
+from ovs_mesh.host.netlink import Link, Route
+from tests.unit.fakes import FakeOvsdb
+
+pytestmark = pytest.mark.unit   # in-memory fakes only: no root, no namespace, no OVS
 
 SYSCTLS = {"net.ipv4.ip_forward": "0", "net.ipv4.conf.all.send_redirects": "1"}
 
@@ -80,30 +81,6 @@ class FakeNetlink:
         self.announced.append((name, ip))
 
 
-class FakeOvsdb:
-    """The underlay bridge's rows; vswitchd's part (the internal device) is played too."""
-
-    def __init__(self, nl: FakeNetlink):
-        self.nl, self.state, self.transactions = nl, OvsState(), 0
-
-    def read(self, bridge):
-        return Owned(self.state.bridge, self.state.ports)
-
-    def apply(self, bridge, changes, keep_bridge=False):
-        for c in changes:
-            if c.kind == "bridge":
-                self.state = dataclasses.replace(self.state, bridge=c.new)
-                if c.action == "delete":
-                    self.nl.delete_link(bridge)
-                elif self.nl.link(bridge) is None:
-                    self.nl.add(bridge, up=False)
-            else:
-                ports = [p for p in self.state.ports if p.name != c.name]
-                self.state = dataclasses.replace(self.state, ports=tuple(ports + ([c.new] if c.new else [])))
-        self.transactions += 1
-        return 1
-
-
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     root = tmp_path / "proc-sys"
@@ -149,7 +126,7 @@ def host(tmp_path, monkeypatch):
         "local": {"node": "node-1", "datapath": "netdev", "host": True, "ovsdb": f"unix:{tmp_path}/db.sock",
                   "underlay_bridge": "br-phy", "underlay_interface": "eth1",
                   "cni_conf": str(tmp_path / "cni" / "10-ovs-mesh.conflist")}})
-    layer = HostLayer(cfg, FakeOvsdb(nl), netlink=nl)
+    layer = HostLayer(cfg, FakeOvsdb(netlink=nl), netlink=nl)
     layer.test = {"root": root, "offload": offload, "tables": tables, "tmp": tmp_path}
     yield layer
     layer.close()

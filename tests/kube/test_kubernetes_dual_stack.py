@@ -1,4 +1,4 @@
-"""KubernetesSource with dual-stack and IPv6-only clusters (issue 12), through the real
+"""KubernetesSource with dual-stack and IPv6-only clusters, through the real
 client and the fake API server: spec.podCIDRs of both families, InternalIPs of both,
 the underlay family, Nodes that lack a family, bad IPv6 values.
 """
@@ -71,7 +71,8 @@ def test_dual_stack_nodes_get_both_subnets_and_the_ipv4_underlay(apiserver, star
     apiserver.add(dual(3))
     want.append(peer("node-3", ips(3)[0], v4(3), v6(3)))
     expect(src, want, "after ADDED")
-    assert all(n.underlay_family == "ipv4" and n.subnet6 is not None for n in src.nodes())
+    assert [(n.name, n.underlay_family, str(n.subnet6)) for n in src.nodes()] == [
+        (f"node-{i}", "ipv4", v6(i)) for i in (1, 2, 3)]
 
 
 def test_ipv6_only_cluster_uses_the_ipv6_internal_ip(apiserver, start_source):
@@ -188,7 +189,7 @@ def test_bad_underlay_family_is_a_config_error(kubeconfig):
 
 
 def test_underlay_family_in_the_config_file_reaches_the_source(kubeconfig):
-    from ovs_mesh.agent.parts import _kubernetes_source
+    from ovs_mesh.agent.session import _kubernetes_source
     from topology.config import parse_config
 
     doc = {"cluster": {"cidr": "10.244.0.0/16,fd00:10:244::/56"}, "source": "kubernetes",

@@ -11,6 +11,7 @@ import threading
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
+from kubernetes import client as k8s_client
 from tests.helpers import wait_for
 from tests.kube.fake_apiserver import make_node
 
@@ -255,6 +256,7 @@ def test_burst_of_100_adds(apiserver, start_source):
 
 def test_stop_is_prompt_and_idempotent(apiserver, start_source):
     apiserver.add(node(1))
+    others = set(threading.enumerate())
     src, _ = start_source(watch_timeout_seconds=240)
     expect(src, peers(n(1)))
     wait_for(apiserver.watching, what="a watch")
@@ -262,7 +264,7 @@ def test_stop_is_prompt_and_idempotent(apiserver, start_source):
     stopper.start()
     stopper.join(3)
     assert not stopper.is_alive(), "stop() must interrupt a blocked watch"
-    assert not src._thread.is_alive()
+    assert [t.name for t in threading.enumerate() if t not in others and t.name.startswith("k8s-nodes")] == []
     src.stop()
     wait_for(lambda: apiserver.watching() == 0, what="the watch stream closed")
 
@@ -316,9 +318,16 @@ def test_in_cluster_config_is_used_in_a_pod(tmp_path, monkeypatch):
         KubernetesSource(Cluster())
     (tmp_path / "token").write_text("sa-token")
     (tmp_path / "ca.crt").write_text("not really a cert")
+    made = []   # the configuration the source hands to the Kubernetes client library
+
+    class ApiClient(k8s_client.ApiClient):
+        def __init__(self, configuration=None, *a, **kw):
+            made.append(configuration)
+            super().__init__(configuration, *a, **kw)
+    monkeypatch.setattr(k8s_client, "ApiClient", ApiClient)
     src = KubernetesSource(Cluster())
     try:
-        cfg = src._api_client.configuration
+        [cfg] = made
         assert cfg.host == "https://127.0.0.1:6443"
         assert cfg.api_key.get("BearerToken", cfg.api_key.get("authorization")).lower() == "bearer sa-token"
     finally:

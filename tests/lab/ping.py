@@ -5,10 +5,10 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ovs_mesh.lab import agents, build
+from tests.helpers import wait_for
 
 
 def ns(space, *args, timeout=30):
@@ -16,9 +16,8 @@ def ns(space, *args, timeout=30):
 
 
 def wait_ping(src_ns, ip, timeout=20):
-    deadline = time.monotonic() + timeout
-    while ns(src_ns, "ping", "-c1", "-W1", ip).returncode != 0:
-        assert time.monotonic() < deadline, f"{ip} unreachable from {src_ns} after {timeout}s"
+    wait_for(lambda: ns(src_ns, "ping", "-c1", "-W1", ip).returncode == 0, timeout,
+             f"{ip} to answer a ping from {src_ns}", interval=0)
 
 
 class Ping:

@@ -1,4 +1,4 @@
-"""Issue 10: no file can bring the agents down — the namespace lab, under a continuous ping.
+"""No file can bring the agents down — the namespace lab, under a continuous ping.
 
 Two nodes, one pod each, an agent per node on the shared topology file.  Every
 file of the adversarial corpus (tests/config_corpus.py) is swapped in for the

@@ -1,4 +1,4 @@
-"""Issue 10, as an attacker would try it: nobody on the overlay speaks for someone else.
+"""Anti-spoofing as an attacker would try it: nobody on the overlay speaks for someone else.
 
 A 3-node namespace lab per mode and tunnel type (one pod per node).  Crafted
 packets (scapy) and a capture in the receiving pod (AF_PACKET, so before any
@@ -26,7 +26,7 @@ import sys
 import pytest
 
 from ovs_mesh.lab.nodes import UNDERLAY_BRIDGE
-from ovs_mesh.lab.state import LabState
+from ovs_mesh.lab.record import LabState
 from ovs_mesh.lab.topology import read_yaml
 
 from tests.helpers import REPO, wait_for

@@ -1,4 +1,4 @@
-"""Issue 12 acceptance 2: IPv6 and dual-stack labs with real packets.
+"""IPv6 and dual-stack labs with real packets.
 
 Two labs, each built once (`lab up` from the command line, 2 nodes, 1 pod each) and
 used by both tests: dual-stack pods over an IPv4 underlay (flow mode, VXLAN) and
@@ -15,7 +15,7 @@ from ipaddress import ip_address
 import pytest
 
 from ovs_mesh.lab import build
-from ovs_mesh.lab.state import LabState
+from ovs_mesh.lab.record import LabState
 from topology.model import IPV6_UNDERLAY_EXTRA, OVERHEAD
 
 from tests.helpers import run_cli

@@ -6,7 +6,7 @@ the underlay subnet and static neighbours for the peers, so that
 """
 import pytest
 
-from ovs_mesh.daemons import OvsDaemons
+from ovs_mesh.lab.daemons import OvsDaemons
 
 # The peers of tests.helpers.sandbox_config's nodes (node-2 ... node-N).
 PEER_IPS = [f"192.168.56.{10 + i}" for i in range(2, 8)]

@@ -1,4 +1,4 @@
-"""Anti-spoofing and the tunnel key, proven with ofproto/trace against real OVS (issue 10).
+"""Anti-spoofing and the tunnel key, proven with ofproto/trace against real OVS.
 
 Node-1 (this sandbox) with peers node-2 and node-3.  A packet enters the
 overlay only with a source its sender owns: from LOCAL (kbr0) this node's
@@ -10,7 +10,7 @@ import pytest
 
 from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 N2, N3 = "192.168.56.12", "192.168.56.13"
 

@@ -1,13 +1,14 @@
-"""Issue 2 acceptance against a real ovsdb-server + ovs-vswitchd (dummy datapath)."""
+"""plan, apply, teardown and their guarantees (ownership, idempotence, exit codes) against a real
+ovsdb-server + ovs-vswitchd (dummy datapath)."""
 import json
 import os
 import re
 
 import pytest
 
-from tests.helpers import need, run_cli, sandbox_config, write_config
+from tests.helpers import need, run_cli, sandbox_config, wait_for, write_config
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 
 
@@ -185,7 +186,7 @@ def test_foreign_state_untouched_by_apply_and_teardown(underlay):
     assert ovs.vsctl("list-ports", "obr0").split() == ["theirs0"]
     flows = ovs.ofctl("--no-stats", "dump-flows", "obr0")
     assert "cookie=0x42" in flows and "0x6f76736d" not in flows
-    # not ours any more: only the mark that we created it and left it to them (issue 10)
+    # not ours any more: only the mark that we created it and left it to them
     eids = ovs.vsctl("--columns=external_ids", "list", "Bridge", "obr0")
     assert "ovs-mesh" not in eids.replace("ovs-mesh-left=bridge", "")
     assert ovs.vsctl("get", "Bridge", "obr0", "external_ids:note").strip().strip('"') == "keep-me"
@@ -268,7 +269,7 @@ def test_ssl_remote(tmp_path, mode):
     import socket
     import subprocess
 
-    from ovs_mesh.daemons import OvsDaemons
+    from ovs_mesh.lab.daemons import OvsDaemons
 
     need("ovs-pki")
     pki = tmp_path / "pki"
@@ -290,13 +291,13 @@ def test_ssl_remote(tmp_path, mode):
         data["local"].update(ovsdb=f"ssl:127.0.0.1:{port}", ovs_rundir=ovs.rundir,
                              ssl_key=str(tmp_path / "client-privkey.pem"),
                              ssl_cert=str(tmp_path / "client-cert.pem"), ssl_ca=str(ca))
-        deadline = __import__("time").monotonic() + 10
-        while True:  # ovsdb-server picks up the manager from the database asynchronously
-            r = cli(ovs, data, "apply", "--json")
-            if r.returncode == 0 or __import__("time").monotonic() > deadline:
-                break
-            __import__("time").sleep(0.1)
-        assert r.returncode == 0, r.stderr
+        tries = []   # ovsdb-server picks up the manager from the database asynchronously
+        try:
+            wait_for(lambda: tries.append(cli(ovs, data, "apply", "--json")) or tries[-1].returncode == 0, 10,
+                     "apply over SSL", interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}: {tries[-1].stderr}") from None
+        r = tries[-1]
         if mode == "flow":
             assert ovs.vsctl("list-ports", "obr0").split() == ["obr0-vxlan"]
         else:
@@ -313,8 +314,8 @@ def test_ssl_remote(tmp_path, mode):
 
 def test_flow_mode_tunnel_type_changes_with_one_apply(underlay):
     """Switching cluster.tunnel on a live node: the new tunnel port takes ofport 10 from the old one in
-    the same apply (it used to get another number: exit 1, 'ofport 1 is not the requested 10', and the
-    flows output to a port that did not exist until a second apply)."""
+    the same apply (were it given another number, apply would exit 1 with 'ofport 1 is not the requested
+    10' and the flows would output to a port that does not exist until a second apply)."""
     ovs = underlay
     for tunnel in ("vxlan", "gre", "geneve", "vxlan"):
         result = apply_ok(ovs, sandbox_config(ovs, 3, tunnel=tunnel, mode="flow"))

@@ -1,4 +1,4 @@
-"""The agent's incremental passes against a real OVS (issue 11's acceptance 2 and 3).
+"""The agent's incremental passes against a real OVS.
 
 Property: any sequence of joins, leaves and IP changes (alone or in bursts), applied by
 the agent's incremental pass, leaves OVS exactly as a full pass wants it (its plan finds
@@ -13,13 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ovs_mesh.agent.installed import flows_of
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
-from ovs_mesh.desired import peer_port_name
-from ovs_mesh.installed import flows_of
-from ovs_mesh.openflow import parse_dump
-from ovs_mesh.state import BRIDGE, COOKIE_MATCH
+from ovs_mesh.ovs.desired import peer_port_name
+from ovs_mesh.ovs.model import BRIDGE, COOKIE_MATCH
+from ovs_mesh.ovs.openflow import parse_dump
 from tests.helpers import sandbox_config, wait_for
 from topology.config import parse_config
 from topology.model import Node

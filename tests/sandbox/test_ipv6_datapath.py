@@ -1,4 +1,4 @@
-"""IPv6 and dual-stack through the tunnels, proven with ofproto/trace against real OVS (issue 12).
+"""IPv6 and dual-stack through the tunnels, proven with ofproto/trace against real OVS.
 
 One sandbox OVS for the module (node-1; peers node-2 and node-3) with an underlay of
 both families on br-phy, so that every case is one `apply` of another config:
@@ -10,7 +10,7 @@ an IPv4 underlay and an IPv6-only cluster over an IPv6 underlay.  A user would c
 - from node-2 only node-2's subnet6 gets in, and only from node-2 (an unknown
   tunnel source drops);
 - from LOCAL a foreign ipv6_src drops;
-- IPv4 in the dual cluster behaves as before; a converged node plans no change.
+- IPv4 in the dual cluster goes the same way as in an IPv4-only one; a converged node plans no change.
 """
 import json
 import os
@@ -18,7 +18,7 @@ import re
 
 import pytest
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 from tests.helpers import base_config_v6, sandbox_ovs, wait_for
 from tests.sandbox.test_apply import apply_ok, cli, ofport, trace
 
@@ -132,7 +132,7 @@ def test_ipv6_through_the_tunnels(dual_underlay, mode, tunnel, family):
                 "icmp6,icmpv6_type=143,ipv6_src=fe80::1,ipv6_dst=ff02::16",
                 f"{ns},ipv6_src=::"):
         assert dropped(n.local(pkt)), pkt
-    if family == "dual":   # IPv4 as before, over the same tunnels
+    if family == "dual":   # IPv4 too, over the same tunnels
         n.assert_to(n.local("icmp,nw_src=10.244.1.5,nw_dst=10.244.3.7"), "node-3")
         n.assert_to(n.local("arp,arp_op=1,arp_spa=10.244.1.1,arp_tpa=10.244.3.7"), "node-3")
         assert dropped(n.local("icmp,nw_src=10.244.2.5,nw_dst=10.244.3.7"))

@@ -1,4 +1,4 @@
-"""Port numbers and bridge ownership across edits and teardown (issue 10, items 4 and 6).
+"""Port numbers and bridge ownership across edits and teardown.
 
 - A peer replaced by another in one edit (port mode): the new port must get the
   number its flows output to, and `plan` must notice when a port is not where
@@ -10,7 +10,7 @@ import json
 
 from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 
 
 def _flows(ovs):
@@ -54,8 +54,8 @@ def _plan_changes(ovs, data):
 
 
 def test_plan_sees_a_port_left_off_its_number(underlay):
-    """The state the old ofport reuse left behind: node-9's port requested 100 in the
-    transaction that deleted node-2's port 100, so OVS gave it another number."""
+    """A port off its requested number (node-9's port requested 100 in the transaction that
+    deleted node-2's port 100, so OVS gave it another number) is planned as a modify."""
     ovs = underlay
     data = sandbox_config(ovs, 3, mode="port")
     apply_ok(ovs, data)

@@ -1,5 +1,5 @@
 """`trace`, `status`, `plan` and `apply` of dual-stack and IPv6-only nodes through the CLI,
-against a real sandbox OVS (issue 12).
+against a real sandbox OVS.
 
 One sandbox OVS for the module (node-1, peers node-2 and node-3) with an underlay of
 both families on br-phy; each case applies a config, checks what a user would read,
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from ovs_mesh.desired import peer_port_name
+from ovs_mesh.ovs.desired import peer_port_name
 from tests.helpers import base_config_v6, run_cli, sandbox_ovs, write_config
 from tests.sandbox.conftest import PEER_IPS, setup_underlay
 
@@ -85,7 +85,7 @@ def test_trace_ipv6(applied):
         tun = "tun_ipv6_src=fd00:56::12" if underlay == "ipv6" else "tun_src=192.168.56.12"
         assert tun in r.stdout.splitlines()[0]
     assert result_line(cli("trace", "fd00:10:244:1::5", "fd00:10:244:9::1")) == "result: dropped in table 10"
-    if family == "dual":   # IPv4 as before, over the same underlay
+    if family == "dual":   # IPv4 too, over the same underlay
         to_peer(cli, mode, underlay, ovs, "node-3", "10.244.3.5")
     else:
         r = cli("trace", "10.244.3.5")

@@ -1,12 +1,15 @@
-"""In-memory fakes of the clients the Reconciler and the Agent depend on
-(ovs_mesh/clients.py): an OVSDB that holds rows in dicts and OpenFlow as a set."""
+"""In-memory fakes of the clients the Reconciler, the Agent and the host layer depend
+on, one per Protocol of ovs_mesh/reconcile/clients.py: `FakeOvsdb` (OvsdbRows) holds rows in
+dicts, `FakeFlows` (Flows) holds OpenFlow as a set.  tests/unit/test_fakes_protocols.py
+checks them against the Protocols.  The host layer is the real `HostLayer` over a
+fake netlink (tests/host/test_stages_fake.py), so there is no fake of `Host`."""
 from __future__ import annotations
 
 import threading
 import time
 
-from ovs_mesh.agent.parts import NodeSession
-from ovs_mesh.node import NodeClients
+from ovs_mesh.agent.session import NodeSession
+from ovs_mesh.reconcile.node import NodeClients
 from ovsdb_client.errors import OvsdbUnavailable, OwnershipError
 from ovsdb_client.rows import BridgeChange, InterfaceHealth, Owned
 from tests.helpers import base_config
@@ -20,9 +23,14 @@ def config(tmp_path, n: int = 3, **cluster):
 
 
 class FakeOvsdb:
+    """OVSDB rows of one bridge.  With `netlink` (a netlink fake, as the host tests have) it
+    plays ovs-vswitchd's part too: a bridge's internal device appears (down) when the
+    bridge is added and goes when it is deleted."""
+
     remote = "unix:/nonexistent/db.sock"
 
-    def __init__(self):
+    def __init__(self, netlink=None):
+        self.netlink = netlink
         self.bridge = None
         self.ports: dict = {}
         self.ofports: dict[str, int] = {}
@@ -50,6 +58,7 @@ class FakeOvsdb:
             for ch in changes:
                 if isinstance(ch, BridgeChange):
                     self.bridge = ch.new
+                    self._vswitchd(bridge, ch.new is not None)
                 elif ch.action == "delete":
                     self.ports.pop(ch.name)
                     self.ofports.pop(ch.name)
@@ -58,6 +67,14 @@ class FakeOvsdb:
                     self.ofports.setdefault(ch.name, ch.new.ofport_request or 1000 + len(self.ports))
             self.transactions += 1
         return 1
+
+    def _vswitchd(self, bridge: str, exists: bool) -> None:
+        if self.netlink is None:
+            return
+        if not exists:
+            self.netlink.delete_link(bridge)
+        elif self.netlink.link(bridge) is None:
+            self.netlink.add(bridge, up=False)
 
     def health(self, interfaces):
         return {n: InterfaceHealth(self.ofports.get(n), "up" if n in self.ports else "missing", None, None)

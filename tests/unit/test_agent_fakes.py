@@ -41,11 +41,12 @@ def test_transient_failures_back_off_then_converge(running):
     wait_for(lambda: agent.ready, 10, "convergence after the failures")
     times = [at for _, at in ovsdb.calls]
     gaps = [b - a for a, b in zip(times, times[1:])]
-    assert len(times) == 6 and ovsdb.bridge is not None
+    assert len(times) == 6 and getattr(ovsdb.bridge, "name", None) == "obr0"
     # 0.05, 0.1, 0.2, then capped at 0.2 (lower bounds only: the machine may be slow)
     for gap, least in zip(gaps, (0.05, 0.1, 0.2, 0.2, 0.2)):
         assert gap >= least * 0.9, gaps
-    assert agent.metrics.errors._value.get() == 5 and ovsdb.closed is False
+    assert agent.metrics.registry.get_sample_value("ovs_mesh_reconcile_errors_total") == 5
+    assert ovsdb.closed is False
 
 
 def test_bad_input_keeps_last_good(running, caplog):
@@ -79,7 +80,7 @@ def test_burst_is_coalesced(running, tmp_path):
     for i in range(100):
         source.set(cfg=grown if i == 99 else dataclasses.replace(source.cfg))
     wait_for(lambda: len(ovsdb.ports) == 3, 5, "the last edit applied")
-    wait_for(lambda: not agent.schedule._dirty.is_set(), 5, "the burst handled")
-    wait_for(lambda: agent.reconciles > before, 5, "the pass counted (after it applied)")
+    agent.stop()                     # the pass under way finishes: every pass the burst caused is counted
+    t.join(10)
     assert 1 <= agent.reconciles - before <= 5, agent.reconciles - before
     assert any("10.244.4.0/24" in f.match for f in flows.flows)

@@ -1,4 +1,4 @@
-"""The anti-spoofing pipeline and the tunnel key, as pure desired state (issue 10).
+"""The anti-spoofing pipeline and the tunnel key, as pure desired state.
 
 Every way into the overlay checks the source: from LOCAL only this node's
 subnet, from a peer only that peer's subnet, for IP and ARP alike.
@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from ovs_mesh.desired import assign_ofports, build, peer_port_name
-from ovs_mesh.state import Flow
+from ovs_mesh.ovs.desired import assign_ofports, build, peer_port_name
+from ovs_mesh.ovs.model import Flow
 from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
 
@@ -60,7 +60,7 @@ def test_vni_default_keeps_the_old_wire_format():
     assert dict(s.ports[0].options) == {"remote_ip": "flow", "key": "flow"}
     assert Flow(0, 100, "tun_id=0,in_port=10", "goto_table:20") in s.flows
     assert all(f.actions.startswith("set_field:0->tun_id,") for f in in_flows(s, 10) if f.priority)
-    # port mode: no key option, as before
+    # port mode: no key option (each peer has its own port)
     assert all("key" not in dict(p.options) for p in build(cfg(3, mode="port"), 1450).ports)
 
 

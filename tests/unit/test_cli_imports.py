@@ -15,10 +15,10 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes", "ovs_mesh.node", "ovs_mesh.reconcile")
+HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes", "ovs_mesh.reconcile.node", "ovs_mesh.reconcile.reconciler")
 PROBE = """
 import json, sys
-from ovs_mesh.cli import main
+from ovs_mesh.cli.main import main
 try:
     main(sys.argv[1:])
 except SystemExit:

@@ -3,7 +3,7 @@ import copy
 
 import pytest
 
-from ovs_mesh.config_file import load_yaml
+from ovs_mesh.config.file import load_yaml
 from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from ovs_mesh import config_file
-from ovs_mesh.config_file import allocate_file, load_config, read_local_file
+from ovs_mesh.config import file as config_file
+from ovs_mesh.config.file import allocate_file, load_config, read_local_file
 from tests import config_corpus
 from tests.helpers import REPO, base_config, write_config
 from topology.config import ConfigError

@@ -12,7 +12,7 @@ import os
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ovs_mesh.config_file import decode, load_yaml
+from ovs_mesh.config.file import decode, load_yaml
 from tests.helpers import base_config
 from topology.config import ConfigError, parse_config
 

@@ -1,11 +1,11 @@
-"""Dual-stack and IPv6 config (issue 12): the contract's YAML shape, every rejected IPv6
+"""Dual-stack and IPv6 config: the YAML shape, every rejected IPv6
 input naming field and value, per-family allocation."""
 import copy
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from ovs_mesh.config_file import load_yaml
+from ovs_mesh.config.file import load_yaml
 from tests.helpers import allocate_cli, base_config, base_config_v6, run_cli, write_config
 from topology.allocate import AllocationError, allocate
 from topology.config import ConfigError, check_nodes, parse_config
@@ -255,7 +255,7 @@ def test_ipv6_corpus_files_refused_quickly(tmp_path):
     through every reader): refused at once, with the reason."""
     import time
 
-    from ovs_mesh.config_file import load_config
+    from ovs_mesh.config.file import load_config
     from tests import config_corpus
 
     paths = config_corpus.build(str(tmp_path))

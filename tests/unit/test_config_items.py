@@ -1,4 +1,4 @@
-"""The file source's incremental parse (`ovs_mesh.config_items`) says exactly what the full parse says.
+"""The file source's incremental parse (`ovs_mesh.config.items`) says exactly what the full parse says.
 
 For random sequences of edits of a topology file (well-formed ones, bad values,
 broken YAML, anchors, indentation), one `ConfigItems` re-reading every version
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ovs_mesh import config_file
-from ovs_mesh.config_file import MAX_ALIAS_NODES, MAX_DEPTH, config_from_bytes
-from ovs_mesh.config_items import ConfigItems, split
+from ovs_mesh.config import file as config_file
+from ovs_mesh.config.file import MAX_ALIAS_NODES, MAX_DEPTH, config_from_bytes
+from ovs_mesh.config.items import ConfigItems, split
 from topology.config import ConfigError
 
 HEADER = ["cluster:", "  cidr: 10.244.0.0/16", "  node_prefix: 24", "  mode: flow"]
@@ -166,7 +166,7 @@ def test_the_bounds_hold_across_entries():
 
 def test_too_many_yaml_nodes_in_all(monkeypatch):
     monkeypatch.setattr(config_file, "MAX_NODES", 60)
-    monkeypatch.setattr("ovs_mesh.config_items.MAX_NODES", 60)
+    monkeypatch.setattr("ovs_mesh.config.items.MAX_NODES", 60)
     versions = ["\n".join(document(n)) + "\n" for n in (4, 5, 6, 5)]   # 7 YAML nodes an entry
     check_sequence(ConfigItems(), versions)
 

@@ -1,10 +1,10 @@
 """Desired state and diff: pure, exhaustive."""
 import dataclasses
 
-from ovs_mesh.desired import build, peer_port_name
-from ovs_mesh.diff import diff
-from ovs_mesh.openflow import bundle_text, parse_dump
-from ovs_mesh.state import OWNER_KEY, Flow, OvsState
+from ovs_mesh.ovs.desired import build, peer_port_name
+from ovs_mesh.ovs.model import OWNER_KEY, Flow, OvsState
+from ovs_mesh.ovs.openflow import bundle_text, parse_dump
+from ovs_mesh.reconcile.plan import diff
 from topology.config import parse_config
 from tests.helpers import base_config
 

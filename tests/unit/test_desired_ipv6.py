@@ -1,10 +1,10 @@
-"""The IPv6 pipeline as pure desired state (issue 12): per peer out by ipv6_dst and by the
+"""The IPv6 pipeline as pure desired state: per peer out by ipv6_dst and by the
 target of a neighbour solicitation, in only from that peer with its subnet6 as source;
 tun_ipv6_dst / tun_ipv6_src over an IPv6 underlay; IPv4 flows unchanged."""
 import pytest
 
-from ovs_mesh.desired import build, peer_port_name
-from ovs_mesh.state import Flow
+from ovs_mesh.ovs.desired import build, peer_port_name
+from ovs_mesh.ovs.model import Flow
 from tests.helpers import base_config, base_config_v6
 from topology.config import parse_config
 
@@ -81,11 +81,11 @@ def test_agent_incremental_pass_with_ipv6_peers(tmp_path):
     import dataclasses
     from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-    from ovs_mesh import desired
+    from ovs_mesh.agent.installed import flows_of
     from ovs_mesh.agent.loop import Agent
     from ovs_mesh.agent.schedule import Kick, Pass, Reason
     from ovs_mesh.agent.sdnotify import SdNotify
-    from ovs_mesh.installed import flows_of
+    from ovs_mesh.ovs import desired
     from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, session
     from topology.model import Node
 

@@ -1,6 +1,6 @@
-"""`plan`, `status`, `trace` and the metrics show both address families (issue 12): the pure parts.
+"""`plan`, `status`, `trace` and the metrics show both address families: the pure parts.
 
-The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_ipv6.py.
+The real ofproto/trace of IPv6 packets is in tests/sandbox/test_trace_status_ipv6.py.
 """
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from ipaddress import ip_address, ip_network
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovs_mesh import cli
-from ovs_mesh import packet_trace as pt
 from ovs_mesh.agent.metrics import AgentMetrics
-from ovs_mesh.families import change_family, count, family_stats, match_family
+from ovs_mesh.cli import main as cli
+from ovs_mesh.cli import packet_trace as pt
+from ovs_mesh.cli.status import render, subnets_of
 from ovs_mesh.host.model import Address, HostChange, Sysctl
-from ovs_mesh.reconcile import Result
-from ovs_mesh.state import Flow, FlowChange, Plan, PortChange
-from ovs_mesh.status import render, subnets_of
+from ovs_mesh.ovs.model import Flow, FlowChange, PortChange
+from ovs_mesh.reconcile.families import change_family, count, family_stats, match_family
+from ovs_mesh.reconcile.plan import Plan, Result
 from topology.errors import InputError
 from topology.model import Cluster, Config, Local, Node
 
@@ -78,21 +78,21 @@ FLOWS = (Flow(10, 100, "ip,nw_dst=10.244.2.0/24", "output:10"),
 
 
 def test_plan_text_counts_changes_per_family_in_a_cluster_with_ipv6(capsys):
-    cli._print_result(_result(*FLOWS), False, "plan", config())
+    cli.print_result(_result(*FLOWS), False, "plan", config())
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "plan: 4 changes (ipv4 1, ipv6 2)"
     assert "  + flow table=10,priority=100,ipv6,ipv6_dst=fd00:10:244:2::/64 actions=output:10" in out
 
 
 def test_plan_text_of_an_ipv4_cluster_is_unchanged(capsys):
-    cli._print_result(_result(FLOWS[0]), False, "plan", config(("ipv4",)))
+    cli.print_result(_result(FLOWS[0]), False, "plan", config(("ipv4",)))
     assert capsys.readouterr().out.splitlines()[0] == "plan: 1 changes"
-    cli._print_result(_result(), False, "plan", config(("ipv4",)))
+    cli.print_result(_result(), False, "plan", config(("ipv4",)))
     assert capsys.readouterr().out == "plan: no changes (converged)\n"
 
 
 def test_plan_json_has_the_family_of_each_change(capsys):
-    cli._print_result(_result(*FLOWS), True, "plan", config(("ipv6",), underlay="ipv6"))
+    cli.print_result(_result(*FLOWS), True, "plan", config(("ipv6",), underlay="ipv6"))
     d = json.loads(capsys.readouterr().out)
     assert [c.get("family") for c in d["changes"]] == ["ipv4", "ipv6", "ipv6", None]
     assert d["families"] == ["ipv6"] and d["underlay_family"] == "ipv6"

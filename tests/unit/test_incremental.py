@@ -1,4 +1,4 @@
-"""The agent's incremental pass (installed.py, Agent._incremental) against in-memory fakes:
+"""The agent's incremental pass (agent/installed.py, Agent._incremental) against in-memory fakes:
 only the changed peers are diffed and applied, nothing is observed, a burst is one
 transaction and one bundle, the record changes only after success, and everything that is
 not per-peer runs a full pass."""
@@ -8,12 +8,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovs_mesh import desired
+from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, flows_of, node_map
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
-from ovs_mesh.installed import Installed, blocker, changed_names, delta, flows_of, node_map
-from ovs_mesh.state import FIRST_PEER_OFPORT, OvsState
+from ovs_mesh.ovs import desired
+from ovs_mesh.ovs.model import FIRST_PEER_OFPORT, OvsState
+from tests.helpers import wait_for
 from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config, session
 from topology.model import Node
 
@@ -113,7 +114,7 @@ def test_failed_apply_keeps_the_record_and_the_next_pass_is_full(agent):
     source.cfg = nodes_plus(source.cfg, peer(4))
     ovsdb.fail = 1
     assert not a.reconcile_once(SOURCE)
-    assert a.installed.peers == recorded and a.full_due and a.schedule is not None
+    assert a.installed.peers == recorded and a.full_due
     assert a.passes == {"full": 1, "incremental": 0}
     # Even a source event now gets a full pass, which installs node-4 and rebuilds the record.
     assert a.reconcile_once(SOURCE)
@@ -187,7 +188,7 @@ def test_random_deltas_match_a_full_build(tmp_path, mode):
 def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode):
     """parts_reusing == build_parts; a peer whose Node object and ofport are the recorded
     ones keeps its recorded part (no rebuild), any other is rebuilt."""
-    from ovs_mesh.installed import parts_reusing
+    from ovs_mesh.agent.installed import parts_reusing
 
     cfg = config(tmp_path, 4, mode=mode)
     rec = Installed.after_full_pass(cfg, desired.build_parts(cfg, 1450), {}, ())
@@ -202,7 +203,7 @@ def test_full_pass_reuses_the_recorded_part_of_an_unchanged_peer(tmp_path, mode)
 
 
 def test_dump_parse_reuses_the_previous_dump_and_forgets_gone_lines():
-    from ovs_mesh.openflow import parse_dump
+    from ovs_mesh.ovs.openflow import parse_dump
 
     a = " cookie=0x6f76736d00000001, table=10, priority=100,ip,nw_dst=10.244.2.0/24 actions=output:10"
     b = " cookie=0x6f76736d00000001, table=30, priority=0 actions=drop"
@@ -225,16 +226,24 @@ def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_pa
     from ovs_mesh.agent.watch import OvsWatcher
 
     ovsdb = FakeOvsdb()
-    kicks = []
+    kicks, turns = [], []            # the watcher reports the connection state at the end of each OVSDB check
     agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
-                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=lambda c: None), rundir=None)
+                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append), rundir=None)
     ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
-    w = OvsWatcher(agent)
-    w._last_client = w._last_seqno = w._last_change = None
-    w._check_ovsdb()                 # a new client: remember its session
-    ovsdb.transactions += 1          # the cache changed ...
-    w._check_ovsdb()                 # ... while a pass runs (epoch odd): not judged
-    assert kicks == [] and w._last_change is None
-    agent.epoch = 2
-    w._check_ovsdb()                 # idle now: the same difference is drift
-    assert kicks == [Reason.OVSDB_ROWS]
+
+    def two_more_turns():            # so that one whole turn began after what the test just did
+        n = len(turns)
+        wait_for(lambda: len(turns) >= n + 2, 5, "two turns of the watcher")
+
+    w = OvsWatcher(agent, interval=0.005)
+    w.start()
+    try:
+        two_more_turns()             # a new client: the watcher remembers its session
+        ovsdb.transactions += 1      # the cache changed ...
+        two_more_turns()             # ... while a pass runs (epoch odd): not judged
+        assert kicks == []
+        agent.epoch = 2              # idle now: the same difference is drift
+        wait_for(lambda: kicks, 5, "a kick")
+        assert kicks == [Reason.OVSDB_ROWS]
+    finally:
+        w.stop()

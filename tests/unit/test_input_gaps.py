@@ -1,4 +1,4 @@
-"""Issue 10 item 5: arguments and values that used to slip through, refused with exit 2."""
+"""Edge-case arguments and values (out of range, of the wrong family or type), refused with exit 2."""
 import pytest
 
 from tests.helpers import base_config, run_cli, write_config

@@ -4,7 +4,7 @@ from ovs_mesh.lab.build import check_params, default_underlay
 from ovs_mesh.lab.check import _cells, families_of, render
 from ovs_mesh.lab.nodes import underlay_ip
 from ovs_mesh.lab.pods import address_of
-from ovs_mesh.lab.state import Node
+from ovs_mesh.lab.record import Node
 from ovs_mesh.lab.topology import allocate_all, cluster_of, lab_cidr, make_topology, subnet_value
 from topology.config import parse_config
 from topology.nodes import node_subnets_of

@@ -3,8 +3,8 @@ a runtime would pass (from the conflist ovs-mesh renders), and bad `lab up` para
 import json
 from ipaddress import IPv4Network
 
-from ovs_mesh import cni
-from ovs_mesh.lab import build, nodes, pods, state
+from ovs_mesh.host import cni
+from ovs_mesh.lab import build, nodes, pods, record as state
 
 
 def test_node_round_trips_through_the_state_file(tmp_path, monkeypatch):

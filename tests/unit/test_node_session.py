@@ -3,8 +3,8 @@ remote changes or the connection stayed down too long; the host layer follows th
 (all but its peers)."""
 import dataclasses
 
-from ovs_mesh.agent.parts import RECREATE_CLIENT_AFTER, NodeSession
-from ovs_mesh.node import NodeClients
+from ovs_mesh.agent.session import RECREATE_CLIENT_AFTER, NodeSession
+from ovs_mesh.reconcile.node import NodeClients
 from tests.unit.fakes import FakeFlows, FakeOvsdb, config
 
 

@@ -3,8 +3,8 @@ import dataclasses
 
 import pytest
 
-from ovs_mesh.reconcile import Reconciler
-from ovs_mesh.state import BridgeChange, FlowChange, PortChange
+from ovs_mesh.ovs.model import BridgeChange, FlowChange, PortChange
+from ovs_mesh.reconcile.reconciler import Reconciler
 from tests.unit.fakes import FakeFlows, FakeOvsdb, config
 from topology.errors import NotOurs
 

@@ -1,4 +1,4 @@
-"""Issue 5, acceptance 3: vagrant/ holds no logic the product has.
+"""vagrant/ holds no logic the product has.
 
 The Vagrantfile and the scripts never program OVS or the host network by hand and never write a
 topology or config themselves: they call `ovs-mesh` (lab topology, validate, install-service, apply,

@@ -1,4 +1,4 @@
-"""Issue 5, acceptance 2 and 3: the VMs' provisioning script, run unchanged inside namespace-lab
+"""The VMs' provisioning script, run unchanged inside namespace-lab
 nodes, builds a working mesh, and the host-side check (vagrant/check.sh -> `ovs-mesh lab
 remote-check`) proves it with real packets.
 

@@ -1,4 +1,4 @@
-"""Issue 5, acceptance 1: `vagrant validate` accepts the lab for 1, 3 and 10 nodes and every tunnel
+"""`vagrant validate` accepts the lab for 1, 3 and 10 nodes and every tunnel
 type and mode, and rejects bad values with a message naming the variable and the value.
 
 Runs offline: VAGRANT_HOME and the .vagrant dir live in a temp dir, and `--ignore-provider` because no

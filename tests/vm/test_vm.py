@@ -1,4 +1,4 @@
-"""Issue 8: the Vagrant lab boots for real — Debian 12 VMs, the kernel datapath, ovs-mesh.service
+"""The Vagrant lab boots for real — Debian 12 VMs, the kernel datapath, ovs-mesh.service
 under systemd. The steps share one `vagrant up` (conftest.vm_lab) and run in this order.
 """
 from __future__ import annotations

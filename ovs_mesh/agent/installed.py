@@ -25,9 +25,10 @@ from typing import Iterable, Mapping
 
 from topology.model import Cluster, Config, Local, Node
 
-from .desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
-from .diff import diff_flows, diff_rows
-from .state import Flow, OvsState, Plan, PortSpec
+from ..ovs.desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
+from ..ovs.diff import diff_flows, diff_rows
+from ..ovs.model import Flow, OvsState, PortSpec
+from ..reconcile.plan import Plan
 
 
 def basis(config: Config) -> tuple[Cluster, Local, Node]:

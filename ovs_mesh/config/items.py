@@ -3,7 +3,7 @@
 Why: an agent re-reads its topology file on every edit; parsing and
 validating a 5000-node file whole costs ~0.7 s, while an edit (a join, a
 leave, an IP change) touches one entry.  `ConfigItems.parse` gives exactly
-what `config_file.config_from_bytes` gives (the same Config, or a ConfigError
+what `config.file.config_from_bytes` gives (the same Config, or a ConfigError
 with the same problems), but keeps, per entry text of the `nodes:` sequence,
 the built entry and its own checks (`topology.nodes.node_entry`); only new
 entry texts and the rest of the document (the header) are parsed, and the
@@ -32,7 +32,7 @@ every error message (with its line number) is the full parse's; `fallback`
 says why a good file was not read incrementally (the agent logs it once and
 counts it).  Aliases in the rest of the document send it to the full parse too
 (an anchor of an entry would otherwise be missed by a later alias).  The
-bounds of `config_file` hold across the pieces: an entry is built with the two
+bounds of `config.file` hold across the pieces: an entry is built with the two
 levels above it counted (MAX_DEPTH), and the pieces' YAML nodes and aliased
 nodes are summed against MAX_NODES and MAX_ALIAS_NODES (over the limit: the
 full parse says so).  Size, UTF-8 and regular files are checked before
@@ -51,7 +51,7 @@ from topology.config import ConfigError, parse_config
 from topology.model import Cluster, Config, Node
 from topology.nodes import Entry, node_entry
 
-from .config_file import MAX_ALIAS_NODES, MAX_NODES, build, config_from_bytes, decode
+from .file import MAX_ALIAS_NODES, MAX_NODES, build, config_from_bytes, decode
 
 _BREAKS = ("\r", "\x85", "\u2028", "\u2029")   # line breaks YAML knows besides \n: full parse
 

@@ -1,12 +1,13 @@
-"""The one place that compares desired with observed state.  Pure.
+"""The one place that compares desired with observed OVS state.  Pure.
 
-Returns a `Plan`: OVSDB row changes (adds and modifies of bridge then ports,
-then port deletes and the bridge delete) and flow changes (adds, modifies,
-deletes).  A converged node yields an empty plan.
+`diff_rows` gives the OVSDB row changes (adds and modifies of bridge then ports,
+then port deletes and the bridge delete), `diff_flows` the flow changes (adds,
+modifies, deletes); `reconcile.plan.diff` puts both in a `Plan`.  A converged
+node yields no changes.
 """
 from __future__ import annotations
 
-from .state import BridgeChange, Flow, FlowChange, OvsState, Plan, PortChange, RowChange
+from .model import BridgeChange, Flow, FlowChange, OvsState, PortChange, RowChange
 
 
 def diff_flows(desired: frozenset[Flow], observed: frozenset[Flow]) -> list[FlowChange]:
@@ -43,7 +44,3 @@ def diff_rows(desired: OvsState, observed: OvsState) -> list[RowChange]:
     if d is None and o is not None:
         changes.append(BridgeChange("delete", o.name, old=o))
     return changes
-
-
-def diff(desired: OvsState, observed: OvsState) -> Plan:
-    return Plan(ovsdb=tuple(diff_rows(desired, observed)), flows=tuple(diff_flows(desired.flows, observed.flows)))

@@ -11,10 +11,10 @@ import dataclasses
 from ovsdb_client import OvsdbClient
 from topology.model import Config, Local
 
+from ..ovs.model import BRIDGE
+from ..ovs.openflow import OpenFlow
 from .clients import Flows, Host, OvsdbRows
-from .openflow import OpenFlow
-from .reconcile import Reconciler
-from .state import BRIDGE
+from .reconciler import Reconciler
 
 OVSDB_TIMEOUT = 30.0   # seconds for one OVSDB transaction
 
@@ -54,7 +54,7 @@ def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float =
     host = None
     try:
         if config.local.host:
-            from .host import HostLayer
+            from ..host import HostLayer
 
             host = HostLayer(config, ovsdb)
     except BaseException:

@@ -16,41 +16,12 @@ import time
 from topology.errors import NotOurs
 from topology.model import Config
 
-from . import desired as desired_mod
+from ..ovs import desired as desired_mod
+from ..ovs.model import BRIDGE, OvsState
 from .clients import Flows, Host, OvsdbRows
-from .diff import diff
-from .state import BRIDGE, OvsState, Plan
+from .plan import Observed, Plan, Result, diff
 
 DEFAULT_UNDERLAY_MTU = 1500
-
-
-@dataclasses.dataclass
-class Observed:
-    ovs: OvsState
-    ofports: dict[str, int]
-    problems: list[str]
-    refusal: NotOurs | None = None   # our bridge exists untagged: refuse to apply
-
-
-@dataclasses.dataclass
-class Result:
-    plan: Plan
-    problems: list[str]
-    ovsdb_transactions: int = 0
-    flow_changes: int = 0
-    seconds: float = 0.0
-    desired: OvsState | None = None   # what the node holds once converged
-    parts: desired_mod.Parts | None = None   # the same, by part (the agent's record)
-    observed: Observed | None = None  # what the pass read before changing anything
-
-    @property
-    def changes(self) -> list:
-        return self.plan.changes
-
-    def as_dict(self) -> dict:
-        return {"changes": [c.as_dict() for c in self.changes], "problems": self.problems,
-                "ovsdb_transactions": self.ovsdb_transactions, "flow_changes": self.flow_changes,
-                "seconds": round(self.seconds, 4)}
 
 
 @contextlib.contextmanager
@@ -151,7 +122,7 @@ class Reconciler:
         return result
 
     def apply_delta(self, plan: Plan) -> Result:
-        """Apply a plan computed elsewhere (the agent's per-peer delta, installed.py)
+        """Apply a plan computed elsewhere (the agent's per-peer delta, agent/installed.py)
         without observing anything: rows in one transaction, flows in one bundle.
         Problems: ports of the plan that OVS did not create at their requested number
         (the flows would output elsewhere: the caller runs a full pass)."""

@@ -27,7 +27,7 @@ and a single NORMAL flow: no address is checked there.
 The state is built in two kinds of parts (`build_parts`): the fixed part (a
 function of the cluster settings and the local node) and one part per peer
 (`peer_part`: a function of the cluster settings, that peer and its ofport).
-`build` composes them; the agent's incremental sync (installed.py)
+`build` composes them; the agent's incremental sync (agent/installed.py)
 calls `peer_part` for just the peers that changed, so whatever a peer's part
 holds is installed the same way by both paths.
 """
@@ -40,7 +40,7 @@ from typing import Mapping
 from topology.mesh import peers_of
 from topology.model import Config, Node
 
-from .state import (
+from .model import (
     BRIDGE,
     FIRST_PEER_OFPORT,
     OWNER_KEY,

@@ -10,8 +10,8 @@ from typing import Iterable, Mapping, Protocol
 
 from ovsdb_client.rows import InterfaceHealth, Owned, RowChange
 
-from .host.model import HostChange
-from .state import Flow, FlowChange
+from ..host.model import HostChange
+from ..ovs.model import Flow, FlowChange
 
 
 class OvsdbRows(Protocol):

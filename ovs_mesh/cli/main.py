@@ -15,10 +15,10 @@ from topology.config import ConfigError
 from topology.errors import InputError
 from topology.nodes import missing_subnets
 
-from .config_file import load
-from .families import change_family, count
+from ..config.file import load
+from ..reconcile.families import change_family, count
+from ..reconcile.status_file import remove_status, write_status
 from .packet_trace import PROTOS
-from .status import remove_status, write_status
 
 # The node's clients (ovs, ovsdbapp, pyroute2) are imported by the commands that connect:
 # `validate` or `--help` pays for no OVSDB, OpenFlow or netlink library (seconds on a small or
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="source address, IPv4 or IPv6: a pod or node address (default: this node's gateway)")
     sp.add_argument("dst", metavar="DST", help="destination address, IPv4 or IPv6")
     sp.add_argument("--proto", choices=PROTOS, default="icmp",
-                    help="ip, icmp, tcp, udp (ipv6, icmp6, tcp6, udp6 for IPv6); arp (IPv4) or nd "
+                    help="ip, icmp, tcp, udp (traced as ipv6, icmp6, tcp6, udp6 with IPv6 addresses); arp (IPv4) or nd "
                          "(IPv6 neighbour solicitation for DST); default icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
     sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_extra_commands(sub) -> None:
     """Commands that live in their own modules register here."""
-    for module in ("ovs_mesh.lab.cli", "ovs_mesh.agent.cli"):
+    for module in ("ovs_mesh.lab.commands", "ovs_mesh.agent.commands"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:
@@ -83,7 +83,7 @@ def _add_extra_commands(sub) -> None:
         mod.register(sub)
 
 
-def _print_result(result, as_json: bool, verb: str, config) -> None:
+def print_result(result, as_json: bool, verb: str, config) -> None:
     """The changes; with the address family of each (JSON: `family`) and, in a
     cluster with IPv6, a count per family after the total."""
     families = [change_family(ch) for ch in result.changes]
@@ -130,7 +130,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
     lacks = None if teardown else missing_subnets(config.cluster, config.local_node)
     if lacks:
         raise ConfigError([f"nodes: {config.local.node}: has no {lacks} (run `ovs-mesh allocate`)"])
-    from .node import open_node
+    from ..reconcile.node import open_node
 
     node = open_node(config)
     try:
@@ -141,7 +141,7 @@ def _with_reconciler(args, fn, teardown: bool = False):
 
 def cmd_plan(args) -> int:
     def run(config, rec):
-        _print_result(rec.plan(), args.json, "plan", config)
+        print_result(rec.plan(), args.json, "plan", config)
         return EXIT_OK
     return _with_reconciler(args, run)
 
@@ -150,7 +150,7 @@ def cmd_apply(args) -> int:
     def run(config, rec):
         result = rec.apply()
         write_status(config.local.rundir, result)
-        _print_result(result, args.json, "apply", config)
+        print_result(result, args.json, "apply", config)
         return EXIT_FAIL if result.problems else EXIT_OK
     return _with_reconciler(args, run)
 
@@ -158,7 +158,7 @@ def cmd_apply(args) -> int:
 def cmd_teardown(args) -> int:
     def run(config, rec):
         result = rec.apply(teardown=True)
-        _print_result(result, False, "teardown", config)
+        print_result(result, False, "teardown", config)
         remove_status(config.local.rundir)
         return EXIT_OK
     return _with_reconciler(args, run, teardown=True)
@@ -175,9 +175,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_trace(args) -> int:
+    from ..ovs.model import BRIDGE
+    from ..ovs.openflow import trace
     from . import packet_trace as pt
-    from .openflow import trace
-    from .state import BRIDGE
 
     src = pt.parse_addr("SRC", args.src) if args.src is not None else None
     dst = pt.parse_addr("DST", args.dst)
@@ -188,7 +188,7 @@ def cmd_trace(args) -> int:
     pt.check_pair(config, src, dst)
     ofports = None
     if config.cluster.mode != "flow":
-        from .node import connect_ovsdb
+        from ..reconcile.node import connect_ovsdb
 
         client = connect_ovsdb(config.local)
         try:
@@ -208,7 +208,7 @@ def cmd_trace(args) -> int:
 
 
 def cmd_allocate(args) -> int:
-    from .config_file import allocate_file
+    from ..config.file import allocate_file
 
     changed = allocate_file(args.config, dry_run=args.dry_run)
     for name, subnet in changed:

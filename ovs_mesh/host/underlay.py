@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from .state import OWNER_KEY, BridgeSpec, OvsState, PortSpec, frozen_map
+from ..ovs.model import OWNER_KEY, BridgeSpec, OvsState, PortSpec, frozen_map
 
 ROLE = "underlay"
 

@@ -8,8 +8,9 @@ import time
 from topology.errors import InputError
 from topology.model import Config
 from topology.nodes import missing_subnets
+from topology.options import option
 
-from ..node import NodeClients, connect_ovsdb, open_node
+from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
@@ -105,7 +106,8 @@ def _kubernetes_source(file_cfg: Config):
     from ..sources.kubernetes_source import KubernetesSource
 
     opts = file_cfg.kubernetes or {}
-    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300),
+    resync = opts.get("resync_seconds", option("kubernetes.resync_seconds").default)
+    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=resync,
                             underlay_family=opts.get("underlay_family"))
 
 

@@ -165,7 +165,7 @@ def build(text: str, path: str = "config", base_depth: int = 0, stats: dict | No
     node is built: depth (MAX_DEPTH), nodes (MAX_NODES), and what aliases stand
     for in all (MAX_ALIAS_NODES; an alias is the same object, never a copy).
     Duplicate keys and anything but one document are refused.  For a piece of
-    a document (`config_items`): `base_depth` levels already stand above it, and
+    a document (`config.items`): `base_depth` levels already stand above it, and
     `stats` receives its "nodes" and "aliased" counts."""
     def refuse(event, reason: str) -> ConfigError:
         return ConfigError([Problem(path, f"line {event.start_mark.line + 1}", reason)])
@@ -321,7 +321,7 @@ def allocate_file(path: str, dry_run: bool = False):
 
     Each family of the cluster is allocated on its own (a node keeps what it
     has and gets what it lacks).  A dual-stack subnet is written as a list
-    [IPv4, IPv6]; a single-family one as a plain string, as before.  The file
+    [IPv4, IPv6]; a single-family one as a plain string.  The file
     must be valid apart from missing subnets (it is validated first, and again
     after, so a bad file is never written).  Written atomically.  Returns
     [(node name, its subnets as one comma-separated string)] of what changed."""
@@ -329,7 +329,7 @@ def allocate_file(path: str, dry_run: bool = False):
 
     from topology.allocate import allocate
     from topology.nodes import node_subnets_of
-    from .files import write_atomic
+    from ..files import write_atomic
 
     text = decode(read_bytes(path), path)
     # The fast path validates first: ruamel (pure Python) only sees a valid, bounded file.

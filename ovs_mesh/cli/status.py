@@ -1,53 +1,15 @@
 """`ovs-mesh status`: peers (with their pod subnets of each family), the
-underlay family, tunnel health, flow counts, last reconcile; and the
-status file (`<ovs rundir>/ovs-mesh.status.json`) that apply and the agent write
-after every reconcile and that `status` (and the lab) read back."""
+underlay family, tunnel health, flow counts, and the last reconcile as the
+status file (`reconcile.status_file`) records it."""
 from __future__ import annotations
 
-import json
-import logging
-import os
 import time
 
 from topology.mesh import peers_of
 
-from .desired import peer_port_name, tunnel_port_name
-from .state import BRIDGE
-
-LOG = logging.getLogger(__name__)
-STATUS_FILE = "ovs-mesh.status.json"
-
-
-def status_path(rundir: str) -> str:
-    return os.path.join(rundir, STATUS_FILE)
-
-
-def write_status(rundir: str, result, kind: str = "full") -> None:
-    """What `status` shows of the last reconcile: when, which kind of pass (full or
-    the agent's incremental one), how many changes, problems."""
-    data = {"time": time.time(), "kind": kind, "change_count": len(result.changes),
-            "changes": [c.as_dict() for c in result.changes[:50]],  # the first few, for a glance
-            "problems": result.problems, "seconds": round(result.seconds, 4)}
-    try:
-        with open(status_path(rundir), "w") as f:
-            f.write(json.dumps(data))
-    except OSError:
-        LOG.debug("cannot write status file", exc_info=True)
-
-
-def read_status(rundir: str) -> dict | None:
-    try:
-        with open(status_path(rundir)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def remove_status(rundir: str) -> None:
-    try:
-        os.unlink(status_path(rundir))
-    except FileNotFoundError:
-        pass
+from ..ovs.desired import peer_port_name, tunnel_port_name
+from ..ovs.model import BRIDGE
+from ..reconcile.status_file import read_status
 
 
 def tunnels(config, client) -> list[dict]:

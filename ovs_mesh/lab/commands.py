@@ -11,7 +11,7 @@ import sys
 from topology.errors import InputError
 from topology.model import MODES, TUNNELS
 
-from .state import NAME_RE, LabError, LabExists, LabState
+from .record import NAME_RE, LabError, LabExists, LabState
 from .topology import IP_FAMILIES
 
 DEFAULT_NAME = "oml"

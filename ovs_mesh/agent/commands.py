@@ -1,4 +1,4 @@
-"""The `agent` and `install-service` commands (registered into ovs_mesh.cli)."""
+"""The `agent` and `install-service` commands (registered into ovs_mesh.cli.main)."""
 from __future__ import annotations
 
 import faulthandler
@@ -90,7 +90,7 @@ def cmd_agent(args) -> int:
         raise InputError([Problem("--resync", str(args.resync), f"must be a number of seconds between "
                                   f"{RESYNC_MIN:g} and {RESYNC_MAX:g}")])
     setup_logging(args.verbose)
-    from ..config_file import overrides
+    from ..config.file import overrides
 
     # A node that is not (yet) in the topology file waits for it, like a new
     # machine whose agent runs before the file lists it (the loop says so once).

@@ -3,11 +3,12 @@
 Desired state (built by `desired.py`) and observed state (read by
 `ovsdb_client` and `openflow.py`) use the same frozen types, so the diff
 compares whole values.  Only what ovs-mesh owns is ever represented here.
+The plan that gathers these changes with the host's is `reconcile.plan.Plan`.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 from ovsdb_client.rows import (  # noqa: F401  (the OVSDB half of the vocabulary, re-exported)
     OWNER_KEY, PEER_KEY, BridgeChange, BridgeSpec, ChangeText, PortChange, PortSpec, RowChange, TypedChange,
@@ -71,27 +72,3 @@ class OvsState:
 @dataclasses.dataclass(frozen=True)
 class FlowChange(TypedChange[Flow]):
     kind: ClassVar[str] = "flow"
-
-
-if TYPE_CHECKING:  # host changes are typed in the host package, which builds on this module
-    from .host.model import HostChange
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Every change one reconcile pass makes, by executor: OVSDB rows (one
-    transaction), flows (one bundle), host networking (the host layer)."""
-    ovsdb: tuple[RowChange, ...] = ()
-    flows: tuple[FlowChange, ...] = ()
-    host: tuple[HostChange, ...] = ()
-
-    @property
-    def changes(self) -> list:
-        """All changes in an order that is always safe to apply and that `plan` prints:
-        bridge and port adds/modifies, flows, port and bridge deletes, then host."""
-        adds = [c for c in self.ovsdb if c.action != "delete"]
-        dels = [c for c in self.ovsdb if c.action == "delete"]
-        return [*adds, *self.flows, *dels, *self.host]
-
-    def __len__(self) -> int:
-        return len(self.ovsdb) + len(self.flows) + len(self.host)

@@ -17,7 +17,7 @@ from typing import Iterable
 from topology.mesh import peers_of
 from topology.model import FAMILIES, Config
 
-from .state import T_TO_PEERS, Flow
+from ..ovs.model import T_TO_PEERS, Flow
 
 _V4_PROTOS = {"ip", "arp", "icmp", "tcp", "udp", "sctp"}
 _V6_PROTOS = {"ipv6", "icmp6", "tcp6", "udp6", "sctp6"}

@@ -21,8 +21,8 @@ from ipaddress import IPv6Address, ip_address
 from topology.errors import InputError, Problem
 from topology.model import Address, Config
 
-from .desired import peer_port_name
-from .state import TUNNEL_OFPORT
+from ..ovs.desired import peer_port_name
+from ..ovs.model import TUNNEL_OFPORT
 
 PROTOS = ("ip", "arp", "nd", "icmp", "tcp", "udp")
 _V6_PROTO = {"ip": "ipv6", "icmp": "icmp6", "tcp": "tcp6", "udp": "udp6"}

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 
-from .process import alive, stop_pid, wait_until
+from ..process import daemon_pid, stop_pid, wait_until
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
@@ -50,7 +50,7 @@ class OvsDaemons:
         return self.run("ovs-vsctl", f"--db={self.remote}", "--timeout=30", *args, **kw)
 
     def ofctl(self, *args: str, **kw) -> str:
-        from .openflow import OFCTL  # (openflow reads pidfiles through this module)
+        from ..ovs.openflow import OFCTL
 
         return self.run(*OFCTL, *args, **kw)
 
@@ -98,16 +98,6 @@ class OvsDaemons:
     def stop(self) -> None:
         self.stop_daemon("ovs-vswitchd")
         self.stop_daemon("ovsdb-server")
-
-
-def daemon_pid(rundir: str, daemon: str) -> int | None:
-    """The live pid in `<rundir>/<daemon>.pid` (e.g. ovs-vswitchd), or None."""
-    try:
-        with open(os.path.join(rundir, f"{daemon}.pid")) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if alive(pid) else None  # a killed daemon may linger as a zombie
 
 
 def _wait(cond, what: str, timeout: float = 10) -> None:

@@ -16,8 +16,8 @@ from typing import Callable, Iterable, TypeVar
 
 from topology.errors import Transient
 
-from .daemons import daemon_pid
-from .state import COOKIE_MATCH, Flow, FlowChange, ours
+from ..process import daemon_pid
+from .model import COOKIE_MATCH, Flow, FlowChange, ours
 
 OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")   # every ovs-ofctl call of the project
 _FLOW_COUNT = re.compile(r"flow_count=(\d+)")
