@@ -138,9 +138,10 @@ class KubernetesSource:
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
         self.relists = 0  # lists done, first one included
-        # (name, InternalIP, podCIDRs) -> its own checks and Node: an event re-checks one Node, and
-        # the Node objects of unchanged Nodes stay the same (the agent compares them by identity).
-        self._entries: dict[tuple, Entry] = {}
+        # name -> (NodeObject, its entry, problem, the entry's own checks and Node): an event re-checks
+        # one Node, and the Node objects of unchanged Nodes stay the same (the agent compares them by
+        # identity); see `kube_nodes.validate`.
+        self._entries: dict[str, tuple] = {}
         # A burst of events (a cluster coming up) is validated once, not once per event: the
         # watch thread records each change in _objects and sets _dirty; the recompute worker
         # validates the whole set once for all the events that came meanwhile.
