@@ -19,7 +19,8 @@ Measured, side by side in one run:
              for the Kubernetes source then a relist (the API server compacts: 410,
              a new list in pages) and the agent's RSS after it;
   churn      one event per second (join, IP change, leave, ...) for 60 s at the
-             largest size: the agent's CPU share of one core;
+             largest size: the agent's CPU share of one core, next to its share with
+             no event at all for a quarter of that (idle: the OVS watcher);
   resync     SIGHUP (a full pass) at the largest size: its duration and changes
              (the agent's log line), which must be zero;
   RSS        the agent's peak RSS (VmHWM) in every session.
@@ -129,6 +130,16 @@ def resync(sess: Session, timeout: float = 60) -> dict:
     return {"seconds": None, "changes": None, "error": "no SIGHUP pass logged"}
 
 
+def idle(sess: Session, seconds: float) -> dict:
+    """No event at all: the agent's CPU share (the OVS watcher's checks and its `ovs-ofctl
+    dump-aggregate` every 0.5 s), the fixed part of the churn's."""
+    time.sleep(1.0)   # the pass before (a resync) done
+    cpu0, t0 = sess.cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    cpu, wall = sess.cpu_seconds() - cpu0, time.monotonic() - t0
+    return {"seconds": round(wall, 1), "cpu_s": round(cpu, 2), "cpu_share": round(cpu / wall, 4)}
+
+
 def churn(sess: Session, seconds: int) -> dict:
     """One event a second (join, IP change, leave of a fresh node): the agent's CPU share."""
     cycle = ("join", "ipchange", "leave")
@@ -234,6 +245,7 @@ def session_run(workdir, source, mode, n, args, largest: bool) -> dict:
         out = {"events": events, "agent_cpu": cpu}
         if largest and mode == "flow" and not args.only_events:
             out["resync"] = [resync(sess) for _ in range(2)]
+            out["idle"] = idle(sess, args.churn_seconds / 4)
             out["churn"] = churn(sess, args.churn_seconds)
         out["converged_after"] = sess.flow_count() == expected_flows(sess.topo, mode)
         out["rss_mb"] = round(sess.peak_rss_mb(), 1)
@@ -298,7 +310,7 @@ def tables(res: dict) -> str:
         lines += ["", f"churn (1 event/s) and SIGHUP resync at the largest size, flow mode; targets: CPU < "
                       f"{t['churn_cpu_share']:.0%} of a core, resync < {t['resync_s']} s with 0 changes, "
                       f"RSS < {t['rss_mb']} MB",
-                  f"{'source':6} {'N':>5} | {'churn s':>7} {'CPU %':>6} {'lat s':>6} | {'resync s':>8} "
+                  f"{'source':6} {'N':>5} | {'churn s':>7} {'CPU %':>6} {'idle %':>6} {'lat s':>6} | {'resync s':>8} "
                   f"{'changes':>7} | {'RSS MB':>6} | churn / resync / RSS"]
         for e in rows:
             c, rs = e["churn"], e["resync"]
@@ -306,7 +318,9 @@ def tables(res: dict) -> str:
             rch = max((r["changes"] for r in rs if r["changes"] is not None), default=None)
             rv = "-" if rsec is None else "ok" if rsec <= t["resync_s"] and rch == 0 else "FAIL"
             lat = c.get("latency_median_s")
+            idle_share = e.get("idle", {}).get("cpu_share")
             lines.append(f"{e['source']:6} {e['n']:5} | {c['seconds']:7.0f} {100 * c['cpu_share']:6.1f} "
+                         f"{100 * idle_share if idle_share is not None else float('nan'):6.1f} "
                          f"{lat if lat is not None else float('nan'):6.3f} | {rsec or float('nan'):8.3f} "
                          f"{rch if rch is not None else '-':>7} | {e['rss_mb']:6.0f} | "
                          f"{ok(c['cpu_share'], t['churn_cpu_share'])} / {rv} / {ok(e['rss_mb'], t['rss_mb'])}")
