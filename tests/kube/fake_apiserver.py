@@ -336,7 +336,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _list(self, q: dict) -> None:
         fake = self.fake
-        limit = int(q["limit"]) if q.get("limit", "0").isdigit() and int(q["limit"]) > 0 else None
+        raw = q.get("limit", "")
+        limit = int(raw) if raw.isdigit() and int(raw) > 0 else None   # none (or 0): every Node
         with fake.cond:
             token = q.get("continue")
             if token:

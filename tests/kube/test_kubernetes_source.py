@@ -401,3 +401,18 @@ def test_kubelet_sized_nodes_keep_only_what_the_mesh_reads(apiserver, start_sour
     apiserver.set_ip("node-003", "192.168.9.9")
     expect(src, peers(n(1), n(2), ("node-003", "192.168.9.9", "10.244.3.0/24")), "after the IP change")
     assert all(type(o).__name__ == "NodeObject" for o in src._objects.values())
+
+
+def test_the_test_api_server_lists_every_node_without_a_limit(apiserver):
+    import json
+    import urllib.request
+
+    from tests.kube.fake_apiserver import TOKEN
+
+    for i in range(1, 4):
+        apiserver.add(node(i))
+    req = urllib.request.Request(apiserver.url + "/api/v1/nodes", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.load(resp)
+    assert [o["metadata"]["name"] for o in body["items"]] == ["node-001", "node-002", "node-003"]
+    assert "continue" not in body["metadata"]
