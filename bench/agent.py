@@ -394,7 +394,7 @@ def main(argv=None) -> int:
                 doc = json.load(f)
         doc["targets"] = TARGETS
         doc.setdefault("runs", {})[args.label] = {"targets": TARGETS,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "machine": {**machine_info(), "load_average_at_start": load},
             "run_seconds": round(time.time() - started, 1), "repeat": args.repeat,
             "churn_seconds": args.churn_seconds, **res}

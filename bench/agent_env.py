@@ -144,7 +144,7 @@ class Session:
         self.streams: list[Stream] = []
 
     # -- lifecycle ----------------------------------------------------------------
-    def start(self, timeout: float = 180) -> "Session":
+    def start(self, timeout: float = 180) -> Session:
         from ovs_mesh.lab.daemons import OvsDaemons
         from tests.agent_process import AgentProc
 

@@ -391,7 +391,7 @@ def machine_info() -> dict:
 
 def write_results(path: str, started: float, load: tuple, **fields) -> None:
     """A benchmark's results file: when, on what machine (and how loaded), how long, then FIELDS."""
-    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    doc = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "machine": {**machine_info(), "load_average_at_start": load},
            "run_seconds": round(time.time() - started, 1), **fields}
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -521,7 +521,7 @@ def main(argv=None) -> int:
         print(phase_table(results))
     for s in skipped:
         print(f"skipped: {s}")
-    doc = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    doc = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "machine": {**machine_info(), "load_average_at_start": load}, "run_seconds": round(time.time() - started, 1),
            "steps": list(STEPS), "drivers": drivers, "repeat": args.repeat,
            "targets": [{"mode": m, "size": n, "step": s, **t} for (m, n, s), t in TARGETS.items()],

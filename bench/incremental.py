@@ -48,8 +48,7 @@ import sys
 import tempfile
 import time
 
-from bench.control_plane import (MOVED_IP_BASE, PORT_MODE_MAX, config_data, model_config, node, vsctl_args,
-                                 write_results)
+from bench.control_plane import MOVED_IP_BASE, PORT_MODE_MAX, config_data, model_config, node, vsctl_args, write_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "bench", "results", "incremental.json")

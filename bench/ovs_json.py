@@ -25,8 +25,7 @@ import sys
 import tempfile
 import time
 
-from bench.control_plane import (REPO, check, config_data, ovs_mesh, spawn, step_nodes, write_config,
-                                 write_results)
+from bench.control_plane import REPO, check, config_data, ovs_mesh, spawn, step_nodes, write_config, write_results
 
 RESULTS = os.path.join(REPO, "bench", "results", "ovs-json.json")
 VARIANTS = ("c", "pure")

@@ -1,8 +1,8 @@
 """The one place that asks whether a process lives and stops one by its pid.
 
 Used by the OpenFlow client and the agent's vswitchd watcher (`daemon_pid`: which
-vswitchd runs now), the lab's private OVS daemons, its agents and its echo servers.  Processes are always stopped by pid,
-never by name, so nothing else on the machine is touched.
+vswitchd runs now), the lab's private OVS daemons, its agents and its echo servers.  Processes are always stopped
+by pid, never by name, so nothing else on the machine is touched.
 """
 from __future__ import annotations
 

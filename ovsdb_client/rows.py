@@ -9,7 +9,8 @@ state are built from one set of types.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Generic, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import ClassVar, Generic, TypeVar
 
 from topology.errors import NotOurs
 

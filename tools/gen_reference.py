@@ -134,7 +134,7 @@ def cli_md() -> str:
     toc: list[str] = []
 
     def walk(parser: argparse.ArgumentParser, depth: int) -> None:
-        for name, text, sub in _subcommands(parser):
+        for _name, text, sub in _subcommands(parser):
             anchor = sub.prog.replace(" ", "-")
             toc.append(f"{'  ' * depth}- [`{sub.prog}`](#{anchor}): {_cell(text)}\n")
             out.append(f'\n<a id="{anchor}"></a>\n## `{sub.prog}`\n\n')

@@ -7,7 +7,7 @@ subnet and none of IPv6 keeps the one and gets the other.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import InputError, Problem
 from .model import Cluster, Network

@@ -7,7 +7,8 @@ reported at once; `topology.config` (cluster, local, top level) and
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import InputError, Problem, show
 
@@ -18,6 +19,8 @@ MISSING = object()
 
 class ConfigError(InputError):
     """Invalid config: carries every problem found (`errors` renders them as lines)."""
+
+    errno: int | None = None   # the OSError's when the file could not be opened
 
 
 class Checker:

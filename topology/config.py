@@ -16,10 +16,11 @@ the cluster lacks is accepted and unused (generators write both).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
-from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # noqa: F401  (ConfigError: API)
+from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # ConfigError: API
 from .errors import Problem, show
 from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Local, Node
 from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
@@ -76,7 +77,8 @@ def _node_prefix6(c: Checker, m: dict, cidr6) -> int:
     given = raw is not MISSING
     if prefix <= cidr6.prefixlen:
         if given:
-            c.error("cluster.node_prefix_ipv6", prefix, f"must be longer than cluster.cidr's /{cidr6.prefixlen} ({cidr6})")
+            c.error("cluster.node_prefix_ipv6", prefix,
+                    f"must be longer than cluster.cidr's /{cidr6.prefixlen} ({cidr6})")
         else:
             c.error("cluster.cidr", str(cidr6), f"too small for /{prefix} node subnets "
                                                 "(set cluster.node_prefix_ipv6)")

@@ -13,7 +13,7 @@ Anything else is a bug or a runtime failure: exit code 1.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable
+from collections.abc import Iterable
 
 SHOW_MAX = 80  # a value is quoted at most this long in a message
 
@@ -46,7 +46,7 @@ def _prefix(value: object) -> str:
     while stack and size <= SHOW_MAX:
         item = stack.pop()
         if isinstance(item, _Text):
-            piece = item
+            piece: str = item
         elif isinstance(item, dict):
             parts: list = [_Text("{")]
             for i, (k, v) in enumerate(item.items()):

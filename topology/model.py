@@ -162,5 +162,5 @@ class Config:
         node = self.node(self.local.node) or (self.nodes[0] if self.nodes else None)
         return node.underlay_family if node is not None else None
 
-    def with_nodes(self, nodes) -> "Config":
+    def with_nodes(self, nodes) -> Config:
         return dataclasses.replace(self, nodes=tuple(sorted(nodes)))

@@ -20,8 +20,9 @@ they report the same problems in the same order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from ipaddress import ip_network
-from typing import Any, Callable
+from typing import Any
 
 from .addresses import LABEL, family_of, holds, inside, parse_cidr_list, parse_ip
 from .checker import MISSING, NODE_NAME, Checker
@@ -116,8 +117,8 @@ class Entry:
 def node_entry(raw: Any, cluster: Cluster, require_subnet: bool = False) -> Entry:
     """The checks of one entry of `nodes` that need no other entry."""
     if not isinstance(raw, dict):
-        steps = () if raw is None else (("problem", "", raw, "must be a mapping"),)
-        return Entry(steps, None, mapping=False)
+        bad = () if raw is None else (("problem", "", raw, "must be a mapping"),)
+        return Entry(bad, None, mapping=False)
     steps: list = [("problem", f".{show(k)}", raw[k], _UNKNOWN) for k in raw if k not in NODE_KEYS]
     name = raw.get("name", MISSING)
     if name is MISSING:

@@ -21,7 +21,7 @@ on every node).
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from topology.model import Cluster, Config, Local, Node
 
@@ -48,7 +48,7 @@ class Installed:
 
     @classmethod
     def after_full_pass(cls, config: Config, parts: Parts, ofports_before: Mapping[str, int],
-                        ours_before: Iterable[str]) -> "Installed":
+                        ours_before: Iterable[str]) -> Installed:
         """The record once a full pass installed `parts`.  `ofports_before` is every
         port's number as that pass read it, `ours_before` our ports it read: ours are
         taken from the desired state (deleted ones dropped), others kept as read."""
@@ -66,7 +66,7 @@ class Installed:
         ports = [*self.fixed.ports, *(p for part in self.peers.values() for p in part.ports)]
         return OvsState(self.fixed.bridge, tuple(sorted(ports, key=lambda p: p.name)))
 
-    def commit(self, delta: "Delta") -> None:
+    def commit(self, delta: Delta) -> None:
         """Record a delta that was applied successfully (never before)."""
         for name, part in delta.peers.items():
             old = self.peers.pop(name, None)
@@ -134,7 +134,7 @@ def delta(installed: Installed, config: Config, names: Iterable[str],
     nodes = node_map(config) if nodes is None else nodes
     me, c = config.local.node, config.cluster
     wanted = {name: nodes.get(name) if name != me else None for name in names}
-    ofports: dict[str, int] = {}
+    ofports: dict[str, int | None] = {}
     if c.mode != "flow":
         fresh = []
         for name, node in wanted.items():
@@ -165,6 +165,7 @@ def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | No
     full pass cost the observation and the diff, not a rebuild of every peer."""
     if blocker(installed, config) is not None:
         return build_parts(config, pod_mtu, ofports)
+    assert installed is not None   # blocker() said there is a record
     nodes, peers = installed.nodes, installed.peers
 
     def part(cfg: Config, node: Node, ofport: int | None) -> OvsState:

@@ -40,6 +40,7 @@ from topology.model import Config
 
 from ..ovs.desired import tunnel_port_name
 from ..ovs.model import OvsState
+from ..reconcile.clients import OvsdbRows
 from ..reconcile.families import family_stats
 from ..reconcile.plan import Result
 from ..reconcile.status_file import write_status
@@ -80,7 +81,7 @@ class Agent:
         self._tunnels: dict[str, str] = {}   # peer -> its tunnel's health, for the metrics
         self.ready = False
         self._heartbeat = time.monotonic()
-        self._ovsdb_seen = None
+        self._ovsdb_seen: OvsdbRows | None = None
 
     # -- events -----------------------------------------------------------
     def kick(self, reason: Reason, detail: str = "", reset_backoff: bool = False) -> None:
@@ -130,10 +131,11 @@ class Agent:
         self._heartbeat = time.monotonic()
 
     def _watchdog(self) -> None:
-        interval = self.notifier.watchdog_seconds / 2
-        while not self.schedule.stopped.wait(interval):
+        seconds = self.notifier.watchdog_seconds
+        assert seconds is not None   # started only under a systemd watchdog
+        while not self.schedule.stopped.wait(seconds / 2):
             # Only vouch for a worker that is still going round its loop.
-            if time.monotonic() - self._heartbeat < self.notifier.watchdog_seconds:
+            if time.monotonic() - self._heartbeat < seconds:
                 self.notifier.watchdog()
 
     # -- one pass ---------------------------------------------------------
@@ -210,6 +212,7 @@ class Agent:
             LOG.debug("full pass: %s", why_not)
             return None
         rec = self.installed
+        assert rec is not None   # blocker() above said there is a record
         d = delta(rec, config, changed_names(rec, nodes), nodes)
         with self._changing():
             result = node.reconciler().apply_delta(d.plan)
@@ -224,6 +227,7 @@ class Agent:
 
     def _update_tunnels(self, config: Config, node, names: list[str]) -> None:
         """The metrics' tunnel states of the named peers (one pass over the Interface table)."""
+        assert self.installed is not None   # a pass has just installed something
         peers = self.installed.peers
         for n in names:
             if n not in peers:
@@ -265,6 +269,7 @@ class Agent:
         """The per-family metrics, computed at the first scrape after this pass (0.3 s at 35 000
         flows) and kept for the next ones, from what this pass left installed (the parts are frozen
         values; the list is a snapshot a later pass cannot change)."""
+        assert self.installed is not None   # called after a successful pass
         fixed, peers = self.installed.fixed, list(self.installed.peers.values())
         return functools.cache(lambda: family_stats(config, itertools.chain(fixed.flows, *(p.flows for p in peers))))
 

@@ -23,7 +23,7 @@ class SdNotify:
             addr = "\0" + addr[1:]
         self.address = addr
         self.watchdog_seconds = self._watchdog(env)
-        self._sock = None
+        self._sock: socket.socket | None = None
         self._warned = False
 
     @staticmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from topology.errors import InputError
 from topology.model import Config
@@ -11,6 +12,9 @@ from topology.nodes import missing_subnets
 from topology.options import option
 
 from ..reconcile.node import NodeClients, connect_ovsdb, open_node
+
+if TYPE_CHECKING:  # imported when first used: the Kubernetes client is slow to import
+    from ..sources.kubernetes_source import KubernetesSource
 
 LOG = logging.getLogger("ovs_mesh.agent")
 OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
@@ -50,8 +54,8 @@ class Inventory:
         self.source, self.on_change, self.say = source, on_change, say
         self.kube_factory = kube_factory or _kubernetes_source
         self.good: Config | None = None
-        self._kube = None
-        self._kube_key = None
+        self._kube: KubernetesSource | None = None
+        self._kube_key: tuple | None = None
 
     def config(self) -> Config:
         """Raises NotReady while there is nothing usable; InputError only without a good config."""

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ip, icmp, tcp, udp (traced as ipv6, icmp6, tcp6, udp6 with IPv6 addresses); arp (IPv4) or nd "
                          "(IPv6 neighbour solicitation for DST); default icmp")
     sub.add_parser("teardown", help="remove everything ovs-mesh owns on this node, nothing else")
-    sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; write the file back")
+    sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; "
+                                         "write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
     _add_extra_commands(sub)
     return p
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     fn = COMMANDS.get(args.command) or getattr(args, "func", None)
+    assert fn is not None   # a required subcommand: each is in COMMANDS or sets func
     try:
         return fn(args)
     except InputError as e:

@@ -53,6 +53,7 @@ def packet(proto: str, src: Address, dst: Address) -> str:
     if proto == "arp":
         raise InputError([Problem("--proto", proto, "ARP is IPv4: use nd (neighbour solicitation) for IPv6")])
     if proto == "nd":
+        assert isinstance(dst, IPv6Address)   # of src's family
         return f"icmp6,icmpv6_type=135,ipv6_src={src},ipv6_dst={solicited_node(dst)},nd_target={dst}"
     return f"{_V6_PROTO[proto]},ipv6_src={src},ipv6_dst={dst}"
 

@@ -204,6 +204,7 @@ def build(text: str, path: str = "config", base_depth: int = 0, stats: dict | No
                 top.data[top.key] = value
             top.has_key = False
 
+    event: Any   # told apart by class identity below (faster than isinstance), which mypy does not narrow
     for event in yaml.parse(text, Loader=yaml.CSafeLoader if hasattr(yaml, "CSafeLoader")
                             else yaml.SafeLoader):
         cls = event.__class__
@@ -329,6 +330,7 @@ def allocate_file(path: str, dry_run: bool = False):
 
     from topology.allocate import allocate
     from topology.nodes import node_subnets_of
+
     from ..files import write_atomic
 
     text = decode(read_bytes(path), path)

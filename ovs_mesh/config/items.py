@@ -72,6 +72,7 @@ class _Piece:
     def entry(self, cluster: Cluster) -> Entry:
         if self.cluster is not cluster:   # parse_config never requires subnets here
             self.checked, self.cluster = node_entry(self.value[0], cluster), cluster   # a 1-item list
+        assert self.checked is not None   # set with self.cluster
         return self.checked
 
 
@@ -217,7 +218,7 @@ class ConfigItems:
             raise _Fallback("`nodes` is not a top-level key of a mapping")
         if header.aliased:
             raise _Fallback("aliases outside the entries of `nodes`")
-        old, pieces = self._pieces, {}
+        old, pieces = self._pieces, dict[str, _Piece]()
         good = self._good[1] if self._good is not None else {}
         for t in texts:
             p = pieces.get(t) or old.get(t) or good.get(t)

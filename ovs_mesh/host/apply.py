@@ -15,11 +15,27 @@ from topology.model import Config
 
 from . import cni, nft
 from . import saved as saved_mod
+from .model import (
+    ALIAS,
+    KBR,
+    Address,
+    AntiSpoof,
+    CniFile,
+    Enslaved,
+    HostChange,
+    HostRoute,
+    Kbr,
+    LegacyMasquerade,
+    LinkUp,
+    Masquerade,
+    Offload,
+    Sysctl,
+    UnderlayBridge,
+    UnderlayPort,
+)
 from .netlink import Netlink
-from .underlay import set_tx_checksum
-from .model import (ALIAS, KBR, Address, AntiSpoof, CniFile, Enslaved, HostChange, HostRoute, Kbr,
-                    LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl, UnderlayBridge, UnderlayPort)
 from .observe import read_setting, sysctl_path, underlay_of
+from .underlay import set_tx_checksum
 
 LOG = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ settings are restored only where they still exist).  No I/O."""
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv6Address
+from ipaddress import IPv4Address, IPv6Address
 
 from topology.config import ConfigError
 from topology.errors import NotOurs, Problem
@@ -12,11 +12,27 @@ from topology.model import Config
 
 from ..ovs.model import BRIDGE
 from . import cni
+from .model import (
+    KBR,
+    ROUTE_PROTO,
+    Address,
+    AntiSpoof,
+    CniFile,
+    Enslaved,
+    HostObject,
+    HostRoute,
+    HostState,
+    Kbr,
+    LinkUp,
+    Masquerade,
+    Offload,
+    Setting,
+    Sysctl,
+    UnderlayBridge,
+    UnderlayPort,
+)
 from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
 from .underlay import desired_ovs
-from .model import (KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostObject, HostRoute,
-                    HostState, Kbr, LinkUp, Masquerade, Offload, Setting, Sysctl, UnderlayBridge,
-                    UnderlayPort)
 
 
 def wanted_sysctls(families=("ipv4",)) -> tuple[Sysctl, ...]:
@@ -85,10 +101,11 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
     want: list[HostObject] = []
     if u is not None and not teardown:
         ovs = desired_ovs(u.bridge, u.interface, facts.underlay_mtu)
+        assert ovs.bridge is not None   # desired_ovs always has the bridge
         want += [UnderlayBridge(ovs.bridge), *(UnderlayPort(p) for p in ovs.ports)]
     node, cluster = config.local_node, config.cluster
     families = cluster.families
-    gws = [node.gateway] if node.subnet is not None else []
+    gws: list[IPv4Address | IPv6Address] = [node.gateway] if node.subnet is not None else []
     gws += [node.gateway6] if node.subnet6 is not None else []
     mac = gateway_mac(gws[0]) if gws else None
     if not teardown:
@@ -111,7 +128,8 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
         masq = " ".join(str(c) for c in cluster.cidrs) if cluster.masquerade else ""
         if masq or "ipv6" in families:
             want.append(Masquerade(masq, redirects_off="ipv6" in families))
-        gateways = [*(str(g) for g in gws), *([str(link_local(mac))] if node.subnet6 is not None else [])]
+        v6_link_local = [str(link_local(mac))] if node.subnet6 is not None and mac is not None else []
+        gateways = [*(str(g) for g in gws), *v6_link_local]
         want.append(AntiSpoof(",".join(str(s) for s in node.subnets), ",".join(gateways), BRIDGE))
         want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6)))
     return HostState(tuple(want), facts)

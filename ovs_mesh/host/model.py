@@ -13,7 +13,7 @@ plus the settings it changed (sysctls, offloads), which it restores.
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Union
+from typing import ClassVar
 
 from ..ovs.model import BridgeSpec, PortSpec
 from .netlink import Route
@@ -109,7 +109,7 @@ class Offload(_Obj):
     value: str
 
 
-Setting = Union[Sysctl, Offload]
+Setting = Sysctl | Offload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +181,8 @@ class UnderlayPort(_Obj):
     spec: PortSpec
 
 
-HostObject = Union[Kbr, Enslaved, LinkUp, Address, HostRoute, Sysctl, Offload, Masquerade, LegacyMasquerade,
-                   AntiSpoof, CniFile, UnderlayBridge, UnderlayPort]
+HostObject = (Kbr | Enslaved | LinkUp | Address | HostRoute | Sysctl | Offload | Masquerade | LegacyMasquerade
+              | AntiSpoof | CniFile | UnderlayBridge | UnderlayPort)
 
 
 @dataclasses.dataclass(frozen=True)

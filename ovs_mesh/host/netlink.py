@@ -153,7 +153,7 @@ class Netlink:
         idx = self._index(name)
         if idx is None:
             raise LookupError(f"link {name} does not exist")
-        kw = {}
+        kw: dict[str, object] = {}
         if mtu is not None:
             kw["mtu"] = mtu
         if mac is not None:

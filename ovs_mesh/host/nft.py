@@ -88,7 +88,7 @@ def observe_antispoof() -> tuple[str, str, str] | None:
     if found is None:
         return None
     parts = found.split()
-    return tuple(parts) if len(parts) == 3 else ("", "", "")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else ("", "", "")
 
 
 def masquerade_ruleset(cidrs: list[str], redirects_from: str | None = None) -> str:
@@ -111,7 +111,7 @@ def masquerade_ruleset(cidrs: list[str], redirects_from: str | None = None) -> s
     return "\n".join(out + ["}"]) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bridge_meta_supported() -> bool:
     """Whether the kernel matches `meta ibrname` (nft_meta_bridge): asked with
     `nft --check`, which the kernel validates without committing anything."""

@@ -12,11 +12,30 @@ from ..ovs.model import BRIDGE
 from . import cni, nft
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
+from .model import (
+    ALIAS,
+    KBR,
+    ROUTE_PROTO,
+    Address,
+    AntiSpoof,
+    CniFile,
+    Enslaved,
+    HostFacts,
+    HostObject,
+    HostRoute,
+    HostState,
+    Kbr,
+    LegacyMasquerade,
+    LinkUp,
+    Masquerade,
+    Offload,
+    Sysctl,
+    Underlay,
+    UnderlayBridge,
+    UnderlayPort,
+)
 from .netlink import Netlink
 from .underlay import tx_checksum
-from .model import (ALIAS, KBR, ROUTE_PROTO, Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostObject,
-                    HostRoute, HostState, Kbr, LegacyMasquerade, LinkUp, Masquerade, Offload, Sysctl,
-                    Underlay, UnderlayBridge, UnderlayPort)
 
 SYSCTL_ROOT = "/proc/sys"
 DEFAULT_MTU = 1500
@@ -89,7 +108,7 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     if obr is not None and obr.master == KBR:
         objects.append(Enslaved(BRIDGE, obr.master, obr.up))
     blink = nl.link(u.bridge) if u is not None else None
-    if blink is not None and blink.up:
+    if u is not None and blink is not None and blink.up:
         objects.append(LinkUp(u.bridge))
 
     if kbr is not None:

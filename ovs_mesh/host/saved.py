@@ -10,7 +10,6 @@ import json
 import os
 
 from ..files import write_atomic
-
 from .model import Offload, Setting, Sysctl, Underlay
 
 STATE_FILE = "ovs-mesh.host.json"
@@ -22,7 +21,7 @@ class Saved:
     restore: tuple[Setting, ...] = ()
     underlay: Underlay | None = None
 
-    def with_restore(self, restore) -> "Saved":
+    def with_restore(self, restore) -> Saved:
         return dataclasses.replace(self, restore=tuple(restore))
 
 

@@ -24,8 +24,16 @@ from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underl
 from .pods import add_pod, addresses
 from .record import NAME_RE, LabExists, LabState, Node
 from .resources import del_netns, netns_list, release
-from .topology import (IP_FAMILIES, allocate_all, cluster_of, lab_cidr, make_topology, read_yaml, subnet_value,
-                       write_yaml)
+from .topology import (
+    IP_FAMILIES,
+    allocate_all,
+    cluster_of,
+    lab_cidr,
+    make_topology,
+    read_yaml,
+    subnet_value,
+    write_yaml,
+)
 
 
 def default_underlay(ip_family: str) -> str:

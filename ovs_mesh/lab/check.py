@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from .pods import address_of, family_of
 from .record import LabError, LabState, Node
@@ -44,6 +45,11 @@ def _probe_cmd(rec: dict | Node, *args: str) -> list[str]:
     return [*via, *(["ip", "netns", "exec", ns] if ns else []), python or PROBE[0], *PROBE[1:], *args]
 
 
+# How long the echo servers get to start: a Python start over ssh in an emulated VM takes seconds
+# on an idle host and tens of seconds on a busy one.  Only a server that never starts costs this.
+SERVER_START_SECONDS = 60
+
+
 def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subprocess.Popen]]:
     procs = []
     for pod in pods:
@@ -52,12 +58,12 @@ def _start_servers(st: LabState, pods: list[dict]) -> list[tuple[dict, subproces
         p = subprocess.Popen(_probe_cmd(pod, "serve"), stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append((st.record("proc", pid=p.pid, netns=pod["ns"], what="echo server"), p))
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + SERVER_START_SECONDS
     for rec, p in procs:
         ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
         line = p.stdout.readline().strip() if ready else ""
         if line != "ready":
-            err = p.stderr.read().strip() if p.poll() is not None else "no 'ready' within 20 s"
+            err = p.stderr.read().strip() if p.poll() is not None else f"no 'ready' within {SERVER_START_SECONDS} s"
             raise LabError(f"echo server in {rec['netns']} did not start: {line} {err}".replace("  ", " "))
     return procs
 
@@ -84,7 +90,7 @@ def families_of(pods: list[dict]) -> list[str]:
 def _jobs(st: LabState, family: str, pods: list[dict], live, timeout: float, tcp_bytes: int) -> list:
     """(kind, source, family, job) for every pod and node, probing the targets' `family` addresses."""
     pods = [p for p in pods if address_of(p, family)]
-    ip = lambda p: address_of(p, family)  # noqa: E731
+    ip = lambda p: address_of(p, family)  # noqa: E731 a one-line closure over the family, as its neighbours
     firsts = [p for p in pods if p["j"] == 1 and live(p["node"])]
     jobs = []
     for src in pods:
@@ -141,7 +147,7 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
         timeout = 60 if st.params.get("mode") == "stp" else 20  # RSTP takes a while to forward
     active = {e["name"] for e in read_yaml(st.topology_path).get("nodes") or []}
     pods = st.pods
-    live = lambda node: node in active  # noqa: E731
+    live = lambda node: node in active  # noqa: E731 a one-line predicate, passed on as a value
     families = families_of(pods)
     jobs = [j for f in families for j in _jobs(st, f, pods, live, timeout, tcp_bytes)]
     procs = _start_servers(st, pods)
@@ -152,7 +158,7 @@ def check(st: LabState, timeout: float | None = None, tcp_bytes: int = TCP_BYTES
             results = list(ex.map(lambda j: _probe(j[1], j[3]), jobs))
     finally:
         _stop_servers(st, procs)
-    report = {"lab": st.name, "params": st.params, "active_nodes": sorted(active), "families": {},
+    report: dict[str, Any] = {"lab": st.name, "params": st.params, "active_nodes": sorted(active), "families": {},
               "pods": [{k: p[k] for k in ("name", "node", "ip", "ns")} | {"ips": p.get("ips") or [p["ip"]]}
                        for p in pods],
               "nodes": [{"name": n.name, "ip": n.ip, "ns": n.ns} for n in st.nodes],
@@ -200,7 +206,7 @@ def _render_family(report: dict, family: str) -> list[str]:
     names = [p["name"] for p in pods]
     w = max([len(n) for n in names] + [6]) + 1
     iw = max([len(ip) for ip in ip_of.values()] + [len(n["ip"]) for n in report["nodes"]] + [15]) + 1
-    mine = lambda kind: [c for c in report[kind] if c.get("family", "ipv4") == family]  # noqa: E731
+    mine = lambda kind: [c for c in report[kind] if c.get("family", "ipv4") == family]  # noqa: E731 one line, as `ip`
     lines = ["", f"{LABEL[family]} pod -> pod  (ping; UDP echo sees the sender's pod address; "
                  "unfragmented ping at the pod MTU across nodes, one byte more refused)",
              " " * (w + iw) + "".join(n.rjust(w) for n in names)]

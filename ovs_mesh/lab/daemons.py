@@ -66,7 +66,7 @@ class OvsDaemons:
     def vswitchd_ctl(self) -> str:
         return os.path.join(self.rundir, f"ovs-vswitchd.{self.pid('ovs-vswitchd')}.ctl")
 
-    def start(self) -> "OvsDaemons":
+    def start(self) -> OvsDaemons:
         os.makedirs(self.rundir, exist_ok=True)
         db = os.path.join(self.rundir, "conf.db")
         if not os.path.exists(db):

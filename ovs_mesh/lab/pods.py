@@ -31,7 +31,7 @@ def plugin_configs(n: Node) -> list[dict]:
     host-local keeps its leases in /var/lib/cni by default, shared by every
     lab node: when the conflist sets no ipam.dataDir, point it into the node's dir.
     """
-    from ovs_mesh.host import cni   # on use: the host package loads pyroute2, which `lab --help` need not
+    from ovs_mesh.host import cni  # on use: the host package loads pyroute2, which `lab --help` need not
 
     with open(n.cni_conf, encoding="utf-8") as f:
         content = f.read()

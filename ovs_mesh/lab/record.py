@@ -82,7 +82,7 @@ class Node:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Node":
+    def from_dict(cls, d: dict) -> Node:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -103,7 +103,7 @@ class LabState:
         self.lock = threading.RLock()  # lab steps run in threads
 
     @classmethod
-    def load(cls, name: str) -> "LabState | None":
+    def load(cls, name: str) -> LabState | None:
         try:
             with open(os.path.join(lab_dir(name), "state.json"), encoding="utf-8") as f:
                 return cls(name, json.load(f))

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import io
 from ipaddress import IPv4Network, IPv6Network
+from typing import Any
 
-from topology.allocate import allocate
 from ovs_mesh.files import write_atomic
+from topology.allocate import allocate
 from topology.config import parse_config
 from topology.model import Cluster
 
 from ..config.file import read_yaml, round_trip_yaml  # noqa: F401  (read_yaml: the lab's reader too)
-
 
 # The lab's pod ranges per family (`lab up --ip-family`).
 LAB_CIDRS = {"ipv4": "10.244.0.0/16", "ipv6": "fd00:10:244::/56"}
@@ -45,7 +45,7 @@ def make_topology(nodes: list[tuple[str, str]], tunnel: str = "vxlan", mode: str
                    "masquerade": masquerade}
     if ":" in cidr:
         cluster_doc["node_prefix_ipv6"] = node_prefix6
-    doc = {"cluster": cluster_doc, "source": "file",
+    doc: dict[str, Any] = {"cluster": cluster_doc, "source": "file",
            "nodes": [{"name": n, "ip": str(ip)} for n, ip in nodes]}
     config = parse_config(doc, require_local=False)  # validates names, IPs, cluster
     for entry, subnets in zip(doc["nodes"], allocate_all(config.cluster, [{}] * len(nodes))):

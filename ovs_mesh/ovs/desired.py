@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Mapping
+from collections.abc import Mapping
 
 from topology.mesh import peers_of
 from topology.model import Config, Node

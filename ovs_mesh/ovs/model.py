@@ -11,8 +11,17 @@ import dataclasses
 from typing import ClassVar, NamedTuple
 
 from ovsdb_client.rows import (  # noqa: F401  (the OVSDB half of the vocabulary, re-exported)
-    OWNER_KEY, PEER_KEY, BridgeChange, BridgeSpec, ChangeText, PortChange, PortSpec, RowChange, TypedChange,
-    frozen_map)
+    OWNER_KEY,
+    PEER_KEY,
+    BridgeChange,
+    BridgeSpec,
+    ChangeText,
+    PortChange,
+    PortSpec,
+    RowChange,
+    TypedChange,
+    frozen_map,
+)
 
 # Our flows' cookies: "ovsm" in the high 32 bits.  dump/delete use the mask.
 COOKIE_PREFIX = 0x6F76736D

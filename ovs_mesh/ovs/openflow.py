@@ -12,7 +12,8 @@ import re
 import subprocess
 import tempfile
 import threading
-from typing import Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from topology.errors import Transient
 
@@ -138,11 +139,18 @@ class OpenFlow:
             except FileNotFoundError:
                 raise OpenFlowError(f"{args[0]} not found: install Open vSwitch") from None
             late: list[bool] = []
-            timer = threading.Timer(120, lambda: late.append(True) or p.kill())
+
+            def expire() -> None:
+                late.append(True)
+                p.kill()
+
+            timer = threading.Timer(120, expire)
             timer.start()
+            stdout = p.stdout
+            assert stdout is not None   # stdout=PIPE
             try:
-                with p.stdout:
-                    out = consume(p.stdout)
+                with stdout:
+                    out = consume(stdout)
             except BaseException:
                 p.kill()
                 raise

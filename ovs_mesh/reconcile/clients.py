@@ -6,7 +6,8 @@ in-memory fakes with the same methods.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from ovsdb_client.rows import InterfaceHealth, Owned, RowChange
 

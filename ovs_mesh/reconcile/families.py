@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Iterable
 from ipaddress import ip_network
-from typing import Iterable
 
 from topology.mesh import peers_of
 from topology.model import FAMILIES, Config
@@ -76,8 +76,8 @@ def family_stats(config: Config, flows: Iterable[Flow]) -> FamilyStats:
     """What a converged node holds, by family: from the topology and the flows installed."""
     local = config.node(config.local.node)
     peers = peers_of(config.cluster, config.nodes, config.local.node)
-    flows = [(f, match_family(f.match)) for f in flows]
-    routes = [fam for f, fam in flows
+    tagged = [(f, match_family(f.match)) for f in flows]
+    routes = [fam for f, fam in tagged
               if f.table == T_TO_PEERS and ("nw_dst=" in f.match or "ipv6_dst=" in f.match)]
     subnets: tuple = ()
     if local is not None:
@@ -87,7 +87,7 @@ def family_stats(config: Config, flows: Iterable[Flow]) -> FamilyStats:
     return FamilyStats(
         peers_with_subnet={"ipv4": sum(p.subnet is not None for p in peers),
                            "ipv6": sum(p.subnet6 is not None for p in peers)},
-        flows=count(fam for _, fam in flows),
+        flows=count(fam for _, fam in tagged),
         overlay_routes=count(routes),
         subnets=subnets,
         underlay=(local.underlay_family, str(local.ip)) if local is not None else None)

@@ -2,7 +2,8 @@
 (list/watch).  Each source parses with the pure model in `topology/` and only does I/O."""
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from topology.model import Config
 

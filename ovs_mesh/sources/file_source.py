@@ -34,7 +34,8 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from ovs_mesh.config.file import read_bytes
 from ovs_mesh.config.items import ConfigItems, Delta
@@ -47,7 +48,8 @@ LOG_PROBLEMS = 3  # problems quoted in the one log line a bad file gets
 SETTLE_MS = 30  # gather the several events of a save in progress into one read
 
 try:  # a small, well-kept ctypes wrapper of inotify(7)
-    from inotify_simple import INotify, flags as iflags
+    from inotify_simple import INotify
+    from inotify_simple import flags as iflags
 except ImportError:  # pragma: no cover - the dependency is in setup.cfg
     INotify = None
 
@@ -67,7 +69,7 @@ class FileSource:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._notify: Callable[[], None] | None = None
-        self._inotify = None
+        self._inotify: Any = None   # an INotify while watching (the library has no types)
         self.errors: list[str] = []   # of the current bad content, if any
         self.reads = {"incremental": 0, "whole": 0}   # good contents read, by how they were parsed
         self._said_whole: str | None = None   # why the file is read whole, once said

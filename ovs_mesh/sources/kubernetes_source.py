@@ -40,7 +40,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 from kubernetes import client as k8s_client
@@ -51,7 +52,6 @@ from kubernetes.watch.watch import iter_resp_lines
 from topology.config import ConfigError
 from topology.errors import Transient
 from topology.model import FAMILIES, Cluster, Node
-
 from topology.nodes import Entry
 
 from .kube_messages import describe, log_change, oneline
@@ -202,7 +202,7 @@ class KubernetesSource:
                 attempt += 1
                 if attempt > 1:  # a second 410 in a row: do not hammer the server
                     self._stop.wait(self._delay(attempt - 1))
-            except Exception as e:  # noqa: BLE001 - every failure is retried; the peers stay
+            except Exception as e:  # every failure is retried; the peers stay
                 if self._stop.is_set():
                     break
                 if time.monotonic() - began > STABLE_SECONDS:

@@ -9,10 +9,9 @@ import tempfile
 
 import pytest
 
+from ovs_mesh.ovs.model import COOKIE_MATCH
 from tests.agent_process import AgentProc
 from tests.helpers import sandbox_config
-
-from ovs_mesh.ovs.model import COOKIE_MATCH
 
 
 def our_flows(ovs) -> str:

@@ -3,10 +3,9 @@ its back (a flow deleted by hand, a port removed) is still noticed by the watche
 repaired by a full pass."""
 import copy
 
+from ovs_mesh.ovs.desired import peer_port_name
 from tests.agent.conftest import our_flows
 from tests.helpers import sandbox_config, wait_for
-
-from ovs_mesh.ovs.desired import peer_port_name
 
 NODE4 = {"name": "node-4", "ip": "192.168.56.14", "subnet": "10.244.4.0/24"}
 FULL = 'ovs_mesh_reconcile_passes_total{kind="full"}'

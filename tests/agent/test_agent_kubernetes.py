@@ -1,9 +1,7 @@
 """The agent with `source: kubernetes`, against the fake API server (real client, kubeconfig)."""
 from tests.agent.conftest import our_flows
-from tests.helpers import wait_for
-from tests.helpers import base_config
-
-from tests.kube.fake_apiserver import make_node  # noqa: E402
+from tests.helpers import base_config, wait_for
+from tests.kube.fake_apiserver import make_node
 
 
 def test_agent_follows_the_kubernetes_nodes(ovs, agent_factory, apiserver, tmp_path, monkeypatch):

@@ -8,10 +8,9 @@ import uuid
 import pytest
 import yaml
 
-from tests.helpers import REPO, need, run_cli
-
 from ovs_mesh.agent.install import unit_text
 from ovs_mesh.agent.sdnotify import SdNotify
+from tests.helpers import REPO, need, run_cli
 from topology.config import parse_config
 
 UNIT = os.path.join(REPO, "deploy/systemd/ovs-mesh.service")

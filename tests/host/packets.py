@@ -14,8 +14,21 @@ from __future__ import annotations
 
 import sys
 
-from scapy.all import (ARP, IP, UDP, Ether, ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6, Raw, conf,
-                       get_if_hwaddr, sendp, sniff)
+from scapy.all import (
+    ARP,
+    IP,
+    UDP,
+    Ether,
+    ICMPv6ND_NA,
+    ICMPv6ND_RA,
+    ICMPv6NDOptDstLLAddr,
+    IPv6,
+    Raw,
+    conf,
+    get_if_hwaddr,
+    sendp,
+    sniff,
+)
 
 PORT = 9999
 

@@ -10,8 +10,18 @@ import subprocess
 import sys
 
 from tests.helpers import wait_for
-from tests.host.conftest import (GATEWAY, GATEWAY6, NODE_IP, NODE_IP6, PEER_IP, PEER_IP6, REMOTE_POD, REMOTE_POD6,
-                                 SUBNET, in_ns)
+from tests.host.conftest import (
+    GATEWAY,
+    GATEWAY6,
+    NODE_IP,
+    NODE_IP6,
+    PEER_IP,
+    PEER_IP6,
+    REMOTE_POD,
+    REMOTE_POD6,
+    SUBNET,
+    in_ns,
+)
 from tests.host.test_host import ok, ping, reachable
 
 
@@ -39,8 +49,8 @@ def source_seen(server_ns: str, server_ip: str, client_ns: str, port: int = 8080
     """The source address a TCP server in `server_ns` sees for a connection
     from `client_ns` to `server_ip`: the sender's own address unless NATed."""
     code = ("import socket, sys\nip = sys.argv[1]\n"
-            "s = socket.create_server((ip, %d), family=socket.AF_INET6 if ':' in ip else socket.AF_INET)\n"
-            "print('READY', flush=True)\nc, a = s.accept()\nprint(a[0], flush=True)\n") % port
+            f"s = socket.create_server((ip, {port}), family=socket.AF_INET6 if ':' in ip else socket.AF_INET)\n"
+            "print('READY', flush=True)\nc, a = s.accept()\nprint(a[0], flush=True)\n")
     srv = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", code, server_ip],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-from tests.host.conftest import GATEWAY, NODE_IP, SUBNET, in_ns
-from tests.helpers import wait_for
-
 from ovs_mesh.host import ALIAS, ROUTE_PROTO
+from tests.helpers import wait_for
+from tests.host.conftest import GATEWAY, NODE_IP, SUBNET, in_ns
 
 
 def ok(p):

@@ -12,11 +12,10 @@ import sys
 
 import pytest
 
+from ovs_mesh.host import ROUTE_PROTO
 from tests.helpers import wait_for
 from tests.host.conftest import GATEWAY, GATEWAY6, NODE_IP6, SUBNET6, in_ns
 from tests.host.test_host import ok, ping
-
-from ovs_mesh.host import ROUTE_PROTO
 
 
 def addrs(node, dev, family) -> list[dict]:
@@ -45,7 +44,8 @@ def test_apply_converges_and_teardown_removes_exactly_ours(node6, family):
     node6.sh("ip", "-6", "route", "add", "fd00:99::/64", "via", "fd00:77::2")
     node6.sh("nft", "add", "table", "inet", "other")
     legacy = ("table ip ovs_mesh { chain postrouting { type nat hook postrouting priority srcnat; policy accept; "
-              'ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade comment "ovs-mesh masquerade 10.244.0.0/16"; }; }')
+              "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 "
+              'masquerade comment "ovs-mesh masquerade 10.244.0.0/16"; }; }')
     node6.sh("nft", legacy)
     accept_ra = f"net.ipv6.conf.{node6.underlay}.accept_ra"
     before = {s: node6.sysctl(s) for s in ("net.ipv6.conf.all.forwarding", "net.ipv4.ip_forward", accept_ra)}

@@ -6,15 +6,28 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from topology.config import parse_config
-from topology.errors import InputError, NotOurs
-from ovs_mesh.host import cni, nft
-from ovs_mesh.host import desired_host, diff_host, gateway_mac
-from ovs_mesh.host.model import (Address, AntiSpoof, CniFile, Enslaved, HostFacts, HostRoute, HostState,
-                                 Kbr, LinkUp, Masquerade, Offload, Sysctl, Underlay, UnderlayBridge,
-                                 UnderlayPort)
+from ovs_mesh.host import cni, desired_host, diff_host, gateway_mac, nft
+from ovs_mesh.host.model import (
+    Address,
+    AntiSpoof,
+    CniFile,
+    Enslaved,
+    HostFacts,
+    HostRoute,
+    HostState,
+    Kbr,
+    LinkUp,
+    Masquerade,
+    Offload,
+    Sysctl,
+    Underlay,
+    UnderlayBridge,
+    UnderlayPort,
+)
 from ovs_mesh.host.netlink import Route
 from ovs_mesh.host.underlay import desired_ovs
+from topology.config import parse_config
+from topology.errors import InputError, NotOurs
 
 CNI = "/etc/cni/net.d/10-ovs-mesh.conflist"
 

@@ -9,11 +9,20 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 import pytest
 
-from ovs_mesh.host import cni, nft
-from ovs_mesh.host import desired_host, diff_host, gateway_mac
+from ovs_mesh.host import cni, desired_host, diff_host, gateway_mac, nft
 from ovs_mesh.host.desired import link_local
-from ovs_mesh.host.model import (Address, AntiSpoof, CniFile, HostFacts, HostRoute, HostState, Kbr,
-                                 LegacyMasquerade, Masquerade, Sysctl)
+from ovs_mesh.host.model import (
+    Address,
+    AntiSpoof,
+    CniFile,
+    HostFacts,
+    HostRoute,
+    HostState,
+    Kbr,
+    LegacyMasquerade,
+    Masquerade,
+    Sysctl,
+)
 from ovs_mesh.host.netlink import Route
 from ovs_mesh.reconcile.reconciler import Reconciler
 from tests.host.v6config import config

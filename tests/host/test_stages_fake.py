@@ -10,12 +10,11 @@ import os
 
 import pytest
 
-from topology.config import parse_config
-from ovs_mesh.host import nft
-from ovs_mesh.host import HostLayer, observe
+from ovs_mesh.host import HostLayer, nft, observe
 from ovs_mesh.host.model import ALIAS
 from ovs_mesh.host.netlink import Link, Route
 from tests.unit.fakes import FakeOvsdb
+from topology.config import parse_config
 
 pytestmark = pytest.mark.unit   # in-memory fakes only: no root, no namespace, no OVS
 
@@ -32,7 +31,8 @@ class FakeNetlink:
         self.announced: list[tuple[str, str]] = []
 
     def add(self, name, mtu=1500, kind=None, alias=None, up=True):
-        self.links[name] = Link(name, len(self.links) + 1, kind, mtu, up, alias, None, f"02:00:00:00:00:{len(self.links):02x}")
+        mac = f"02:00:00:00:00:{len(self.links):02x}"
+        self.links[name] = Link(name, len(self.links) + 1, kind, mtu, up, alias, None, mac)
         self.addrs.setdefault(name, set())
 
     def close(self):

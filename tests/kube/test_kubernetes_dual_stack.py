@@ -9,10 +9,10 @@ import re
 from ipaddress import ip_address, ip_network
 
 import pytest
-from tests.helpers import wait_for
-from tests.kube.fake_apiserver import make_node
 
 from ovs_mesh.sources.kubernetes_source import KubernetesSource
+from tests.helpers import wait_for
+from tests.kube.fake_apiserver import make_node
 from topology.config import ConfigError
 from topology.model import Cluster, Node
 

@@ -12,11 +12,11 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from kubernetes import client as k8s_client
+
+from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from tests.helpers import wait_for
 from tests.kube.fake_apiserver import make_node
-
 from topology.config import ConfigError
-from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from topology.model import Cluster, Node
 
 LOGGER = "ovs_mesh.sources.kubernetes_source"

@@ -81,7 +81,8 @@ def _build(spec: dict):
 
 
 def send(job: dict) -> int:
-    from scapy.all import conf, send as send_l3, sendp
+    from scapy.all import conf, sendp
+    from scapy.all import send as send_l3
     from scapy.supersocket import L3RawSocket
 
     conf.verb = 0

@@ -17,7 +17,6 @@ from ovs_mesh.lab.daemons import OvsDaemons
 from ovs_mesh.lab.pods import add_pod
 from ovs_mesh.lab.resources import netns_exists
 from ovs_mesh.lab.topology import read_yaml
-
 from tests.helpers import run_cli, wait_for
 from tests.lab.conftest import need_lab_tools
 from tests.lab.ping import Ping, ns, restart_agents_under_ping, wait_ping

@@ -28,7 +28,6 @@ import pytest
 from ovs_mesh.lab.nodes import UNDERLAY_BRIDGE
 from ovs_mesh.lab.record import LabState
 from ovs_mesh.lab.topology import read_yaml
-
 from tests.helpers import REPO, wait_for
 from tests.lab.conftest import need_lab_tools, ovs_mesh
 
@@ -214,7 +213,8 @@ def test_services_and_masquerade_keep_working(lab):
     # what it marks (here: all of service .11, and sources outside the cluster range, as
     # kube-proxy does with --cluster-cidr); the node reaches services by its uplink route.
     nft = f"""table ip omse_svc {{
-  chain pre {{ type nat hook prerouting priority -100; ip daddr {{ 10.96.0.10, 10.96.0.11 }} udp dport 7777 dnat to {n2["pod"]}; }}
+  chain pre {{ type nat hook prerouting priority -100;
+    ip daddr {{ 10.96.0.10, 10.96.0.11 }} udp dport 7777 dnat to {n2["pod"]}; }}
   chain out {{ type nat hook output priority -100; ip daddr 10.96.0.10 udp dport 7777 dnat to {n2["pod"]}; }}
   chain post {{ type nat hook postrouting priority 100;
     ct original ip daddr 10.96.0.11 masquerade;

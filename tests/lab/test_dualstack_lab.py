@@ -16,11 +16,10 @@ import pytest
 
 from ovs_mesh.lab import build
 from ovs_mesh.lab.record import LabState
-from topology.model import IPV6_UNDERLAY_EXTRA, OVERHEAD
-
 from tests.helpers import run_cli
 from tests.lab.conftest import need_lab_tools
 from tests.lab.ping import ns, restart_agents_under_ping
+from topology.model import IPV6_UNDERLAY_EXTRA, OVERHEAD
 
 UNDERLAY_MTU = 1500      # the lab's veths
 HEADER = {"ipv4": 28, "ipv6": 48}

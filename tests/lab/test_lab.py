@@ -11,7 +11,6 @@ import pytest
 
 from ovs_mesh.lab.record import LabState, lab_dir
 from ovs_mesh.process import alive
-
 from tests.helpers import CLI, run_cli, wait_for
 
 CASES = [  # (tunnel, mode, nodes, mesh_degree)

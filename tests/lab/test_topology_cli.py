@@ -1,8 +1,7 @@
 """`ovs-mesh lab topology`: the generator the Vagrant lab shares (no root needed)."""
-from tests.helpers import run_cli
-
-from topology.config import parse_config
 from ovs_mesh.lab.topology import read_yaml
+from tests.helpers import run_cli
+from topology.config import parse_config
 
 
 def test_topology_writes_a_valid_node_config(tmp_path):

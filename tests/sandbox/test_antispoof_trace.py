@@ -8,9 +8,8 @@ way in (flow mode by flows, port mode by each port's key option).
 """
 import pytest
 
-from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config
-
 from ovs_mesh.ovs.desired import peer_port_name
+from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config
 
 N2, N3 = "192.168.56.12", "192.168.56.13"
 

@@ -6,10 +6,8 @@ import re
 
 import pytest
 
-from tests.helpers import need, run_cli, sandbox_config, wait_for, write_config
-
 from ovs_mesh.ovs.desired import peer_port_name
-
+from tests.helpers import need, run_cli, sandbox_config, wait_for, write_config
 
 
 def cli(ovs, data, *args):

@@ -195,7 +195,7 @@ def test_real_packets_ipv6_underlay_solicitation_and_echo(dual_underlay):
     kbr0's solicitation from its link-local address leaves with the gateway6 source and a
     valid ICMPv6 checksum; node-2's echo over the IPv6 underlay reaches LOCAL, the same
     from an unknown underlay address does not."""
-    from scapy.all import ICMPv6EchoRequest, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6, UDP, Ether, raw
+    from scapy.all import UDP, Ether, ICMPv6EchoRequest, ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6, raw
     from scapy.layers.vxlan import VXLAN
 
     ovs = dual_underlay

@@ -8,9 +8,8 @@
 """
 import json
 
-from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot
-
 from ovs_mesh.ovs.desired import peer_port_name
+from tests.sandbox.test_apply import apply_ok, cli, ofport, sandbox_config, snapshot
 
 
 def _flows(ovs):

@@ -9,8 +9,8 @@ import pytest
 
 from ovs_mesh.ovs.desired import assign_ofports, build, peer_port_name
 from ovs_mesh.ovs.model import Flow
-from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
+from topology.config import ConfigError, parse_config
 
 
 def cfg(n=3, **kw):

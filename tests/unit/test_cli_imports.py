@@ -15,7 +15,8 @@ import pytest
 
 pytestmark = pytest.mark.unit
 
-HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes", "ovs_mesh.reconcile.node", "ovs_mesh.reconcile.reconciler")
+HEAVY = ("ovs", "ovsdbapp", "pyroute2", "ruamel", "kubernetes",
+         "ovs_mesh.reconcile.node", "ovs_mesh.reconcile.reconciler")
 PROBE = """
 import json, sys
 from ovs_mesh.cli.main import main

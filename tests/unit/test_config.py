@@ -4,8 +4,8 @@ import copy
 import pytest
 
 from ovs_mesh.config.file import load_yaml
-from topology.config import ConfigError, parse_config
 from tests.helpers import base_config
+from topology.config import ConfigError, parse_config
 
 
 def errors_of(data, **kw):

@@ -10,13 +10,15 @@ import copy
 import os
 
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ovs_mesh.config.file import decode, load_yaml
 from tests.helpers import base_config
 from topology.config import ConfigError, parse_config
 
-FAST = settings(max_examples=int(os.environ.get("OVSM_FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=int(os.environ.get("OVSM_FUZZ_EXAMPLES", "300")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def read(data: bytes):

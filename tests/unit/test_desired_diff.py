@@ -5,8 +5,8 @@ from ovs_mesh.ovs.desired import build, peer_port_name
 from ovs_mesh.ovs.model import OWNER_KEY, Flow, OvsState
 from ovs_mesh.ovs.openflow import bundle_text, parse_dump
 from ovs_mesh.reconcile.plan import diff
-from topology.config import parse_config
 from tests.helpers import base_config
+from topology.config import parse_config
 
 
 def cfg(n=3, **kw):

@@ -10,9 +10,9 @@ import inspect
 
 import pytest
 
-from ovs_mesh.reconcile.clients import Flows, Host, OvsdbRows
 from ovs_mesh.host import HostLayer
 from ovs_mesh.ovs.openflow import OpenFlow
+from ovs_mesh.reconcile.clients import Flows, Host, OvsdbRows
 from ovsdb_client import OvsdbClient
 from tests.unit.fakes import FakeFlows, FakeOvsdb
 

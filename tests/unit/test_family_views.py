@@ -192,7 +192,8 @@ def test_trace_flow_ipv6_from_local_and_from_a_peer():
     assert pt.trace_flow(cfg, a, b, "nd") == ("in_port=LOCAL,icmp6,icmpv6_type=135,ipv6_src=fd00:10:244:1::5,"
                                              "ipv6_dst=ff02::1:ff00:9,nd_target=fd00:10:244:2::9")
     v4 = config(underlay="ipv4")   # IPv6 pods over an IPv4 underlay: tun_src/tun_dst
-    assert pt.trace_flow(v4, b, a, "ip").startswith("in_port=10,tun_id=0,tun_src=192.168.56.12,tun_dst=192.168.56.11,ipv6,")
+    assert pt.trace_flow(v4, b, a, "ip").startswith(
+        "in_port=10,tun_id=0,tun_src=192.168.56.12,tun_dst=192.168.56.11,ipv6,")
     port = config(mode="port")
     assert pt.trace_flow(port, b, a, "udp", {pt.peer_port_name("vxlan", "node-2"): 101}).startswith("in_port=101,udp6,")
     with pytest.raises(LookupError, match="no tunnel port to node-2"):
@@ -246,7 +247,8 @@ Datapath actions: tnl_push(...)
 def test_trace_summary():
     cfg = config(underlay="ipv6")
     assert pt.summarize(cfg, TRACE_OUT) == "result: tunnel to node-2, tun_ipv6_dst=fd00:56::c"
-    dropped = TRACE_OUT.split("10. ")[0] + "10. priority 0, cookie 0x6f76736d00000001\n    drop\n\nDatapath actions: drop\n"
+    dropped = (TRACE_OUT.split("10. ")[0]
+               + "10. priority 0, cookie 0x6f76736d00000001\n    drop\n\nDatapath actions: drop\n")
     assert pt.summarize(cfg, dropped) == "result: dropped in table 10"
     local = TRACE_OUT.split("10. ")[0] + "30. ipv6,ipv6_dst=fd00:10:244:1::/64, priority 100\n    LOCAL\n\n"
     assert pt.summarize(cfg, local) == "result: delivered to this node (LOCAL, kbr0)"

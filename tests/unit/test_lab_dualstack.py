@@ -6,10 +6,9 @@ from ovs_mesh.lab.nodes import underlay_ip
 from ovs_mesh.lab.pods import address_of
 from ovs_mesh.lab.record import Node
 from ovs_mesh.lab.topology import allocate_all, cluster_of, lab_cidr, make_topology, subnet_value
+from tests.helpers import run_cli
 from topology.config import parse_config
 from topology.nodes import node_subnets_of
-
-from tests.helpers import run_cli
 
 V4, V6 = [("node-1", "192.168.213.11"), ("node-2", "192.168.213.12")], \
     [("node-1", "fd00:56::11"), ("node-2", "fd00:56::12")]

@@ -4,7 +4,8 @@ import json
 from ipaddress import IPv4Network
 
 from ovs_mesh.host import cni
-from ovs_mesh.lab import build, nodes, pods, record as state
+from ovs_mesh.lab import build, nodes, pods
+from ovs_mesh.lab import record as state
 
 
 def test_node_round_trips_through_the_state_file(tmp_path, monkeypatch):

@@ -121,7 +121,8 @@ def test_no_import_cycle():
     ("ovs_mesh.ovs", "ovs_mesh.host"), ("ovs_mesh.ovs", "ovs_mesh.reconcile"),
     ("ovs_mesh.host", "ovs_mesh.reconcile"),
     ("ovs_mesh.ovs", "ovs_mesh.agent"), ("ovs_mesh.host", "ovs_mesh.agent"), ("ovs_mesh.reconcile", "ovs_mesh.agent"),
-    ("ovs_mesh.config", "ovs_mesh.ovs"), ("ovs_mesh.config", "ovs_mesh.host"), ("ovs_mesh.config", "ovs_mesh.reconcile"),
+    ("ovs_mesh.config", "ovs_mesh.ovs"), ("ovs_mesh.config", "ovs_mesh.host"),
+    ("ovs_mesh.config", "ovs_mesh.reconcile"),
 ])
 def test_package_layers(package, forbidden):
     bad = {m: i for m, i in imported_by(product_imports(), forbidden).items()

@@ -45,7 +45,9 @@ def _lock(name: str) -> dict[str, tuple[Version, list[str]]]:
 def _setup_cfg() -> tuple[list[Requirement], list[Requirement]]:
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(REPO, "setup.cfg"))
-    reqs = lambda text: [Requirement(x) for x in text.strip().splitlines() if x.strip()]
+
+    def reqs(text):
+        return [Requirement(x) for x in text.strip().splitlines() if x.strip()]
     return reqs(cfg["options"]["install_requires"]), reqs(cfg["options.extras_require"]["test"])
 
 

@@ -6,7 +6,6 @@ import sys
 import time
 
 from ovs_mesh.process import alive, stop_pid
-
 from tests.helpers import wait_for
 
 IGNORE_TERM = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "

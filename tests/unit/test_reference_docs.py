@@ -40,7 +40,7 @@ def test_every_key_metric_and_command_is_in_its_reference():
     names = []
 
     def walk(parser):
-        for name, _, sub in gen._subcommands(parser):
+        for _name, _, sub in gen._subcommands(parser):
             names.append(sub.prog)
             walk(sub)
     walk(build_parser())

@@ -17,7 +17,7 @@ def sched(**kw):
 
 def test_kicks_before_a_pass_coalesce_into_one():
     s, _ = sched()
-    for i in range(100):
+    for _i in range(100):
         s.kick(Reason.SOURCE)
     s.kick(Reason.FLOWS, "3 flows with our cookie, expected 7")
     due = s.wait()

@@ -1,4 +1,5 @@
 """Subnet allocation and mesh planning."""
+from ipaddress import IPv4Address
 from ipaddress import IPv4Network as N
 
 import pytest
@@ -6,7 +7,6 @@ import pytest
 from topology.allocate import AllocationError, allocate
 from topology.mesh import peers_of
 from topology.model import Cluster, Node
-from ipaddress import IPv4Address
 
 
 def test_allocate_lowest_free_and_never_moves():
