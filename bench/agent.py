@@ -226,7 +226,8 @@ def file_reread(n: int, repeat: int = 5) -> dict:
                 w, c = time.perf_counter(), time.process_time()
                 fn(after, "bench.yaml", default_node=LOCAL)
                 got[kind].append((time.perf_counter() - w, time.process_time() - c))
-        out[layout] = {kind: {"wall_s": round(median([w for w, _ in v]), 4), "cpu_s": round(median([c for _, c in v]), 4)}
+        out[layout] = {kind: {"wall_s": round(median([w for w, _ in v]), 4),
+                              "cpu_s": round(median([c for _, c in v]), 4)}
                        for kind, v in got.items()}
         out[layout]["fast_path"] = items.fast
     return out

@@ -200,7 +200,8 @@ class ConfigItems:
 
     # -- the fast path ------------------------------------------------------------
     def _fast(self, text, path, overrides, require_local, default_node):
-        parts, nodes_value = None, None
+        parts: tuple[str, list[str]] | None = None
+        nodes_value: str | None = None
         if not text.lstrip().startswith("{"):   # a flow mapping has no block entries: not worth a look
             parts = split(text)
         if parts is None:

@@ -132,10 +132,9 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, ca
         o, hit = objects[name], cache.get(name)
         if hit is None or hit[0] is not o:
             entry, problem = select(o, cluster, underlay)
-            checked = None
+            checked: Entry | None = None
             if entry is not None:
-                old = hit[1] if hit is not None else None
-                checked = hit[3] if old is not None and old == entry else node_entry(entry, cluster)
+                checked = hit[3] if hit is not None and hit[1] == entry else node_entry(entry, cluster)
             hit = (o, entry, problem, checked)
         kept[name] = hit
         _, entry, problem, checked = hit
@@ -143,6 +142,7 @@ def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, ca
             _, level, msg = problem
             problems[(name, msg)] = (level, msg)
         else:
+            assert entry is not None and checked is not None   # select gave an entry, not a problem
             raw.append(entry)
             entries.append(checked)
     # `select` already gave every entry a podCIDR of each cluster family (or skipped the Node

@@ -52,7 +52,6 @@ from kubernetes.watch.watch import iter_resp_lines
 from topology.config import ConfigError
 from topology.errors import Transient
 from topology.model import FAMILIES, Cluster, Node
-from topology.nodes import Entry
 
 from .kube_messages import describe, log_change, oneline
 from .kube_nodes import NodeObject, default_underlay_family, node_object, validate

@@ -227,7 +227,8 @@ def render(layout: str, n: int, extra: list[dict], moved: dict[int, str], dual: 
 
 LAYOUTS = ("json", "json-indent", "json-first", "flow", "flow-wrapped", "block-flow")
 SNIPPETS = st.sampled_from([
-    ",", "]", "[", "{", "}", '"', "'", "#", " #", " # c\n", " # x, ", "?, ", ", ?", ", - ", "&a ", "*a", "? ", "?", "-", ": ", "\n", "\t", " ", "null",
+    ",", "]", "[", "{", "}", '"', "'", "#", " #", " # c\n", " # x, ", "?, ", ", ?", ", - ", "&a ", "*a", "? ", "?",
+    "-", ": ", "\n", "\t", " ", "null",
     "!!str ", '"nodes": [], ', "nodes: [a]", "it's", "a#b", "x: 1, ", '"zone": "a", ', "10.244.3.0/25",
     "fd00:10:244:3::/64", '"\\u00e9"', '\\"', "---\n", "...", "\u2028", "ovs-mesh-nodes-0c5e2a7f", "{}", "[]",
     '{"name": "node-8", "ip": "192.168.56.8", "subnet": "10.244.8.0/24"}',
@@ -277,7 +278,8 @@ def test_random_edits_of_every_layout_parse_as_the_full_parse(layout, n, dual, e
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_layout_takes_the_fast_path_with_the_full_parse_messages(layout):
     versions = [render(layout, 40, [], {}, False),
-                render(layout, 40, [{"name": "node-41", "ip": "192.168.56.141", "subnet": "10.244.41.0/24"}], {}, False),
+                render(layout, 40, [{"name": "node-41", "ip": "192.168.56.141", "subnet": "10.244.41.0/24"}], {},
+                       False),
                 render(layout, 40, [], {7: "192.168.56.9"}, False),   # a duplicate IP
                 render(layout, 39, [], {7: "192.168.57.7"}, False)]
     items = ConfigItems()
@@ -314,7 +316,8 @@ def test_an_alias_after_the_entries_is_read_whole():
 @pytest.mark.parametrize("nodes", [
     # `#` in a plain scalar is no comment, `'` inside one no quote: the expressions that find the entries
     # take them for one, so two entries land in one piece, which YAML reads as two items
-    "[{name: node-1#x, ip: 192.168.56.1, subnet: 10.244.1.0/24}, {name: node-2,\n  ip: 192.168.56.2, subnet: 10.244.2.0/24}]",
+    "[{name: node-1#x, ip: 192.168.56.1, subnet: 10.244.1.0/24}, {name: node-2,\n"
+    "  ip: 192.168.56.2, subnet: 10.244.2.0/24}]",
     "[{name: node-1, ip: 192.168.56.1, subnet: 10.244.1.0/24, x: it's}, {name: node-2, ip: 192.168.56.2, y: b's}]",
 ])
 def test_entries_the_expressions_get_wrong_are_read_whole(nodes):
