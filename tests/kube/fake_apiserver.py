@@ -63,7 +63,7 @@ def make_node(name: str, ip: str | None = None, pod_cidr: str | None = None, *,
 
 
 def kubelet_node(name: str, ip: str, pod_cidr: str, images: int = 40) -> dict:
-    """A Node as a kubelet reports it (about 7 KB of JSON): `make_node` plus what the mesh never reads:
+    """A Node as a kubelet reports it (about 9 KB of JSON): `make_node` plus what the mesh never reads:
     kubeadm's labels and annotations, capacity, allocatable, five conditions, daemonEndpoints,
     nodeInfo, and `images` container images in status.images (kubelet reports up to 50)."""
     node = make_node(name, ip, pod_cidr)
