@@ -4,10 +4,12 @@
 a real `ovs-mesh agent` process (`tests.agent_process.AgentProc`) reconciling it
 from either source:
 
-- `file`: the topology file, every edit written whole and put in place by an
-  atomic rename (what a generator or a ConfigMap swap does);
+- `file`: the topology file as block YAML (`yaml.safe_dump`), every edit written
+  whole and put in place by an atomic rename (what a generator or a ConfigMap swap does);
+- `json`: the same file written as JSON (`json.dump`: what many generators write);
 - `kube`: `source: kubernetes` against the test API server
-  (`tests.kube.fake_apiserver`, real HTTP list/watch through the real client).
+  (`tests.kube.fake_apiserver`, real HTTP list/watch through the real client), with
+  Nodes shaped like a kubelet's (`kubelet_node`: about 9 KB each, 40 images).
 
 "Installed" is observed from OVS, not from the agent: `ovs-ofctl monitor`
 streams every change to table 10 (to peers) as it is committed, and
@@ -18,6 +20,7 @@ and peak RSS come from /proc.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -42,6 +45,7 @@ class Topology:
     def __init__(self, n: int):
         self.nodes: dict[str, dict] = {}
         self.lines: dict[str, str] = {}   # name -> its YAML lines (a 5000-node file in ~1 ms)
+        self.json: dict[str, str] = {}    # name -> its JSON text, as json.dumps writes it in the list
         self.next = 0   # index of the next node to join
         for _ in range(n + 1):
             self.join()
@@ -49,23 +53,30 @@ class Topology:
     def join(self) -> dict:
         x = node(self.next)
         self.next += 1
-        self.nodes[x["name"]], self.lines[x["name"]] = x, node_lines(x)
+        self.nodes[x["name"]], self.lines[x["name"]], self.json[x["name"]] = x, node_lines(x), json.dumps(x)
         return x
 
     def leave(self, name: str) -> dict:
-        del self.lines[name]
+        del self.lines[name], self.json[name]
         return self.nodes.pop(name)
 
     def move(self, name: str, ip: str) -> dict:
         x = self.nodes[name] = {**self.nodes[name], "ip": ip}
-        self.lines[name] = node_lines(x)
+        self.lines[name], self.json[name] = node_lines(x), json.dumps(x)
         return x
 
     def data(self, mode: str, remote: str) -> dict:
         return config_data(list(self.nodes.values()), mode, remote)
 
 
-def config_text(topo: Topology | None, mode: str, remote: str, kubeconfig: str | None = None) -> str:
+def config_text(topo: Topology | None, mode: str, remote: str, kubeconfig: str | None = None,
+                layout: str = "yaml") -> str:
+    """The topology file: block YAML, or (`layout="json"`) exactly what `json.dumps` writes of it."""
+    if layout == "json":
+        head = json.dumps({"cluster": {"cidr": str(CLUSTER_CIDR), "node_prefix": NODE_PREFIX, "tunnel": "vxlan",
+                                       "mode": mode}})[:-1]
+        local = json.dumps({"local": {"node": LOCAL, "ovsdb": remote, "datapath": "dummy", "host": False}})[1:]
+        return head + ', "nodes": [' + ", ".join(topo.json.values()) + "], " + local
     head = (f"cluster:\n  cidr: {CLUSTER_CIDR}\n  node_prefix: {NODE_PREFIX}\n  tunnel: vxlan\n"
             f"  mode: {mode}\n")
     local = f"local:\n  node: {LOCAL}\n  ovsdb: {remote}\n  datapath: dummy\n  host: false\n"
@@ -126,6 +137,7 @@ class Session:
 
     def __init__(self, workdir: str, source: str, mode: str, n: int):
         self.source, self.mode = source, mode
+        self.layout = "json" if source == "json" else "yaml"
         self.dir = tempfile.mkdtemp(prefix=f"fb-agent-{source}-{mode}-{n}-", dir=workdir)
         self.topo = Topology(n)
         self.ovs = self.api = self.agent = None
@@ -139,12 +151,12 @@ class Session:
         self.ovs = OvsDaemons(os.path.join(self.dir, "ovs"), dummy=True).start()
         kubeconfig = None
         if self.source == "kube":
-            from tests.kube.fake_apiserver import FakeApiServer, make_node
+            from tests.kube.fake_apiserver import FakeApiServer, kubelet_node
 
             self.api = FakeApiServer()
-            self.api.add_many([make_node(x["name"], x["ip"], x["subnet"]) for x in self.topo.nodes.values()])
+            self.api.add_many([kubelet_node(x["name"], x["ip"], x["subnet"]) for x in self.topo.nodes.values()])
             kubeconfig = self.api.kubeconfig(os.path.join(self.dir, "kubeconfig"))
-        text = config_text(self.topo, self.mode, self.ovs.remote, kubeconfig)
+        text = config_text(self.topo, self.mode, self.ovs.remote, kubeconfig, self.layout)
         self.agent = AgentProc(self.ovs, self.dir, text, resync=3600).start()
         self.wait_converged(timeout)
         self.flows = Stream(["ovs-ofctl", "-O", "OpenFlow13", "monitor", self.ovs.mgmt("obr0"),
@@ -194,9 +206,10 @@ class Session:
             fields = f.read().rsplit(")", 1)[1].split()
         return sum(int(x) for x in fields[11:15]) / TICK
 
-    def peak_rss_mb(self) -> float:
+    def peak_rss_mb(self, field: str = "VmHWM") -> float:
+        """The agent's peak RSS (VmHWM), or with field="VmRSS" its RSS now."""
         with open(f"/proc/{self.agent.proc.pid}/status") as f:
-            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+            kb = next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
         return kb / 1024
 
     # -- events -----------------------------------------------------------------
@@ -208,27 +221,27 @@ class Session:
             x = self.topo.leave(name)
         else:
             x = self.topo.move(name, ip)
-        if self.source == "file":
-            t0 = self.write()
-        else:
+        if self.source == "kube":
             t0 = self.kube_event(kind, x)
+        else:
+            t0 = self.write()
         return x, t0
 
     def write(self) -> float:
         path = self.agent.config
         tmp = path + ".new"
         with open(tmp, "w") as f:
-            f.write(config_text(self.topo, self.mode, self.ovs.remote))
+            f.write(config_text(self.topo, self.mode, self.ovs.remote, layout=self.layout))
         t0 = time.monotonic()
         os.replace(tmp, path)
         return t0
 
     def kube_event(self, kind: str, x: dict) -> float:
-        from tests.kube.fake_apiserver import make_node
+        from tests.kube.fake_apiserver import kubelet_node
 
         t0 = time.monotonic()
         if kind == "join":
-            self.api.add(make_node(x["name"], x["ip"], x["subnet"]))
+            self.api.add(kubelet_node(x["name"], x["ip"], x["subnet"]))
         elif kind == "leave":
             self.api.delete(x["name"])
         else:
@@ -253,11 +266,11 @@ class Session:
     def joins(self, k: int) -> float:
         """k nodes join in one event (one file write, or one burst of ADDED); its time."""
         xs = [self.topo.join() for _ in range(k)]
-        if self.source == "file":
+        if self.source != "kube":
             return self.write()
-        from tests.kube.fake_apiserver import make_node
+        from tests.kube.fake_apiserver import kubelet_node
 
-        objs = [make_node(x["name"], x["ip"], x["subnet"]) for x in xs]
+        objs = [kubelet_node(x["name"], x["ip"], x["subnet"]) for x in xs]
         t0 = time.monotonic()
         self.api.add_many(objs)
         return t0

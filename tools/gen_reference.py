@@ -163,6 +163,7 @@ def _metrics():
     from ovs_mesh.agent.metrics import AgentMetrics, FamilyStats
 
     m = AgentMetrics(healthy_within=60)
+    m.config_reads = {"incremental": 1, "whole": 0}   # an agent with a file source
     both = {"ipv4": 1, "ipv6": 1}
     m.record(True, 0.1, changes=1, peers=1, flows=1, tunnels=[("node-2", "up")],
              families=FamilyStats(peers_with_subnet=both, flows=both, overlay_routes=both,

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ..reconcile.families import FamilyStats
@@ -62,6 +62,9 @@ class AgentMetrics:
         self.last_error: str | None = None
         # () -> ((node, reason, message) of the Nodes kept out, why the local node holds the agent back or None)
         self.inventory: Callable[[], tuple[tuple, str | None]] = lambda: ((), None)
+        # The file source's good reads by how they were parsed ({"incremental": n, "whole": n}), read
+        # when scraped; None without a file source.
+        self.config_reads: dict[str, int] | None = None
         r.register(_Snapshot(self))
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
@@ -129,6 +132,14 @@ class _Snapshot:
                                 "Unix time of the last successful reconcile", value=last or 0)
         if families is not None:
             yield from _family_metrics(families() if callable(families) else families)
+        reads = m.config_reads
+        if reads is not None:
+            c = CounterMetricFamily("ovs_mesh_config_reads", "Good contents of the topology file read, by how "
+                                    "they were parsed: incremental (only the entries that changed) or whole "
+                                    "(a layout the incremental parse does not take)", labels=["parse"])
+            for parse, n in sorted(dict(reads).items()):
+                c.add_metric([parse], n)
+            yield c
         yield from _inventory_metrics(*m.inventory())
 
 

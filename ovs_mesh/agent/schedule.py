@@ -3,7 +3,9 @@
 Everything that can make OVS differ from the topology only *kicks* the
 scheduler; the worker asks `wait()` for the next pass, runs it, and reports
 the outcome with `done(ok)`.  A burst of kicks that lands while a pass runs
-(or within `settle` seconds) costs one more pass, not one per kick.
+(or within `settle` seconds) costs one more pass, not one per kick.  A kick
+that finds the worker idle for `settle` seconds or more is answered at once:
+a lone event does not wait for a burst that is not coming.
 """
 from __future__ import annotations
 
@@ -57,12 +59,13 @@ class Scheduler:
     MAX_KICKS = 100   # distinct kicks remembered per pass, for the log line
 
     def __init__(self, resync: float, backoff: tuple[float, float] = (0.1, 10.0), settle: float = 0.02,
-                 clock=time.monotonic):
-        self.resync, self.settle, self.clock = resync, settle, clock
+                 clock=time.monotonic, sleep=time.sleep):
+        self.resync, self.settle, self.clock, self.sleep = resync, settle, clock, sleep
         self.backoff_min, self.backoff_max = backoff
         self.backoff = self.backoff_min
         self.retry_at: float | None = None
         self.next_resync = clock() + resync
+        self.passed_at = float("-inf")   # when the last pass ended
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._kicks: dict[Kick, None] = {}   # distinct, in arrival order
@@ -103,8 +106,8 @@ class Scheduler:
                 continue
             if self.stopped.is_set():
                 break
-            if self.settle:
-                time.sleep(self.settle)  # let a burst of events land in one pass
+            if self.settle and now - self.passed_at < self.settle:
+                self.sleep(self.settle)  # in a burst: let the rest of it land in one pass
             self._dirty.clear()
             with self._lock:
                 kicks, self._kicks = tuple(self._kicks), {}
@@ -113,6 +116,7 @@ class Scheduler:
         return None
 
     def done(self, ok: bool) -> None:
+        self.passed_at = self.clock()
         if ok:
             self.retry_at, self.backoff = None, self.backoff_min
             self.next_resync = self.clock() + self.resync

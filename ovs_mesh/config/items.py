@@ -10,15 +10,32 @@ entry texts and the rest of the document (the header) are parsed, and the
 checks across entries run over the cached results (a few dict lookups each).
 
 The file stays the whole truth: every call sees the whole text, and a bad
-edit is rejected whole.  The fast path applies only to the simple shape
-generators and people write: a line `nodes:` at column 0, followed by block
-sequence entries (`- ...` lines at one indent, continuation lines indented
-deeper).  Anything else, and any YAML error in any piece, goes to the full
-parse, so every error message (with its line number) is the full parse's.  The
-bounds of `config.file` hold across the pieces: an entry is built with the
-two levels above it counted (MAX_DEPTH), and the pieces' YAML nodes and
-aliased nodes are summed against MAX_NODES and MAX_ALIAS_NODES (over the limit:
-the full parse says so).  Size, UTF-8 and regular files are checked before
+edit is rejected whole.  The fast path takes the layouts generators and people
+write, found by `split`:
+
+- block YAML: a line `nodes:` at column 0, followed by block sequence entries
+  (`- ...` lines at one indent, continuation lines indented deeper);
+- a flow sequence as the value of the top-level `nodes` key: JSON (`json.dump`,
+  compact or indented: JSON is YAML) and flow-style YAML (`yaml.safe_dump(...,
+  default_flow_style=True)`), found by regular expressions (`flow_split`).
+
+Every piece is parsed by YAML itself, never by another parser: an entry of a
+flow sequence as `[<its text>,]`, exactly the comma that follows it in the file
+(`]` for the last one), which must give exactly one item; the rest of the
+document with a marker in place of the sequence must give the marker as
+`nodes`.  An entry that parses alone to one item, between the same two flow
+indicators, is read the same way in place, so the composed document is the
+whole one whatever the regular expressions got wrong; when they got it wrong a
+piece does not parse, or not to one item, and the full parse decides.
+Anything else, and any YAML error in any piece, goes to the full parse, so
+every error message (with its line number) is the full parse's; `fallback`
+says why a good file was not read incrementally (the agent logs it once and
+counts it).  Aliases in the rest of the document send it to the full parse too
+(an anchor of an entry would otherwise be missed by a later alias).  The
+bounds of `config.file` hold across the pieces: an entry is built with the two
+levels above it counted (MAX_DEPTH), and the pieces' YAML nodes and aliased
+nodes are summed against MAX_NODES and MAX_ALIAS_NODES (over the limit: the
+full parse says so).  Size, UTF-8 and regular files are checked before
 (`read_bytes`, `decode`).
 """
 from __future__ import annotations
@@ -40,7 +57,8 @@ _BREAKS = ("\r", "\x85", "\u2028", "\u2029")   # line breaks YAML knows besides 
 
 
 class _Fallback(Exception):
-    """Not the simple shape, or a piece failed to parse: the full parse decides."""
+    """Not a layout the fast path knows, or a piece failed to parse: the full parse decides.
+    The argument says why, for the log line of a good file read whole."""
 
 
 @dataclasses.dataclass
@@ -77,10 +95,23 @@ class Delta:
 _NODES = re.compile(r"^nodes: *\n", re.M)
 _FIRST = re.compile(r"(?: *\n)*( *)-(?: |\n|$)")
 
+# A flow sequence as the value of `nodes` (JSON or flow-style YAML), for `flow_split`.  An entry is
+# anything without a comma or closing bracket at its own level: runs of plain characters, quoted
+# scalars, comments and bracketed groups nested two deep (a node's `subnet: [a, b]` inside its
+# mapping).  Possessive: nothing is tried twice, so a file the expressions do not fit costs one scan.
+_FLOW_KEY = re.compile(r"""nodes(["']?)[ \t]*:\s*(?=\[)""")
+_Q = r""""(?:[^"\\\n]++|\\.)*+"|'[^'\n]*+(?:''[^'\n]*+)*+'|\#[^\n]*+"""
+_A = r"""[^][{},"'\#]++"""
+_G0 = rf"(?:{_A}|{_Q}|,)*+"
+_G1 = rf"(?:{_A}|{_Q}|,|\[{_G0}\]|\{{{_G0}\}})*+"
+_ENTRY = rf"(?:{_A}|{_Q}|\[{_G1}\]|\{{{_G1}\}})*+"
+_FLOW_ITEM = re.compile(rf"({_ENTRY})([,\]])")
+MARKER = "ovs-mesh-nodes-0c5e2a7f"   # stands for the flow sequence in the rest of the document
+
 
 def split(text: str) -> tuple[str, list[str]] | None:
     """(the text without the entries of `nodes:`, each entry's text dedented), or None when
-    the document is not in the simple shape (see the module doc).  Regular expressions,
+    the document is not in the block shape (see the module doc).  Regular expressions,
     not a loop over 15 000 lines."""
     if any(b in text for b in _BREAKS):
         return None
@@ -99,6 +130,45 @@ def split(text: str) -> tuple[str, list[str]] | None:
     return text[:start] + text[stop:], items
 
 
+def _key_starts(text: str, m: re.Match) -> bool:
+    """The match of _FLOW_KEY is a whole key: `nodes`, `"nodes"` or `'nodes'` after a blank, `{` or `,`."""
+    quote = m.group(1)
+    at = m.start() - len(quote)
+    return at >= 0 and (not quote or text[at] == quote) and (at == 0 or text[at - 1] in "{, \t\n")
+
+
+def flow_split(text: str) -> tuple[str, list[str]] | None:
+    """(the text with MARKER in place of the flow sequence of `nodes`, each entry as the
+    YAML text that reads it alone: `[<entry>,]`, `[<entry>]` for the last), or None when no
+    single `nodes: [...]` is found.  Whether the pieces are right is YAML's to say (see the
+    module doc); this only finds them, at the speed of the regular expression engine."""
+    if any(b in text for b in _BREAKS) or MARKER in text:
+        return None
+    keys = [m for m in _FLOW_KEY.finditer(text) if _key_starts(text, m)]
+    if len(keys) != 1:
+        return None
+    start = pos = keys[0].end() + 1   # after the `[`
+    parts: list[str] = []
+    match = _FLOW_ITEM.match   # at each position, never a search: one scan of the text at most
+    while (m := match(text, pos)) is not None:
+        part, pos = m.group(1), m.end()
+        if not part.strip():   # no entry: `[]`, or a YAML error for the full parse to tell
+            if parts or m.group(2) != "]":
+                return None
+            break
+        parts.append(part)
+        if len(parts) > MAX_NODES:   # each entry is a YAML node at least: the full parse refuses the file
+            return None
+        if m.group(2) == "]":
+            break
+    else:
+        return None
+    entries = [f"[{p},]" for p in parts]
+    if parts:
+        entries[-1] = f"[{parts[-1]}]"
+    return text[:start - 1] + MARKER + text[pos:], entries
+
+
 class ConfigItems:
     """`parse` = `config_from_bytes`, re-parsing only new entries (see the module doc)."""
 
@@ -110,16 +180,17 @@ class ConfigItems:
         self._good: tuple[list[str] | None, dict[str, _Piece], Config] | None = None
         self.delta: Delta | None = None     # from the previous good config to the last one (None: unknown)
         self.fast = False                   # the last parse took the fast path
+        self.fallback: str | None = None    # why it did not (for a good file: read whole on every edit)
 
     def parse(self, data: bytes, path: str, overrides: dict | None = None, require_local: bool = True,
               default_node: str | None = None) -> Config:
         text = decode(data, path)
         node = socket.gethostname() if default_node is None else default_node
         try:
-            self.fast = True
+            self.fast, self.fallback = True, None
             texts, config = self._fast(text, path, overrides, require_local, node)
-        except _Fallback:
-            self.fast = False
+        except _Fallback as e:
+            self.fast, self.fallback = False, e.args[0]
             self._pieces = {}
             config = config_from_bytes(data, path, overrides, require_local, node)
             texts = None
@@ -129,9 +200,14 @@ class ConfigItems:
 
     # -- the fast path ------------------------------------------------------------
     def _fast(self, text, path, overrides, require_local, default_node):
-        parts = split(text)
+        parts: tuple[str, list[str]] | None = None
+        nodes_value: str | None = None
+        if not text.lstrip().startswith("{"):   # a flow mapping has no block entries: not worth a look
+            parts = split(text)
         if parts is None:
-            raise _Fallback()
+            parts, nodes_value = flow_split(text), MARKER
+        if parts is None:
+            raise _Fallback("neither block entries under a line `nodes:` nor one flow sequence `nodes: [...]`")
         header_text, texts = parts
         if self._header is not None and self._header[0] == header_text:
             header = self._header[1]
@@ -139,8 +215,10 @@ class ConfigItems:
             header = self._build(header_text, path, 0)
             self._header = (header_text, header)
         doc = header.value
-        if not isinstance(doc, dict) or "nodes" not in doc or doc["nodes"] is not None:
-            raise _Fallback()
+        if not isinstance(doc, dict) or "nodes" not in doc or doc["nodes"] != nodes_value:
+            raise _Fallback("`nodes` is not a top-level key of a mapping")
+        if header.aliased:
+            raise _Fallback("aliases outside the entries of `nodes`")
         old, pieces = self._pieces, dict[str, _Piece]()
         good = self._good[1] if self._good is not None else {}
         for t in texts:
@@ -148,15 +226,15 @@ class ConfigItems:
             if p is None:
                 p = self._build(t, path, 1)
                 if not isinstance(p.value, list) or len(p.value) != 1:
-                    raise _Fallback()
+                    raise _Fallback("an entry of `nodes` is not one item when read alone")
             pieces[t] = p
         self._pieces = pieces
-        # The whole document's counts: the header's `nodes: null` stands for the sequence,
-        # each entry was built as a one-item sequence.
+        # The whole document's counts: the header's `nodes: null` (or the marker) stands for the
+        # sequence, each entry was built as a one-item sequence.
         listed = [pieces[t] for t in texts]
         if (header.nodes + sum(p.nodes - 1 for p in listed) > MAX_NODES
                 or header.aliased + sum(p.aliased for p in listed) > MAX_ALIAS_NODES):
-            raise _Fallback()
+            raise _Fallback("over a bound of the whole document")
         doc = dict(doc)
         doc["nodes"] = [p.value[0] for p in listed]
 
@@ -177,7 +255,7 @@ class ConfigItems:
         try:
             value = build(text, path, base_depth, stats)
         except (yaml.YAMLError, ConfigError, RecursionError):
-            raise _Fallback() from None
+            raise _Fallback("a piece of the document does not parse alone") from None
         return _Piece(value, stats["nodes"], stats["aliased"])
 
     # -- what changed ---------------------------------------------------------------

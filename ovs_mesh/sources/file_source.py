@@ -14,6 +14,11 @@ Unchanged nodes keep their `Node` objects from one config to the next, so the
 agent finds what changed with identity checks (`installed.changed_names`);
 `delta` names what the last change added, removed and changed.
 
+A good file the incremental parse cannot take (a layout it does not know:
+`ConfigItems.fallback` says why) is read whole on every edit: said once in
+the log, and counted in `reads` (the agent's metric
+`ovs_mesh_config_reads_total{parse="incremental"|"whole"}`).
+
 Bad content is logged once, in one line (the first few ``path: value: reason``
 problems) and the last good config stays in force; the same bad content is not
 logged again.  Reading is bounded (`ovs_mesh.config.file`): no file can hang,
@@ -66,6 +71,8 @@ class FileSource:
         self._notify: Callable[[], None] | None = None
         self._inotify: Any = None   # an INotify while watching (the library has no types)
         self.errors: list[str] = []   # of the current bad content, if any
+        self.reads = {"incremental": 0, "whole": 0}   # good contents read, by how they were parsed
+        self._said_whole: str | None = None   # why the file is read whole, once said
 
     # -- protocol ---------------------------------------------------------
     def load(self) -> Config:
@@ -169,6 +176,7 @@ class FileSource:
             config = self._items.parse(data, self.path, self.overrides, self.require_local)
         except ConfigError as e:
             return self._bad(digest, e.errors, raise_errors)
+        self._count_read()
         with self._lock:
             old, self._config = self._config, config
             self.delta = self._items.delta
@@ -178,6 +186,16 @@ class FileSource:
             LOG.info("config %s changed: %d nodes%s", self.path, len(config.nodes),
                      "" if d is None else f" (+{len(d.added)} -{len(d.removed)} ~{len(d.changed)})")
         return old != config
+
+    def _count_read(self) -> None:
+        why = self._items.fallback
+        self.reads["whole" if why else "incremental"] += 1
+        if why and why != self._said_whole:
+            LOG.warning("config %s is read whole on every edit, not incrementally: %s (block YAML, "
+                        "or JSON with `nodes` a top-level list, is read incrementally)", self.path, why)
+        elif not why and self._said_whole:
+            LOG.info("config %s is read incrementally again", self.path)
+        self._said_whole = why
 
     def _bad(self, digest: bytes | None, errors: list[str], raise_errors: bool) -> bool:
         if raise_errors:

@@ -191,34 +191,38 @@ def select(o: NodeObject, cluster: Cluster, underlay: str) -> tuple[dict | None,
 
 def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, cache: dict | None = None,
              local: str | None = None) -> tuple[tuple[Node, ...], Problems, dict]:
-    """The good peers, every problem, and the entry cache for the next call.  Nodes are
-    checked in seniority order (`seniority`: `local` first, then the older, then the name),
-    so of two Nodes that claim one subnet or address the junior one is kept out, whatever
-    order they came in.  `cache`: (name, InternalIP, podCIDRs) -> the entry's own
-    checks (`topology.nodes.node_entry`) of the previous call, for this `cluster`; only the
-    entries still used are returned, so a Node that changed or left drops out."""
+    """The good peers, every problem, and the cache for the next call.  Nodes are checked in
+    seniority order (`seniority`: `local` first, then the older, then the name), so of two
+    Nodes that claim one subnet or address the junior one is kept out, whatever order they
+    came in.  `cache`: name -> (its NodeObject, what `select` made of it, its entry's own
+    checks, `topology.nodes.node_entry`) of the previous call, for this `cluster` and
+    `underlay`: a Node whose object is the very one cached is not looked at again (the source
+    keeps the object of a Node that did not change), and one that changed keeps its entry's
+    checks while the entry (name, InternalIP, podCIDRs) is the same; only the Nodes still
+    listed are returned, so a Node that left drops out."""
     raw: list[dict] = []
+    entries: list[Entry] = []
     problems: Problems = {}
+    cache, kept = cache or {}, {}
     for o in sorted(objects.values(), key=lambda o: seniority(o, local)):
-        entry, problem = select(o, cluster, underlay)
+        hit = cache.get(o.name)
+        if hit is None or hit[0] is not o:
+            entry, problem = select(o, cluster, underlay)
+            checked: Entry | None = None
+            if entry is not None:
+                checked = hit[3] if hit is not None and hit[1] == entry else node_entry(entry, cluster)
+            hit = (o, entry, problem, checked)
+        kept[o.name] = hit
+        _, entry, problem, checked = hit
         if problem is not None:
             problems[(o.name, problem.message)] = problem
         else:
+            assert entry is not None and checked is not None   # select gave an entry, not a problem
             raw.append(entry)
+            entries.append(checked)
     # `select` already gave every entry a podCIDR of each cluster family (or skipped the Node
     # with its own line): check_nodes need not report missing ones again.
-    cache, kept = cache or {}, {}
-
-    def checked(_i: int, r: dict) -> Entry:
-        subnet = r["subnet"]
-        key = (r["name"], r["ip"], tuple(subnet) if isinstance(subnet, list) else subnet)
-        try:
-            e = kept[key] = cache.get(key) or node_entry(r, cluster)
-        except TypeError:   # an unhashable value (a malformed Node): checked, not kept
-            e = node_entry(r, cluster)
-        return e
-
-    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False, entries=checked)
+    good, errors, _ = check_nodes(raw, cluster, path="node", require_subnet=False, entries=lambda i, _r: entries[i])
     for err in errors:  # keyed by names, not list positions, which shift as Nodes come and go
         msg = explain(err, raw, objects)
         m = _PATH.fullmatch(err.path)

@@ -9,11 +9,13 @@ and turns every Node that has a pod CIDR of each cluster family
 source.
 
 How it works (one background thread, informer style):
-  list Nodes -> remember ``metadata.resourceVersion`` -> watch from there
+  list Nodes (in pages: ``limit``/``continue``, as client-go's reflector does)
+  -> remember ``metadata.resourceVersion`` -> watch from there
   (``allowWatchBookmarks``, server-side ``timeoutSeconds``).  A watch that ends
   normally (expiry) is resumed from the last resourceVersion seen (object events
   and BOOKMARKs advance it).  ``410 Gone`` (HTTP status or an ERROR event in the
-  stream) means our resourceVersion was compacted away: relist.  Any other error
+  stream, or a continue token of a list in pages) means our resourceVersion was
+  compacted away: relist from the first page.  Any other error
   (refused, reset, timeout, 5xx, 401...) is retried with capped, jittered
   exponential backoff, and the last good node set stays: an API outage never
   removes peers.  Every ``resync_seconds`` a fresh list replaces the cache.
@@ -54,7 +56,6 @@ from kubernetes.watch.watch import iter_resp_lines
 from topology.config import ConfigError
 from topology.errors import Transient
 from topology.model import FAMILIES, Cluster, Node
-from topology.nodes import Entry
 
 from .kube_messages import describe, log_change, oneline
 from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, default_underlay_family, node_object, validate
@@ -62,6 +63,7 @@ from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, defaul
 log = logging.getLogger(__name__)
 
 STABLE_SECONDS = 10  # a watch that lasted this long resets the backoff when it breaks
+LIST_PAGE = 100      # Nodes per list request: a page of kubelet-sized Nodes is ~1 MB of JSON, ~5 MB parsed
 
 
 class _Gone(Transient):
@@ -141,9 +143,10 @@ class KubernetesSource:
         self.connected = False  # last request to the API server succeeded
         self.failures = 0  # consecutive failed attempts (0 when healthy)
         self.relists = 0  # lists done, first one included
-        # (name, InternalIP, podCIDRs) -> its own checks and Node: an event re-checks one Node, and
-        # the Node objects of unchanged Nodes stay the same (the agent compares them by identity).
-        self._entries: dict[tuple, Entry] = {}
+        # name -> (NodeObject, its entry, problem, the entry's own checks and Node): an event re-checks
+        # one Node, and the Node objects of unchanged Nodes stay the same (the agent compares them by
+        # identity); see `kube_nodes.validate`.
+        self._entries: dict[str, tuple] = {}
         # A burst of events (a cluster coming up) is validated once, not once per event: the
         # watch thread records each change in _objects and sets _dirty; the recompute worker
         # validates the whole set once for all the events that came meanwhile.
@@ -257,23 +260,36 @@ class KubernetesSource:
             raise
 
     def _list(self) -> None:
-        resp = self._open(_request_timeout=(5, self.request_timeout))
-        self._resp = resp
-        try:
-            body = json.loads(resp.data)
-        finally:
-            self._resp = None
-            resp.release_conn()
-        rv = _rv(body)
-        if rv is None:
-            raise Transient("Node list has no metadata.resourceVersion")
-        objects = {}
-        for item in body.get("items") or []:
-            if not isinstance(item, dict):
-                continue
-            o = node_object(item)
-            if o is not None:
-                objects[o.name] = o
+        """List every Node in pages of LIST_PAGE (`limit`/`continue`),
+        keeping only each Node's `NodeObject`: a page's body is dropped before the next is read, so
+        memory does not grow with the size of Node objects (a kubelet's reports its images)."""
+        objects: dict[str, NodeObject] = {}
+        with self._objects_lock:
+            known = self._objects
+        token, rv = None, None
+        while True:
+            kwargs = {"limit": LIST_PAGE, "_request_timeout": (5, self.request_timeout)}
+            if token:
+                kwargs["_continue"] = token
+            body = self._get(**kwargs)
+            rv = _rv(body)
+            if rv is None:
+                raise Transient("Node list has no metadata.resourceVersion")
+            for item in body.get("items") or []:
+                if not isinstance(item, dict):
+                    continue
+                o = node_object(item)
+                if o is not None:
+                    # An unchanged Node keeps the object the cache holds: the page's strings are freed
+                    # with the page, not kept alive (scattered) by a copy of what we already have.
+                    old = known.get(o.name)
+                    objects[o.name] = old if old == o else o
+            token = (body.get("metadata") or {}).get("continue")
+            del body
+            if self._stop.is_set():
+                return
+            if not token:
+                break
         self.connected, self.failures = True, 0
         self.relists += 1
         log.info("kubernetes: listed %d Nodes at resourceVersion %s", len(objects), rv)
@@ -281,6 +297,16 @@ class KubernetesSource:
             self._objects = objects
         self._rv = rv
         self._recompute()
+
+    def _get(self, **kwargs) -> dict:
+        """One page of the Node list, parsed."""
+        resp = self._open(**kwargs)
+        self._resp = resp
+        try:
+            return json.loads(resp.data)
+        finally:
+            self._resp = None
+            resp.release_conn()
 
     def _watch(self, timeout_seconds: int) -> None:
         resp = self._open(watch=True, resource_version=self._rv, allow_watch_bookmarks=True,
@@ -324,7 +350,8 @@ class KubernetesSource:
                 changed = self._objects.pop(o.name, None) is not None
             else:
                 changed = self._objects.get(o.name) != o
-                self._objects[o.name] = o
+                if changed:   # a heartbeat keeps the object we have (and frees the event's)
+                    self._objects[o.name] = o
         if changed:  # heartbeats and label edits stop here
             self._dirty.set()
 

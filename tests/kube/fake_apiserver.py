@@ -5,7 +5,11 @@ Kubernetes source must be tested through the real ``kubernetes`` client and a
 kubeconfig.  This server speaks the parts of the list/watch protocol the client
 uses, over real HTTP/1.1 on 127.0.0.1 (random port):
 
-* ``GET /api/v1/nodes``: a NodeList with ``metadata.resourceVersion``.
+* ``GET /api/v1/nodes``: a NodeList with ``metadata.resourceVersion``; with
+  ``limit=N`` one page of at most N Nodes (by name) and ``metadata.continue``
+  while more remain; ``continue=TOKEN`` the next page of the same snapshot
+  (same resourceVersion), as the real server serves them from etcd.  After
+  `compact` a continue token is too old: HTTP 410 ``Expired``, list again.
 * ``GET /api/v1/nodes?watch=true&resourceVersion=N``: a chunked stream of JSON
   lines (ADDED / MODIFIED / DELETED) for every change after N, BOOKMARKs when
   ``allowWatchBookmarks=true`` and the test asks for one, closed cleanly when
@@ -67,6 +71,45 @@ def make_node(name: str, ip: str | None = None, pod_cidr: str | None = None, *,
     }
 
 
+def kubelet_node(name: str, ip: str, pod_cidr: str, images: int = 40) -> dict:
+    """A Node as a kubelet reports it (about 9 KB of JSON): `make_node` plus what the mesh never reads:
+    kubeadm's labels and annotations, capacity, allocatable, five conditions, daemonEndpoints,
+    nodeInfo, and `images` container images in status.images (kubelet reports up to 50)."""
+    node = make_node(name, ip, pod_cidr)
+    meta, status = node["metadata"], node["status"]
+    meta["labels"].update({"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                           "kubernetes.io/arch": "amd64", "node.kubernetes.io/instance-type": "m5.xlarge",
+                           "topology.kubernetes.io/region": "eu-west-1",
+                           "topology.kubernetes.io/zone": "eu-west-1a"})
+    meta["annotations"] = {"kubeadm.alpha.kubernetes.io/cri-socket": "unix:///run/containerd/containerd.sock",
+                           "node.alpha.kubernetes.io/ttl": "0",
+                           "volumes.kubernetes.io/controller-managed-attach-detach": "true"}
+    meta["creationTimestamp"] = _now()
+    resources = {"cpu": "4", "ephemeral-storage": "101430960Ki", "hugepages-1Gi": "0", "hugepages-2Mi": "0",
+                 "memory": "16265116Ki", "pods": "110"}
+    status["capacity"], status["allocatable"] = resources, {**resources, "cpu": "3920m", "memory": "15598364Ki"}
+    beat = _now()
+    status["conditions"] = [
+        {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": beat, "lastTransitionTime": beat}
+        for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+                        ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                        ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+                        ("NetworkUnavailable", "RouteCreated", "RouteController created a route"))
+    ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": beat,
+          "lastTransitionTime": beat, "message": "kubelet is posting ready status. AppArmor enabled"}]
+    status["conditions"].insert(0, status["conditions"].pop())   # Ready first: what `heartbeat` touches
+    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": 10250}}
+    status["images"] = [{"names": [f"quay.io/app-{k}@sha256:{(k * 7919 + 17):064x}",
+                                   f"quay.io/app-{k}:v1.{k}"],
+                         "sizeBytes": 12_000_000 + k * 1_234_567} for k in range(images)]
+    status["nodeInfo"] = {"architecture": "amd64", "bootID": str(uuid.uuid4()),
+                          "containerRuntimeVersion": "containerd://1.7.13", "kernelVersion": "6.1.0-18-cloud-amd64",
+                          "kubeProxyVersion": "v1.30.0", "kubeletVersion": "v1.30.0", "machineID": uuid.uuid4().hex,
+                          "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                          "systemUUID": str(uuid.uuid4())}
+    return node
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -94,6 +137,8 @@ class FakeApiServer:
         self.compacted = 100  # watches from an rv below this get 410
         self.watchers: set[_Watcher] = set()
         self.requests: list[dict] = []
+        self.snapshots: dict[str, tuple[int, list[str]]] = {}   # continue token's list -> (rv, its Node names)
+        self.after_page = None   # called (outside the lock) after each page of a list in pages is served
         self.conns: set[socket.socket] = set()
         self.port = 0
         self.httpd: ThreadingHTTPServer | None = None
@@ -231,6 +276,7 @@ class FakeApiServer:
             self.rv += 1
             self.compacted = self.rv
             self.history.clear()
+            self.snapshots.clear()   # continue tokens expire with the history
             self.cond.notify_all()
 
     def drop_connections(self) -> None:
@@ -295,18 +341,45 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.cond:
             fake.requests.append({"watch": watch, "rv": q.get("resourceVersion"),
                                   "bookmarks": q.get("allowWatchBookmarks") == "true",
-                                  "timeout": q.get("timeoutSeconds")})
+                                  "timeout": q.get("timeoutSeconds"), "limit": q.get("limit"),
+                                  "continue": q.get("continue")})
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
             return self._json(401, self._status(401, "Unauthorized", "Unauthorized"))
         if url.path != "/api/v1/nodes":
             return self._json(404, self._status(404, "NotFound", f"{url.path} not found"))
         if not watch:
-            with fake.cond:
-                items = [copy.deepcopy(fake.nodes[n]) for n in sorted(fake.nodes)]
-                rv = fake.rv
-            return self._json(200, {"kind": "NodeList", "apiVersion": "v1",
-                                    "metadata": {"resourceVersion": str(rv)}, "items": items})
+            return self._list(q)
         return self._watch(q)
+
+    def _list(self, q: dict) -> None:
+        fake = self.fake
+        raw = q.get("limit", "")
+        limit = int(raw) if raw.isdigit() and int(raw) > 0 else None   # none (or 0): every Node
+        with fake.cond:
+            token = q.get("continue")
+            if token:
+                key, _, offset = token.rpartition(":")
+                if key not in fake.snapshots or not offset.isdigit():
+                    return self._json(410, self._status(410, "Expired", "The provided continue parameter is "
+                                                        "too old to display a consistent list result."))
+                rv, names = fake.snapshots[key]
+                start = int(offset)
+            else:
+                rv, names, start = fake.rv, sorted(fake.nodes), 0
+                key = uuid.uuid4().hex
+            end = len(names) if limit is None else min(len(names), start + limit)
+            # The snapshot holds names; a Node changed since is served as it is now (a real server serves
+            # it as of the snapshot: the watch from `rv` then replays the change, which is the same end state).
+            items = [copy.deepcopy(fake.nodes[n]) for n in names[start:end] if n in fake.nodes]
+            meta = {"resourceVersion": str(rv)}
+            if end < len(names):
+                fake.snapshots[key] = (rv, names)
+                meta.update({"continue": f"{key}:{end}", "remainingItemCount": len(names) - end})
+            else:
+                fake.snapshots.pop(key, None)
+        self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": meta, "items": items})
+        if limit is not None and fake.after_page is not None:
+            fake.after_page()
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

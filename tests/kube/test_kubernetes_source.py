@@ -369,3 +369,65 @@ def test_bad_options_are_config_errors(kubeconfig, kwargs, text):
     kwargs.setdefault("kubeconfig", kubeconfig)
     with pytest.raises(ConfigError, match=re.escape(text)):
         KubernetesSource(Cluster(), **kwargs)
+
+
+def test_the_list_comes_in_pages_of_one_snapshot(apiserver, start_source, monkeypatch):
+    monkeypatch.setattr("ovs_mesh.sources.kubernetes_source.LIST_PAGE", 2)
+    for i in range(1, 6):
+        apiserver.add(node(i))
+    src, _ = start_source()
+    expect(src, peers(*(n(i) for i in range(1, 6))), "the list of 3 pages")
+    wait_for(apiserver.watching, what="a watch")
+    lists = [r for r in apiserver.requests if not r["watch"]]
+    assert [(r["limit"], r["continue"] is not None) for r in lists] == [("2", False), ("2", True), ("2", True)]
+    assert [r for r in apiserver.requests if r["watch"]][0]["rv"] == "105"   # the list's, not a later one
+    apiserver.add(node(6))
+    expect(src, peers(*(n(i) for i in range(1, 7))), "an event after the pages")
+
+
+def test_an_expired_continue_token_lists_again_from_the_first_page(apiserver, start_source, monkeypatch):
+    monkeypatch.setattr("ovs_mesh.sources.kubernetes_source.LIST_PAGE", 2)
+    for i in range(1, 6):
+        apiserver.add(node(i))
+    served = []
+
+    def compact_once():   # between the first and the second page, the server compacts
+        served.append(1)
+        if len(served) == 1:
+            apiserver.delete("node-005", record=False)
+            apiserver.compact()
+
+    apiserver.after_page = compact_once
+    src, _ = start_source()
+    expect(src, peers(*(n(i) for i in range(1, 5))), "the second list")
+    lists = [r for r in apiserver.requests if not r["watch"]]
+    assert [r["continue"] is not None for r in lists] == [False, True, False, True]   # the 2nd got 410
+    assert src.relists == 1, "a list cut short does not count"
+
+
+def test_kubelet_sized_nodes_keep_only_what_the_mesh_reads(apiserver, start_source):
+    from tests.kube.fake_apiserver import kubelet_node
+
+    for i in range(1, 4):
+        apiserver.add(kubelet_node(*n(i)))
+    src, _ = start_source()
+    expect(src, peers(*(n(i) for i in range(1, 4))))
+    apiserver.heartbeat("node-002")   # a kubelet's status update: nothing the mesh reads
+    apiserver.set_ip("node-003", "192.168.9.9")
+    expect(src, peers(n(1), n(2), ("node-003", "192.168.9.9", "10.244.3.0/24")), "after the IP change")
+    assert all(type(o).__name__ == "NodeObject" for o in src._objects.values())
+
+
+def test_the_test_api_server_lists_every_node_without_a_limit(apiserver):
+    import json
+    import urllib.request
+
+    from tests.kube.fake_apiserver import TOKEN
+
+    for i in range(1, 4):
+        apiserver.add(node(i))
+    req = urllib.request.Request(apiserver.url + "/api/v1/nodes", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.load(resp)
+    assert [o["metadata"]["name"] for o in body["items"]] == ["node-001", "node-002", "node-003"]
+    assert "continue" not in body["metadata"]

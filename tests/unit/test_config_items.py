@@ -8,6 +8,10 @@ before and this one are good, its `delta` names exactly the nodes that differ.
 """
 from __future__ import annotations
 
+import logging
+import os
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -191,3 +195,159 @@ def test_dual_stack_edits_take_the_fast_path_with_the_full_parse_messages():
         "error", ["nodes[4].subnet: fd00:10:244:4::/64: overlaps nodes[3].subnet fd00:10:244:4::/64"])
     good = items.parse(versions[4].encode(), "t.yaml", default_node="node-1")
     assert str(good.nodes[0].subnet6) == "fd00:10:244:1::/64"
+
+
+# -- every layout: JSON (compact and indented), flow-style YAML, a block document with a flow
+# sequence; edits of the model (joins, leaves, IP changes) and of the text anywhere in it.
+def render(layout: str, n: int, extra: list[dict], moved: dict[int, str], dual: bool) -> str:
+    import json
+
+    import yaml
+
+    cluster = {"cidr": "10.244.0.0/16,fd00:10:244::/56" if dual else "10.244.0.0/16", "node_prefix": 24,
+               "mode": "flow"}
+    nodes = [{"name": f"node-{i}", "ip": moved.get(i, f"192.168.56.{i}"),
+              "subnet": f"10.244.{i}.0/24,fd00:10:244:{i:x}::/64" if dual else f"10.244.{i}.0/24"}
+             for i in range(1, n + 1)] + extra
+    doc = {"cluster": cluster, "nodes": nodes, "local": {"node": "node-1", "datapath": "dummy", "host": False}}
+    if layout == "json":
+        return json.dumps(doc)
+    if layout == "json-indent":
+        return json.dumps(doc, indent=2) + "\n"
+    if layout == "json-first":   # nodes before the other keys, compact separators
+        return json.dumps({"nodes": nodes, **{k: v for k, v in doc.items() if k != "nodes"}}, separators=(",", ":"))
+    if layout == "flow":
+        return yaml.safe_dump(doc, default_flow_style=True, width=1 << 20)
+    if layout == "flow-wrapped":
+        return yaml.safe_dump(doc, default_flow_style=True)
+    if layout == "block-flow":   # a block document whose nodes are one flow sequence
+        return yaml.safe_dump({k: v for k, v in doc.items() if k != "nodes"}) + "nodes: " + json.dumps(nodes) + "\n"
+    raise ValueError(layout)
+
+
+LAYOUTS = ("json", "json-indent", "json-first", "flow", "flow-wrapped", "block-flow")
+SNIPPETS = st.sampled_from([
+    ",", "]", "[", "{", "}", '"', "'", "#", " #", " # c\n", " # x, ", "?, ", ", ?", ", - ", "&a ", "*a", "? ", "?",
+    "-", ": ", "\n", "\t", " ", "null",
+    "!!str ", '"nodes": [], ', "nodes: [a]", "it's", "a#b", "x: 1, ", '"zone": "a", ', "10.244.3.0/25",
+    "fd00:10:244:3::/64", '"\\u00e9"', '\\"', "---\n", "...", "\u2028", "ovs-mesh-nodes-0c5e2a7f", "{}", "[]",
+    '{"name": "node-8", "ip": "192.168.56.8", "subnet": "10.244.8.0/24"}',
+    ', {"name": "node-2", "ip": "192.168.56.3", "subnet": "10.244.3.0/24"}', "{name: node-9, ip: 192.168.56.9}",
+    ', {"name": "node-7", "ip": "fd00:56::7", "subnet": "10.244.7.0/24"}', "&b {name: node-6}", ", *b",
+])
+TEXT_EDIT = st.one_of(
+    st.tuples(st.just("insert"), st.floats(0, 1), SNIPPETS),
+    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 12)),
+)
+MODEL_EDIT = st.one_of(
+    st.tuples(st.just("join"), st.integers(10, 60), st.booleans()),
+    st.tuples(st.just("leave"), st.integers(1, 8), st.none()),
+    st.tuples(st.just("move_ip"), st.integers(1, 8), st.integers(1, 250)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=st.sampled_from(LAYOUTS), n=st.integers(1, 8), dual=st.booleans(),
+       edits=st.lists(st.one_of(TEXT_EDIT, MODEL_EDIT), max_size=8))
+def test_random_edits_of_every_layout_parse_as_the_full_parse(layout, n, dual, edits):
+    extra: list[dict] = []
+    moved: dict[int, str] = {}
+    count = n
+    text = render(layout, count, extra, moved, dual)
+    versions = [text]
+    for kind, at, arg in edits:
+        if kind == "insert":
+            k = int(at * len(text))
+            text = text[:k] + arg + text[k:]
+        elif kind == "delete":
+            k = int(at * len(text))
+            text = text[:k] + text[k + arg:]
+        else:
+            if kind == "join":
+                subnet = f"10.244.{at}.0/24,fd00:10:244:{at:x}::/64" if dual else f"10.244.{at}.0/24"
+                extra.append({"name": f"node-{at}", "ip": f"192.168.56.{at + 100 if arg else at}", "subnet": subnet})
+            elif kind == "leave":
+                count = min(count, at - 1) if at > 1 else count
+            else:
+                moved[at] = f"192.168.{arg % 250}.{at}"
+            text = render(layout, count, extra, moved, dual)
+        versions.append(text)
+    check_sequence(ConfigItems(), versions)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_layout_takes_the_fast_path_with_the_full_parse_messages(layout):
+    versions = [render(layout, 40, [], {}, False),
+                render(layout, 40, [{"name": "node-41", "ip": "192.168.56.141", "subnet": "10.244.41.0/24"}], {},
+                       False),
+                render(layout, 40, [], {7: "192.168.56.9"}, False),   # a duplicate IP
+                render(layout, 39, [], {7: "192.168.57.7"}, False)]
+    items = ConfigItems()
+    assert check_sequence(items, versions) == [True] * 4
+    first = items.parse(versions[0].encode(), "t.yaml", default_node="node-1")
+    again = items.parse(versions[1].encode(), "t.yaml", default_node="node-1")
+    assert all(a is b for a, b in zip(first.nodes[:30], again.nodes[:30]))   # Node objects kept
+    assert [n.name for n in items.delta.added] == ["node-41"] and items.fallback is None
+    assert outcome(lambda: items.parse(versions[2].encode(), "t.yaml", default_node="node-1")) == (
+        "error", ["nodes[8].ip: 192.168.56.9: duplicate of nodes[6].ip"])
+
+
+def test_a_layout_read_whole_says_why():
+    items = ConfigItems()
+    items.parse("\n".join(document(3)).encode() + b"\n", "t.yaml", default_node="node-1")
+    assert items.fast and items.fallback is None
+    text = "{nodes: [{name: node-1, ip: 192.168.56.1, subnet: 10.244.1.0/24}], nodes2: x}"
+    assert outcome(lambda: items.parse(text.encode(), "t.yaml", default_node="node-1"))[0] == "error"
+    odd = "\n".join(HEADER + ["nodes: !!seq [{name: node-1, ip: 192.168.56.1, subnet: 10.244.1.0/24}]"] + LOCAL)
+    items.parse(odd.encode(), "t.yaml", default_node="node-1")
+    assert not items.fast and "nodes" in items.fallback
+
+
+def test_an_alias_after_the_entries_is_read_whole():
+    """An anchor an entry redefines, aliased after the entries: only the whole document knows which it is."""
+    lines = ["cluster: &x", "  cidr: 10.244.0.0/16", "nodes:", "- name: node-1", "  ip: 192.168.56.1",
+             "  subnet: &x 10.244.1.0/24", "local:", "  node: node-1", "  datapath: *x"]
+    check_sequence(ConfigItems(), ["\n".join(lines) + "\n"])
+    flow = ('{cluster: &x {cidr: 10.244.0.0/16}, nodes: [{name: node-1, ip: 192.168.56.1, subnet: &x 10.244.1.0/24}],'
+            ' local: {node: node-1, datapath: *x}}')
+    check_sequence(ConfigItems(), [flow])
+
+
+@pytest.mark.parametrize("nodes", [
+    # `#` in a plain scalar is no comment, `'` inside one no quote: the expressions that find the entries
+    # take them for one, so two entries land in one piece, which YAML reads as two items
+    "[{name: node-1#x, ip: 192.168.56.1, subnet: 10.244.1.0/24}, {name: node-2,\n"
+    "  ip: 192.168.56.2, subnet: 10.244.2.0/24}]",
+    "[{name: node-1, ip: 192.168.56.1, subnet: 10.244.1.0/24, x: it's}, {name: node-2, ip: 192.168.56.2, y: b's}]",
+])
+def test_entries_the_expressions_get_wrong_are_read_whole(nodes):
+    text = "\n".join(HEADER) + "\nnodes: " + nodes + "\n" + "\n".join(LOCAL) + "\n"
+    items = ConfigItems()
+    check_sequence(items, [text])
+    assert not items.fast
+
+
+def test_the_file_source_says_once_that_it_reads_a_layout_whole_and_counts_it(tmp_path, caplog):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ovs_mesh.agent.metrics import AgentMetrics
+    from ovs_mesh.sources.file_source import FileSource
+
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "c.yaml"
+    whole = "\n".join(HEADER + ["nodes: !!seq [{name: node-1, ip: 192.168.56.1, subnet: 10.244.1.0/24}%s]"] + LOCAL)
+    source = FileSource(str(path), require_local=False)
+    for i, text in enumerate([whole % "", whole % ", {name: node-2, ip: 192.168.56.2, subnet: 10.244.2.0/24}",
+                              render("json", 3, [], {}, False), render("json", 4, [], {}, False)]):
+        path.write_text(text)
+        os.utime(path, ns=(i * 10**9, i * 10**9))   # another identity, whatever the clock's resolution
+        assert source._check(raise_errors=True)
+    said = [r.getMessage() for r in caplog.records if "incrementally" in r.getMessage()]
+    assert len(said) == 2 and "is read whole on every edit" in said[0] and "again" in said[1]
+    assert source.reads == {"incremental": 2, "whole": 2}
+    m = AgentMetrics(60)
+    m.config_reads = source.reads
+    samples = {(s.name, tuple(s.labels.values())): s.value
+               for f in text_string_to_metric_families(m.render().decode()) for s in f.samples}
+    assert samples[("ovs_mesh_config_reads_total", ("whole",))] == 2
+    assert samples[("ovs_mesh_config_reads_total", ("incremental",))] == 2

@@ -57,3 +57,23 @@ def test_stop_ends_wait():
     s, _ = sched()
     s.stop()
     assert s.wait() is None
+
+
+def test_a_lone_kick_runs_at_once_and_a_burst_settles():
+    slept = []
+    clock = Clock()
+    s = Scheduler(resync=60, settle=0.02, clock=clock, sleep=slept.append)
+    s.kick(Reason.SOURCE)
+    s.wait()
+    assert slept == []   # idle: at once
+    clock.now += 0.005
+    s.kick(Reason.SOURCE)   # came during the pass
+    s.done(True)
+    s.wait()
+    assert slept == [0.02]   # right after a pass: the rest of the burst first
+    clock.now += 1.0
+    s.done(True)
+    clock.now += 0.5
+    s.kick(Reason.SOURCE)
+    s.wait()
+    assert slept == [0.02]
