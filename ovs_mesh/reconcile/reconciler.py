@@ -17,7 +17,7 @@ from topology.errors import NotOurs
 from topology.model import Config
 
 from ..ovs import desired as desired_mod
-from ..ovs.model import BRIDGE, OvsState
+from ..ovs.model import BRIDGE, OvsState, PortChange
 from .clients import Flows, Host, OvsdbRows
 from .plan import Observed, Plan, Result, diff
 
@@ -131,7 +131,7 @@ class Reconciler:
         rows = list(plan.ovsdb)
         result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, rows)
         result.flow_changes = self.openflow.apply(list(plan.flows))
-        placed = [ch.new for ch in rows if ch.new is not None and ch.kind == "port"]
+        placed = [ch.new for ch in rows if ch.new is not None and isinstance(ch, PortChange)]
         if placed:
             health = self.ovsdb.health(p.name for p in placed)
             result.problems = [f"port {p.name}: ofport {health[p.name].ofport} is not the requested "
