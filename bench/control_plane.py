@@ -348,12 +348,13 @@ def worker(cfg: str) -> int:
     from ovs_mesh.reconcile import node, reconciler
     phases["import"] = time.perf_counter() - t0
     config = timed("load_config", load_config)(cfg)
-    rec = timed("connect", lambda c: node.open_node(c).reconciler())(config)  # includes the IDL's initial dump
+    from ovs_mesh.ovs import desired
+    build_parts = timed("desired", desired.build_parts)   # what apply() builds the desired state with
+    rec = timed("connect", lambda c: node.open_node(c).reconciler(build_parts))(config)  # includes the IDL's initial dump
     rec.ovsdb.read = timed("ovsdb_read", rec.ovsdb.read)
     rec.ovsdb.apply = timed("ovsdb_txn", rec.ovsdb.apply)
     rec.openflow.dump = timed("flow_dump", rec.openflow.dump)
     rec.openflow.apply = timed("flow_apply", rec.openflow.apply)
-    rec.build_parts = timed("desired", rec.build_parts)   # what apply() builds the desired state with
     reconciler.diff = timed("diff", reconciler.diff)
     s = time.perf_counter()
     result = rec.apply()

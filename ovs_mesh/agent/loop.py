@@ -178,9 +178,7 @@ class Agent:
             self.epoch += 1
 
     def _full(self, node, config: Config) -> Result:
-        rec = node.reconciler()
-        installed = self.installed
-        rec.build_parts = lambda config, mtu, ofports: parts_reusing(installed, config, mtu, ofports)
+        rec = node.reconciler(functools.partial(parts_reusing, self.installed))
         with self._changing():
             result = rec.apply()
             observed = result.observed

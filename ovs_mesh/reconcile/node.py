@@ -14,7 +14,7 @@ from topology.model import Config, Local
 from ..ovs.model import BRIDGE
 from ..ovs.openflow import OpenFlow
 from .clients import Flows, Host, OvsdbRows
-from .reconciler import Reconciler
+from .reconciler import BuildParts, Reconciler
 
 OVSDB_TIMEOUT = 30.0   # seconds for one OVSDB transaction
 
@@ -33,8 +33,9 @@ class NodeClients:
     host: Host | None = None   # host.HostLayer when local.host
     owns_ovsdb: bool = True
 
-    def reconciler(self) -> Reconciler:
-        return Reconciler(self.config, self.ovsdb, self.flows, self.host)
+    def reconciler(self, build_parts: BuildParts | None = None) -> Reconciler:
+        """A Reconciler over these clients; `build_parts` replaces `desired.build_parts`."""
+        return Reconciler(self.config, self.ovsdb, self.flows, self.host, build_parts)
 
     def close(self) -> None:
         """Release the host layer, and the OVSDB connection if this node opened it."""

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import gc
 import time
+from typing import Callable, Mapping
 
 from topology.errors import NotOurs
 from topology.model import Config
@@ -22,6 +23,9 @@ from .clients import Flows, Host, OvsdbRows
 from .plan import Observed, Plan, Result, diff
 
 DEFAULT_UNDERLAY_MTU = 1500
+
+# How a pass builds the desired state by part: (config, pod_mtu, ofports) -> Parts.
+BuildParts = Callable[[Config, "int | None", Mapping[str, int]], desired_mod.Parts]
 
 
 @contextlib.contextmanager
@@ -46,13 +50,14 @@ class ReconcileError(NotOurs):
 
 
 class Reconciler:
-    def __init__(self, config: Config, ovsdb: OvsdbRows, openflow: Flows, host: Host | None = None):
+    def __init__(self, config: Config, ovsdb: OvsdbRows, openflow: Flows, host: Host | None = None,
+                 build_parts: BuildParts | None = None):
         self.config = config
         self.ovsdb = ovsdb
         self.openflow = openflow
         self.host = host  # host networking layer (None: manage OVS only)
-        # config, pod_mtu, ofports -> desired.Parts (the agent passes one that reuses its record)
-        self.build_parts = desired_mod.build_parts
+        # builds the desired state by part (the agent passes one that reuses its record)
+        self.build_parts: BuildParts = build_parts or desired_mod.build_parts
 
     def observe(self) -> Observed:
         owned = self.ovsdb.read(BRIDGE)
