@@ -134,12 +134,20 @@ class Local:
 
 
 @dataclasses.dataclass(frozen=True)
+class Kubernetes:
+    """The `kubernetes:` section: how the Kubernetes source (`source: kubernetes`) reads the Nodes."""
+    kubeconfig: str | None = None        # None: in a pod the service account, else $KUBECONFIG or ~/.kube/config
+    resync_seconds: float = 300          # between full relists of the Nodes
+    underlay_family: str | None = None   # of the Nodes' InternalIP; None: ipv6 for an IPv6-only cluster, else ipv4
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     cluster: Cluster
     local: Local
     nodes: tuple[Node, ...] = ()
     source: str = "file"
-    kubernetes: dict | None = None  # source options (kubeconfig path, ...)
+    kubernetes: Kubernetes = Kubernetes()
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:

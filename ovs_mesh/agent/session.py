@@ -8,7 +8,6 @@ import time
 from topology.errors import InputError
 from topology.model import Config
 from topology.nodes import missing_subnets
-from topology.options import option
 
 from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
@@ -85,7 +84,7 @@ class Inventory:
         if file_cfg.source != "kubernetes":
             self.stop_kube()
             return file_cfg
-        key = (file_cfg.cluster, tuple(sorted((file_cfg.kubernetes or {}).items())))
+        key = (file_cfg.cluster, file_cfg.kubernetes)
         if self._kube is None or key != self._kube_key:
             self.stop_kube()
             self._kube = self.kube_factory(file_cfg)
@@ -105,10 +104,7 @@ class Inventory:
 def _kubernetes_source(file_cfg: Config):
     from ..sources.kubernetes_source import KubernetesSource
 
-    opts = file_cfg.kubernetes or {}
-    resync = opts.get("resync_seconds", option("kubernetes.resync_seconds").default)
-    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=resync,
-                            underlay_family=opts.get("underlay_family"))
+    return KubernetesSource(file_cfg.cluster, file_cfg.kubernetes)
 
 
 def clients_key(config: Config) -> tuple:
