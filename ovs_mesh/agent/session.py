@@ -12,7 +12,9 @@ from topology.nodes import missing_subnets
 from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
 LOG = logging.getLogger("ovs_mesh.agent")
-OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
+# Seconds one OVSDB transaction of the agent may take: shorter than a command's
+# (ovsdb_client.connection.TIMEOUT), since a failed pass is retried with backoff.
+AGENT_OVSDB_TIMEOUT = 10.0
 RECREATE_CLIENT_AFTER = 15.0  # seconds disconnected before we build a new OVSDB client
 
 
@@ -118,7 +120,7 @@ class NodeSession:
     reconciler rebuilt when the config changes in more than its peers."""
 
     def __init__(self, connect=None, opener=open_node, clock=time.monotonic):
-        self.connect = connect or (lambda local: connect_ovsdb(local, OVSDB_TIMEOUT))
+        self.connect = connect or (lambda local: connect_ovsdb(local, AGENT_OVSDB_TIMEOUT))
         self.opener, self.clock = opener, clock
         self.ovsdb = None             # read by the watcher thread
         self.node: NodeClients | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from ovsdb_client import OvsdbClient
+from ovsdb_client.connection import TIMEOUT
 from topology.model import Config, Local
 
 from ..ovs.model import BRIDGE
@@ -16,10 +17,7 @@ from ..ovs.openflow import OpenFlow
 from .clients import Flows, Host, OvsdbRows
 from .reconciler import BuildParts, Reconciler
 
-OVSDB_TIMEOUT = 30.0   # seconds for one OVSDB transaction
-
-
-def connect_ovsdb(local: Local, timeout: float = OVSDB_TIMEOUT) -> OvsdbClient:
+def connect_ovsdb(local: Local, timeout: float = TIMEOUT) -> OvsdbClient:
     """The OVSDB client of this node: its remote, with its SSL files for ssl: remotes."""
     return OvsdbClient(local.ovsdb, timeout=timeout, ssl=(local.ssl_key, local.ssl_cert, local.ssl_ca))
 
@@ -46,7 +44,7 @@ class NodeClients:
             self.ovsdb.close()
 
 
-def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float = OVSDB_TIMEOUT) -> NodeClients:
+def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float = TIMEOUT) -> NodeClients:
     """Connect to this node's OVS (or reuse `ovsdb`, which the caller keeps) and build its clients.
     Raises OvsdbUnavailable when OVSDB cannot be reached."""
     owns = ovsdb is None
