@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Mapping
 
 TUNNELS = ("vxlan", "gre", "geneve")
 MODES = ("flow", "port", "stp")
@@ -172,3 +173,33 @@ class Config:
 
     def with_nodes(self, nodes) -> "Config":
         return dataclasses.replace(self, nodes=tuple(sorted(nodes)))
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeDelta:
+    """What changed from one node set to another, by name."""
+    added: tuple[Node, ...] = ()
+    removed: tuple[Node, ...] = ()
+    changed: tuple[tuple[Node, Node], ...] = ()   # (old, new)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    @property
+    def names(self) -> set[str]:
+        return {n.name for n in self.added + self.removed} | {new.name for _, new in self.changed}
+
+
+def diff_nodes(old: Mapping[str, Node], new: Mapping[str, Node]) -> NodeDelta:
+    """The one comparison of two node sets (each by name): added and changed in `new`'s
+    order, removed in `old`'s.  O(nodes), but a node that is the very same object in
+    both costs an identity check (sources keep the Node objects of unchanged nodes)."""
+    added: list[Node] = []
+    changed: list[tuple[Node, Node]] = []
+    for name, n in new.items():
+        o = old.get(name)
+        if o is None:
+            added.append(n)
+        elif o is not n and o != n:
+            changed.append((o, n))
+    return NodeDelta(tuple(added), tuple(o for name, o in old.items() if name not in new), tuple(changed))
