@@ -65,7 +65,7 @@ def installed_equals_full_build(a: Agent, ovsdb: FakeOvsdb, flows: FakeFlows) ->
     want = desired.build(cfg, cfg.cluster.pod_mtu(1500), ovsdb.ofports)
     assert flows_of(a.installed) == want.flows == frozenset(flows.flows)
     assert a.installed.rows().ports == want.ports == tuple(ovsdb.ports[k] for k in sorted(ovsdb.ports))
-    assert a.installed.flow_count == len(want.flows) == a.expected_flows
+    assert a.installed.flow_count == len(want.flows) == a.expected.now().flows
 
 
 @pytest.mark.parametrize("mode", ["flow", "port"])
@@ -223,27 +223,28 @@ def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_pa
     on the next turn instead of kicking a full pass; drift read while idle kicks one."""
     from types import SimpleNamespace
 
-    from ovs_mesh.agent.watch import OvsWatcher
+    from ovs_mesh.agent.watch import Expectations, OvsWatcher
 
     ovsdb = FakeOvsdb()
     kicks, turns = [], []            # the watcher reports the connection state at the end of each OVSDB check
-    agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
-                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append), rundir=None)
-    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
+    expected = Expectations()
+    expected.update(rows=OvsState())
+    session = SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append)
+    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from the expected rows
 
     def two_more_turns():            # so that one whole turn began after what the test just did
         n = len(turns)
         wait_for(lambda: len(turns) >= n + 2, 5, "two turns of the watcher")
 
-    w = OvsWatcher(agent, interval=0.005)
+    w = OvsWatcher(expected, session, lambda reason, *a, **k: kicks.append(reason), interval=0.005)
     w.start()
     try:
-        two_more_turns()             # a new client: the watcher remembers its session
-        ovsdb.transactions += 1      # the cache changed ...
-        two_more_turns()             # ... while a pass runs (epoch odd): not judged
-        assert kicks == []
-        agent.epoch = 2              # idle now: the same difference is drift
-        wait_for(lambda: kicks, 5, "a kick")
+        with expected.changing():        # a pass is changing OVS (the epoch is odd)
+            two_more_turns()             # a new client: the watcher remembers its session
+            ovsdb.transactions += 1      # the cache changed ...
+            two_more_turns()             # ... while a pass runs: not judged
+            assert kicks == []
+        wait_for(lambda: kicks, 5, "a kick")   # idle now: the same difference is drift
         assert kicks == [Reason.OVSDB_ROWS]
     finally:
         w.stop()
