@@ -84,11 +84,6 @@ class Cluster:
     masquerade: bool = True
     vni: int = 0
 
-    @property
-    def overhead(self) -> int:
-        """Tunnel overhead over an IPv4 underlay (see overhead_for)."""
-        return OVERHEAD[self.tunnel]
-
     def overhead_for(self, underlay_family: str = "ipv4") -> int:
         extra = IPV6_UNDERLAY_EXTRA if underlay_family == "ipv6" else 0
         return OVERHEAD[self.tunnel] + extra

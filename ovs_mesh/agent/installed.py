@@ -27,7 +27,7 @@ from topology.model import Cluster, Config, Local, Node, diff_nodes
 
 from ..ovs.desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
 from ..ovs.diff import diff_flows, diff_rows
-from ..ovs.model import Flow, OvsState, PortSpec
+from ..ovs.model import OvsState, PortSpec
 from ..reconcile.plan import Plan
 
 
@@ -176,8 +176,3 @@ def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | No
 def _ports(parts: list[OvsState]) -> OvsState:
     ports: list[PortSpec] = [p for part in parts for p in part.ports]
     return OvsState(ports=tuple(ports))
-
-
-def flows_of(installed: Installed) -> frozenset[Flow]:
-    """Every flow in the record (tests compare it with OVS)."""
-    return installed.fixed.flows.union(*(p.flows for p in installed.peers.values()))

@@ -8,13 +8,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, flows_of, node_map
+from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, node_map
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
 from ovs_mesh.ovs import desired
 from ovs_mesh.ovs.model import FIRST_PEER_OFPORT, OvsState
-from tests.helpers import wait_for
+from tests.helpers import installed_flows, wait_for
 from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config, session
 from topology.model import Node
 
@@ -63,7 +63,7 @@ def installed_equals_full_build(a: Agent, ovsdb: FakeOvsdb, flows: FakeFlows) ->
     """The record, the fakes and a full build from the current config all agree."""
     cfg = a.source.config()
     want = desired.build(cfg, cfg.cluster.pod_mtu(1500), ovsdb.ofports)
-    assert flows_of(a.installed) == want.flows == frozenset(flows.flows)
+    assert installed_flows(a.installed) == want.flows == frozenset(flows.flows)
     assert a.installed.rows().ports == want.ports == tuple(ovsdb.ports[k] for k in sorted(ovsdb.ports))
     assert a.installed.flow_count == len(want.flows) == a.expected.now().flows
 
@@ -180,7 +180,7 @@ def test_random_deltas_match_a_full_build(tmp_path, mode):
         assert not freed & {c.new.ofport_request for c in d.plan.ovsdb if c.action == "add"}
         rec.commit(d)
         want = desired.build(new, 1450, rec.ofports)
-        assert rec.rows() == OvsState(want.bridge, want.ports) and flows_of(rec) == want.flows
+        assert rec.rows() == OvsState(want.bridge, want.ports) and installed_flows(rec) == want.flows
         assert rec.flow_count == len(want.flows) and rec.ofports["foreign"] == 101
 
 
