@@ -17,8 +17,8 @@ the record and applies only that (no dump, no OVSDB read, no full build); the
 record changes only after it succeeded.
 
 The parts: `schedule.Scheduler` (when: coalescing, backoff, resync),
-`parts.Inventory` (what: the source and the last good topology),
-`parts.NodeSession` (with what: the node's clients), `watch.OvsWatcher`
+`session.Inventory` (what: the source and the last good topology),
+`session.NodeSession` (with what: the node's clients), `watch.OvsWatcher`
 (noticing drift), `metrics` and `sdnotify` (telling others).  Failures are
 classified: bad input is logged once and the last good topology stays
 installed; everything else is transient and retried with capped exponential
