@@ -197,11 +197,11 @@ def run_inproc(cfg: str, _ovs, _before, _after) -> dict:
 
 def vsctl_args(changes) -> list[str]:
     """OVSDB changes -> one ovs-vsctl command line (one transaction)."""
-    from ovs_mesh.ovs.model import BRIDGE
+    from ovs_mesh.ovs.model import BRIDGE, BridgeChange, PortChange
 
     args: list[str] = []
     for ch in changes:
-        if ch.kind == "bridge" and ch.action != "delete":
+        if isinstance(ch, BridgeChange) and ch.action != "delete":
             b = ch.new
             args += ["--", "--may-exist", "add-br", b.name, "--", "set", "Bridge", b.name,
                      f"datapath_type={b.datapath_type}", f"fail_mode={b.fail_mode}",
@@ -209,7 +209,7 @@ def vsctl_args(changes) -> list[str]:
                      *[f"external_ids:{k}={v}" for k, v in b.external_ids]]
             if b.mtu_request:
                 args += ["--", "set", "Interface", b.name, f"mtu_request={b.mtu_request}"]
-        elif ch.kind == "port" and ch.action != "delete":
+        elif isinstance(ch, PortChange) and ch.action != "delete":
             p = ch.new
             args += ["--", "--may-exist", "add-port", BRIDGE, p.name, "--", "set", "Interface", p.name,
                      f"type={p.type}", *[f"options:{k}={v}" for k, v in p.options],
@@ -217,15 +217,17 @@ def vsctl_args(changes) -> list[str]:
             if p.ofport_request:
                 args.append(f"ofport_request={p.ofport_request}")
             args += ["--", "set", "Port", p.name, *[f"external_ids:{k}={v}" for k, v in p.external_ids]]
-        elif ch.kind == "port":
+        elif isinstance(ch, PortChange):
             args += ["--", "--if-exists", "del-port", BRIDGE, ch.name]
     return args[1:]
 
 
 def flow_lines(changes) -> str:
+    from ovs_mesh.ovs.model import FlowChange
+
     lines = []
     for ch in changes:
-        if ch.kind != "flow":
+        if not isinstance(ch, FlowChange):
             continue
         if ch.action == "add":
             lines.append(ch.new.spec())
@@ -239,7 +241,7 @@ def flow_lines(changes) -> str:
 def run_baseline(_cfg: str, ovs, before: dict | None, after: dict) -> dict:
     """The same rows and flows through ovs-vsctl + ovs-ofctl (see module doc)."""
     from ovs_mesh.ovs import desired
-    from ovs_mesh.ovs.model import OvsState
+    from ovs_mesh.ovs.model import BridgeChange, OvsState, PortChange
     from ovs_mesh.reconcile.plan import diff
 
     def build(data, ofports):
@@ -258,7 +260,7 @@ def run_baseline(_cfg: str, ovs, before: dict | None, after: dict) -> dict:
     ovs.bench_ofports = {p.name: p.ofport_request for p in want.ports}
     env_vsctl = ["ovs-vsctl", f"--db={ovs.remote}", "--timeout=120"]
     seconds, rss, txns, nflows = 0.0, 0, 0, 0
-    row_args = vsctl_args([c for c in changes if c.kind in ("bridge", "port")])
+    row_args = vsctl_args([c for c in changes if isinstance(c, (BridgeChange, PortChange))])
     if row_args:
         r = check(spawn([*env_vsctl, *row_args]), "ovs-vsctl")
         seconds, rss, txns = seconds + r["seconds"], max(rss, r["rss_kb"]), 1
@@ -346,12 +348,14 @@ def worker(cfg: str) -> int:
     from ovs_mesh.reconcile import node, reconciler
     phases["import"] = time.perf_counter() - t0
     config = timed("load_config", load_config)(cfg)
-    rec = timed("connect", lambda c: node.open_node(c).reconciler())(config)  # includes the IDL's initial dump
+    from ovs_mesh.ovs import desired
+    build_parts = timed("desired", desired.build_parts)   # what apply() builds the desired state with
+    # "connect" includes the IDL's initial dump
+    rec = timed("connect", lambda c: node.open_node(c).reconciler(build_parts))(config)
     rec.ovsdb.read = timed("ovsdb_read", rec.ovsdb.read)
     rec.ovsdb.apply = timed("ovsdb_txn", rec.ovsdb.apply)
     rec.openflow.dump = timed("flow_dump", rec.openflow.dump)
     rec.openflow.apply = timed("flow_apply", rec.openflow.apply)
-    rec.build_parts = timed("desired", rec.build_parts)   # what apply() builds the desired state with
     reconciler.diff = timed("diff", reconciler.diff)
     s = time.perf_counter()
     result = rec.apply()

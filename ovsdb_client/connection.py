@@ -32,6 +32,9 @@ _counter = itertools.count()
 MONITORING = 6  # ovs.db.idl.Idl.IDL_S_MONITORING
 
 
+# Seconds one transaction may take before ovsdbapp gives up on it.
+TIMEOUT = 30.0
+
 class OvsdbClient:
     """One connection to one OVSDB server; every IDL access of ovs-mesh goes through it.
 
@@ -39,7 +42,7 @@ class OvsdbClient:
     Raises OvsdbUnavailable (Transient) when the server cannot be reached and
     OwnershipError (NotOurs) when a change would touch a row without our tag."""
 
-    def __init__(self, remote: str, timeout: float = 30.0, ssl: tuple[str, str, str] | None = None):
+    def __init__(self, remote: str, timeout: float = TIMEOUT, ssl: tuple[str, str, str] | None = None):
         self.remote = remote
         if remote.startswith("ssl:"):
             key, cert, ca = ssl or ("/etc/openvswitch/ovsclient-privkey.pem",

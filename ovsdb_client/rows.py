@@ -70,11 +70,6 @@ class Owned:
     problems: tuple[str, ...] = ()
     refusal: NotOurs | None = None
 
-    @property
-    def rows(self) -> tuple[BridgeSpec | None, tuple[PortSpec, ...]]:
-        """The part comparable with a desired state (bridge and ports)."""
-        return (self.bridge, self.ports)
-
 
 @dataclasses.dataclass(frozen=True)
 class InterfaceHealth:

@@ -21,7 +21,7 @@ from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from .errors import OwnershipError
 from .reader import find_bridge
-from .rows import LEFT_KEY, OWNER_KEY, BridgeChange, BridgeSpec, PortSpec, RowChange
+from .rows import LEFT_KEY, OWNER_KEY, BridgeChange, BridgeSpec, PortChange, PortSpec, RowChange
 
 
 def _port(idl, name):
@@ -142,7 +142,7 @@ class DeletePort(command.BaseCommand):
 
 def _moves(ch) -> bool:
     """A modified port whose ofport changes."""
-    return (ch.kind == "port" and ch.action == "modify"
+    return (isinstance(ch, PortChange) and ch.action == "modify"
             and ch.old.ofport_request != ch.new.ofport_request and ch.new.ofport_request)
 
 
@@ -150,9 +150,9 @@ def _asking_later(changes: list[RowChange]) -> list[RowChange]:
     """The ports that ask for their ofport only in a second transaction: those that move,
     and new ones asking for a number that a port deleted or moved by these changes leaves."""
     moving = [ch for ch in changes if _moves(ch)]
-    freed = {ch.old.ofport_request for ch in changes if ch.kind == "port" and ch.action == "delete"}
+    freed = {ch.old.ofport_request for ch in changes if isinstance(ch, PortChange) and ch.action == "delete"}
     freed.update(ch.old.ofport_request for ch in moving)
-    return moving + [ch for ch in changes if ch.kind == "port" and ch.action == "add"
+    return moving + [ch for ch in changes if isinstance(ch, PortChange) and ch.action == "add"
                      and ch.new.ofport_request and ch.new.ofport_request in freed]
 
 

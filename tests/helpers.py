@@ -136,3 +136,8 @@ def wait_for(pred, timeout: float = 5.0, what: str = "condition", interval: floa
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def installed_flows(installed) -> frozenset:
+    """Every flow in the agent's record (`agent.installed.Installed`), to compare with OVS."""
+    return installed.fixed.flows.union(*(p.flows for p in installed.peers.values()))

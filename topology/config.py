@@ -22,7 +22,7 @@ from typing import Any
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # ConfigError: API
 from .errors import Problem, show
-from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Local, Node
+from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Kubernetes, Local, Node
 from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
 from .options import bounds, keys_of, option
 
@@ -181,18 +181,22 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
     return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, pod_guard=pod_guard, **strings)
 
 
-def _parse_kubernetes(c: Checker, raw: Any) -> dict:
+def _parse_kubernetes(c: Checker, raw: Any) -> Kubernetes:
+    """The `kubernetes:` section, checked once here: the Kubernetes source takes it as it is."""
     kube = c.mapping("kubernetes", raw, KUBERNETES_KEYS)
+    default = Kubernetes()
     resync = kube.get("resync_seconds", MISSING)
     lo, hi = bounds("kubernetes.resync_seconds")
-    if resync is not MISSING and (isinstance(resync, bool) or not isinstance(resync, (int, float))
-                                   or not lo <= resync <= hi):
+    if resync is MISSING:
+        resync = default.resync_seconds
+    elif isinstance(resync, bool) or not isinstance(resync, (int, float)) or not lo <= resync <= hi:
         c.error("kubernetes.resync_seconds", resync, f"must be a number of seconds between {lo} and {hi}")
-    c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), None)
+        resync = default.resync_seconds
+    kubeconfig = c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), default.kubeconfig)
     # the family of the Nodes' InternalIP the tunnels use (default: IPv6 for an IPv6-only cluster, else IPv4)
-    c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING),
-             option("kubernetes.underlay_family").choices, "")
-    return kube
+    family = c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING),
+                      option("kubernetes.underlay_family").choices, "")
+    return Kubernetes(kubeconfig=kubeconfig, resync_seconds=resync, underlay_family=family or None)
 
 
 
@@ -231,4 +235,4 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raise ConfigError(c.problems())
     # Names are unique in a valid config, so the name order is the order of the Nodes.
     return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes, key=_name)), source=source,
-                  kubernetes=dict(kube) or None)
+                  kubernetes=kube)

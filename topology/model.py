@@ -6,6 +6,7 @@ Nothing here talks to the machine.  A `Config` is what one validated YAML file
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 TUNNELS = ("vxlan", "gre", "geneve")
@@ -83,11 +84,6 @@ class Cluster:
     masquerade: bool = True
     vni: int = 0
 
-    @property
-    def overhead(self) -> int:
-        """Tunnel overhead over an IPv4 underlay (see overhead_for)."""
-        return OVERHEAD[self.tunnel]
-
     def overhead_for(self, underlay_family: str = "ipv4") -> int:
         extra = IPV6_UNDERLAY_EXTRA if underlay_family == "ipv6" else 0
         return OVERHEAD[self.tunnel] + extra
@@ -137,12 +133,20 @@ class Local:
 
 
 @dataclasses.dataclass(frozen=True)
+class Kubernetes:
+    """The `kubernetes:` section: how the Kubernetes source (`source: kubernetes`) reads the Nodes."""
+    kubeconfig: str | None = None        # None: in a pod the service account, else $KUBECONFIG or ~/.kube/config
+    resync_seconds: float = 300          # between full relists of the Nodes
+    underlay_family: str | None = None   # of the Nodes' InternalIP; None: ipv6 for an IPv6-only cluster, else ipv4
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     cluster: Cluster
     local: Local
     nodes: tuple[Node, ...] = ()
     source: str = "file"
-    kubernetes: dict | None = None  # source options (kubeconfig path, ...)
+    kubernetes: Kubernetes = Kubernetes()
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:
@@ -167,3 +171,33 @@ class Config:
 
     def with_nodes(self, nodes) -> Config:
         return dataclasses.replace(self, nodes=tuple(sorted(nodes)))
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeDelta:
+    """What changed from one node set to another, by name."""
+    added: tuple[Node, ...] = ()
+    removed: tuple[Node, ...] = ()
+    changed: tuple[tuple[Node, Node], ...] = ()   # (old, new)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    @property
+    def names(self) -> set[str]:
+        return {n.name for n in self.added + self.removed} | {new.name for _, new in self.changed}
+
+
+def diff_nodes(old: Mapping[str, Node], new: Mapping[str, Node]) -> NodeDelta:
+    """The one comparison of two node sets (each by name): added and changed in `new`'s
+    order, removed in `old`'s.  O(nodes), but a node that is the very same object in
+    both costs an identity check (sources keep the Node objects of unchanged nodes)."""
+    added: list[Node] = []
+    changed: list[tuple[Node, Node]] = []
+    for name, n in new.items():
+        o = old.get(name)
+        if o is None:
+            added.append(n)
+        elif o is not n and o != n:
+            changed.append((o, n))
+    return NodeDelta(tuple(added), tuple(o for name, o in old.items() if name not in new), tuple(changed))

@@ -2,7 +2,7 @@
 
 `topology.config` takes from this table the keys each section accepts, the
 choices and the ranges it checks; the defaults are the fields of the model's
-dataclasses (`Cluster`, `Local`), read here, so a default is written once.
+dataclasses (`Cluster`, `Local`, `Kubernetes`), read here, so a default is written once.
 `tools/gen_reference.py` writes docs/reference/config.md from it, and the
 unit tests check that the shipped example configs name every key.
 
@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from .addresses import MAX_NODE_PREFIX6
-from .model import DATAPATHS, FAMILIES, MAX_VNI, MODES, SOURCES, TUNNELS, Cluster, Local
+from .model import DATAPATHS, FAMILIES, MAX_VNI, MODES, SOURCES, TUNNELS, Cluster, Kubernetes, Local
 
 NO_DEFAULT = None
 
@@ -88,7 +88,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("kubernetes.kubeconfig", "string (path)", "source: kubernetes: the kubeconfig to reach the API server",
            derived="in a pod the service account, else $KUBECONFIG or ~/.kube/config"),
     Option("kubernetes.resync_seconds", "number", "source: kubernetes: seconds between full relists of the Nodes",
-           default=300, range=(1, 86400)),
+           default=_default(Kubernetes, "resync_seconds"), range=(1, 86400)),
     Option("kubernetes.underlay_family", "one of",
            "source: kubernetes: the family of the Nodes' InternalIP that the tunnels use",
            choices=FAMILIES, derived="ipv6 for an IPv6-only cluster, else ipv4"),

@@ -23,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from topology.model import Cluster, Config, Local, Node
+from topology.model import Cluster, Config, Local, Node, diff_nodes
 
 from ..ovs.desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
 from ..ovs.diff import diff_flows, diff_rows
-from ..ovs.model import Flow, OvsState, PortSpec
+from ..ovs.model import OvsState, PortSpec
 from ..reconcile.plan import Plan
 
 
@@ -66,7 +66,7 @@ class Installed:
         ports = [*self.fixed.ports, *(p for part in self.peers.values() for p in part.ports)]
         return OvsState(self.fixed.bridge, tuple(sorted(ports, key=lambda p: p.name)))
 
-    def commit(self, delta: Delta) -> None:
+    def commit(self, delta: PeerChanges) -> None:
         """Record a delta that was applied successfully (never before)."""
         for name, part in delta.peers.items():
             old = self.peers.pop(name, None)
@@ -83,7 +83,7 @@ class Installed:
 
 
 @dataclasses.dataclass(frozen=True)
-class Delta:
+class PeerChanges:
     """The changes for a few nodes, and their new parts (None: no part any more)."""
     plan: Plan
     peers: Mapping[str, OvsState | None]
@@ -117,14 +117,11 @@ def node_map(config: Config) -> dict[str, Node]:
 def changed_names(installed: Installed, nodes: Mapping[str, Node]) -> set[str]:
     """Nodes added, removed or changed since `installed`.  O(nodes), but cheap: a
     source that keeps the Node objects of unchanged nodes makes it identity checks."""
-    old = installed.nodes
-    out = {name for name, n in nodes.items() if old.get(name) is not n and old.get(name) != n}
-    out.update(name for name in old if name not in nodes)
-    return out
+    return diff_nodes(installed.nodes, nodes).names
 
 
 def delta(installed: Installed, config: Config, names: Iterable[str],
-          nodes: dict[str, Node] | None = None) -> Delta:
+          nodes: dict[str, Node] | None = None) -> PeerChanges:
     """The row and flow changes that take the named nodes from their recorded parts
     to their parts in `config` (callers check `blocker` first).
 
@@ -154,7 +151,7 @@ def delta(installed: Installed, config: Config, names: Iterable[str],
     rows = diff_rows(_ports(want), _ports(have))
     flows = diff_flows(frozenset().union(*(p.flows for p in want)),
                        frozenset().union(*(p.flows for p in have)))
-    return Delta(Plan(ovsdb=tuple(rows), flows=tuple(flows)), parts, nodes)
+    return PeerChanges(Plan(ovsdb=tuple(rows), flows=tuple(flows)), parts, nodes)
 
 
 def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | None,
@@ -180,8 +177,3 @@ def parts_reusing(installed: Installed | None, config: Config, pod_mtu: int | No
 def _ports(parts: list[OvsState]) -> OvsState:
     ports: list[PortSpec] = [p for part in parts for p in part.ports]
     return OvsState(ports=tuple(ports))
-
-
-def flows_of(installed: Installed) -> frozenset[Flow]:
-    """Every flow in the record (tests compare it with OVS)."""
-    return installed.fixed.flows.union(*(p.flows for p in installed.peers.values()))

@@ -17,8 +17,8 @@ the record and applies only that (no dump, no OVSDB read, no full build); the
 record changes only after it succeeded.
 
 The parts: `schedule.Scheduler` (when: coalescing, backoff, resync),
-`parts.Inventory` (what: the source and the last good topology),
-`parts.NodeSession` (with what: the node's clients), `watch.OvsWatcher`
+`session.Inventory` (what: the source and the last good topology),
+`session.NodeSession` (with what: the node's clients), `watch.OvsWatcher`
 (noticing drift), `metrics` and `sdnotify` (telling others).  Failures are
 classified: bad input is logged once and the last good topology stays
 installed; everything else is transient and retried with capped exponential
@@ -28,7 +28,6 @@ restarted agent finds them converged.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import itertools
@@ -50,7 +49,7 @@ from .metrics import AgentMetrics, MetricsServer
 from .schedule import Pass, Reason, Scheduler
 from .sdnotify import SdNotify
 from .session import LOG, Inventory, NodeSession, NotReady, SayOnce
-from .watch import OvsWatcher
+from .watch import Expectations, OvsWatcher
 
 
 class Agent:
@@ -70,15 +69,11 @@ class Agent:
         self.metrics.inventory = lambda: (self.inventory.kept_out(), self.inventory.waiting)
         self.session = session or NodeSession()
         self.watch = watch
-        # Read by the watcher thread (plain attribute reads/writes).
-        self.rundir: str | None = None
-        self.expected_rows: OvsState | None = None
-        self.expected_flows: int | None = None
+        self.expected = Expectations()   # what OVS should hold: shared with the watcher thread
         self.reconciles = 0
         self.passes = {"full": 0, "incremental": 0}   # successful passes by kind
         self.installed: Installed | None = None      # what the last successes installed
         self.full_due = True                         # the next pass must be a full one
-        self.epoch = 0      # odd while a pass changes OVS (the watcher does not judge then)
         self._tunnels: dict[str, str] = {}   # peer -> its tunnel's health, for the metrics
         self.ready = False
         self._heartbeat = time.monotonic()
@@ -104,8 +99,8 @@ class Agent:
         self.source.start(self._on_source)
         cfg = self.source.config()
         if cfg is not None:
-            self.rundir = cfg.local.rundir
-        watcher = OvsWatcher(self) if self.watch else None
+            self.expected.update(rundir=cfg.local.rundir)
+        watcher = OvsWatcher(self.expected, self.session, self.kick) if self.watch else None
         if watcher is not None:
             watcher.start()
         if self.notifier.watchdog_seconds:
@@ -155,10 +150,11 @@ class Agent:
             return self._failed(e, start)
         self.say.forget("notready")
         try:
-            self.rundir = config.local.rundir
+            self.expected.update(rundir=config.local.rundir)
             node = self.session.open(config)
             if node.ovsdb is not self._ovsdb_seen:   # a new connection: nothing to compare with yet
-                self._ovsdb_seen, self.expected_rows, self.installed = node.ovsdb, None, None
+                self._ovsdb_seen, self.installed = node.ovsdb, None
+                self.expected.update(rows=None)
             if not node.ovsdb.connected():
                 self.session.note_connected(False)
                 raise ConnectionError(f"not connected to OVSDB at {config.local.ovsdb}")
@@ -175,20 +171,9 @@ class Agent:
                         time.monotonic() - start)
         return True
 
-    @contextlib.contextmanager
-    def _changing(self):
-        """Bracket a change of OVS: the watcher does not judge what it reads meanwhile."""
-        self.epoch += 1
-        try:
-            yield
-        finally:
-            self.epoch += 1
-
     def _full(self, node, config: Config) -> Result:
-        rec = node.reconciler()
-        installed = self.installed
-        rec.build_parts = lambda config, mtu, ofports: parts_reusing(installed, config, mtu, ofports)
-        with self._changing():
+        rec = node.reconciler(functools.partial(parts_reusing, self.installed))
+        with self.expected.changing():
             result = rec.apply()
             observed = result.observed
             self.installed = Installed.after_full_pass(config, result.parts, observed.ofports,
@@ -197,8 +182,8 @@ class Agent:
             # What the watcher compares with comes from the desired state, not from
             # a read after apply: a read could already miss a row or flow someone
             # deleted since, and so hide that loss.
-            self.expected_flows = len(result.desired.flows)
-            self.expected_rows = OvsState(result.desired.bridge, result.desired.ports)
+            self.expected.update(flows=len(result.desired.flows),
+                                 rows=OvsState(result.desired.bridge, result.desired.ports))
         self._tunnels = {}
         self._update_tunnels(config, node, list(self.installed.peers))
         return result
@@ -215,14 +200,15 @@ class Agent:
         rec = self.installed
         assert rec is not None   # blocker() above said there is a record
         d = delta(rec, config, changed_names(rec, nodes), nodes)
-        with self._changing():
+        with self.expected.changing():
             result = node.reconciler().apply_delta(d.plan)
             if result.problems:   # a port not at its number: the flows would miss it
                 raise IncrementalFailed("; ".join(result.problems))
             rec.commit(d)
-            self.expected_flows = rec.flow_count
             if d.plan.ovsdb:
-                self.expected_rows = rec.rows()
+                self.expected.update(flows=rec.flow_count, rows=rec.rows())
+            else:
+                self.expected.update(flows=rec.flow_count)
         self._update_tunnels(config, node, d.names)
         return result
 
@@ -241,7 +227,8 @@ class Agent:
     def _succeeded(self, config: Config, result, kind: str, why: str, loud: bool, seconds: float) -> None:
         self.reconciles += 1
         n = len(result.changes)
-        self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=self.expected_flows or 0,
+        flows = self.expected.now().flows
+        self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=flows or 0,
                             tunnels=self._tunnels.items(), kind=kind,
                             families=self._family_stats(config))
         why = f"{why}; {kind}" if kind != "full" else why
@@ -258,7 +245,7 @@ class Agent:
         elif self.say.forget("problems"):
             LOG.info("problems after reconcile are gone")
         write_status(config.local.rundir, result, kind)
-        status = f"converged: {len(self._tunnels)} peers, {self.expected_flows} flows"
+        status = f"converged: {len(self._tunnels)} peers, {flows} flows"
         if not self.ready:
             self.ready = True
             self.notifier.ready(status)

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 from topology.errors import InputError
 from topology.model import Config
 from topology.nodes import missing_subnets
-from topology.options import option
 
 from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
@@ -17,7 +16,9 @@ if TYPE_CHECKING:  # imported when first used: the Kubernetes client is slow to 
     from ..sources.kubernetes_source import KubernetesSource
 
 LOG = logging.getLogger("ovs_mesh.agent")
-OVSDB_TIMEOUT = 10.0          # seconds for one OVSDB transaction
+# Seconds one OVSDB transaction of the agent may take: shorter than a command's
+# (ovsdb_client.connection.TIMEOUT), since a failed pass is retried with backoff.
+AGENT_OVSDB_TIMEOUT = 10.0
 RECREATE_CLIENT_AFTER = 15.0  # seconds disconnected before we build a new OVSDB client
 
 
@@ -107,7 +108,7 @@ class Inventory:
         if file_cfg.source != "kubernetes":
             self.stop_kube()
             return file_cfg
-        key = (file_cfg.cluster, file_cfg.local.node, tuple(sorted((file_cfg.kubernetes or {}).items())))
+        key = (file_cfg.cluster, file_cfg.local.node, file_cfg.kubernetes)
         if self._kube is None or key != self._kube_key:
             self.stop_kube()
             self._kube = self.kube_factory(file_cfg)
@@ -127,10 +128,7 @@ class Inventory:
 def _kubernetes_source(file_cfg: Config):
     from ..sources.kubernetes_source import KubernetesSource
 
-    opts = file_cfg.kubernetes or {}
-    resync = opts.get("resync_seconds", option("kubernetes.resync_seconds").default)
-    return KubernetesSource(file_cfg.cluster, opts.get("kubeconfig"), resync_seconds=resync,
-                            underlay_family=opts.get("underlay_family"), local_node=file_cfg.local.node)
+    return KubernetesSource(file_cfg.cluster, file_cfg.kubernetes, local_node=file_cfg.local.node)
 
 
 def clients_key(config: Config) -> tuple:
@@ -144,7 +142,7 @@ class NodeSession:
     reconciler rebuilt when the config changes in more than its peers."""
 
     def __init__(self, connect=None, opener=open_node, clock=time.monotonic):
-        self.connect = connect or (lambda local: connect_ovsdb(local, OVSDB_TIMEOUT))
+        self.connect = connect or (lambda local: connect_ovsdb(local, AGENT_OVSDB_TIMEOUT))
         self.opener, self.clock = opener, clock
         self.ovsdb = None             # read by the watcher thread
         self.node: NodeClients | None = None

@@ -11,15 +11,21 @@ Three cheap checks, run by one thread every 0.1 s:
   cookie; a count different from the last desired state's means flows were
   lost or added behind our back.
 
-What was read while a pass was changing OVS (`Agent.epoch` moved or is odd)
-is not judged, but read again: the agent's own changes are not drift.
-The watcher only calls `kick(reason, detail, reset_backoff)`: the worker does the work.
+What the watcher compares with comes from the agent through `Expectations`,
+a small locked object: the worker writes it, the watcher reads one consistent
+snapshot (`Expected`) per check.  What was read while a pass was changing OVS
+(the epoch moved or is odd) is not judged, but read again: the agent's own
+changes are not drift.  The watcher only calls `kick(reason, detail,
+reset_backoff)`: the worker does the work.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 
 from ..ovs.model import BRIDGE, OvsState
 from ..ovs.openflow import OpenFlow
@@ -35,15 +41,60 @@ def owned_rows(client) -> OvsState:
     return OvsState(owned.bridge, owned.ports)
 
 
-def settled(agent, epoch: int) -> bool:
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """What OVS should hold after the agent's last pass, as the watcher reads it at once."""
+    rundir: str | None = None        # where ovs-vswitchd's pidfile and the bridge's socket are
+    rows: OvsState | None = None     # our bridge and ports (None: nothing to compare with yet)
+    flows: int | None = None         # how many flows carry our cookie (None: not known yet)
+    epoch: int = 0                   # odd while a pass changes OVS
+
+
+class Expectations:
+    """The one object the agent's worker and its watcher share: the worker sets what
+    OVS should hold and brackets its changes (`changing`), the watcher takes a
+    snapshot (`now`).  Every access holds the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._now = Expected()
+
+    def now(self) -> Expected:
+        with self._lock:
+            return self._now
+
+    def update(self, **fields) -> None:
+        """Set some of `Expected`'s fields (rundir, rows, flows)."""
+        with self._lock:
+            self._now = dataclasses.replace(self._now, **fields)
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[None]:
+        """Bracket a change of OVS: the watcher does not judge what it reads meanwhile."""
+        self._step()
+        try:
+            yield
+        finally:
+            self._step()
+
+    def _step(self) -> None:
+        with self._lock:
+            self._now = dataclasses.replace(self._now, epoch=self._now.epoch + 1)
+
+
+def settled(expected: Expectations, epoch: int) -> bool:
     """No pass changed OVS since `epoch` was read, nor was one changing it then
-    (`Agent.epoch` is odd while a pass changes OVS): what was read can be judged."""
-    return epoch % 2 == 0 and agent.epoch == epoch
+    (the epoch is odd while a pass changes OVS): what was read can be judged."""
+    return epoch % 2 == 0 and expected.now().epoch == epoch
 
 
 class OvsWatcher:
-    def __init__(self, agent, interval: float = 0.1, flow_interval: float = 0.5):
-        self.agent = agent
+    """`expected`: what the agent installed; `session`: its NodeSession (the OVSDB client,
+    `note_connected`); `kick`: the agent's `kick`."""
+
+    def __init__(self, expected: Expectations, session, kick: Callable[..., None],
+                 interval: float = 0.1, flow_interval: float = 0.5):
+        self.expected, self.session, self.kick = expected, session, kick
         self.interval, self.flow_interval = interval, flow_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ovs-watch", daemon=True)
@@ -57,7 +108,8 @@ class OvsWatcher:
 
     def _run(self) -> None:
         self._last_client = self._last_seqno = self._last_change = None
-        self._last_pid = daemon_pid(self.agent.rundir, "ovs-vswitchd") if self.agent.rundir else None
+        rundir = self.expected.now().rundir
+        self._last_pid = daemon_pid(rundir, "ovs-vswitchd") if rundir else None
         self._flows_seen = True
         self._next_flow_check = 0.0
         self._failing: set[str] = set()
@@ -72,8 +124,7 @@ class OvsWatcher:
                         LOG.warning("OVS watcher: %s failed", check.__name__, exc_info=True)
 
     def _check_ovsdb(self) -> None:
-        a = self.agent
-        client = a.session.ovsdb
+        client = self.session.ovsdb
         if client is None:
             return
         if client is not self._last_client:
@@ -82,43 +133,41 @@ class OvsWatcher:
         seqno = client.session_seqno()
         if connected and seqno != self._last_seqno:
             self._last_seqno = seqno
-            a.kick(Reason.OVSDB_RECONNECTED, reset_backoff=True)
+            self.kick(Reason.OVSDB_RECONNECTED, reset_backoff=True)
         elif connected and client.change_seqno() != self._last_change:
-            epoch, change = a.epoch, client.change_seqno()
-            expected = a.expected_rows
-            differs = expected is not None and owned_rows(client) != expected
-            if not settled(a, epoch):
+            expected, change = self.expected.now(), client.change_seqno()
+            differs = expected.rows is not None and owned_rows(client) != expected.rows
+            if not settled(self.expected, expected.epoch):
                 self._last_change = None    # the agent was changing OVS: look again next turn
             else:
                 self._last_change = change
                 if differs:
-                    a.kick(Reason.OVSDB_ROWS)
-        a.session.note_connected(connected)
+                    self.kick(Reason.OVSDB_ROWS)
+        self.session.note_connected(connected)
 
     def _check_vswitchd(self) -> None:
-        a = self.agent
-        rundir = a.rundir
+        expected = self.expected.now()
+        rundir = expected.rundir
         if not rundir:
             return
         pid = daemon_pid(rundir, "ovs-vswitchd")
         if pid != self._last_pid:
             if pid is not None:
-                a.kick(Reason.VSWITCHD_STARTED, f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
+                self.kick(Reason.VSWITCHD_STARTED, f"ovs-vswitchd (re)started as pid {pid}", reset_backoff=True)
             else:
                 LOG.warning("ovs-vswitchd is not running (no live pid in %s)", rundir)
             self._last_pid = pid
         now = time.monotonic()
-        if pid is None or now < self._next_flow_check or a.expected_flows is None:
+        if pid is None or now < self._next_flow_check or expected.flows is None:
             return
         self._next_flow_check = now + self.flow_interval
-        epoch, expected = a.epoch, a.expected_flows
         count = OpenFlow(rundir, BRIDGE).count()
         if count is None:
             self._flows_seen = False
             return
-        if not settled(a, epoch):
+        if not settled(self.expected, expected.epoch):
             return   # the agent was changing flows: count again next turn
-        if count != expected:
-            a.kick(Reason.FLOWS, f"{count} flows with our cookie, expected {expected}",
-                   reset_backoff=not self._flows_seen)
+        if count != expected.flows:
+            self.kick(Reason.FLOWS, f"{count} flows with our cookie, expected {expected.flows}",
+                      reset_backoff=not self._flows_seen)
         self._flows_seen = True

@@ -6,6 +6,7 @@ detected before anything is touched.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -75,13 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_extra_commands(sub) -> None:
-    """Commands that live in their own modules register here."""
+    """Commands that live in their own modules register here.  They are loaded by name
+    (nothing in the product imports `lab`); one that fails to import is an error, not
+    a command quietly missing from the CLI."""
     for module in ("ovs_mesh.lab.commands", "ovs_mesh.agent.commands"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ImportError:
-            continue
-        mod.register(sub)
+        importlib.import_module(module).register(sub)
 
 
 def print_result(result, as_json: bool, verb: str, config) -> None:

@@ -15,8 +15,9 @@ from ..reconcile.status_file import read_status
 def tunnels(config, client) -> list[dict]:
     """Each peer with its tunnel port and that port's health (BFD state in port mode).
 
-    One pass over the Interface table, whatever the number of peers: the agent
-    calls this after every reconcile."""
+    One pass over the Interface table, whatever the number of peers.  The `status`
+    command's view; the agent keeps the same per-peer health for its metrics from
+    its record (`Agent._update_tunnels`), only for the peers a pass changed."""
     c = config.cluster
     peers = [(p, tunnel_port_name(c.tunnel) if c.mode == "flow" else peer_port_name(c.tunnel, p.name))
              for p in peers_of(c, config.nodes, config.local.node)]

@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 
 from topology.config import ConfigError, parse_config
-from topology.model import Cluster, Config, Node
+from topology.model import Cluster, Config, Node, NodeDelta, diff_nodes
 from topology.nodes import Entry, node_entry
 
 from .file import MAX_ALIAS_NODES, MAX_NODES, build, config_from_bytes, decode
@@ -74,22 +74,6 @@ class _Piece:
             self.checked, self.cluster = node_entry(self.value[0], cluster), cluster   # a 1-item list
         assert self.checked is not None   # set with self.cluster
         return self.checked
-
-
-@dataclasses.dataclass(frozen=True)
-class Delta:
-    """What changed between two good configs' nodes, by name (None from `ConfigItems.delta`:
-    unknown, treat everything as changed)."""
-    added: tuple[Node, ...] = ()
-    removed: tuple[Node, ...] = ()
-    changed: tuple[tuple[Node, Node], ...] = ()   # (old, new)
-
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.changed)
-
-    @property
-    def names(self) -> set[str]:
-        return {n.name for n in self.added + self.removed} | {new.name for _, new in self.changed}
 
 
 _NODES = re.compile(r"^nodes: *\n", re.M)
@@ -178,7 +162,8 @@ class ConfigItems:
         self._cluster: Cluster | None = None
         # The last good config, with its entry texts and their pieces (None: by the full parse).
         self._good: tuple[list[str] | None, dict[str, _Piece], Config] | None = None
-        self.delta: Delta | None = None     # from the previous good config to the last one (None: unknown)
+        # from the previous good config's nodes to the last one's (None: unknown, treat all as changed)
+        self.delta: NodeDelta | None = None
         self.fast = False                   # the last parse took the fast path
         self.fallback: str | None = None    # why it did not (for a good file: read whole on every edit)
 
@@ -259,7 +244,7 @@ class ConfigItems:
         return _Piece(value, stats["nodes"], stats["aliased"])
 
     # -- what changed ---------------------------------------------------------------
-    def _delta(self, texts: list[str] | None, config: Config) -> Delta | None:
+    def _delta(self, texts: list[str] | None, config: Config) -> NodeDelta | None:
         """Nodes added, removed, changed since the last good config, found from the entry
         texts that changed (O(changed)); None when that is not known."""
         if self._good is None:
@@ -279,14 +264,8 @@ class ConfigItems:
         cluster = self._cluster if cluster == self._cluster else cluster
         before = {e.node.name: e.node for t in gone if (e := old_pieces[t].entry(cluster)).node is not None}
         after = {e.node.name: e.node for t in new if (e := self._pieces[t].entry(cluster)).node is not None}
-        return Delta(added=tuple(n for k, n in sorted(after.items()) if k not in before),
-                     removed=tuple(n for k, n in sorted(before.items()) if k not in after),
-                     changed=tuple((before[k], n) for k, n in sorted(after.items())
-                                   if k in before and before[k] != n))
+        return diff_nodes(dict(sorted(before.items())), dict(sorted(after.items())))
 
 
-def _by_name(old: tuple[Node, ...], new: tuple[Node, ...]) -> Delta:
-    a, b = {n.name: n for n in old}, {n.name: n for n in new}
-    return Delta(added=tuple(n for k, n in b.items() if k not in a),
-                 removed=tuple(n for k, n in a.items() if k not in b),
-                 changed=tuple((a[k], n) for k, n in b.items() if k in a and a[k] != n))
+def _by_name(old: tuple[Node, ...], new: tuple[Node, ...]) -> NodeDelta:
+    return diff_nodes({n.name: n for n in old}, {n.name: n for n in new})

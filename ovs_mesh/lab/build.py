@@ -160,11 +160,6 @@ def restart_agent(st: LabState, node: Node | str, sig: int = signal.SIGTERM) -> 
     return agents.restart(st, _node(st, node), sig)
 
 
-def stop_agent(st: LabState, node: Node | str, sig: int = signal.SIGTERM) -> int | None:
-    """Stop a node's agent (the mesh it installed stays); returns its pid, None if none ran."""
-    return agents.stop(_node(st, node), sig)
-
-
 def apply_all(st: LabState, progress=print) -> list[str]:
     """Make every node still in the (possibly edited) topology file follow it.
 

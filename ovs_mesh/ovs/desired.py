@@ -58,7 +58,6 @@ from .model import (
 )
 
 PORT_PREFIX = {"vxlan": "vx-", "gre": "gre-", "geneve": "gnv-"}
-DATAPATH_TYPE = {"system": "system", "netdev": "netdev", "dummy": "dummy"}
 
 
 def tunnel_port_name(tunnel: str) -> str:
@@ -159,7 +158,7 @@ def fixed_part(config: Config, pod_mtu: int | None = None) -> OvsState:
     """The bridge, flow mode's one tunnel port, and the flows that belong to no peer:
     a function of the cluster settings and the local node only."""
     c = config.cluster
-    bridge = BridgeSpec(name=BRIDGE, datapath_type=DATAPATH_TYPE[config.local.datapath],
+    bridge = BridgeSpec(name=BRIDGE, datapath_type=config.local.datapath,
                         rstp_enable=c.mode == "stp", mtu_request=pod_mtu)
     ports: tuple[PortSpec, ...] = ()
     if c.mode == "flow":

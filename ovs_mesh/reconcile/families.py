@@ -17,7 +17,7 @@ from ipaddress import ip_network
 from topology.mesh import peers_of
 from topology.model import FAMILIES, Config
 
-from ..ovs.model import T_TO_PEERS, Flow
+from ..ovs.model import T_TO_PEERS, BridgeChange, Flow, FlowChange, PortChange
 
 _V4_PROTOS = {"ip", "arp", "icmp", "tcp", "udp", "sctp"}
 _V6_PROTOS = {"ipv6", "icmp6", "tcp6", "udp6", "sctp6"}
@@ -40,18 +40,27 @@ def match_family(match: str) -> str | None:
 
 
 def change_family(change) -> str | None:
-    """The family a change of `plan`/`apply` is about (None: not about one)."""
-    kind = getattr(change, "kind", "")
-    if kind == "flow":
+    """The family a change of `plan`/`apply` is about (None: not about one): a flow's by its
+    match, a host address's, route's or sysctl's by the name it prints."""
+    if isinstance(change, FlowChange):
         flow = change.new if change.new is not None else change.old
+        assert flow is not None   # a flow change has an old flow, a new one, or both
         return match_family(flow.match)
-    name = str(getattr(change, "name", ""))
-    if kind in ("address", "route"):
+    if isinstance(change, (BridgeChange, PortChange)):
+        return None
+    # Imported here: host.model loads the netlink adapter, which the offline commands never
+    # need; a host change only exists once the host layer is loaded.
+    from ..host.model import Address, HostChange, HostRoute, Sysctl
+
+    if not isinstance(change, HostChange):
+        return None
+    name = change.name
+    if isinstance(change.obj, (Address, HostRoute)):
         try:
             return "ipv6" if ip_network(name.split()[0], strict=False).version == 6 else "ipv4"
         except (ValueError, IndexError):
             return None
-    if kind == "sysctl":
+    if isinstance(change.obj, Sysctl):
         return "ipv6" if ".ipv6." in name else "ipv4" if ".ipv4." in name else None
     return None
 

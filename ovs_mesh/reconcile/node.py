@@ -9,17 +9,16 @@ from __future__ import annotations
 import dataclasses
 
 from ovsdb_client import OvsdbClient
+from ovsdb_client.connection import TIMEOUT
 from topology.model import Config, Local
 
 from ..ovs.model import BRIDGE
 from ..ovs.openflow import OpenFlow
 from .clients import Flows, Host, OvsdbRows
-from .reconciler import Reconciler
-
-OVSDB_TIMEOUT = 30.0   # seconds for one OVSDB transaction
+from .reconciler import BuildParts, Reconciler
 
 
-def connect_ovsdb(local: Local, timeout: float = OVSDB_TIMEOUT) -> OvsdbClient:
+def connect_ovsdb(local: Local, timeout: float = TIMEOUT) -> OvsdbClient:
     """The OVSDB client of this node: its remote, with its SSL files for ssl: remotes."""
     return OvsdbClient(local.ovsdb, timeout=timeout, ssl=(local.ssl_key, local.ssl_cert, local.ssl_ca))
 
@@ -33,8 +32,9 @@ class NodeClients:
     host: Host | None = None   # host.HostLayer when local.host
     owns_ovsdb: bool = True
 
-    def reconciler(self) -> Reconciler:
-        return Reconciler(self.config, self.ovsdb, self.flows, self.host)
+    def reconciler(self, build_parts: BuildParts | None = None) -> Reconciler:
+        """A Reconciler over these clients; `build_parts` replaces `desired.build_parts`."""
+        return Reconciler(self.config, self.ovsdb, self.flows, self.host, build_parts)
 
     def close(self) -> None:
         """Release the host layer, and the OVSDB connection if this node opened it."""
@@ -45,7 +45,7 @@ class NodeClients:
             self.ovsdb.close()
 
 
-def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float = OVSDB_TIMEOUT) -> NodeClients:
+def open_node(config: Config, ovsdb: OvsdbClient | None = None, timeout: float = TIMEOUT) -> NodeClients:
     """Connect to this node's OVS (or reuse `ovsdb`, which the caller keeps) and build its clients.
     Raises OvsdbUnavailable when OVSDB cannot be reached."""
     owns = ovsdb is None

@@ -12,33 +12,40 @@ import contextlib
 import dataclasses
 import gc
 import time
+from collections.abc import Callable, Mapping
 
 from topology.errors import NotOurs
 from topology.model import Config
 
 from ..ovs import desired as desired_mod
-from ..ovs.model import BRIDGE, OvsState
+from ..ovs.model import BRIDGE, OvsState, PortChange
 from .clients import Flows, Host, OvsdbRows
 from .plan import Observed, Plan, Result, diff
 
 DEFAULT_UNDERLAY_MTU = 1500
 
+# How a pass builds the desired state by part: (config, pod_mtu, ofports) -> Parts.
+BuildParts = Callable[[Config, "int | None", Mapping[str, int]], desired_mod.Parts]
+
 
 @contextlib.contextmanager
-def gc_paused():
-    """Python's cyclic GC off for one full pass.  A pass allocates ~100 000 objects that
-    form no cycles (each dumped flow parsed, each desired flow built: 70 000 at 5000
-    dual-stack peers), so the collector would run hundreds of times and traverse the
-    whole heap (config, OVSDB cache, both flow sets) a few times over to free nothing:
-    0.05-0.4 s of a 0.5 s no-op pass.  It resumes afterwards (in another thread too:
-    a pass that finds it off leaves it off)."""
-    was = gc.isenabled()
-    gc.disable()
+def long_lived_frozen():
+    """What exists before a full pass (modules, config, OVSDB cache, the agent's record)
+    is left out of the cyclic GC's traversals while the pass runs (`gc.freeze`).
+
+    A pass allocates ~100 000 objects that form no cycles (each dumped flow parsed, each
+    desired flow built: 70 000 at 5000 dual-stack peers), so the collector runs many
+    times during it; without this, each full collection would traverse the whole heap
+    to free nothing (0.05-0.4 s of a 0.5 s no-op pass).  The collector stays on, for
+    every thread: it still collects what is allocated meanwhile, and after the pass the
+    older objects are its again (`gc.unfreeze`), so cycles among them are still freed.
+    Passes do not nest.  The agent freezes again what a full pass leaves, once it has
+    collected (`agent.loop.freeze_long_lived`), so that its incremental passes skip it too."""
+    gc.freeze()
     try:
         yield
     finally:
-        if was:
-            gc.enable()
+        gc.unfreeze()
 
 
 class ReconcileError(NotOurs):
@@ -46,13 +53,14 @@ class ReconcileError(NotOurs):
 
 
 class Reconciler:
-    def __init__(self, config: Config, ovsdb: OvsdbRows, openflow: Flows, host: Host | None = None):
+    def __init__(self, config: Config, ovsdb: OvsdbRows, openflow: Flows, host: Host | None = None,
+                 build_parts: BuildParts | None = None):
         self.config = config
         self.ovsdb = ovsdb
         self.openflow = openflow
         self.host = host  # host networking layer (None: manage OVS only)
-        # config, pod_mtu, ofports -> desired.Parts (the agent passes one that reuses its record)
-        self.build_parts = desired_mod.build_parts
+        # builds the desired state by part (the agent passes one that reuses its record)
+        self.build_parts: BuildParts = build_parts or desired_mod.build_parts
 
     def observe(self) -> Observed:
         owned = self.ovsdb.read(BRIDGE)
@@ -74,7 +82,7 @@ class Reconciler:
         return self.build_parts(self.config, pod_mtu or self.pod_mtu(), observed.ofports)
 
     def plan(self, teardown: bool = False, observed: Observed | None = None) -> Result:
-        with gc_paused():
+        with long_lived_frozen():
             observed = observed or self.observe()
             _, _, plan = self._plan(observed, teardown)
         return Result(plan, observed.problems)
@@ -99,7 +107,7 @@ class Reconciler:
 
     def apply(self, teardown: bool = False) -> Result:
         start = time.monotonic()
-        with gc_paused():
+        with long_lived_frozen():
             observed = self.observe()
             if observed.refusal is not None:
                 raise ReconcileError(str(observed.refusal))
@@ -131,7 +139,7 @@ class Reconciler:
         rows = list(plan.ovsdb)
         result.ovsdb_transactions = self.ovsdb.apply(BRIDGE, rows)
         result.flow_changes = self.openflow.apply(list(plan.flows))
-        placed = [ch.new for ch in rows if ch.new is not None and ch.kind == "port"]
+        placed = [ch.new for ch in rows if ch.new is not None and isinstance(ch, PortChange)]
         if placed:
             health = self.ovsdb.health(p.name for p in placed)
             result.problems = [f"port {p.name}: ofport {health[p.name].ofport} is not the requested "

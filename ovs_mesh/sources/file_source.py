@@ -38,9 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ovs_mesh.config.file import read_bytes
-from ovs_mesh.config.items import ConfigItems, Delta
+from ovs_mesh.config.items import ConfigItems
 from topology.config import ConfigError
-from topology.model import Config, Node
+from topology.model import Config, Node, NodeDelta
 
 LOG = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -61,7 +61,7 @@ class FileSource:
         self.require_local = require_local
         self._config: Config | None = None
         self._items = ConfigItems()
-        self.delta: Delta | None = None   # of the last change of the good config (None: not known)
+        self.delta: NodeDelta | None = None   # of the last change of the good config (None: not known)
         self._identity = None
         self._digest: bytes | None = None
         self._bad_digest: bytes | None = None

@@ -8,7 +8,7 @@ import logging
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import MaxRetryError
 
-from topology.model import Node
+from topology.model import Node, diff_nodes
 
 from .kube_nodes import describe as describe_node
 
@@ -16,15 +16,16 @@ log = logging.getLogger("ovs_mesh.sources.kubernetes_source")
 
 
 def log_change(old: tuple[Node, ...], new: tuple[Node, ...]) -> None:
-    before, after = {n.name: n for n in old}, {n.name: n for n in new}
+    """One line per peer added, changed (in `new`'s order) and removed."""
+    d = diff_nodes({n.name: n for n in old}, {n.name: n for n in new})
+    added, changed = {n.name for n in d.added}, {n.name for _, n in d.changed}
     for n in new:
-        if n.name not in before:
+        if n.name in added:
             log.info("kubernetes: peer added: %s", describe_node(n))
-        elif before[n.name] != n:
+        elif n.name in changed:
             log.info("kubernetes: peer changed: %s", describe_node(n))
-    for n in old:
-        if n.name not in after:
-            log.info("kubernetes: peer removed: %s", n.name)
+    for n in d.removed:
+        log.info("kubernetes: peer removed: %s", n.name)
 
 
 def describe(e: Exception) -> str:

@@ -29,10 +29,8 @@ def list_nodes(config: Config, source_factory=None) -> Inventory:
         return Inventory(config)
     from .kubernetes_source import KubernetesSource
 
-    opts = config.kubernetes or {}
     make = source_factory or KubernetesSource
-    src = make(config.cluster, opts.get("kubeconfig"), resync_seconds=opts.get("resync_seconds", 300),
-               underlay_family=opts.get("underlay_family"), local_node=config.local.node)
+    src = make(config.cluster, config.kubernetes, local_node=config.local.node)
     log = logging.getLogger("ovs_mesh.sources.kubernetes_source")
     level = log.level
     log.setLevel(logging.ERROR)   # the command prints what matters; the agent's log lines are not for it

@@ -55,7 +55,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from topology.config import ConfigError
 from topology.errors import Transient
-from topology.model import FAMILIES, Cluster, Node
+from topology.model import Cluster, Kubernetes, Node
 
 from .kube_messages import describe, log_change, oneline
 from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, default_underlay_family, node_object, validate
@@ -106,29 +106,22 @@ def _rv(obj: Any) -> str | None:
 class KubernetesSource:
     """Peers from the Kubernetes Node list/watch; see the module docstring."""
 
-    def __init__(self, cluster: Cluster, kubeconfig: str | None = None, *, resync_seconds: float = 300,
-                 api_client=None, watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
-                 request_timeout: float = 30.0, underlay_family: str | None = None, local_node: str | None = None):
-        errors = []
-        if isinstance(resync_seconds, bool) or not isinstance(resync_seconds, (int, float)) \
-                or not 1 <= resync_seconds <= 86400:
-            errors.append(f"kubernetes.resync_seconds: {resync_seconds}: must be a number of seconds "
-                          "between 1 and 86400")
-        if kubeconfig is not None and (not isinstance(kubeconfig, str) or not kubeconfig):
-            errors.append(f"kubernetes.kubeconfig: {kubeconfig}: must be a file path")
-        if underlay_family is not None and underlay_family not in FAMILIES:
-            errors.append(f"kubernetes.underlay_family: {underlay_family}: must be one of {', '.join(FAMILIES)}")
-        if errors:
-            raise ConfigError(errors)
+    def __init__(self, cluster: Cluster, options: Kubernetes | None = None, *, api_client=None,
+                 watch_timeout_seconds: int = 240, backoff: tuple[float, float] = (0.5, 30.0),
+                 request_timeout: float = 30.0, local_node: str | None = None):
+        """`options`: the config's `kubernetes:` section, as the config reader checked it.
+        `local_node`: this node's name, never displaced by another Node's claim
+        (kube_nodes.seniority)."""
+        options = options if options is not None else Kubernetes()
         self.cluster = cluster
-        self.local_node = local_node   # never displaced by another Node's claim (kube_nodes.seniority)
-        self.underlay_family = underlay_family or default_underlay_family(cluster)
-        self.resync_seconds = resync_seconds
+        self.local_node = local_node
+        self.underlay_family = options.underlay_family or default_underlay_family(cluster)
+        self.resync_seconds = options.resync_seconds
         self.watch_timeout_seconds = int(watch_timeout_seconds)
         self.backoff_initial, self.backoff_max = backoff
         self.request_timeout = request_timeout
         self._own_client = api_client is None
-        self._api_client = api_client if api_client is not None else _load_api_client(kubeconfig)
+        self._api_client = api_client if api_client is not None else _load_api_client(options.kubeconfig)
         self._api = k8s_client.CoreV1Api(self._api_client)
         self._lock = threading.Lock()
         self._stop = threading.Event()

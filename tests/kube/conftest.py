@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from ovs_mesh.sources.kubernetes_source import KubernetesSource
-from topology.model import Cluster
+from topology.model import Cluster, Kubernetes
 
 
 class Notifications:
@@ -22,14 +22,16 @@ class Notifications:
 
 @pytest.fixture
 def start_source(kubeconfig, monkeypatch):
-    """start_source(cluster=..., **kwargs) -> (source, notifications); stopped at teardown."""
+    """start_source(cluster=..., **kwargs) -> (source, notifications); stopped at teardown.
+    Keyword arguments named like a `kubernetes:` key go to the options, the rest to the source."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     started = []
 
     def start(cluster: Cluster | None = None, **kwargs):
         kwargs.setdefault("backoff", (0.05, 0.3))
         kwargs.setdefault("request_timeout", 5.0)
-        src = KubernetesSource(cluster or Cluster(), kubeconfig, **kwargs)
+        opts = {k: kwargs.pop(k) for k in ("resync_seconds", "underlay_family") if k in kwargs}
+        src = KubernetesSource(cluster or Cluster(), Kubernetes(kubeconfig=kubeconfig, **opts), **kwargs)
         started.append(src)
         notes = Notifications()
         src.start(notes)

@@ -10,7 +10,6 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
-from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from tests.helpers import wait_for
 from tests.kube.fake_apiserver import make_node
 from topology.config import ConfigError
@@ -183,9 +182,13 @@ def test_underlay_family_option_picks_the_ipv6_internal_ip(apiserver, start_sour
                                    "address: the underlay is IPv6"), what="the skip line")
 
 
-def test_bad_underlay_family_is_a_config_error(kubeconfig):
+def test_bad_underlay_family_is_a_config_error():
+    from topology.config import parse_config
+
+    doc = {"cluster": {"cidr": "10.244.0.0/16,fd00:10:244::/56"}, "source": "kubernetes",
+           "kubernetes": {"underlay_family": "ipv5"}, "local": {"node": "node-1"}}
     with pytest.raises(ConfigError, match=re.escape("kubernetes.underlay_family: ipv5: must be one of ipv4, ipv6")):
-        KubernetesSource(DUAL, kubeconfig, underlay_family="ipv5")
+        parse_config(doc)
 
 
 def test_underlay_family_in_the_config_file_reaches_the_source(kubeconfig):

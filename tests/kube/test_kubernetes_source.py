@@ -16,8 +16,8 @@ from kubernetes import client as k8s_client
 from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from tests.helpers import wait_for
 from tests.kube.fake_apiserver import make_node, timestamp
-from topology.config import ConfigError
-from topology.model import Cluster, Node
+from topology.config import ConfigError, parse_config
+from topology.model import Cluster, Kubernetes, Node
 
 LOGGER = "ovs_mesh.sources.kubernetes_source"
 
@@ -290,7 +290,7 @@ def test_unauthorized_is_retried_and_nodes_stay_none(apiserver, tmp_path, monkey
     path = apiserver.kubeconfig(str(tmp_path / "kc"))
     text = open(path).read().replace("ovs-mesh-test-token", "wrong")
     open(path, "w").write(text)
-    src = KubernetesSource(Cluster(), path, backoff=(0.05, 0.2))
+    src = KubernetesSource(Cluster(), Kubernetes(kubeconfig=path), backoff=(0.05, 0.2))
     try:
         src.start(lambda: None)
         wait_for(lambda: src.failures >= 2, what="failed attempts")
@@ -303,11 +303,11 @@ def test_unauthorized_is_retried_and_nodes_stay_none(apiserver, tmp_path, monkey
 def test_missing_kubeconfig_is_a_config_error(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ConfigError, match=r"kubernetes.kubeconfig: .*/nope: no such file"):
-        KubernetesSource(Cluster(), str(tmp_path / "nope"))
+        KubernetesSource(Cluster(), Kubernetes(kubeconfig=str(tmp_path / "nope")))
     bad = tmp_path / "bad"
     bad.write_text("clusters: [\n")
     with pytest.raises(ConfigError, match=r"kubernetes.kubeconfig: .*/bad"):
-        KubernetesSource(Cluster(), str(bad))
+        KubernetesSource(Cluster(), Kubernetes(kubeconfig=str(bad)))
 
 
 def test_periodic_resync_relists(apiserver, start_source):
@@ -352,7 +352,7 @@ def test_in_cluster_config_is_used_in_a_pod(tmp_path, monkeypatch):
 def test_explicit_kubeconfig_wins_inside_a_pod(apiserver, kubeconfig, monkeypatch):
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     apiserver.add(node(1))
-    src = KubernetesSource(Cluster(), kubeconfig, backoff=(0.05, 0.3))
+    src = KubernetesSource(Cluster(), Kubernetes(kubeconfig=kubeconfig), backoff=(0.05, 0.3))
     try:
         src.start(lambda: None)
         expect(src, peers(n(1)))
@@ -360,15 +360,16 @@ def test_explicit_kubeconfig_wins_inside_a_pod(apiserver, kubeconfig, monkeypatc
         src.stop()
 
 
-@pytest.mark.parametrize("kwargs, text", [
+@pytest.mark.parametrize("section, text", [
     ({"resync_seconds": "often"}, "kubernetes.resync_seconds: often: must be a number"),
     ({"resync_seconds": 0}, "kubernetes.resync_seconds: 0: must be a number"),
-    ({"kubeconfig": 42}, "kubernetes.kubeconfig: 42: must be a file path"),
+    ({"kubeconfig": 42}, "kubernetes.kubeconfig: 42: must be a non-empty string"),
 ])
-def test_bad_options_are_config_errors(kubeconfig, kwargs, text):
-    kwargs.setdefault("kubeconfig", kubeconfig)
+def test_bad_options_are_config_errors(section, text):
+    """The config reader refuses a bad `kubernetes:` section; the source takes it as checked."""
+    doc = {"source": "kubernetes", "kubernetes": section, "local": {"node": "node-1"}}
     with pytest.raises(ConfigError, match=re.escape(text)):
-        KubernetesSource(Cluster(), **kwargs)
+        parse_config(doc)
 
 
 def test_the_list_comes_in_pages_of_one_snapshot(apiserver, start_source, monkeypatch):

@@ -119,11 +119,11 @@ def test_teardown_on_a_lab_node(lab_name):
     node, other = st.nodes
     assert _ns(node, "ip", "link", "show", "kbr0").returncode == 0
     assert os.path.exists(node.cni_conf)
-    from ovs_mesh.lab import agents, build
+    from ovs_mesh.lab import agents
 
     pid = agents.pid_of(node)
     assert pid is not None                                  # the lab runs an agent on the node ...
-    build.stop_agent(st, node)
+    agents.stop(node)
     assert agents.pid_of(node) is None and not alive(pid)   # ... stopped: else it would build it all again
     p = subprocess.run(agents.command(st, node, "teardown"), capture_output=True, text=True)
     assert p.returncode == 0, p.stderr

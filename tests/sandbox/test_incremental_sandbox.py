@@ -13,14 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ovs_mesh.agent.installed import flows_of
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
 from ovs_mesh.ovs.desired import peer_port_name
 from ovs_mesh.ovs.model import BRIDGE, COOKIE_MATCH
 from ovs_mesh.ovs.openflow import parse_dump
-from tests.helpers import sandbox_config, wait_for
+from tests.helpers import installed_flows, sandbox_config, wait_for
 from topology.config import parse_config
 from topology.model import Node
 
@@ -130,10 +129,10 @@ def test_incremental_passes_leave_what_a_full_pass_wants(agent, steps):
         # Only our own incremental passes since the last full one: OVS is what a full pass wants,
         # and what the record says.
         assert plan_changes(a) == []
-        assert frozenset(flows_in_ovs(a.ovs)) == flows_of(a.installed)
+        assert frozenset(flows_in_ovs(a.ovs)) == installed_flows(a.installed)
     assert a.reconcile_once(RESYNC)       # the full pass repairs any drift (a later step may have) ...
     assert plan_changes(a) == [] and a.passes["incremental"] == incremental
-    assert frozenset(flows_in_ovs(a.ovs)) == flows_of(a.installed)
+    assert frozenset(flows_in_ovs(a.ovs)) == installed_flows(a.installed)
     # ... and never touches what is not ours.
     foreign = flows_in_ovs(a.ovs, f"cookie={FOREIGN_COOKIE}/-1")
     assert set(foreign_before) <= set(foreign)

@@ -3,9 +3,11 @@
 On a node under software emulation (the Vagrant lab) or a small machine, importing `ovs`,
 `ovsdbapp` and `pyroute2` costs seconds; provisioning runs `lab topology`, `validate` and
 `install-service` several times, and none of them connects to anything.
+The commands of other packages are loaded by name, and one that fails to load is an error.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -59,3 +61,23 @@ def test_offline_commands_import_no_ovs_netlink_or_kubernetes_library(args, tmp_
     allowed = {"ruamel"} if "-o" in args else set()   # writing YAML back keeps comments: ruamel
     heavy = sorted(m for m in loaded if (m.split(".")[0] in HEAVY or m in HEAVY) and m.split(".")[0] not in allowed)
     assert heavy == [], f"ovs-mesh {' '.join(args)} imported {heavy[:10]}"
+
+
+def test_a_command_module_that_fails_to_import_is_an_error(monkeypatch):
+    """The lab and agent commands are loaded by name: one that fails to import stops the CLI
+    with that error instead of leaving the command out of `ovs-mesh --help`."""
+    from ovs_mesh.cli import main
+
+    real = importlib.import_module
+
+    def failing(name, *a, **kw):
+        if name == "ovs_mesh.agent.commands":
+            raise ImportError("No module named 'ovs_mesh.agent.commandz'")
+        return real(name, *a, **kw)
+
+    commands = [line.split()[0] for line in main.build_parser().format_help().splitlines()
+                if line.startswith("    ") and not line.startswith("     ")]
+    assert "lab" in commands and "agent" in commands
+    monkeypatch.setattr(importlib, "import_module", failing)
+    with pytest.raises(ImportError, match="commandz"):
+        main.build_parser()

@@ -81,11 +81,11 @@ def test_agent_incremental_pass_with_ipv6_peers(tmp_path):
     import dataclasses
     from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
-    from ovs_mesh.agent.installed import flows_of
     from ovs_mesh.agent.loop import Agent
     from ovs_mesh.agent.schedule import Kick, Pass, Reason
     from ovs_mesh.agent.sdnotify import SdNotify
     from ovs_mesh.ovs import desired
+    from tests.helpers import installed_flows
     from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, session
     from topology.model import Node
 
@@ -106,5 +106,5 @@ def test_agent_incremental_pass_with_ipv6_peers(tmp_path):
         assert a.reconcile_once(Pass((Kick(Reason.SOURCE),)))
         assert a.passes == {"full": 1, "incremental": 1}, mode
         want = desired.build(source.cfg, source.cfg.cluster.pod_mtu(1500), ovsdb.ofports)
-        assert flows_of(a.installed) == want.flows == frozenset(fl.flows)
+        assert installed_flows(a.installed) == want.flows == frozenset(fl.flows)
         assert any("fd00:10:244:3::/64" in f.match for f in fl.flows)

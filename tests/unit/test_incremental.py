@@ -8,13 +8,13 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, flows_of, node_map
+from ovs_mesh.agent.installed import Installed, blocker, changed_names, delta, node_map
 from ovs_mesh.agent.loop import Agent
 from ovs_mesh.agent.schedule import Kick, Pass, Reason
 from ovs_mesh.agent.sdnotify import SdNotify
 from ovs_mesh.ovs import desired
 from ovs_mesh.ovs.model import FIRST_PEER_OFPORT, OvsState
-from tests.helpers import wait_for
+from tests.helpers import installed_flows, wait_for
 from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config, session
 from topology.model import Node
 
@@ -63,9 +63,9 @@ def installed_equals_full_build(a: Agent, ovsdb: FakeOvsdb, flows: FakeFlows) ->
     """The record, the fakes and a full build from the current config all agree."""
     cfg = a.source.config()
     want = desired.build(cfg, cfg.cluster.pod_mtu(1500), ovsdb.ofports)
-    assert flows_of(a.installed) == want.flows == frozenset(flows.flows)
+    assert installed_flows(a.installed) == want.flows == frozenset(flows.flows)
     assert a.installed.rows().ports == want.ports == tuple(ovsdb.ports[k] for k in sorted(ovsdb.ports))
-    assert a.installed.flow_count == len(want.flows) == a.expected_flows
+    assert a.installed.flow_count == len(want.flows) == a.expected.now().flows
 
 
 @pytest.mark.parametrize("mode", ["flow", "port"])
@@ -180,7 +180,7 @@ def test_random_deltas_match_a_full_build(tmp_path, mode):
         assert not freed & {c.new.ofport_request for c in d.plan.ovsdb if c.action == "add"}
         rec.commit(d)
         want = desired.build(new, 1450, rec.ofports)
-        assert rec.rows() == OvsState(want.bridge, want.ports) and flows_of(rec) == want.flows
+        assert rec.rows() == OvsState(want.bridge, want.ports) and installed_flows(rec) == want.flows
         assert rec.flow_count == len(want.flows) and rec.ofports["foreign"] == 101
 
 
@@ -223,27 +223,28 @@ def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_pa
     on the next turn instead of kicking a full pass; drift read while idle kicks one."""
     from types import SimpleNamespace
 
-    from ovs_mesh.agent.watch import OvsWatcher
+    from ovs_mesh.agent.watch import Expectations, OvsWatcher
 
     ovsdb = FakeOvsdb()
     kicks, turns = [], []            # the watcher reports the connection state at the end of each OVSDB check
-    agent = SimpleNamespace(epoch=1, expected_rows=OvsState(), kick=lambda reason, *a, **k: kicks.append(reason),
-                            session=SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append), rundir=None)
-    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from expected_rows
+    expected = Expectations()
+    expected.update(rows=OvsState())
+    session = SimpleNamespace(ovsdb=ovsdb, note_connected=turns.append)
+    ovsdb.bridge = desired.build(config(tmp_path, 2), 1450).bridge      # differs from the expected rows
 
     def two_more_turns():            # so that one whole turn began after what the test just did
         n = len(turns)
         wait_for(lambda: len(turns) >= n + 2, 5, "two turns of the watcher")
 
-    w = OvsWatcher(agent, interval=0.005)
+    w = OvsWatcher(expected, session, lambda reason, *a, **k: kicks.append(reason), interval=0.005)
     w.start()
     try:
-        two_more_turns()             # a new client: the watcher remembers its session
-        ovsdb.transactions += 1      # the cache changed ...
-        two_more_turns()             # ... while a pass runs (epoch odd): not judged
-        assert kicks == []
-        agent.epoch = 2              # idle now: the same difference is drift
-        wait_for(lambda: kicks, 5, "a kick")
+        with expected.changing():        # a pass is changing OVS (the epoch is odd)
+            two_more_turns()             # a new client: the watcher remembers its session
+            ovsdb.transactions += 1      # the cache changed ...
+            two_more_turns()             # ... while a pass runs: not judged
+            assert kicks == []
+        wait_for(lambda: kicks, 5, "a kick")   # idle now: the same difference is drift
         assert kicks == [Reason.OVSDB_ROWS]
     finally:
         w.stop()

@@ -1,12 +1,10 @@
 """The option table (topology/options.py) says what the config reader does: its keys, defaults,
 ranges and choices are the ones a user meets when a key is absent or wrong."""
-import inspect
 
 import pytest
 
-from ovs_mesh.sources.kubernetes_source import KubernetesSource
 from topology.config import ConfigError, parse_config
-from topology.model import Cluster
+from topology.model import Kubernetes
 from topology.options import OPTIONS, keys_of, option
 
 MINIMAL = {"nodes": [{"name": "node-1", "ip": "192.168.56.11", "subnet": "10.244.1.0/24"}]}
@@ -59,18 +57,21 @@ def test_defaults_without_a_fixed_value():
     assert config.local.node == "node-1"            # the hostname the caller passes
     assert config.local.ovs_rundir is None and config.local.rundir == "/var/run/openvswitch"
     assert config.local.underlay_bridge is None and config.local.underlay_interface is None
-    assert config.kubernetes is None and config.nodes[0].name == "node-1"
+    assert config.kubernetes == Kubernetes() and config.nodes[0].name == "node-1"
     assert parse_config({"nodes": []}, require_local=False).nodes == ()
     assert option("nodes").default == []
 
 
-def test_the_kubernetes_source_has_the_tables_default_and_range():
-    signature = inspect.signature(KubernetesSource.__init__)
-    assert signature.parameters["resync_seconds"].default == option("kubernetes.resync_seconds").default
+def test_the_kubernetes_section_has_the_tables_default_and_range():
+    """The reader gives the Kubernetes source a typed section with the table's default,
+    and refuses a value outside the table's range."""
+    doc = {"source": "kubernetes", "local": {"node": "node-1"}}
+    assert parse_config(doc).kubernetes == Kubernetes(resync_seconds=option("kubernetes.resync_seconds").default)
     lo, hi = option("kubernetes.resync_seconds").range
+    assert parse_config({**doc, "kubernetes": {"resync_seconds": lo}}).kubernetes.resync_seconds == lo
     for bad in (lo - 0.5, hi + 1):
         with pytest.raises(ConfigError, match=f"between {lo} and {hi}"):
-            KubernetesSource(Cluster(), resync_seconds=bad, api_client=object())
+            parse_config({**doc, "kubernetes": {"resync_seconds": bad}})
 
 
 RANGED = [o.key for o in OPTIONS if o.range is not None]
