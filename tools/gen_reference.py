@@ -168,6 +168,8 @@ def _metrics():
              families=FamilyStats(peers_with_subnet=both, flows=both, overlay_routes=both,
                                   subnets=(("ipv4", "10.244.1.0/24", "10.244.1.1"),),
                                   underlay=("ipv4", "192.168.56.11")))
+    from ovs_mesh.health.state import PeerHealth
+    m.peer_health = lambda: ({("node-2", "ipv4"): PeerHealth("reachable", rtt=0.001)}, 500)
     for family in m.registry.collect():
         names = {s.name for s in family.samples}
         labels: list[str] = []
