@@ -45,7 +45,7 @@ HEALTH_FILE = "ovs-mesh.health.json"
 KBR = "kbr0"
 JITTER = 0.1
 SMALL = 64                  # bytes of a small probe's ICMP message
-WRITE_EVERY = 10.0          # seconds between two writes of the health file when nothing changed
+WRITE_EVERY = 10.0          # at most this many seconds (or one interval) between two writes of the health file
 
 @dataclasses.dataclass(frozen=True)
 class Target:
@@ -120,7 +120,7 @@ class Prober:
         self._n = 0
         self._rounds: dict[tuple[str, int], tuple[_Round, bool]] = {}   # (family, seq) -> (round, is it the big one)
         self._deadlines: collections.deque[tuple[float, _Round]] = collections.deque()
-        self._budget = Budget.full(1.0, 0.0)
+        self._budget: Budget | None = None      # made from the first settings
         self._size = {"ipv4": 1450, "ipv6": 1450}
         self._dirty = True
         self._written = 0.0
@@ -190,7 +190,7 @@ class Prober:
         while self._deadlines and self._deadlines[0][0] <= now:
             self._finish(self._deadlines.popleft()[1], now)
         blocked = 0.0
-        while self._due and self._due[0][0] <= now:
+        while self._due and self._budget is not None and self._due[0][0] <= now:
             ok, self._budget = self._budget.take(2, now)
             if not ok:
                 blocked = self._budget.wait_for(2)
@@ -202,7 +202,7 @@ class Prober:
             self._send_round(target, now, now + timeout)
             self._push(key, now + jittered(self._settings.interval, JITTER, self._rand()))
         self._maybe_write(now)
-        waits = [WRITE_EVERY]
+        waits = [min(WRITE_EVERY, self._settings.interval)]
         if self._deadlines:
             waits.append(self._deadlines[0][0] - now)
         if blocked:
@@ -221,7 +221,7 @@ class Prober:
         if pending is None:
             return
         settings, wanted = pending
-        if settings != self._settings:
+        if self._budget is None or settings.max_probes_per_second != self._settings.max_probes_per_second:
             self._budget = Budget.full(float(settings.max_probes_per_second), now)
         self._settings = settings
         mtu = self._mtu()
@@ -322,7 +322,8 @@ class Prober:
                     "health: %s (%s) is %s (was %s)", rnd.target.peer, rnd.target.family, new.state, old.state)
 
     def _maybe_write(self, now: float) -> None:
-        if self.rundir is None or not (self._dirty and now - self._written >= 1.0 or now - self._written >= WRITE_EVERY):
+        every = min(WRITE_EVERY, self._settings.interval)
+        if self.rundir is None or not (self._dirty and now - self._written >= 1.0 or now - self._written >= every):
             return
         self._dirty, self._written = False, now
         try:

@@ -59,7 +59,8 @@ def jittered(interval: float, jitter: float, r: float) -> float:
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """A token bucket of probe packets: `rate` per second, bursts of at most `rate`
-    (one second's worth), so a node never sends more than that, whatever the peers."""
+    (one second's worth, and at least one round's 2 packets), so a node never sends
+    more than that, whatever the peers."""
     rate: float
     tokens: float
     at: float
@@ -70,7 +71,7 @@ class Budget:
 
     def take(self, n: int, now: float) -> tuple[bool, "Budget"]:
         """(whether `n` packets may go now, the budget after)."""
-        tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        tokens = min(max(self.rate, 2.0), self.tokens + (now - self.at) * self.rate)
         if tokens >= n:
             return True, Budget(self.rate, tokens - n, now)
         return False, Budget(self.rate, tokens, now)

@@ -76,6 +76,8 @@ def test_budget_caps_packets_per_second():
     assert 1000 <= sent <= 1100   # 100/s for 10 s, plus one second's burst at most
     ok, b = Budget.full(10.0, 0.0).take(10, 0.0)
     assert ok and b.wait_for(2) == pytest.approx(0.2)
+    ok, b = Budget.full(1.0, 0.0).take(2, 5.0)    # below one round a second: a round every 2 s
+    assert ok and not b.take(2, 6.0)[0] and b.take(2, 7.0)[0]
 
 
 # -- the prober against fake sockets and a fake clock --------------------------------
@@ -139,6 +141,7 @@ def probe():
         return socks[family]
 
     p = Prober(None, opener=opener, mtu=lambda: 1450, clock=clock, wall=clock, rand=random.Random(7).random)
+    clock.t = 12345.0   # a monotonic clock starts anywhere
     yield p, clock, socks
     p.stop()
 
@@ -291,3 +294,14 @@ def test_health_config_keys():
         with pytest.raises(ConfigError) as e:
             config(2, **{key: value})
         assert f"health.{key}: {value}" in str(e.value) and words in str(e.value)
+
+
+def test_default_settings_probe_every_peer_within_one_interval(probe):
+    p, clock, socks = probe
+    p.update(config(3))
+
+    def answer(sock, data, dst):
+        sock.deliver(reply_to(data, sock.family), dst)
+
+    run_for(p, clock, config(3).health.interval + 0.5, answer, step=0.1)
+    assert {h.state for h in p.snapshot()[0].values()} == {"reachable"}
