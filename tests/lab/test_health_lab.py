@@ -4,7 +4,8 @@ node-3 report each other unreachable within 3 probe intervals, in `status` and i
 metrics, while node-2 and node-4 stay reachable; unblocked, reachable again within
 one interval.  20 ms of delay towards node-2 shows in node-1's RTT to node-2 only.
 Full-size packets lost between node-1 and node-3 (a simulated MTU black hole) make
-node-3 `mtu-blackhole` on node-1, the others stay reachable.
+node-3 `mtu-blackhole` on node-1, the others stay reachable.  An IPv6-only lab over
+an IPv6 underlay reports one blocked pair the same way (IPv6 probes, ICMPv6).
 
 Timing bounds: a verdict changes at the end of a round (answer or timeout), and the
 agent writes the health file `status` reads at most one second later; the bounds
@@ -34,19 +35,30 @@ BLOCK = "ovs_mesh_test_block"
 DELAY_LINE = os.path.join(os.path.dirname(__file__), "delay.py")
 
 
-@pytest.fixture(params=["flow", "port"])
-def lab(request):
+def make_lab(mode: str, ip_family: str = "ipv4"):
+    """A 4-node lab probing every INTERVAL seconds; `lab down` afterwards, whatever happened."""
     need_lab_tools()
     need("nft", root=True)
     name = "hl" + secrets.token_hex(2)
     try:
-        st = build.up(name, nodes=4, tunnel="vxlan", mode=request.param, pods_per_node=0, progress=lambda s: None)
+        st = build.up(name, nodes=4, tunnel="vxlan", mode=mode, pods_per_node=0, progress=lambda s: None,
+                      ip_family=ip_family)
         topo = read_yaml(st.topology_path)
         topo["health"] = {"interval": INTERVAL, "failures": FAILURES}
         write_yaml(st.topology_path, topo)
         yield st
     finally:
         build.down(name, progress=lambda s: None)
+
+
+@pytest.fixture(params=["flow", "port"])
+def lab(request):
+    yield from make_lab(request.param)
+
+
+@pytest.fixture
+def lab6():
+    yield from make_lab("flow", "ipv6")
 
 
 def node(st, k):
@@ -85,8 +97,10 @@ def nft(st, script: str) -> None:
 def drop_between(st, a: int, b: int, extra: str = "") -> None:
     """Drop the underlay packets between node a and node b (`extra`: only those that match it too)."""
     ip_a, ip_b = node(st, a).ip, node(st, b).ip
+    ip = "ip6" if ":" in ip_a else "ip"
     nft(st, f"table bridge {BLOCK} {{\n chain forward_c {{ type filter hook forward priority 0; policy accept;\n"
-            f"  ip saddr {ip_a} ip daddr {ip_b} {extra} drop\n  ip saddr {ip_b} ip daddr {ip_a} {extra} drop\n }}\n}}\n")
+            f"  {ip} saddr {ip_a} {ip} daddr {ip_b} {extra} drop\n  {ip} saddr {ip_b} {ip} daddr {ip_a} {extra} drop\n"
+            " }\n}\n")
 
 
 def unblock(st) -> None:
@@ -178,3 +192,23 @@ def test_blocked_pair_unblocked_delay_and_mtu_blackhole(lab):
     finally:
         unblock(st)
     wait_for(lambda: all_reachable(st, 1), timeout=INTERVAL * 1.1 + WRITE + 1.0, what="node-3 reachable again")
+
+
+def test_ipv6_only_blocked_pair(lab6):
+    st = lab6
+    for k in (1, 2, 3, 4):
+        wait_for(lambda: all_reachable(st, k), timeout=INTERVAL * 3 + 10, what=f"node-{k}: every peer reachable")
+    assert set(views(st, 1)["node-2"]["families"]) == {"ipv6"}
+    try:
+        t0 = time.monotonic()
+        drop_between(st, 1, 3)
+        wait_for(lambda: states(st, 1).get("node-3") == "unreachable" and states(st, 3).get("node-1") == "unreachable",
+                 timeout=3 * INTERVAL + WRITE, what="node-1 and node-3 report each other unreachable")
+        print(f"ipv6: blocked pair reported after {time.monotonic() - t0:.1f}s")
+        assert states(st, 1) == {"node-2": "reachable", "node-3": "unreachable", "node-4": "reachable"}
+        assert 'ovs_mesh_unreachable_peers{family="ipv6"} 1.0' in scrape(st, 1)
+        assert status(st, 1)["health"]["summary"] == "1 of 3 peers unreachable: node-3"
+    finally:
+        unblock(st)
+    wait_for(lambda: states(st, 1).get("node-3") == "reachable" and states(st, 3).get("node-1") == "reachable",
+             timeout=INTERVAL * 1.1 + WRITE + 1.0, what="node-1 and node-3 reachable again")
