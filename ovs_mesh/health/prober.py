@@ -114,6 +114,7 @@ class Prober:
         self._last_sent: dict[str, float] = {}
         self._socks: dict[str, socket.socket] = {}
         self._src: dict[str, str] = {}
+        self._refused: set[tuple[str, str]] = set()   # sockets that could not be opened (said once)
         self._ident = random.getrandbits(16)
         self._seq = 0
         self._due: list[tuple[float, int, tuple[str, str]]] = []
@@ -236,9 +237,11 @@ class Prober:
                 try:
                     self._socks[family] = self._open(family, src)
                     self._src[family] = src
-                except OSError as e:
-                    LOG.warning("health: cannot open the %s probe socket from %s: %s (its peers stay unknown)",
-                                family, src, e)
+                except OSError as e:   # said once per family and address, not at every pass
+                    LOG.log(logging.DEBUG if (family, src) in self._refused else logging.WARNING,
+                            "health: cannot open the %s probe socket from %s: %s (its peers stay unknown)",
+                            family, src, e)
+                    self._refused.add((family, src))
                     self._src.pop(family, None)
         # a family without a socket is not probed: unknown, not falsely unreachable
         new = {k: t for k, t in new.items() if t.family in self._socks}

@@ -252,6 +252,29 @@ def test_peers_that_leave_leave_the_verdicts(probe):
 # -- passive evidence, metrics, status view, config ---------------------------------
 
 
+def test_receive_flow_counts_from_a_dump_with_statistics():
+    from ovs_mesh.ovs.openflow import rx_counts
+
+    line = (" cookie=0x6f76736d00000001, duration=12.3s, table=20, n_packets=5, n_bytes=420, "
+            "priority=100,ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24 actions=goto_table:30")
+    assert rx_counts([line]) == {Flow(20, 100, "ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24", "goto_table:30"): 5}
+
+
+def test_a_socket_that_cannot_be_opened_leaves_its_peers_unknown_not_unreachable():
+    clock = Clock()
+
+    def refuse(family, src):
+        raise PermissionError(1, "Operation not permitted")
+
+    p = Prober(None, opener=refuse, mtu=lambda: 1450, clock=clock, wall=clock)
+    try:
+        p.update(config(3, interval=1.0))
+        run_for(p, clock, 5.0)
+        assert p.snapshot()[0] == {} and p.sent == 0
+    finally:
+        p.stop()
+
+
 def test_passive_last_sent_from_receive_flow_counts():
     f1 = Flow(20, 100, "ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24", "goto_table:30")
     f2 = Flow(20, 100, "arp,tun_src=192.168.56.12,arp_spa=10.244.2.0/24", "goto_table:30")
