@@ -10,6 +10,7 @@ TOKEN = 8                   # bytes of random token per probe
 IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, IP_FREEBIND = 10, 3, 15
 IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE, IPV6_DONTFRAG, IPV6_FREEBIND = 23, 3, 62, 78
 SOL_RAW, ICMP_FILTER, ICMP6_FILTER = 255, 1, 1
+SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35
 ECHO_REQUEST = {"ipv4": 8, "ipv6": 128}
 ECHO_REPLY = {"ipv4": 0, "ipv6": 129}
 
@@ -64,5 +65,15 @@ def open_socket(family: str, src: str) -> socket.socket:
         s.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
         s.bind((src, 0, 0, 0))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)   # each answer's arrival, for the RTT
     s.setblocking(False)
     return s
+
+
+def received_at(ancillary) -> float | None:
+    """The kernel's receive timestamp (wall clock) in recvmsg's ancillary data, if there."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("=qq", data)
+            return sec + nsec / 1e9
+    return None

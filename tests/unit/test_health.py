@@ -84,7 +84,8 @@ def test_budget_caps_packets_per_second():
 
 
 class FakeSocket:
-    """What the prober needs of a raw socket: sendto, recvfrom, fileno (for select)."""
+    """What the prober needs of a raw socket: sendto, recvmsg (no kernel timestamps here: the
+    prober takes its clock), close."""
 
     def __init__(self, family, src):
         self.family, self.src, self.sent, self.inbox = family, src, [], []
@@ -96,10 +97,11 @@ class FakeSocket:
     def sendto(self, data, addr):
         self.sent.append((data, addr[0]))
 
-    def recvfrom(self, _n):
+    def recvmsg(self, _n, _anc):
         if not self.inbox:
             raise BlockingIOError
-        return self.inbox.pop(0)
+        data, addr = self.inbox.pop(0)
+        return data, [], 0, addr
 
     def deliver(self, data, src):
         self.inbox.append((data, (src, 0)))
