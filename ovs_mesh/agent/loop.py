@@ -82,10 +82,10 @@ class Agent:
         # peer health (ovs_mesh/health): probes on their own thread, fed the config after every pass
         self.prober: Prober | None = Prober() if probe else None
         self._rx: dict[str, int] = {}    # per peer: packets its receive flows counted at the last full pass
+        self._peer_metrics_max = 0       # health.peer_metrics_max of the last pass's config
         if self.prober is not None:
             prober = self.prober
             self.metrics.peer_health = lambda: (prober.snapshot()[0], self._peer_metrics_max)
-        self._peer_metrics_max = 0
         self._heartbeat = time.monotonic()
         self._ovsdb_seen = None
 

@@ -330,3 +330,37 @@ def test_default_settings_probe_every_peer_within_one_interval(probe):
 
     run_for(p, clock, config(3).health.interval + 0.5, answer, step=0.1)
     assert {h.state for h in p.snapshot()[0].values()} == {"reachable"}
+
+
+def test_the_agent_feeds_the_prober_and_the_passive_evidence(tmp_path):
+    """After each full pass the agent hands the prober its config and the peers whose receive
+    flows counted new packets; the metrics carry the prober's counts."""
+    import threading
+
+    from ovs_mesh.agent.loop import Agent
+    from ovs_mesh.agent.schedule import Reason
+    from ovs_mesh.agent.sdnotify import SdNotify
+    from tests.helpers import wait_for
+    from tests.unit.fakes import FakeFlows, FakeOvsdb, FakeSource, config as fake_config, session
+
+    source, ovsdb, flows = FakeSource(fake_config(tmp_path, 3)), FakeOvsdb(), FakeFlows()
+    agent = Agent(source, resync=3600, notifier=SdNotify(environ={}), session=session(ovsdb, flows),
+                  watch=False, probe=True)
+    t = threading.Thread(target=agent.run, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: agent.ready, 10, "first convergence")
+        rx = {f: 0 for f in flows.flows if f.table == 20}
+        assert rx
+        peer_flow = next(f for f in rx if f.priority == 100)   # a peer's, not the table's drop
+        rx[peer_flow] = 7
+        flows.rx_packets = rx
+        done = agent.passes["full"]
+        agent.kick(Reason.SIGHUP)
+        wait_for(lambda: agent.passes["full"] > done and agent.prober.snapshot()[1], 10, "a full pass seeing packets")
+        owner = next(name for name, part in agent.installed.peers.items() if peer_flow in part.flows)
+        assert set(agent.prober.snapshot()[1]) == {owner}
+        assert agent.metrics.registry.get_sample_value("ovs_mesh_probed_peers", {"family": "ipv4"}) == 0
+    finally:
+        agent.stop()
+        t.join(10)
