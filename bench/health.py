@@ -12,7 +12,8 @@ loopback and answers the echoes with the kernel, as a peer's kbr0 does.  A worke
 the node namespace runs the real `Prober` with the default settings on a config of N
 nodes, writing its health file as the agent does, and reports its process's CPU
 seconds over the window (the prober thread is all the process does) and what it
-concluded.  Idle: a real `ovs-mesh agent` on a sandbox
+concluded; the window starts once every peer has had its first round (at 5000 peers
+and 200 probes per second, 50 s after the start).  Idle: a real `ovs-mesh agent` on a sandbox
 OVS with the same N peers (`bench/agent_env.Session`, `local.host: false`, so it sends
 no probes), its CPU over the same window.
 
@@ -50,13 +51,16 @@ def config(n: int):
 
 
 def worker(n: int, seconds: float) -> dict:
-    """Inside the node namespace: probe n peers for WARMUP + seconds; the process's CPU over the window."""
+    """Inside the node namespace: probe n peers; the process's CPU over `seconds` once each had a round."""
     from ovs_mesh.health.prober import Prober
 
+    cfg = config(n)
+    # the window starts once every peer had its first round (the cap spaces them out)
+    warmup = WARMUP + max(cfg.health.interval, 2 * n / cfg.health.max_probes_per_second)
     with tempfile.TemporaryDirectory(prefix="bench-health-rundir-") as rundir:   # the health file, as the agent writes it
         p = Prober(rundir).start()
-        p.update(config(n))
-        time.sleep(WARMUP)
+        p.update(cfg)
+        time.sleep(warmup)
         r0, sent0, t0 = resource.getrusage(resource.RUSAGE_SELF), p.sent, time.monotonic()
         time.sleep(seconds)
         r1, sent1, wall = resource.getrusage(resource.RUSAGE_SELF), p.sent, time.monotonic() - t0
