@@ -7,12 +7,16 @@ Full-size packets lost between node-1 and node-3 (a simulated MTU black hole) ma
 node-3 `mtu-blackhole` on node-1, the others stay reachable.  An IPv6-only lab over
 an IPv6 underlay reports one blocked pair the same way (IPv6 probes, ICMPv6).
 
+A full pass (SIGHUP) fills in when each peer last sent anything (its receive flows'
+packet counts).
+
 Timing bounds: a verdict changes at the end of a round (answer or timeout), and the
 agent writes the health file `status` reads at most one second later; the bounds
 below allow that second."""
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +25,7 @@ import urllib.request  # noqa: F401  (used inside the node namespaces, see scrap
 import pytest
 
 from ovs_mesh.health.record import peer_view, read_health
-from ovs_mesh.lab import build
+from ovs_mesh.lab import agents, build
 from ovs_mesh.lab.nodes import ul_ns
 from ovs_mesh.lab.topology import read_yaml, write_yaml
 
@@ -117,6 +121,11 @@ def test_blocked_pair_unblocked_delay_and_mtu_blackhole(lab):
     st = lab
     for k in (1, 2, 3, 4):
         wait_for(lambda: all_reachable(st, k), timeout=INTERVAL * 3 + 10, what=f"node-{k}: every peer reachable")
+
+    # -- passive evidence: a full pass (SIGHUP) sees the peers' receive flows count the answers
+    os.kill(agents.pid_of(node(st, 1)), signal.SIGHUP)
+    wait_for(lambda: all(v["since_sent_seconds"] is not None for v in views(st, 1).values()),
+             timeout=10 + INTERVAL, what="node-1 knows when each peer last sent it a packet")
 
     # -- block node-1 <-> node-3 on the underlay
     try:
