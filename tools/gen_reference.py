@@ -171,6 +171,8 @@ def _metrics():
                                   underlay=("ipv4", "192.168.56.11")))
     # one Node kept out, so that the per-Node series shows its labels
     m.inventory = lambda: ((("evil-1", "subnet-taken", "node evil-1: spec.podCIDR: ..."),), None)
+    from ovs_mesh.health.state import PeerHealth
+    m.peer_health = lambda: ({("node-2", "ipv4"): PeerHealth("reachable", rtt=0.001)}, 500)
     for family in m.registry.collect():
         names = {s.name for s in family.samples}
         labels: list[str] = []

@@ -22,7 +22,7 @@ from typing import Any
 from .addresses import MAX_MASK_DIFF6, MAX_NODE_PREFIX6, family_of, parse_cidr_list
 from .checker import MAX_PROBLEMS, MISSING, NODE_NAME, Checker, ConfigError  # ConfigError: API
 from .errors import Problem, show
-from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Kubernetes, Local, Node
+from .model import MIN_POD_MTU, OVERHEAD, Cluster, Config, Health, Kubernetes, Local, Node
 from .nodes import Entry, check_node_list, check_nodes  # noqa: F401  (check_nodes: the sources' entry point)
 from .options import bounds, keys_of, option
 
@@ -32,6 +32,7 @@ MIN_POD_MTU6 = 1280  # IPv6's minimum link MTU (RFC 8200)
 CLUSTER_KEYS = keys_of("cluster")
 LOCAL_KEYS = keys_of("local")
 KUBERNETES_KEYS = keys_of("kubernetes")
+HEALTH_KEYS = keys_of("health")
 TOP_KEYS = keys_of("")
 
 
@@ -199,6 +200,20 @@ def _parse_kubernetes(c: Checker, raw: Any) -> Kubernetes:
     return Kubernetes(kubeconfig=kubeconfig, resync_seconds=resync, underlay_family=family or None)
 
 
+def _parse_health(c: Checker, raw: Any) -> Health:
+    m = c.mapping("health", raw, HEALTH_KEYS)
+    d = Health()
+    interval = m.get("interval", MISSING)
+    lo, hi = bounds("health.interval")
+    if interval is MISSING:
+        interval = d.interval
+    elif isinstance(interval, bool) or not isinstance(interval, (int, float)) or not lo <= interval <= hi:
+        c.error("health.interval", interval, f"must be a number of seconds between {lo} and {hi}")
+        interval = d.interval
+    ints = {k: c.integer(f"health.{k}", m.get(k, MISSING), getattr(d, k), *bounds(f"health.{k}"))
+            for k in ("failures", "max_probes_per_second", "peer_metrics_max")}
+    return Health(enabled=c.boolean("health.enabled", m.get("enabled", MISSING), d.enabled),
+                  interval=float(interval), **ints)
 
 
 def _name(node: Node) -> str:
@@ -219,6 +234,7 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
     source = c.choice("source", top.get("source", MISSING), option("source").choices, option("source").default)
     local = _parse_local(c, top.get("local"), overrides or {}, default_node)
     kube = _parse_kubernetes(c, top.get("kubernetes"))
+    health = _parse_health(c, top.get("health"))
     raw_nodes = top.get("nodes") or []
     if not isinstance(raw_nodes, list):
         c.error("nodes", raw_nodes, "must be a list")
@@ -235,4 +251,4 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         raise ConfigError(c.problems())
     # Names are unique in a valid config, so the name order is the order of the Nodes.
     return Config(cluster=cluster, local=local, nodes=tuple(sorted(nodes, key=_name)), source=source,
-                  kubernetes=kube)
+                  kubernetes=kube, health=health)

@@ -141,12 +141,31 @@ class Kubernetes:
 
 
 @dataclasses.dataclass(frozen=True)
+class Health:
+    """Per-peer probes (ovs_mesh/health): every `interval` seconds (spread by
+    +-10 %) a small and a full-MTU echo to each peer's gateway, at most
+    `max_probes_per_second` packets; `failures` unanswered rounds in a row make
+    a peer unreachable; per-peer metric series only up to `peer_metrics_max` peers."""
+    enabled: bool = True
+    interval: float = 10.0
+    failures: int = 3
+    max_probes_per_second: int = 200
+    peer_metrics_max: int = 500
+
+    @property
+    def timeout(self) -> float:
+        """How long a probe's answer is waited for: half the interval, at most 2 s."""
+        return min(2.0, self.interval / 2)
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     cluster: Cluster
     local: Local
     nodes: tuple[Node, ...] = ()
     source: str = "file"
     kubernetes: Kubernetes = Kubernetes()
+    health: Health = Health()
 
     def node(self, name: str) -> Node | None:
         for n in self.nodes:

@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from .addresses import MAX_NODE_PREFIX6
-from .model import DATAPATHS, FAMILIES, MAX_VNI, MODES, SOURCES, TUNNELS, Cluster, Kubernetes, Local
+from .model import DATAPATHS, FAMILIES, MAX_VNI, MODES, SOURCES, TUNNELS, Cluster, Health, Kubernetes, Local
 
 NO_DEFAULT = None
 
@@ -46,7 +46,7 @@ def _default(cls: type, field: str) -> Any:
     return f.default
 
 
-_C, _L = Cluster, Local
+_C, _L, _H = Cluster, Local, Health
 PORT = (1, 65535)
 
 OPTIONS: tuple[Option, ...] = (
@@ -92,6 +92,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("kubernetes.underlay_family", "one of",
            "source: kubernetes: the family of the Nodes' InternalIP that the tunnels use",
            choices=FAMILIES, derived="ipv6 for an IPv6-only cluster, else ipv4"),
+    Option("health.enabled", "boolean", "Probe every peer through the overlay (status and metrics show the result)",
+           default=_default(_H, "enabled")),
+    Option("health.interval", "number", "Seconds between two probe rounds to one peer (spread by +-10 %)",
+           default=_default(_H, "interval"), range=(0.2, 3600)),
+    Option("health.failures", "integer", "Unanswered rounds in a row after which a peer is unreachable",
+           default=_default(_H, "failures"), range=(1, 100)),
+    Option("health.max_probes_per_second", "integer",
+           "At most this many probe packets per second from this node (2 per peer and family per round); "
+           "with many peers the rounds are spaced out to stay under it",
+           default=_default(_H, "max_probes_per_second"), range=(1, 100000)),
+    Option("health.peer_metrics_max", "integer",
+           "Per-peer health metric series only while the peers are at most this many (0: never)",
+           default=_default(_H, "peer_metrics_max"), range=(0, 1000000)),
     Option("local.node", "DNS name", "This node's name (--node overrides it)", derived="the hostname"),
     Option("local.ovsdb", "OVSDB remote", "OVSDB remote: unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT "
            "(--ovsdb overrides it)", default=_default(_L, "ovsdb")),

@@ -96,7 +96,7 @@ def cmd_agent(args) -> int:
     # machine whose agent runs before the file lists it (the loop says so once).
     source = FileSource(args.config, overrides(args), require_local=False)
     config = source.load()  # bad config at start: exit 2, nothing touched
-    agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config))
+    agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config), probe=True)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.kick(Reason.SIGHUP, reset_backoff=True))

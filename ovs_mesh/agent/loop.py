@@ -37,6 +37,8 @@ import time
 
 from topology.model import Config
 
+from ..health.passive import last_sent, peer_packets
+from ..health.prober import Prober
 from ..ovs.desired import tunnel_port_name
 from ..ovs.model import OvsState
 from ..reconcile.clients import OvsdbRows
@@ -56,7 +58,7 @@ class Agent:
     def __init__(self, source: Source, *, resync: float = 60.0, metrics_address: str | None = None,
                  notifier: SdNotify | None = None, backoff: tuple[float, float] = (0.1, 10.0),
                  settle: float = 0.02, session: NodeSession | None = None, kube_factory=None,
-                 watch: bool = True):
+                 watch: bool = True, probe: bool = False):
         self.source = source
         self.notifier = notifier or SdNotify()
         self.metrics = AgentMetrics(healthy_within=max(2 * resync + 30, 60))
@@ -76,6 +78,13 @@ class Agent:
         self.full_due = True                         # the next pass must be a full one
         self._tunnels: dict[str, str] = {}   # peer -> its tunnel's health, for the metrics
         self.ready = False
+        # peer health (ovs_mesh/health): probes on their own thread, fed the config after every pass
+        self.prober: Prober | None = Prober() if probe else None
+        self._rx: dict[str, int] = {}    # per peer: packets its receive flows counted at the last full pass
+        self._peer_metrics_max = 0       # health.peer_metrics_max of the last pass's config
+        if self.prober is not None:
+            prober = self.prober
+            self.metrics.peer_health = lambda: (prober.snapshot()[0], self._peer_metrics_max)
         self._heartbeat = time.monotonic()
         self._ovsdb_seen: OvsdbRows | None = None
 
@@ -105,6 +114,8 @@ class Agent:
             watcher.start()
         if self.notifier.watchdog_seconds:
             threading.Thread(target=self._watchdog, name="watchdog", daemon=True).start()
+        if self.prober is not None:
+            self.prober.start()
         self.notifier.status("starting: first reconcile")
         self.kick(Reason.START)
         try:
@@ -115,6 +126,8 @@ class Agent:
             self.notifier.stopping("stopping (the mesh stays installed)")
             if watcher is not None:
                 watcher.stop()
+            if self.prober is not None:
+                self.prober.stop()
             self.source.stop()
             self.inventory.stop_kube()
             self.session.close()
@@ -186,7 +199,18 @@ class Agent:
                                  rows=OvsState(result.desired.bridge, result.desired.ports))
         self._tunnels = {}
         self._update_tunnels(config, node, list(self.installed.peers))
+        self._passive_health(node)
         return result
+
+    def _passive_health(self, node) -> None:
+        """Which peers sent us packets since the last full pass (their receive flows' counts)."""
+        installed = self.installed
+        if self.prober is None or installed is None:
+            return
+        counts = peer_packets(getattr(node.flows, "rx_packets", {}),
+                              {name: part.flows for name, part in installed.peers.items()})
+        self.prober.note_sent(last_sent(self._rx, counts, time.time()))
+        self._rx = counts
 
     def _incremental(self, node, config: Config, due: Pass | str) -> Result | None:
         """The per-peer pass, or None when a full pass must run instead."""
@@ -245,6 +269,10 @@ class Agent:
         elif self.say.forget("problems"):
             LOG.info("problems after reconcile are gone")
         write_status(config.local.rundir, result, kind)
+        if self.prober is not None:
+            self.prober.rundir = config.local.rundir
+            self._peer_metrics_max = config.health.peer_metrics_max
+            self.prober.update(config)
         status = f"converged: {len(self._tunnels)} peers, {flows} flows"
         if not self.ready:
             self.ready = True

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ..health.metrics import HealthCollector
 from ..reconcile.families import FamilyStats
 from ..sources.kube_nodes import REASONS
 
@@ -66,6 +67,9 @@ class AgentMetrics:
         # when scraped; None without a file source.
         self.config_reads: dict[str, int] | None = None
         r.register(_Snapshot(self))
+        # peer health: the agent sets `peer_health` to a function returning the verdicts
+        self.peer_health: Callable[[], tuple | None] = lambda: None
+        r.register(HealthCollector(lambda: self.peer_health()))
 
     def record(self, ok: bool, seconds: float, changes: int = 0, error: str | None = None,
                peers: int | None = None, flows: int | None = None, tunnels=None,

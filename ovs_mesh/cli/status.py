@@ -7,6 +7,8 @@ import time
 
 from topology.mesh import peers_of
 
+from ..health.record import fresh, peer_view, read_health
+from ..health.state import summary
 from ..ovs.desired import peer_port_name, tunnel_port_name
 from ..ovs.model import BRIDGE
 from ..reconcile.status_file import read_status
@@ -45,10 +47,16 @@ def collect(config, rec) -> dict:
     peers = tunnels(config, rec.ovsdb)
     last = read_status(config.local.rundir)
     local = config.local_node
+    now, record = time.time(), read_health(config.local.rundir)
+    for p in peers:
+        p["probe"] = peer_view(record, p["name"], now)
     return {"node": config.local.node, "bridge": BRIDGE, "tunnel": c.tunnel, "mode": c.mode,
             "families": list(c.families), "cluster_cidrs": [str(x) for x in c.cidrs],
             "underlay_family": local.underlay_family, "ip": str(local.ip), **subnets_of(local),
-            "peers": peers, "flows": len(flows), "pending_changes": len(plan.changes),
+            "peers": peers, "flows": len(flows),
+            "health": {"probing": fresh(record, now) and config.health.enabled,
+                       "summary": summary({p["name"]: p["probe"]["state"] for p in peers})},
+            "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
                                         "kind": last.get("kind", "full"),
@@ -64,11 +72,29 @@ def render(d: dict) -> str:
     lr = d["last_reconcile"]
     lines.append(f"last reconcile: {lr['age_seconds']}s ago ({lr['kind']} pass), {lr['changes']} changes"
                  if lr else "last reconcile: never")
-    rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"])
+    h = d["health"]
+    lines.append(f"peers: {h['summary']}" if h["probing"] else "peers: not probed (no agent running, or "
+                 "health.enabled is false)")
+    rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"],
+             _probe_state(p["probe"]), _num(p["probe"]["rtt_ms"], " ms"),
+             _num(p["probe"]["since_answer_seconds"], "s"), _num(p["probe"]["since_sent_seconds"], "s"))
             for p in d["peers"]]
-    w = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(("PEER", "IP", "SUBNETS", "PORT"))]
-    lines.append(f"{'PEER':<{w[0]}} {'IP':<{w[1]}} {'SUBNETS':<{w[2]}} {'PORT':<{w[3]}} {'OFPORT':>6} HEALTH")
-    for name, ip, subnets, port, ofport, health in rows:
-        lines.append(f"{name:<{w[0]}} {ip:<{w[1]}} {subnets:<{w[2]}} {port:<{w[3]}} {ofport:>6} {health}")
+    heads = ("PEER", "IP", "SUBNETS", "PORT", "OFPORT", "TUNNEL", "PROBE", "RTT", "ANSWERED", "SENT")
+    w = [max([len(hd), *(len(r[i]) for r in rows)]) for i, hd in enumerate(heads)]
+    for r in [heads, *rows]:
+        lines.append(" ".join(c.rjust(w[i]) if i in (4, 7, 8, 9) else c.ljust(w[i])
+                              for i, c in enumerate(r)).rstrip())
     lines += [f"problem: {p}" for p in d["problems"]]
     return "\n".join(lines)
+
+
+def _probe_state(view: dict) -> str:
+    """The verdict; in a dual-stack cluster where the families differ, each family's."""
+    fam = view["families"]
+    if len(set(fam.values())) > 1:
+        return ",".join(f"{f}:{s}" for f, s in sorted(fam.items()))
+    return view["state"]
+
+
+def _num(value, unit: str) -> str:
+    return "-" if value is None else f"{value}{unit}"

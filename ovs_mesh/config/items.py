@@ -250,9 +250,9 @@ class ConfigItems:
         if self._good is None:
             return None
         old_texts, old_pieces, old = self._good
-        if (old.cluster, old.local, old.source, old.kubernetes) != (config.cluster, config.local, config.source,
-                                                                    config.kubernetes):
-            return None   # the cluster or local settings changed: everything may have
+        if (old.cluster, old.local, old.source, old.kubernetes, old.health) != (
+                config.cluster, config.local, config.source, config.kubernetes, config.health):
+            return None   # the cluster, local or health settings changed: everything may have
         if texts is None or old_texts is None:
             return _by_name(old.nodes, config.nodes)
         gone = set(old_texts).difference(texts)

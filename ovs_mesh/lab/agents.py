@@ -6,7 +6,8 @@ editing that file (atomically) changes the lab within a second.  Each agent is
 recorded in the lab state (kind "agent", with its pid file) before it starts,
 logs to `<node>/agent.log`, and counts as ready when it has written the status
 file of a successful reconcile (`<node>/ovs/ovs-mesh.status.json`, the one
-`ovs-mesh status` reads) after it started.  Agents are stopped by the pid in
+`ovs-mesh status` reads) after it started.  It serves its metrics on METRICS
+inside its namespace.  Agents are stopped by the pid in
 their pid file (SIGTERM, then SIGKILL after a deadline), never by name.
 A node without an agent is configured with one `ovs-mesh apply` (apply_once).
 """
@@ -29,6 +30,8 @@ from .resources import run
 from .topology import write_yaml
 
 OVS_MESH = [sys.executable, "-m", "ovs_mesh"]
+# Each agent serves /metrics on the loopback of its own node namespace (one per node: no clash).
+METRICS = "127.0.0.1:9476"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -94,7 +97,8 @@ def start(st: LabState, node: Node) -> tuple[int, float]:
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
     since = time.time()
     with open(node.agent_log, "ab") as log:
-        p = subprocess.Popen(command(st, node, "agent", "--metrics", "off"), stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(command(st, node, "agent", "--metrics", METRICS if node.ns else "off"),
+                             stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                              close_fds=True)
     write_atomic(node.agent_pidfile, f"{p.pid}\n")

@@ -18,7 +18,7 @@ from typing import TypeVar
 from topology.errors import Transient
 
 from ..process import daemon_pid
-from .model import COOKIE_MATCH, Flow, FlowChange, ours
+from .model import COOKIE_MATCH, T_FROM_PEERS, Flow, FlowChange, ours
 
 OFCTL = ("ovs-ofctl", "-O", "OpenFlow13")   # every ovs-ofctl call of the project
 _FLOW_COUNT = re.compile(r"flow_count=(\d+)")
@@ -93,6 +93,29 @@ def _flow_of(table: str, head: str, actions: str) -> Flow:
     return _flow(Flow, (int(table[6:]), 32768, head, actions))
 
 
+_RX_TABLE = f" table={T_FROM_PEERS},"
+_N_PACKETS = re.compile(r"n_packets=(\d+)")
+
+
+def _tap(lines: Iterable[str], rx: list[str]) -> Iterable[str]:
+    """The lines, passed on; those of the receive table also kept in `rx`."""
+    for line in lines:
+        if _RX_TABLE in line:
+            rx.append(line)
+        yield line
+
+
+def rx_counts(lines: list[str]) -> dict[Flow, int]:
+    """Dump lines with statistics -> each flow's packet count."""
+    out = {}
+    for line in lines:
+        m = _N_PACKETS.search(line)
+        if m:
+            for _, flow in parse_dump([line]):
+                out[flow] = int(m.group(1))
+    return out
+
+
 def bundle_text(changes: list[FlowChange]) -> str:
     lines = []
     for ch in changes:
@@ -112,6 +135,9 @@ class OpenFlow:
     def __init__(self, rundir: str, bridge: str):
         self.rundir, self.bridge = rundir, bridge
         self._parsed: dict[tuple, tuple[str, Flow]] = {}   # the last dump's flows, parsed
+        # the last dump's receive flows (table 20) -> their packet counts: when each peer
+        # last sent us anything (the agent's passive peer health)
+        self.rx_packets: dict[Flow, int] = {}
 
     @property
     def target(self) -> str:
@@ -170,8 +196,11 @@ class OpenFlow:
         """Our flows only."""
         if not self.available():
             return frozenset()
-        return self._read([*DUMP, self.target, COOKIE_MATCH],
-                          lambda lines: frozenset(f for _, f in parse_dump(lines, self._parsed)))
+        rx: list[str] = []
+        flows = self._read([*DUMP, self.target, COOKIE_MATCH],
+                           lambda lines: frozenset(f for _, f in parse_dump(_tap(lines, rx), self._parsed)))
+        self.rx_packets = rx_counts(rx)
+        return flows
 
     def foreign_flow_count(self) -> int:
         if not self.available():

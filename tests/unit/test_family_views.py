@@ -14,6 +14,7 @@ from ovs_mesh.agent.metrics import AgentMetrics
 from ovs_mesh.cli import main as cli
 from ovs_mesh.cli import packet_trace as pt
 from ovs_mesh.cli.status import render, subnets_of
+from ovs_mesh.health.record import peer_view
 from ovs_mesh.host.model import Address, HostChange, Sysctl
 from ovs_mesh.ovs.model import Flow, FlowChange, PortChange
 from ovs_mesh.reconcile.families import change_family, count, family_stats, match_family
@@ -103,11 +104,12 @@ def test_plan_json_has_the_family_of_each_change(capsys):
 def _status(cfg: Config) -> dict:
     local = cfg.local_node
     peers = [{"name": p.name, "ip": str(p.ip), **subnets_of(p), "port": "obr0-vxlan", "ofport": 10,
-              "health": "up", "error": None, "bfd": None} for p in cfg.nodes if p.name != local.name]
+              "health": "up", "error": None, "bfd": None, "probe": peer_view(None, p.name, 0.0)}
+             for p in cfg.nodes if p.name != local.name]
     return {"node": local.name, "tunnel": "vxlan", "mode": "flow", "families": list(cfg.cluster.families),
             "underlay_family": local.underlay_family, "ip": str(local.ip), **subnets_of(local),
             "peers": peers, "flows": 30, "converged": True, "pending_changes": 0, "problems": [],
-            "last_reconcile": None}
+            "last_reconcile": None, "health": {"probing": False, "summary": ""}}
 
 
 def test_status_shows_both_families_and_the_underlay():
@@ -118,7 +120,8 @@ def test_status_shows_both_families_and_the_underlay():
     text = render(d)
     assert "pods ipv4 + ipv6: 10.244.1.0/24, fd00:10:244:1::/64; underlay ipv6: fd00:56::b" in text
     row = next(line for line in text.splitlines() if line.startswith("node-3 "))
-    assert row.split() == ["node-3", "fd00:56::d", "10.244.3.0/24,fd00:10:244:3::/64", "obr0-vxlan", "10", "up"]
+    assert row.split() == ["node-3", "fd00:56::d", "10.244.3.0/24,fd00:10:244:3::/64", "obr0-vxlan", "10", "up",
+                           "unknown", "-", "-", "-"]
 
 
 def test_status_of_an_ipv6_only_node():
