@@ -21,8 +21,8 @@ from topology.nodes import node_subnets_of
 
 from . import agents
 from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underlay_cidr
-from .pods import add_pod, addresses
-from .record import NAME_RE, LabExists, LabState, Node
+from .pods import add_pod, addresses, del_pod
+from .record import NAME_RE, LabError, LabExists, LabState, Node
 from .resources import del_netns, netns_list, release
 from .topology import (
     IP_FAMILIES,
@@ -200,6 +200,7 @@ def down(name: str, progress=print) -> bool:
     # Agents first (all of them, in parallel), so none reacts to its OVS going away.
     parallel(agents.stop_recorded, st.resources("agent"),
              lambda r, pid: pid and progress(f"stopped the ovs-mesh agent of {r['node']} (pid {pid})"))
+    _delete_pods(st, progress)
     for r in reversed(st.resources()):
         release(r, progress)
         if r["kind"] == "ovs":
@@ -207,6 +208,22 @@ def down(name: str, progress=print) -> bool:
     shutil.rmtree(st.dir, ignore_errors=True)
     progress(f"lab {name} is down")
     return True
+
+
+def _delete_pods(st: LabState, progress) -> None:
+    """The lab's pods deleted as a runtime deletes them (each plugin's DEL: the pod guard forgets
+    the pod, host-local its addresses), so that nothing on a node that outlives the lab (a
+    Vagrant node's agent and guard sets) keeps entries of pods that are gone.  A pod whose DEL
+    fails still has its namespace removed with the rest."""
+    nodes = {n.name: n for n in st.nodes}
+    for pod in list(st.pods):
+        n = nodes.get(pod["node"])
+        if n is None:
+            continue
+        try:
+            del_pod(st, n, pod)
+        except (LabError, OSError) as e:
+            progress(f"{pod['name']}: {e}: its namespace is removed with the lab")
 
 
 def add_node(st: LabState, progress=print, wait: bool = True) -> Node:
