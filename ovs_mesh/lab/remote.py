@@ -121,13 +121,16 @@ def cmd_remote_check(args) -> int:
         return run(*vias[node], args.ovs_mesh, "--config", config, *cmd, check=check, timeout=180)
 
     def pods_on(node: str) -> dict:
-        ovs_mesh(node, "lab", "down", "--name", args.name, check=False)  # a previous run's leftovers
         return json.loads(ovs_mesh(node, "lab", "pods", "--name", args.name,
                                    "--count", str(args.pods_per_node)).stdout)
 
     st = LabState(args.name)
     try:
         with ThreadPoolExecutor(max_workers=4) as ex:
+            # A previous run's leftovers on every node first, then the pods: a node's `lab down`
+            # without a record removes namespaces by name, which on nodes that share one
+            # /run/netns (the namespace stand-ins of the Vagrant tests) could be another's new pod.
+            list(ex.map(lambda node: ovs_mesh(node, "lab", "down", "--name", args.name, check=False), args.nodes))
             made = list(ex.map(pods_on, args.nodes))
         topologies = {json.dumps(m["topology"], sort_keys=True) for m in made}
         if len(topologies) != 1:
