@@ -182,17 +182,22 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
     return Local(node=node, ovsdb=ovsdb, datapath=datapath, host=host, pod_guard=pod_guard, **strings)
 
 
+def _seconds(c: Checker, path: str, value: Any, default: float) -> float:
+    """A number of seconds within the option table's bounds for `path`; `default` when absent or refused."""
+    lo, hi = bounds(path)
+    if value is MISSING:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        c.error(path, value, f"must be a number of seconds between {lo} and {hi}")
+        return default
+    return value
+
+
 def _parse_kubernetes(c: Checker, raw: Any) -> Kubernetes:
     """The `kubernetes:` section, checked once here: the Kubernetes source takes it as it is."""
     kube = c.mapping("kubernetes", raw, KUBERNETES_KEYS)
     default = Kubernetes()
-    resync = kube.get("resync_seconds", MISSING)
-    lo, hi = bounds("kubernetes.resync_seconds")
-    if resync is MISSING:
-        resync = default.resync_seconds
-    elif isinstance(resync, bool) or not isinstance(resync, (int, float)) or not lo <= resync <= hi:
-        c.error("kubernetes.resync_seconds", resync, f"must be a number of seconds between {lo} and {hi}")
-        resync = default.resync_seconds
+    resync = _seconds(c, "kubernetes.resync_seconds", kube.get("resync_seconds", MISSING), default.resync_seconds)
     kubeconfig = c.string("kubernetes.kubeconfig", kube.get("kubeconfig", MISSING), default.kubeconfig)
     # the family of the Nodes' InternalIP the tunnels use (default: IPv6 for an IPv6-only cluster, else IPv4)
     family = c.choice("kubernetes.underlay_family", kube.get("underlay_family", MISSING),
@@ -203,13 +208,7 @@ def _parse_kubernetes(c: Checker, raw: Any) -> Kubernetes:
 def _parse_health(c: Checker, raw: Any) -> Health:
     m = c.mapping("health", raw, HEALTH_KEYS)
     d = Health()
-    interval = m.get("interval", MISSING)
-    lo, hi = bounds("health.interval")
-    if interval is MISSING:
-        interval = d.interval
-    elif isinstance(interval, bool) or not isinstance(interval, (int, float)) or not lo <= interval <= hi:
-        c.error("health.interval", interval, f"must be a number of seconds between {lo} and {hi}")
-        interval = d.interval
+    interval = _seconds(c, "health.interval", m.get("interval", MISSING), d.interval)
     ints = {k: c.integer(f"health.{k}", m.get(k, MISSING), getattr(d, k), *bounds(f"health.{k}"))
             for k in ("failures", "max_probes_per_second", "peer_metrics_max")}
     return Health(enabled=c.boolean("health.enabled", m.get("enabled", MISSING), d.enabled),
