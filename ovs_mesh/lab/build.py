@@ -216,14 +216,16 @@ def _delete_pods(st: LabState, progress) -> None:
     Vagrant node's agent and guard sets) keeps entries of pods that are gone.  A pod whose DEL
     fails still has its namespace removed with the rest."""
     nodes = {n.name: n for n in st.nodes}
-    for pod in list(st.pods):
-        n = nodes.get(pod["node"])
-        if n is None:
-            continue
+
+    def delete(pod: dict) -> str | None:
         try:
-            del_pod(st, n, pod)
+            del_pod(st, nodes[pod["node"]], pod)
         except (LabError, OSError) as e:
-            progress(f"{pod['name']}: {e}: its namespace is removed with the lab")
+            return f"{pod['name']}: {e}: its namespace is removed with the lab"
+        return None
+
+    # In parallel, as `up` makes them: each DEL runs the chain's plugins (the guard is a Python start).
+    parallel(delete, [p for p in st.pods if p["node"] in nodes], lambda _pod, said: said and progress(said))
 
 
 def add_node(st: LabState, progress=print, wait: bool = True) -> Node:
