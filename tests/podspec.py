@@ -192,6 +192,11 @@ def problems(docs: list[dict]) -> list[str]:
                 out.append(f"{AGENT}.env: OVS_MESH_SYSCTL_DIR missing (the container's /proc/sys is read-only)")
             else:
                 host_mount("the node's net sysctls", f"{sysctl_dir.rstrip('/')}/net", host_path="/proc/sys/net")
+    if sc.get("readOnlyRootFilesystem"):
+        found = _mount_of(docs, "/tmp")
+        if found is None or found[1].get("readOnly"):
+            out.append(f"{AGENT}.volumeMounts: nothing writable at /tmp (the agent's temporary files; "
+                       "securityContext.readOnlyRootFilesystem)")
     command = [str(a) for a in c.get("command") or []]
     if "--config" in command[:-1]:
         conf = command[command.index("--config") + 1]
@@ -268,10 +273,11 @@ def environment(docs: list[dict], node_name: str) -> dict[str, str]:
 
 
 def podman_run(docs: list[dict], *, name: str, image: str, node_name: str, netns: str,
-               host_paths: dict[str, str], configmap_dir: str) -> list[str]:
+               host_paths: dict[str, str], configmap_dir: str, empty_dir_root: str) -> list[str]:
     """`podman run -d ...` for the agent container on a node whose network namespace is
     /run/netns/NETNS; host_paths maps a hostPath path to the directory standing for it (a path
-    not in it is the machine's own, e.g. /proc/sys/net: procfs shows the reader's namespace)."""
+    not in it is the machine's own, e.g. /proc/sys/net: procfs shows the reader's namespace);
+    an emptyDir volume is a new directory under empty_dir_root."""
     spec, c = pod_spec(docs), container(docs)
     if not spec.get("hostNetwork"):
         raise AssertionError(f"{POD}.hostNetwork: only hostNetwork pods are translated")
@@ -311,8 +317,12 @@ def podman_run(docs: list[dict], *, name: str, image: str, node_name: str, netns
                 raise AssertionError(f"{POD}.volumes[{m['name']}].hostPath: {hp['path']} ({src}) is not a directory")
         elif "configMap" in v:
             src = configmap_dir
+        elif "emptyDir" in v:
+            src = os.path.join(empty_dir_root, m["name"])
+            os.makedirs(src, exist_ok=True)
         else:
-            raise AssertionError(f"{POD}.volumes[{m['name']}]: only hostPath and configMap volumes are translated")
+            raise AssertionError(f"{POD}.volumes[{m['name']}]: only hostPath, configMap and emptyDir volumes "
+                                 "are translated")
         args += ["-v", f"{src}:{m['mountPath']}{ro}"]
     command = [_expand(str(a), env) for a in c.get("command") or []]
     rest = [_expand(str(a), env) for a in c.get("args") or []]

@@ -67,6 +67,7 @@ def test_the_manifest_is_not_privileged():
     (remove_mount("/var/run/openvswitch"), "volumeMounts: nothing mounted at /var/run/openvswitch"),
     (remove_mount("/etc/cni/net.d"), "volumeMounts: nothing mounted at /etc/cni/net.d"),
     (remove_mount("/host/proc/sys/net"), "volumeMounts: nothing mounted at /host/proc/sys/net"),
+    (remove_mount("/tmp"), "volumeMounts: nothing writable at /tmp"),
     (remove_mount("/etc/ovs-mesh"), "command: --config /etc/ovs-mesh/config.yaml is not in the ConfigMap's mount"),
     (drop_cap("NET_ADMIN"), "securityContext.capabilities.add: NET_ADMIN missing"),
     (drop_cap("NET_RAW"), "securityContext.capabilities.add: NET_RAW missing"),
@@ -118,7 +119,7 @@ def test_the_translation_follows_the_pod_spec(tmp_path):
     ovs.mkdir()
     args = podspec.podman_run(DOCS, name="x", image="img", node_name="node-7", netns="ns7",
                               host_paths={"/var/run/openvswitch": str(ovs), "/etc/cni/net.d": str(cni)},
-                              configmap_dir=str(tmp_path / "cm"))
+                              configmap_dir=str(tmp_path / "cm"), empty_dir_root=str(tmp_path / "empty"))
     line = " ".join(args)
     assert "--network ns:/run/netns/ns7" in line
     assert "--cap-drop=ALL --cap-add=NET_ADMIN --cap-add=NET_RAW" in line
@@ -130,6 +131,7 @@ def test_the_translation_follows_the_pod_spec(tmp_path):
     assert '["ovs-mesh", "--config", "/etc/ovs-mesh/config.yaml", "--node", "node-7", "agent"]' in line
     assert f"--stop-timeout {podspec.grace_seconds(DOCS)}" in line
     assert "--read-only" in args and "no-new-privileges" in args
+    assert f"-v {tmp_path / 'empty' / 'tmp'}:/tmp" in line
     assert os.path.isdir(cni)   # DirectoryOrCreate
 
 
@@ -141,4 +143,4 @@ def test_an_untranslatable_field_is_an_error_naming_it():
     agent(docs)["securityContext"]["runAsUser"] = 1000
     with pytest.raises(AssertionError, match=r"securityContext: \['runAsUser'\] not translated"):
         podspec.podman_run(docs, name="x", image="i", node_name="n", netns="ns", host_paths={},
-                           configmap_dir="/nonexistent")
+                           configmap_dir="/nonexistent", empty_dir_root="/nonexistent")
