@@ -9,6 +9,7 @@ record is a dict with a `kind`:
 - `proc` (pid, netns): a process we started in a namespace (echo servers)
 - `agent` (node, netns, pidfile, local): an ovs-mesh agent (agents.py)
 - `dir` (path): a directory, removed recursively
+- `podman` (name, node, netns, cni_dir, conf): a pod container made by podman (podman.py)
 
 `release()` is the one teardown dispatch: `lab down` and `lab remove-node`
 both walk records newest first through it.
@@ -97,3 +98,6 @@ def release(r: dict, progress) -> None:
         del_netns(r["name"], progress)
     elif kind == "dir":
         shutil.rmtree(r["path"], ignore_errors=True)
+    elif kind == "podman":
+        from . import podman
+        podman.release(r)

@@ -26,7 +26,7 @@ from tests.helpers import REPO
 BUILD = os.path.join(REPO, "deploy", "kubernetes", "build-image.sh")
 # The image's name for the tests: the product's default (a developer may pick another prefix).
 IMAGE_NAME = os.environ.get("OVS_MESH_TEST_IMAGE_NAME", "localhost/ovs-mesh")
-TOOLS = ("podman", "runc", "mmdebstrap", "nsenter")
+TOOLS = ("podman", "runc", "mmdebstrap", "nsenter", "/bin/busybox")
 BUILD_TIMEOUT = 1200
 
 

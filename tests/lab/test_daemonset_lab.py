@@ -68,7 +68,7 @@ def pod_for(lab, node, tmp_path, image):
 def test_the_daemonset_pod_converges_a_node_follows_its_configmap_and_stops_cleanly(lab_name, image, tmp_path):
     assert podspec.problems(podspec.load()) == []
     run_cli("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "0", "--no-agent",
-            check=True, timeout=300)
+            "--pods", "podman", check=True, timeout=300)
     st, n1, docs, cfg, pod = pod_for(lab_name, "node-1", tmp_path, image)
     # node-1 from scratch: nothing of ovs-mesh's left on it.
     run_cli("--config", st.topology_path, "--local", n1.local, "teardown", netns=n1.ns, check=True)
@@ -80,9 +80,9 @@ def test_the_daemonset_pod_converges_a_node_follows_its_configmap_and_stops_clea
         assert ready and pod.running(), pod.logs()
         assert "10.244.1.0/24" in obr0_flows(n1)
         assert pod.probe("livenessProbe").status == 200
-        # Pods made on both nodes now, by the CNI chain of the conflist the container wrote.
+        # Pods made on both nodes now, by podman from the conflist the container wrote.
         for n in st.nodes:
-            add_pod(st, n, 1)
+            assert add_pod(st, n, 1)["runtime"] == "podman"
         st.save()
         lab_check(lab_name)
 
