@@ -210,7 +210,8 @@ def problems(docs: list[dict]) -> list[str]:
     metrics = str(local.get("metrics", "127.0.0.1:9476"))
     mport = int(metrics.rpartition(":")[2])
     if metrics.rpartition(":")[0] in ("127.0.0.1", "localhost", "::1"):
-        out.append(f"ConfigMap.data.config.yaml local.metrics: {metrics} is loopback-only: the kubelet probes the node IP")
+        out.append(f"ConfigMap.data.config.yaml local.metrics: {metrics} is loopback-only: "
+                   "the kubelet probes the node IP")
     for kind in ("livenessProbe", "readinessProbe"):
         try:
             p = Probe.of(c, kind)
@@ -245,7 +246,8 @@ def problems(docs: list[dict]) -> list[str]:
     for i, rule in enumerate(doc(docs, "ClusterRole").get("rules") or []):
         verbs = set(rule.get("verbs") or [])
         if set(rule.get("resources") or []) != {"nodes"} or rule.get("apiGroups") != [""]:
-            out.append(f"ClusterRole.rules[{i}]: {rule.get('apiGroups')}/{rule.get('resources')}: the agent reads Nodes only")
+            out.append(f"ClusterRole.rules[{i}]: {rule.get('apiGroups')}/{rule.get('resources')}: "
+                       "the agent reads Nodes only")
         if verbs != RBAC_VERBS:
             out.append(f"ClusterRole.rules[{i}].verbs: {sorted(verbs)}, the agent needs exactly {sorted(RBAC_VERBS)}")
     return out

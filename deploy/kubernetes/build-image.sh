@@ -66,15 +66,18 @@ make_base() {
   local work=$1 tar=$1/base.tar
   log "mmdebstrap $SUITE --variant=minbase with: $packages"
   # Documentation, manuals and translations are left out (copyright files stay); apt's lists
-  # and archives are removed by mmdebstrap's cleanup.  SOURCE_DATE_EPOCH: the same packages
-  # give the same tar.
+  # and archives are removed by mmdebstrap's cleanup.  The merged-usr hook merges /usr with
+  # usr-is-merged: without it apt picks usrmerge for init-system-helpers, and with it Perl
+  # (47 MB).  SOURCE_DATE_EPOCH: the same packages give the same tar.
   SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0} mmdebstrap --quiet --variant=minbase \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --include="${packages// /,}" --aptopt='Acquire::Retries "3"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
     "$SUITE" "$tar" \
-    "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main"
+    "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main" \
+    >"$work/mmdebstrap.log" 2>&1 || { tail -n 40 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
   podman import --quiet --change 'CMD ["/bin/bash"]' "$tar" "$BASE_IMAGE" >/dev/null
   rm -f "$tar"
 }
@@ -120,11 +123,17 @@ log "${build[*]} (from $base)"
 "${build[@]}" "$work/context" >&2
 "$ENGINE" tag "$image" "$NAME:latest"
 
-# Earlier builds of NAME (other keys) go; the base of this key stays.
-"$ENGINE" images --format '{{.Repository}}:{{.Tag}}' "$NAME" 2>/dev/null \
-  | { grep -v -x -e "$image" -e "$NAME:latest" || true; } | while read -r old; do
-    "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
-  done
+# Earlier builds of NAME (other keys) go, and earlier bases; this key's base stays.
+prune() {   # REPOSITORY KEEP...: remove the repository's other tags
+  local repo=$1; shift
+  local keep=(); for k in "$@"; do keep+=(-e "$k"); done
+  "$ENGINE" images --format '{{.Repository}}:{{.Tag}}' "$repo" 2>/dev/null \
+    | { grep -v -x "${keep[@]}" || true; } | while read -r old; do
+      "$ENGINE" rmi "$old" >/dev/null 2>&1 || true
+    done
+}
+prune "$NAME" "$image" "$NAME:latest"
+$online || prune localhost/ovs-mesh-base "$BASE_IMAGE"
 
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$image")
 log "$image built in $((SECONDS - start)) s, $((size / 1000000)) MB"

@@ -11,7 +11,8 @@ The container is a `sleep` from a static busybox in a root directory of the lab'
 (`podman run --rootfs`): no image, no registry.  podman reads the lab's containers.conf
 (CONTAINERS_CONF): the CNI plugin directories (the reference plugins, then ovs-mesh-guard's),
 rlimits within the machine's hard limits, runc where it is installed (crun cannot set rlimits
-without CAP_SYS_RESOURCE nor run under a hybrid cgroup layout) and cgroupfs without systemd.  host-local keeps its leases where the runtime keeps
+without CAP_SYS_RESOURCE nor run under a hybrid cgroup layout) and cgroupfs without systemd.
+host-local keeps its leases where the runtime keeps
 them (/var/lib/cni/networks/<network>): the conflist is used as written.
 """
 from __future__ import annotations
@@ -133,10 +134,3 @@ def del_pod(st: LabState, n: Node, pod: dict, cni_path: str) -> None:
         st.pods[:] = [q for q in st.pods if q["container"] != pod["container"]]
         st.save()
 
-
-def release(r: dict) -> None:
-    """A recorded podman pod that `lab down` found still there (its DEL failed, or a crash)."""
-    if os.path.exists(f"/run/netns/{r['netns']}"):
-        env = {**os.environ, "CONTAINERS_CONF": r["conf"]} if os.path.exists(r["conf"]) else None
-        run("nsenter", f"--net=/run/netns/{r['netns']}", "podman", "--network-config-dir", r["cni_dir"],
-            "rm", "-f", "-t", "0", r["name"], env=env, check=False)

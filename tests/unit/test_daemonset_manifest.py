@@ -109,7 +109,8 @@ def test_a_wrong_host_path_and_wider_rbac_are_named():
 def test_a_loopback_metrics_address_is_named():
     def loopback(docs):
         cm = podspec.doc(docs, "ConfigMap")
-        cm["data"]["config.yaml"] = cm["data"]["config.yaml"].replace("metrics: 0.0.0.0:9476", "metrics: 127.0.0.1:9476")
+        text = cm["data"]["config.yaml"]
+        cm["data"]["config.yaml"] = text.replace("metrics: 0.0.0.0:9476", "metrics: 127.0.0.1:9476")
     assert any("local.metrics: 127.0.0.1:9476" in p for p in mutated(loopback))
 
 
