@@ -9,7 +9,8 @@
 #                      in it, imported with `podman import`; the Dockerfile's RUN steps then need
 #                      no network (podman build --network=none).
 #   --online           The same Dockerfile from debian:bookworm-slim on a registry (podman, or
-#                      docker with OVS_MESH_ENGINE=docker); its RUN installs PACKAGES with apt.
+#                      docker with OVS_MESH_ENGINE=docker; OVS_MESH_IMAGE_ONLINE_BASE names another
+#                      Debian 12 base); its RUN installs PACKAGES with apt.
 #
 # Either way ovs-mesh comes from the wheelhouse (`./run wheels`): the pinned, hashed
 # requirements/agent.txt and python-ovs compiled with its C JSON parser.  The image is tagged
@@ -29,7 +30,7 @@ ENGINE=${OVS_MESH_ENGINE:-podman}
 SUITE=bookworm
 MIRROR=${OVS_MESH_IMAGE_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${OVS_MESH_IMAGE_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-ONLINE_BASE=docker.io/library/debian:bookworm-slim
+ONLINE_BASE=${OVS_MESH_IMAGE_ONLINE_BASE:-docker.io/library/debian:bookworm-slim}
 
 log() { echo "image build: $*" >&2; }
 die() { echo "image build: error: $*" >&2; exit 1; }
@@ -112,7 +113,8 @@ fi
 log "wheelhouse (./run wheels)"
 "$repo/run" wheels "$work/context/wheels" >"$work/wheels.log" 2>&1 || { cat "$work/wheels.log" >&2; die "./run wheels failed"; }
 
-build=("$ENGINE" build --file "$here/Dockerfile" --tag "$image" --build-arg "BASE=$base"
+# --layers=false: the key above is the cache; intermediate layers would only pile up in the store.
+build=("$ENGINE" build --layers=false --file "$here/Dockerfile" --tag "$image" --build-arg "BASE=$base"
        --label "org.ovs-mesh.build-key=$key")
 if $online; then
   [[ $ENGINE == podman ]] && build+=(--isolation=chroot)
