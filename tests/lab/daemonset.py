@@ -11,11 +11,13 @@ and its probes run on the manifest's schedule against the node's address, as a k
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 from ruamel.yaml import YAML
@@ -99,20 +101,25 @@ class DaemonSetPod:
         self.started = 0.0
 
     # -- the ConfigMap volume, as the kubelet's atomic writer keeps it -------------------
-    def write_configmap(self, config: dict) -> None:
+    def write_configmap(self, config: dict, **files: str) -> None:
+        """config.yaml (and `files`, name -> text) as the ConfigMap's keys, swapped in at once."""
         stamp = f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
         new = os.path.join(self.cm_dir, stamp)
         os.mkdir(new)
         with open(os.path.join(new, "config.yaml"), "w", encoding="utf-8") as f:
             YAML().dump(config, f)
+        for name, text in files.items():
+            with open(os.path.join(new, name), "w", encoding="utf-8") as f:
+                f.write(text)
         data = os.path.join(self.cm_dir, "..data")
         old = os.path.realpath(data) if os.path.islink(data) else None
         tmp = os.path.join(self.cm_dir, "..data_tmp")
         os.symlink(stamp, tmp)
         os.rename(tmp, data)
-        link = os.path.join(self.cm_dir, "config.yaml")
-        if not os.path.islink(link):
-            os.symlink("..data/config.yaml", link)
+        for name in ("config.yaml", *files):
+            link = os.path.join(self.cm_dir, name)
+            if not os.path.islink(link):
+                os.symlink(f"..data/{name}", link)
         if old and old != os.path.realpath(data):
             subprocess.run(["rm", "-rf", old], check=True)
 
@@ -192,6 +199,33 @@ def liveness_kill(results: list[ProbeResult], docs: list[dict]) -> ProbeResult |
     return None
 
 
+def in_netns(netns: str, fn):
+    """fn() in a thread that has entered /run/netns/NETNS (sockets it opens live there)."""
+    out: dict = {}
+
+    def target():
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{netns}") as f:
+                if libc.setns(f.fileno(), 0x40000000) != 0:   # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), f"setns {netns}")
+            out["value"] = fn()
+        except BaseException as e:  # handed to the caller
+            out["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def local_datapath(local: dict) -> dict:
+    """The lab node's datapath settings (userspace OVS on br-phy), for a ConfigMap's `local`."""
+    return {k: local[k] for k in ("datapath", "underlay_bridge", "underlay_interface") if k in local}
+
+
 def lab_configmap(docs: list[dict], topology_path: str, local: dict) -> dict:
     """The manifest's ConfigMap config with the lab's cluster and nodes (source: file) and the
     node's datapath settings; its OVS socket, CNI file and metrics address stay the manifest's:
@@ -202,6 +236,5 @@ def lab_configmap(docs: list[dict], topology_path: str, local: dict) -> dict:
     cfg["cluster"] = {**cfg.get("cluster", {}), **topo["cluster"]}
     cfg["source"] = topo["source"]
     cfg["nodes"] = topo["nodes"]
-    cfg["local"] = {**cfg.get("local", {}),
-                    **{k: local[k] for k in ("datapath", "underlay_bridge", "underlay_interface") if k in local}}
+    cfg["local"] = {**cfg.get("local", {}), **local_datapath(local)}
     return cfg

@@ -18,6 +18,7 @@ from ovs_mesh.lab.pods import add_pod
 from ovs_mesh.lab.record import LabState
 from tests import podspec
 from tests.helpers import need, run_cli, wait_for
+from tests.kube import fake_apiserver
 from tests.lab import daemonset
 from tests.lab.conftest import need_lab_tools
 
@@ -139,3 +140,50 @@ def test_the_probes_answer_as_the_manifest_expects_during_a_slow_first_pass(lab_
         lab_check(lab_name)
     finally:
         pod.remove()
+
+
+def test_the_shipped_configmap_takes_its_peers_from_the_api_with_list_and_watch_only(lab_name, image, tmp_path,
+                                                                                     monkeypatch):
+    """The ConfigMap as shipped (source: kubernetes), the API server a fake one in the node's
+    network namespace (a kubeconfig in the ConfigMap stands in for the ServiceAccount's in-cluster
+    config): the container converges the node from the Nodes' podCIDRs and InternalIPs, follows a
+    Node added to the API, and asks the API for nothing but list and watch of Nodes, what the
+    ClusterRole grants."""
+    run_cli("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "0", "--no-agent",
+            "--pods", "podman", check=True, timeout=300)
+    st, n1, docs, _, pod = pod_for(lab_name, "node-1", tmp_path, image)
+    asked: list[str] = []
+    monkeypatch.setattr(fake_apiserver._Handler, "log_request",
+                        lambda self, code="-", size="-": asked.append(f"{self.command} {self.path} {code}"))
+    api = daemonset.in_netns(n1.ns, fake_apiserver.FakeApiServer)
+    try:
+        for n in st.nodes:
+            api.add(fake_apiserver.make_node(n.name, n.ip, f"10.244.{n.k - 1}.0/24"))
+        with open(n1.local, encoding="utf-8") as f:
+            local = YAML(typ="safe").load(f)
+        cfg = podspec.agent_config(docs)
+        assert cfg["source"] == "kubernetes"
+        cfg["kubernetes"] = {**cfg.get("kubernetes", {}), "kubeconfig": "/etc/ovs-mesh/kubeconfig"}
+        cfg["local"] = {**cfg["local"], **daemonset.local_datapath(local.get("local", local))}
+        pod.write_configmap(cfg, kubeconfig=open(api.kubeconfig(str(tmp_path / "kubeconfig"))).read())
+        run_cli("--config", st.topology_path, "--local", n1.local, "teardown", netns=n1.ns, check=True)
+        pod.start()
+        ready = wait_for(lambda: pod.probe("readinessProbe").status == 200 or not pod.running(), timeout=60,
+                         what="the readiness probe", interval=0.5)
+        assert ready and pod.running(), pod.logs()
+        assert "10.244.1.0/24" in obr0_flows(n1), pod.logs()
+        for n in st.nodes:
+            add_pod(st, n, 1)
+        st.save()
+        lab_check(lab_name)
+        api.add(fake_apiserver.make_node("node-9", "192.168.213.19", "10.244.9.0/24"))
+        wait_for(lambda: "10.244.9.0/24" in obr0_flows(n1), timeout=15, what="the new Node's subnet in obr0")
+        pod.stop()
+        verbs = {("watch" if "watch=true" in a else "list") if a.startswith("GET /api/v1/nodes?") or
+                 a.startswith("GET /api/v1/nodes ") else a for a in asked}
+        assert verbs == {"list", "watch"}, asked
+        rbac = podspec.doc(docs, "ClusterRole")["rules"]
+        assert [set(r["verbs"]) for r in rbac] == [verbs]
+    finally:
+        pod.remove()
+        api.close()
