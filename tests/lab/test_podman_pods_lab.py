@@ -41,3 +41,20 @@ def test_podman_pods_are_refused_without_podman(lab_name, monkeypatch, tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))   # no podman, no nsenter on this PATH
     p = run_cli("lab", "up", "--name", lab_name, "--nodes", "2", "--pods", "podman", timeout=60)
     assert p.returncode == 2 and "--pods podman: podman is not installed" in p.stderr
+
+
+def test_lab_down_removes_podman_pods_it_has_no_pod_record_of(lab_name):
+    """A lab that died between `podman run` and writing the pod down: the container was recorded
+    before it was made, and `lab down` removes it (and its namespace) all the same."""
+    need_lab_tools()
+    need("podman", "runc", "nsenter", "/bin/busybox", root=True)
+    run_cli("lab", "up", "--name", lab_name, "--nodes", "2", "--pods-per-node", "1", "--no-agent",
+            "--pods", "podman", check=True, timeout=300)
+    st = LabState.load(lab_name)
+    spaces = {p["ns"] for p in st.pods}
+    st.data["pods"] = []
+    st.save()
+    assert len(containers(lab_name)) == 2
+    run_cli("lab", "down", "--name", lab_name, check=True, timeout=300)
+    assert containers(lab_name) == []
+    assert not spaces & set(subprocess.run(["ip", "netns"], capture_output=True, text=True).stdout.split())
