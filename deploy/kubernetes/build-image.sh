@@ -100,6 +100,12 @@ if ! $force && exists "$image"; then
   exit 0
 fi
 
+# With --force the tags move to new images: the ones they named go at the end.
+replaced=()
+for ref in "$image" "$BASE_IMAGE"; do
+  id=$("$ENGINE" image inspect --format '{{.Id}}' "$ref" 2>/dev/null) && replaced+=("$id")
+done
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/ovs-mesh-image.XXXXXX")
 trap 'rm -rf --one-file-system "$work"' EXIT
 trap 'exit 1' INT TERM
@@ -136,6 +142,12 @@ prune() {   # REPOSITORY KEEP...: remove the repository's other tags
 }
 prune "$NAME" "$image" "$NAME:latest"
 $online || prune localhost/ovs-mesh-base "$BASE_IMAGE"
+
+for id in "${replaced[@]}"; do
+  [[ $("$ENGINE" image inspect --format '{{.Id}}' "$image") == "$id" ]] && continue
+  [[ $("$ENGINE" image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) == "$id" ]] && continue
+  "$ENGINE" rmi "$id" >/dev/null 2>&1 || true
+done
 
 size=$("$ENGINE" image inspect --format '{{.Size}}' "$image")
 log "$image built in $((SECONDS - start)) s, $((size / 1000000)) MB"
