@@ -27,12 +27,14 @@ from .model import (
     Masquerade,
     Offload,
     PodGuard,
+    Service,
     Setting,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
 )
 from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
+from .services import IPSEC_UNIT
 from .underlay import desired_ovs
 
 
@@ -136,6 +138,8 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
             want.append(pod_guard(observed))
         want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6,
                                                               guard=config.local.pod_guard)))
+        if config.cluster.encryption == "ipsec" and facts.systemd:
+            want.append(Service(IPSEC_UNIT))
     return HostState(tuple(want), facts)
 
 
