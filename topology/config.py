@@ -229,6 +229,10 @@ def _check_encryption_local(c: Checker, cluster: Cluster, local: Local) -> None:
                 f"works on the kernel's packets, local.datapath is {local.datapath}")
     if enc != "ipsec":
         return
+    if cluster.tunnel == "vxlan" and cluster.vxlan_port != 4789:
+        c.error("cluster.vxlan_port", cluster.vxlan_port,
+                "cluster.encryption ipsec protects VXLAN on udp/4789 only (ovs-monitor-ipsec's connections "
+                "name that port)")
     if cluster.ipsec_auth == "certificate":
         for k in IPSEC_CERT_FILES:
             if getattr(local, k) is None:

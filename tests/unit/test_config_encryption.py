@@ -94,6 +94,11 @@ PURE = [
     ("certificate with psk", lambda d: d["cluster"].update(encryption="ipsec", ipsec_auth="psk")
      or d["local"].update(datapath="system", certificate="/a", psk_file="/p"),
      "local.certificate: /a: not used with cluster.ipsec_auth psk (OVS takes one method for all tunnels)"),
+    ("ipsec with another vxlan port", lambda d: d["cluster"].update(encryption="ipsec", ipsec_auth="psk",
+                                                                     vxlan_port=8472)
+     or d["local"].update(datapath="system", psk_file="/p"),
+     "cluster.vxlan_port: 8472: cluster.encryption ipsec protects VXLAN on udp/4789 only (ovs-monitor-ipsec's "
+     "connections name that port)"),
     ("wireguard port", lambda d: d["cluster"].update(wireguard_port=0),
      "cluster.wireguard_port: 0: must be between 1 and 65535"),
     ("wireguard cidr IPv6", lambda d: d["cluster"].update(wireguard_cidr="fd00::/64"),

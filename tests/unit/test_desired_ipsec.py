@@ -84,10 +84,10 @@ def test_flow_mode_keeps_its_port_and_adds_one_per_peer():
     assert not any(f.table == 0 and "in_port=" in f.match and "goto_table:30" in f.actions for f in s.flows)
 
 
-def test_vni_and_vxlan_port_carry_over_to_the_ipsec_ports():
-    s = build(ipsec(vni=42, vxlan_port=8472), 1413)
+def test_vni_carries_over_to_the_ipsec_ports():
+    s = build(ipsec(vni=42, tunnel="geneve"), 1413)
     p2 = next(p for p in s.ports if p.peer == "node-2")
-    assert dict(p2.options)["dst_port"] == "8472" and dict(p2.options)["key"] == "flow"
+    assert dict(p2.options)["key"] == "flow" and p2.type == "geneve"
     assert Flow(0, 100, f"tun_id=0x2a,in_port={p2.ofport_request}", "goto_table:20") in s.flows
 
 
