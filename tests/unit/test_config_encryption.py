@@ -60,12 +60,18 @@ def test_valid_modes_parse(tmp_path):
     assert c.cluster.encryption == "ipsec" and c.cluster.ipsec_auth == "certificate" and c.local.psk is None
     c = load_config(write_config(str(tmp_path / "c.yaml"), ipsec_config(tmp_path, "psk")))
     assert c.local.psk == PSK and PSK not in repr(c)
-    data = kernel(base_config(encryption="wireguard"))
+    data = base_config()
     data["nodes"][1]["wireguard_public_key"] = WG_KEY
     c = parse_config(data)
-    assert c.cluster.encryption == "wireguard" and c.nodes[1].wireguard_key == WG_KEY
-    assert c.nodes[0].wireguard_key is None
-    assert parse_config(base_config()).cluster.encryption == "none"
+    assert c.nodes[1].wireguard_key == WG_KEY and c.nodes[0].wireguard_key is None
+    assert c.cluster.encryption == "none"
+
+
+def test_wireguard_is_refused_until_the_device_exists(tmp_path, capsys):
+    """Validated, but refused: the agent would lower the MTU and leave the tunnels in clear."""
+    data = kernel(base_config(encryption="wireguard"))
+    code, out = validate_exit(tmp_path, data, capsys)
+    assert code == 2 and "cluster.encryption: wireguard: not available yet" in out
 
 
 # (description, config change, expected: field, value, reason) -- pure rules of the parse
@@ -237,9 +243,9 @@ def test_wireguard_device_mtu():
     assert Cluster(encryption="wireguard").wireguard_overhead("ipv6") == 80
 
 
-def test_explicit_mtu_wins(tmp_path):
-    data = kernel(base_config(encryption="wireguard", mtu=1300))
-    assert parse_config(data).cluster.pod_mtu(1500) == 1300
+def test_explicit_mtu_wins():
+    assert Cluster(encryption="wireguard", mtu=1300).pod_mtu(1500) == 1300
+    assert Cluster(encryption="ipsec", mtu=1300).pod_mtu(1500) == 1300
 
 
 def test_ipv6_underlay_ipsec_config_parses(tmp_path):
