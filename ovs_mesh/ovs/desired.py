@@ -38,8 +38,9 @@ import hashlib
 from collections.abc import Mapping
 
 from topology.mesh import peers_of
-from topology.model import Config, Node
+from topology.model import Address, Config, Node
 
+from ..encryption import wireguard
 from .model import (
     BRIDGE,
     FIRST_PEER_OFPORT,
@@ -220,9 +221,11 @@ def peer_part(config: Config, peer: Node, ofport: int | None = None) -> OvsState
     on from there too (antrea#422: without that flow every received packet dropped)."""
     c = config.cluster
     ports: tuple[PortSpec, ...] = ()
+    if not reachable(config, peer):
+        return OvsState()
     if per_peer_ports(config):
         assert ofport is not None, "port and stp modes, and flow mode with IPsec, number every peer port"
-        remote = str(peer.ip)
+        remote = str(tunnel_ip(config, peer))
         options = tunnel_options(config, remote)
         if c.mode == "flow":
             options["key"] = "flow"   # received packets carry tun_id: table 0 matches cluster.vni
@@ -255,10 +258,10 @@ def peer_flows(config: Config, peer: Node, ofport: int | None = None) -> list[Fl
     tun_src / tun_ipv6_src / its port, only the peer's sources): 4 flows for IPv4 (ip and
     arp out and in), 3 for IPv6 (ipv6 and solicitations out, ipv6 in); stp: none."""
     c = config.cluster
-    if c.mode == "stp" or not peer.subnets:
+    if c.mode == "stp" or not peer.subnets or not reachable(config, peer):
         return []
     if c.mode == "flow":
-        set_dst, sender = tunnel_fields(peer)
+        set_dst, sender = tunnel_fields(config, peer)
         flows = _peer_flows(peer, f"set_field:{tun_id(c.vni)}->tun_id,{set_dst},output:{TUNNEL_OFPORT}", sender)
         if ofport is not None:   # IPsec: the peer's packets arrive on its own port
             flows.append(Flow(T_CLASSIFY, 100, f"tun_id={tun_id(c.vni)},in_port={ofport}",
@@ -323,9 +326,25 @@ def _peer_flows(peer: Node, out: str, sender: str) -> list[Flow]:
     return flows
 
 
-def tunnel_fields(peer: Node) -> tuple[str, str]:
+def tunnel_ip(config: Config, peer: Node) -> Address:
+    """The address the tunnels to `peer` use: its underlay address, or with WireGuard its address
+    on the WireGuard device (the tunnel packets then ride inside WireGuard)."""
+    if config.cluster.encryption == "wireguard":
+        addr = wireguard.address(config.cluster, peer)
+        assert addr is not None, "a WireGuard peer has a pod subnet"
+        return addr
+    return peer.ip
+
+
+def tunnel_fields(config: Config, peer: Node) -> tuple[str, str]:
     """Flow mode: (the field set to send to `peer`, the match of what it sent), per underlay family."""
-    ip = str(peer.ip)
-    if peer.ip.version == 6:
+    addr = tunnel_ip(config, peer)
+    ip = str(addr)
+    if addr.version == 6:
         return f"set_field:{ip}->tun_ipv6_dst", f"tun_ipv6_src={ip}"
     return f"set_field:{ip}->tun_dst", f"tun_src={ip}"
+
+
+def reachable(config: Config, peer: Node) -> bool:
+    """With WireGuard only a peer whose public key the inventory has can be tunnelled to."""
+    return config.cluster.encryption != "wireguard" or bool(peer.wireguard_key)

@@ -12,31 +12,31 @@ KEY = "0x5f3c9a1b2d4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8"
 
 def state(src, dst, added):
     return f"""src {src} dst {dst}
-	proto esp spi 0xc2d5b8f1(3268786417) reqid 1(0x00000001) mode transport
-	replay-window 0 seq 0x00000000 flag  (0x00000000)
-	aead rfc4106(gcm(aes)) {KEY} 128
-	anti-replay context: seq 0x0, oseq 0x5, bitmap 0x00000000
-	sel src {src}/32 dst {dst}/32 proto udp dport 4789
-	lifetime config:
-	  limit: soft (INF)(bytes), hard (INF)(bytes)
-	lifetime current:
-	  1234(bytes), 12(packets)
-	  add {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(added))} use -
-	stats:
-	  replay-window 0 replay 0 failed 0
+\tproto esp spi 0xc2d5b8f1(3268786417) reqid 1(0x00000001) mode transport
+\treplay-window 0 seq 0x00000000 flag  (0x00000000)
+\taead rfc4106(gcm(aes)) {KEY} 128
+\tanti-replay context: seq 0x0, oseq 0x5, bitmap 0x00000000
+\tsel src {src}/32 dst {dst}/32 proto udp dport 4789
+\tlifetime config:
+\t  limit: soft (INF)(bytes), hard (INF)(bytes)
+\tlifetime current:
+\t  1234(bytes), 12(packets)
+\t  add {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(added))} use -
+\tstats:
+\t  replay-window 0 replay 0 failed 0
 """
 
 
 POLICIES = """src 192.168.56.11/32 dst 192.168.56.12/32 proto udp dport 4789
-	dir out priority 366463 ptype main
-	tmpl src 0.0.0.0 dst 0.0.0.0
-		proto esp reqid 1 mode transport
+\tdir out priority 366463 ptype main
+\ttmpl src 0.0.0.0 dst 0.0.0.0
+\t\tproto esp reqid 1 mode transport
 src 192.168.56.11/32 dst 192.168.56.13/32 proto udp dport 4789
-	dir out priority 366463 ptype main
-	tmpl src 0.0.0.0 dst 0.0.0.0
-		proto esp reqid 2 mode transport
+\tdir out priority 366463 ptype main
+\ttmpl src 0.0.0.0 dst 0.0.0.0
+\t\tproto esp reqid 2 mode transport
 src 0.0.0.0/0 dst 0.0.0.0/0 proto udp sport 4789
-	dir out action block priority 1
+\tdir out action block priority 1
 """
 
 
