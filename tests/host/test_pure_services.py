@@ -1,0 +1,50 @@
+"""The host's services for encryption (pure): openvswitch-ipsec.service is wanted with IPsec where
+systemd runs; the diff starts it, and stops it only when it was observed as ours (the observation
+shows a running unit only when it is wanted or recorded as started by ovs-mesh)."""
+import dataclasses
+
+from ovs_mesh.host import desired_host, diff_host
+from ovs_mesh.host.model import HostFacts, HostState, Service
+from ovs_mesh.host.services import IPSEC_UNIT
+from tests.helpers import base_config
+from topology.config import parse_config
+
+
+def config(encryption="none"):
+    data = base_config(3)
+    data["local"].update(datapath="system", host=True)
+    c = parse_config(data)
+    return dataclasses.replace(c, cluster=dataclasses.replace(c.cluster, encryption=encryption))
+
+
+def services(changes):
+    return [(ch.action, ch.obj.name) for ch in changes if isinstance(ch.obj, Service)]
+
+
+def test_ipsec_wants_the_monitor_where_systemd_runs():
+    observed = HostState((), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config("ipsec"), 1413, observed), observed)) == [("add", IPSEC_UNIT)]
+    running = HostState((Service(IPSEC_UNIT),), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config("ipsec"), 1413, running), running)) == []
+    no_systemd = HostState((), HostFacts(systemd=False))   # a DaemonSet pod: the host runs the monitor
+    assert services(diff_host(desired_host(config("ipsec"), 1413, no_systemd), no_systemd)) == []
+
+
+def test_switching_off_or_teardown_stops_only_what_was_observed_as_ours():
+    ours = HostState((Service(IPSEC_UNIT),), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config(), 1450, ours), ours)) == [("delete", IPSEC_UNIT)]
+    assert services(diff_host(desired_host(config(), 1450, ours, teardown=True), ours)) == [("delete", IPSEC_UNIT)]
+    # an administrator's running monitor is not observed without IPsec and a record: left alone
+    theirs = HostState((), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config(), 1450, theirs), theirs)) == []
+    assert str(diff_host(desired_host(config("ipsec"), 1413, theirs), theirs)[-1]).endswith(
+        "service openvswitch-ipsec.service running")
+
+
+def test_the_record_of_started_units_survives_a_reload(tmp_path):
+    from ovs_mesh.host import saved
+
+    saved.save(str(tmp_path), saved.Saved(started=(IPSEC_UNIT,)))
+    assert saved.load(str(tmp_path)).started == (IPSEC_UNIT,)
+    saved.save(str(tmp_path), saved.Saved())
+    assert not list(tmp_path.iterdir())   # nothing left to restore: the file is gone
