@@ -98,12 +98,14 @@ def render(d: dict) -> str:
     h = d["health"]
     lines.append(f"peers: {h['summary']}" if h["probing"] else "peers: not probed (no agent running, or "
                  "health.enabled is false)")
+    encrypted = d.get("encryption", "none") != "none"   # the ENCRYPTION column only then
     rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"],
              _probe_state(p["probe"]), _num(p["probe"]["rtt_ms"], " ms"),
              _num(p["probe"]["since_answer_seconds"], "s"), _num(p["probe"]["since_sent_seconds"], "s"),
-             _crypt(p["encryption"]))
+             *((_crypt(p["encryption"]),) if encrypted else ()))
             for p in d["peers"]]
-    heads = ("PEER", "IP", "SUBNETS", "PORT", "OFPORT", "TUNNEL", "PROBE", "RTT", "ANSWERED", "SENT", "ENCRYPTION")
+    heads = ("PEER", "IP", "SUBNETS", "PORT", "OFPORT", "TUNNEL", "PROBE", "RTT", "ANSWERED", "SENT",
+             *(("ENCRYPTION",) if encrypted else ()))
     w = [max([len(hd), *(len(r[i]) for r in rows)]) for i, hd in enumerate(heads)]
     for r in [heads, *rows]:
         lines.append(" ".join(c.rjust(w[i]) if i in (4, 7, 8, 9) else c.ljust(w[i])
