@@ -232,6 +232,8 @@ class HostFacts:
     learned_pods: tuple = ()                  # GuardedPod of each such veth the guard's sets lack
     bridge_scoped: bool = True                # nft can match a frame's bridge (nft_meta_bridge)
     systemd: bool = False                     # systemd runs this host (services can be started)
+    xfrm: bool = True                         # the kernel has XFRM (IPsec): /proc/net/xfrm_stat
+    ipsec_monitor: bool = True                # ovs-monitor-ipsec is installed (Debian's openvswitch-ipsec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -166,7 +166,8 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
                       saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
                       ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
-                      bridge_scoped=nft.bridge_meta_supported(), systemd=systemd)
+                      bridge_scoped=nft.bridge_meta_supported(), systemd=systemd,
+                      xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT))
     return HostState(tuple(objects), facts)
 
 

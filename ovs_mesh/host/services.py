@@ -21,6 +21,8 @@ import time
 IPSEC_UNIT = "openvswitch-ipsec.service"
 MONITOR = "ovs-monitor-ipsec"
 SYSTEMD_DIR = "/run/systemd/system"   # present when systemd is PID 1 (sd_booted)
+MONITOR_SCRIPT = "/usr/share/openvswitch/scripts/ovs-monitor-ipsec"
+XFRM_STAT = "/proc/net/xfrm_stat"     # present when the kernel has XFRM
 
 
 def systemd_running() -> bool:

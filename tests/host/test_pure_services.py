@@ -48,3 +48,16 @@ def test_the_record_of_started_units_survives_a_reload(tmp_path):
     assert saved.load(str(tmp_path)).started == (IPSEC_UNIT,)
     saved.save(str(tmp_path), saved.Saved())
     assert not list(tmp_path.iterdir())   # nothing left to restore: the file is gone
+
+
+def test_a_host_that_cannot_do_ipsec_is_refused_naming_the_field():
+    import pytest
+
+    from topology.config import ConfigError
+
+    for facts, reason in ((HostFacts(systemd=True, xfrm=False), "this kernel has no XFRM (IPsec)"),
+                          (HostFacts(systemd=True, ipsec_monitor=False), "ovs-monitor-ipsec is not installed")):
+        with pytest.raises(ConfigError) as e:
+            desired_host(config("ipsec"), 1413, HostState((), facts))
+        assert str(e.value.errors[0]).startswith(f"cluster.encryption: ipsec: {reason}")
+    desired_host(config(), 1450, HostState((), HostFacts(xfrm=False, ipsec_monitor=False)))   # not needed
