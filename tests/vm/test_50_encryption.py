@@ -182,6 +182,26 @@ def encrypted_pings(lab, pods: dict, what: str) -> tuple[int, int]:
     return plain, esp
 
 
+PING_LOG = "/tmp/ec-ping.log"
+
+
+def ping_start(lab, a: dict, b: dict) -> None:
+    """A 0.1 s ping from pod A (on node-1) to pod B, in the background, with reply timestamps."""
+    lab.ssh("node-1", f"rm -f {PING_LOG}; nohup ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} "
+                      f">{PING_LOG} 2>&1 & echo $! > {PING_LOG}.pid")
+
+
+def ping_stop(lab) -> tuple[float, int]:
+    """(longest gap between two replies in s, pings lost) of the background ping."""
+    out = lab.ssh("node-1", f"kill -INT $(cat {PING_LOG}.pid); while kill -0 $(cat {PING_LOG}.pid) 2>/dev/null; "
+                            f"do sleep 0.1; done; cat {PING_LOG}; rm -f {PING_LOG} {PING_LOG}.pid").stdout
+    stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert sent and stamps, out[-2000:]
+    gap = max((y - x for x, y in zip(stamps, stamps[1:])), default=0.0)
+    return round(gap, 2), int(sent.group(1)) - int(sent.group(2))
+
+
 def set_and_converge(lab, edits: dict, what: str) -> None:
     with timed(f"5. {what} -> every agent converged"):
         lab.wait_converged(lab.set_config(edits))
@@ -202,6 +222,7 @@ def test_5_ipsec(vm_lab, pods):
     lab = vm_lab
     subnet2 = next(n["subnet"] for n in lab.read_config("node-1")["nodes"] if n["name"] == "node-2")
     subnet2 = subnet2 if isinstance(subnet2, str) else subnet2[0]
+    switched_off = False
     try:
         # Without encryption a forged tunnel packet is delivered: the attack works (the control).
         with timed("5. forged VXLAN packet, no encryption (control)"):
@@ -211,6 +232,8 @@ def test_5_ipsec(vm_lab, pods):
 
         with tempfile.TemporaryDirectory(prefix="ec-certs-") as d:
             install_credentials(lab, make_certs(lab.nodes, d))
+        # Switched on under a pod ping: how long is pod traffic cut?
+        ping_start(lab, pods["node-1"], pods["node-2"])
         set_and_converge(lab, {"cluster.encryption": "ipsec", "cluster.ipsec_auth": "certificate",
                                "local.certificate": CERT, "local.private_key": KEY, "local.ca_cert": CA},
                          "cluster.encryption: ipsec (certificates)")
@@ -218,6 +241,9 @@ def test_5_ipsec(vm_lab, pods):
             assert lab.ssh(node, "systemctl is-active openvswitch-ipsec").stdout.strip() == "active"
         with timed("5. IPsec (certificates): first pod packet -> ESP SAs with every peer"):
             warm_up(lab, pods)
+        gap, lost = ping_stop(lab)
+        TIMES["5.   switching IPsec on: longest pod traffic gap (s)"] = gap
+        TIMES["5.   switching IPsec on: pings lost (0.1 s interval)"] = lost
         capture_start(lab)
         try:
             with timed("5. check.sh (vxlan, IPsec with certificates)"):
@@ -267,8 +293,16 @@ def test_5_ipsec(vm_lab, pods):
         shown = lab.ssh("node-1", f"{OVS_MESH} status --json; {OVS_MESH} plan --json; "
                                   "journalctl -u ovs-mesh --no-pager -n 500", check=False)
         assert psk not in shown.stdout + shown.stderr, "the PSK is shown by status, plan or the journal"
-    finally:
+        ping_start(lab, pods["node-1"], pods["node-2"])
+        switched_off = True
         set_and_converge(lab, OFF, "cluster.encryption: none again")
+        lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
+        gap, lost = ping_stop(lab)
+        TIMES["5.   switching IPsec off: longest pod traffic gap (s)"] = gap
+        TIMES["5.   switching IPsec off: pings lost (0.1 s interval)"] = lost
+    finally:
+        if not switched_off:
+            set_and_converge(lab, OFF, "cluster.encryption: none (after a failure)")
         remove_credentials(lab)
     for node in lab.nodes:
         assert lab.ssh(node, "systemctl is-active openvswitch-ipsec", check=False).stdout.strip() != "active"
