@@ -10,9 +10,13 @@ A PSK file holds one line of at least MIN_PSK characters.  Problems are
 """
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import os
+import re
 import stat
+import subprocess
+import time
 
 from topology.checker import ConfigError
 from topology.errors import Problem
@@ -94,6 +98,48 @@ def psk_problems(path: str) -> list[Problem]:
     return []
 
 
+def certificate_facts(path: str) -> tuple[str | None, list[str], float | None] | None:
+    """(CN, DNS subjectAltNames, notAfter as Unix time) of a PEM certificate, read with the
+    openssl command; None when openssl is missing or cannot read it (then only the file checks hold)."""
+    try:
+        p = subprocess.run(["openssl", "x509", "-noout", "-subject", "-enddate", "-ext", "subjectAltName",
+                            "-nameopt", "RFC2253", "-in", path], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if p.returncode != 0:
+        return None
+    cn = re.search(r"^subject=.*?\bCN=([^,\n]+)", p.stdout, re.M)
+    end = re.search(r"^notAfter=(.+)$", p.stdout, re.M)
+    expires = None
+    if end:
+        try:
+            expires = calendar.timegm(time.strptime(end.group(1).strip(), "%b %d %H:%M:%S %Y GMT"))
+        except ValueError:
+            expires = None
+    return cn.group(1) if cn else None, re.findall(r"DNS:([^,\s]+)", p.stdout), expires
+
+
+def identity_problems(path: str, node: str, now: float) -> list[Problem]:
+    """This node's certificate must name it (peers accept it as remote_name = its node name: CN and
+    a DNS subjectAltName, which strongSwan matches) and must not have expired."""
+    facts = certificate_facts(path)
+    if facts is None:
+        return []
+    cn, dns, expires = facts
+    out = []
+    if cn != node:
+        out.append(Problem("local.certificate", path, f"its CN is {cn or 'missing'}, not this node's name {node} "
+                                                      "(peers accept a certificate whose CN is the node name)"))
+    elif node not in dns:
+        out.append(Problem("local.certificate", path, f"no DNS subjectAltName {node} (strongSwan matches the "
+                                                      "node name against it)"))
+    if expires is not None and expires <= now:
+        out.append(Problem("local.certificate", path, "expired at "
+                           + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expires))
+                           + ": make a new one with the same CA"))
+    return out
+
+
 def credential_problems(config: Config) -> list[Problem]:
     """Every problem of the files this node's encryption reads (none without encryption).
     The WireGuard private key is not checked here: ovs-mesh makes it (ovs_mesh.crypt.wireguard)."""
@@ -109,6 +155,8 @@ def credential_problems(config: Config) -> list[Problem]:
         path = getattr(l, key)
         if path:
             out += file_problems(key, path, secret, marker)
+    if l.certificate and not out:
+        out += identity_problems(l.certificate, l.node, time.time())
     return out
 
 
