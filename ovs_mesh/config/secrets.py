@@ -98,9 +98,11 @@ def psk_problems(path: str) -> list[Problem]:
     return []
 
 
-def certificate_facts(path: str) -> tuple[str | None, list[str], float | None] | None:
-    """(CN, DNS subjectAltNames, notAfter as Unix time) of a PEM certificate, read with the
-    openssl command; None when openssl is missing or cannot read it (then only the file checks hold)."""
+def certificate_facts(path: str) -> tuple[str | None, list[str], float | None, bool] | None:
+    """(CN, DNS subjectAltNames, notAfter as Unix time, whether ovs-monitor-ipsec finds the CN) of a
+    PEM certificate, read with the openssl command; None when openssl is missing or cannot read it
+    (then only the file checks hold).  The monitor takes the CN with `CN=(.+?),` from the RFC 2253
+    subject: a subject of the CN alone is not read (the monitor then configures no tunnel)."""
     try:
         p = subprocess.run(["openssl", "x509", "-noout", "-subject", "-enddate", "-ext", "subjectAltName",
                             "-nameopt", "RFC2253", "-in", path], capture_output=True, text=True, timeout=20)
@@ -116,7 +118,8 @@ def certificate_facts(path: str) -> tuple[str | None, list[str], float | None] |
             expires = calendar.timegm(time.strptime(end.group(1).strip(), "%b %d %H:%M:%S %Y GMT"))
         except ValueError:
             expires = None
-    return cn.group(1) if cn else None, re.findall(r"DNS:([^,\s]+)", p.stdout), expires
+    monitor_reads = bool(re.search(r"^subject=.*?CN=(.+?),", p.stdout, re.M))
+    return cn.group(1) if cn else None, re.findall(r"DNS:([^,\s]+)", p.stdout), expires, monitor_reads
 
 
 def identity_problems(path: str, node: str, now: float) -> list[Problem]:
@@ -125,8 +128,11 @@ def identity_problems(path: str, node: str, now: float) -> list[Problem]:
     facts = certificate_facts(path)
     if facts is None:
         return []
-    cn, dns, expires = facts
+    cn, dns, expires, monitor_reads = facts
     out = []
+    if cn == node and not monitor_reads:
+        out.append(Problem("local.certificate", path, "its subject is the CN alone: ovs-monitor-ipsec needs "
+                                                      f"another attribute in it (e.g. /O=my cluster/CN={node})"))
     if cn != node:
         out.append(Problem("local.certificate", path, f"its CN is {cn or 'missing'}, not this node's name {node} "
                                                       "(peers accept a certificate whose CN is the node name)"))

@@ -256,14 +256,14 @@ def test_ipv6_underlay_ipsec_config_parses(tmp_path):
 
 
 # --- the certificate names this node, and has not expired (read with openssl) --------------------
-def real_cert(tmp_path, cn: str, san: str | None) -> str:
+def real_cert(tmp_path, cn: str, san: str | None, org: bool = True) -> str:
     import shutil
     import subprocess
 
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed")
     args = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "real.key"),
-            "-out", str(tmp_path / "real.crt"), "-days", "2", "-subj", f"/CN={cn}"]
+            "-out", str(tmp_path / "real.crt"), "-days", "2", "-subj", ("/O=test" if org else "") + f"/CN={cn}"]
     if san:
         args += ["-addext", f"subjectAltName=DNS:{san}"]
     subprocess.run(args, check=True, capture_output=True, timeout=120)
@@ -272,12 +272,14 @@ def real_cert(tmp_path, cn: str, san: str | None) -> str:
 
 
 @pytest.mark.parametrize("cn, san, reason", [
+    ("node-1/", "node-1", "its subject is the CN alone: ovs-monitor-ipsec needs another attribute in it "
+                          "(e.g. /O=my cluster/CN=node-1)"),
     ("node-9", "node-9", "its CN is node-9, not this node's name node-1 (peers accept a certificate whose CN is "
                          "the node name)"),
     ("node-1", None, "no DNS subjectAltName node-1 (strongSwan matches the node name against it)"),
 ])
 def test_certificate_must_name_this_node(cn, san, reason, tmp_path, capsys):
-    crt = real_cert(tmp_path, cn, san)
+    crt = real_cert(tmp_path, cn.rstrip("/"), san, org=not cn.endswith("/"))
     data = ipsec_config(tmp_path, certificate=crt, private_key=str(tmp_path / "real.key"))
     want = f"local.certificate: {crt}: {reason}"
     assert want in problems(tmp_path, data)
@@ -292,7 +294,7 @@ def test_a_good_certificate_passes_and_an_expired_one_is_named(tmp_path):
     data = ipsec_config(tmp_path, certificate=crt, private_key=str(tmp_path / "real.key"))
     assert load_config(write_config(str(tmp_path / "c.yaml"), data)).cluster.encryption == "ipsec"
     facts = certificate_facts(crt)
-    assert facts is not None and facts[0] == "node-1" and facts[1] == ["node-1"]
+    assert facts is not None and facts[0] == "node-1" and facts[1] == ["node-1"] and facts[3]
     expired = identity_problems(crt, "node-1", facts[2] + 1)
     assert len(expired) == 1 and str(expired[0]).startswith(f"local.certificate: {crt}: expired at ")
     assert str(expired[0]).endswith("UTC: make a new one with the same CA")

@@ -40,16 +40,18 @@ OFF = {"cluster.tunnel": "vxlan", "cluster.encryption": None, "cluster.ipsec_aut
 
 
 def make_certs(nodes: list[str], where: str) -> dict[str, dict[str, str]]:
-    """A CA and a certificate per node (CN and DNS subjectAltName = the node name), made here."""
+    """A CA and a certificate per node (CN and DNS subjectAltName = the node name), made here.  The
+    subject holds an O as well: ovs-monitor-ipsec finds the CN only when another attribute follows it."""
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=120)
     ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=ovs-mesh test CA")
+        "-subj", "/O=ovs-mesh/CN=ovs-mesh test CA")
     out = {}
     for n in nodes:
         with open(os.path.join(where, f"{n}.ext"), "w") as f:
             f.write(f"subjectAltName=DNS:{n}\nbasicConstraints=CA:FALSE\n")
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{n}.key", "-out", f"{n}.csr", "-subj", f"/CN={n}")
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{n}.key", "-out", f"{n}.csr",
+            "-subj", f"/O=ovs-mesh/CN={n}")
         ssl("x509", "-req", "-in", f"{n}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{n}.crt", "-days", "2", "-extfile", f"{n}.ext")
         out[n] = {name: open(os.path.join(where, f"{base}")).read()
