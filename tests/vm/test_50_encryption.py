@@ -239,8 +239,10 @@ def test_5_ipsec(vm_lab, pods):
         set_and_converge(lab, {"cluster.encryption": "ipsec", "cluster.ipsec_auth": "certificate",
                                "local.certificate": CERT, "local.private_key": KEY, "local.ca_cert": CA},
                          "cluster.encryption: ipsec (certificates)")
-        for node in lab.nodes:
-            assert lab.ssh(node, "systemctl is-active openvswitch-ipsec").stdout.strip() == "active"
+        for node in lab.nodes:   # the agent queues the start (the monitor restarts strongSwan as it starts)
+            wait_for(lambda node=node: lab.ssh(node, "systemctl is-active openvswitch-ipsec",
+                                               check=False).stdout.strip() == "active",
+                     timeout=180, interval=2, what=f"{node}: openvswitch-ipsec.service active")
         with timed("5. IPsec (certificates): first pod packet -> ESP SAs with every peer"):
             warm_up(lab, pods)
         gap, lost = ping_stop(lab)
@@ -308,7 +310,9 @@ def test_5_ipsec(vm_lab, pods):
             set_and_converge(lab, OFF, "cluster.encryption: none (after a failure)")
         remove_credentials(lab)
     for node in lab.nodes:
-        assert lab.ssh(node, "systemctl is-active openvswitch-ipsec", check=False).stdout.strip() != "active"
+        wait_for(lambda node=node: lab.ssh(node, "systemctl is-active openvswitch-ipsec",
+                                           check=False).stdout.strip() in ("inactive", "failed"),
+                 timeout=120, interval=2, what=f"{node}: openvswitch-ipsec.service stopped")
         assert esp_states(lab, node) == 0, lab.ssh(node, "ip xfrm state | grep -v -i 'key\\|aead\\|enc \\|auth'").stdout
         oc = lab.ssh(node, "ovs-vsctl get Open_vSwitch . other_config").stdout
         assert "ipsec_skb_mark" not in oc and "certificate" not in oc, oc
