@@ -2,7 +2,7 @@
 
 A peer's traffic is protected when a policy covers it (the monitor installs one per
 direction and tunnel); it is *up* only when an ESP child SA exists in both directions:
-an IKE SA without a child SA carries nothing (ovs-issues#374), so strongSwan's IKE state
+an IKE SA without a child SA carries nothing (once counted as up elsewhere), so strongSwan's IKE state
 is not asked at all.  The SA age is the seconds since the newest outbound SA was added
 (a rekey makes a new one).  `ip -s xfrm state` prints key material: only the selector,
 the direction and the `add` time are ever read from it, nothing else is kept or shown.

@@ -218,7 +218,7 @@ def peer_part(config: Config, peer: Node, ofport: int | None = None) -> OvsState
     policies match the packet's addresses and ports, not the OVS port); the peer's own
     port is what the monitor turns into an IPsec connection, and what OVS receives the
     peer's packets on (the port with the matching remote_ip wins), so table 0 lets them
-    on from there too (antrea#422: without that flow every received packet dropped)."""
+    on from there too (without that flow every received packet would drop)."""
     c = config.cluster
     ports: tuple[PortSpec, ...] = ()
     if not reachable(config, peer):

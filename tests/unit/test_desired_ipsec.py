@@ -76,7 +76,7 @@ def test_flow_mode_keeps_its_port_and_adds_one_per_peer():
     # sending still goes through the flow-based port, with the peer's address as tun_dst
     assert Flow(10, 100, "ip,nw_dst=10.244.2.0/24",
                 "set_field:0->tun_id,set_field:192.168.56.12->tun_dst,output:10") in s.flows
-    # received packets arrive on the peer's port: classified into table 20 (antrea#422) ...
+    # received packets arrive on the peer's port: classified into table 20 ...
     assert Flow(0, 100, f"tun_id=0,in_port={p2.ofport_request}", "goto_table:20") in s.flows
     # ... where the per-peer source filter still holds: only the peer's subnet, only from its address
     assert Flow(20, 100, "ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24", "goto_table:30") in s.flows
