@@ -26,7 +26,7 @@ MIN_PSK = 16
 MAX_FILE = 1 << 20
 
 
-def _stat(path: str) -> tuple[os.stat_result | None, str | None]:
+def stat_file(path: str) -> tuple[os.stat_result | None, str | None]:
     try:
         st = os.stat(path)
     except OSError as e:
@@ -46,7 +46,7 @@ def _read(path: str) -> tuple[bytes | None, str | None]:
         return None, e.strerror or str(e)
 
 
-def _secret_mode(st: os.stat_result) -> str | None:
+def secret_mode_problem(st: os.stat_result) -> str | None:
     """Why a secret file with this owner and mode is readable by others than root."""
     if st.st_uid not in (0, os.geteuid()):
         return f"owned by uid {st.st_uid}: a secret must be owned by root"
@@ -58,11 +58,11 @@ def _secret_mode(st: os.stat_result) -> str | None:
 
 def file_problems(key: str, path: str, secret: bool, marker: bytes | None = None) -> list[Problem]:
     """The problems of one credential file named by local.<key>."""
-    st, why = _stat(path)
+    st, why = stat_file(path)
     if st is None:
         return [Problem(f"local.{key}", path, why or "unreadable")]
-    if secret and _secret_mode(st):
-        return [Problem(f"local.{key}", path, _secret_mode(st) or "")]
+    if secret and secret_mode_problem(st):
+        return [Problem(f"local.{key}", path, secret_mode_problem(st) or "")]
     data, why = _read(path)
     if data is None:
         return [Problem(f"local.{key}", path, why or "unreadable")]
