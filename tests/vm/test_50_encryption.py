@@ -205,6 +205,13 @@ def ping_stop(lab) -> tuple[float, int]:
     return round(gap, 2), int(sent.group(1)) - int(sent.group(2))
 
 
+def stop_background(lab) -> None:
+    """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
+    pidfiles = f"{PING_LOG}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid"
+    lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
+               check=False)
+
+
 def set_and_converge(lab, edits: dict, what: str) -> None:
     with timed(f"5. {what} -> every agent converged"):
         lab.wait_converged(lab.set_config(edits))
@@ -302,6 +309,7 @@ def test_5_ipsec(vm_lab, pods):
         TIMES["5.   switching IPsec off: longest pod traffic gap (s)"] = gap
         TIMES["5.   switching IPsec off: pings lost (0.1 s interval)"] = lost
     finally:
+        stop_background(lab)
         if not switched_off:
             set_and_converge(lab, OFF, "cluster.encryption: none (after a failure)")
         remove_credentials(lab)
