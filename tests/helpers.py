@@ -21,7 +21,8 @@ PACKAGES = {"ovs-vswitchd": "openvswitch-switch", "ovsdb-server": "openvswitch-s
             "ovs-pki": "openvswitch-common", "ip": "iproute2", "ping": "iputils-ping", "ethtool": "ethtool",
             "nsenter": "util-linux", "systemd-analyze": "systemd", "vagrant": "vagrant",
             "/usr/lib/cni/bridge": "containernetworking-plugins",
-            "/usr/lib/cni/host-local": "containernetworking-plugins"}
+            "/usr/lib/cni/host-local": "containernetworking-plugins",
+            "podman": "podman", "runc": "runc", "mmdebstrap": "mmdebstrap", "/bin/busybox": "busybox-static"}
 LAB_TOOLS = ("ovs-vswitchd", "ovsdb-server", "ip", "ping", "ethtool", "/usr/lib/cni/bridge",
              "/usr/lib/cni/host-local")
 

@@ -41,7 +41,11 @@ from .model import (
 from .netlink import Netlink
 from .underlay import tx_checksum
 
-SYSCTL_ROOT = "/proc/sys"
+# Where the sysctls are read and written.  A container that is not privileged has /proc/sys
+# read-only; the DaemonSet mounts the host's /proc/sys/net writable elsewhere and points this
+# there (OVS_MESH_SYSCTL_DIR=/host/proc/sys: docs/install.md).  With hostNetwork, /proc/sys/net
+# shows the network namespace of the process that reads it, wherever it is mounted.
+SYSCTL_ROOT = os.environ.get("OVS_MESH_SYSCTL_DIR") or "/proc/sys"
 DEFAULT_MTU = 1500
 RTPROT_KERNEL, RTPROT_RA = 2, 9
 

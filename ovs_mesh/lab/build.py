@@ -79,7 +79,7 @@ def _made(progress, st: LabState, n: Node) -> None:
 
 def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mesh_degree: int = 0,
        pods_per_node: int = 2, progress=print, apply: bool = True, agent: bool = True,
-       ip_family: str = "ipv4", underlay: str | None = None) -> LabState:
+       ip_family: str = "ipv4", underlay: str | None = None, pods: str = "plugins") -> LabState:
     """Create the lab; on failure the caller runs `down` (everything is recorded).
 
     `ip_family` (ipv4, ipv6, dual) picks the pod ranges (lab_cidr), `underlay`
@@ -92,6 +92,8 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     each instead.  apply=False stops after the bare nodes (namespaces,
     underlay, OVS daemons, topology file): the caller configures them
     (tests/vagrant runs the VMs' provisioning script in each node namespace).
+    `pods`: who makes the pods from the conflist ovs-mesh wrote, "plugins" (the lab runs the
+    CNI plugins itself, as a runtime would) or "podman" (a real container engine: podman.py).
     """
     t0 = time.monotonic()
     if LabState.load(name) is not None:
@@ -100,7 +102,7 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     underlay = underlay or default_underlay(ip_family)
     st.params.update(nodes=nodes, tunnel=tunnel, mode=mode, mesh_degree=mesh_degree,
                      pods_per_node=pods_per_node, agents=apply and agent, ip_family=ip_family,
-                     underlay=underlay)
+                     underlay=underlay, pods=pods)
     node_recs = [new_node(st, k) for k in range(1, nodes + 1)]
     topo = make_topology([(n.name, n.ip) for n in node_recs], tunnel=tunnel, mode=mode,
                          mesh_degree=mesh_degree, cidr=lab_cidr(ip_family))
@@ -130,7 +132,8 @@ def up(name: str, nodes: int = 3, tunnel: str = "vxlan", mode: str = "flow", mes
     if pods_per_node:
         jobs = [(n, j) for n in node_recs for j in range(1, pods_per_node + 1)]
         parallel(lambda nj: add_pod(st, *nj), jobs,
-                 lambda nj, pod: progress(f"{nj[0].name}: pod {pod['name']} {addresses(pod)} (CNI bridge)"))
+                 lambda nj, pod: progress(f"{nj[0].name}: pod {pod['name']} {addresses(pod)} "
+                                                 + ("(podman, CNI bridge)" if pods == "podman" else "(CNI bridge)")))
     st.pods.sort(key=lambda p: (p["k"], p["j"]))
     st.save()
     progress(f"lab {name} is up in {time.monotonic() - t0:.1f}s: {nodes} nodes, "

@@ -53,6 +53,10 @@ def register(sub) -> None:
                    help="configure each node with one `ovs-mesh apply` instead of running an agent")
     p.add_argument("--encryption", choices=ENCRYPTIONS, default="none",
                    help="only none: the lab's userspace datapath cannot encrypt (the Vagrant lab can)")
+    p.add_argument("--pods", choices=("plugins", "podman"), default="plugins", dest="pod_runtime",
+                   help="who makes the pods from the conflist ovs-mesh wrote: plugins (default: the lab "
+                        "runs the CNI plugins itself) or podman (its CNI backend, from the node's "
+                        "namespace; needs podman, runc and busybox-static)")
     p.set_defaults(func=cmd_up)
 
     p = named(lsub.add_parser("check", help="prove pod<->pod and node->pod connectivity with real packets"))
@@ -124,12 +128,18 @@ def cmd_up(args) -> int:
                                                  "IPsec (XFRM)" if args.encryption == "ipsec" else "WireGuard"))
     errors = build.check_params(args.name, args.nodes, args.pods_per_node, args.mesh_degree,
                                 args.ip_family, args.underlay)
+    if args.pod_runtime == "podman":
+        from . import podman
+        why = podman.available()
+        if why:
+            errors.append(f"--pods podman: {why}")
     if errors:
         return _input_error(*errors)
     try:
         build.up(args.name, nodes=args.nodes, tunnel=args.tunnel, mode=args.mode,
                  mesh_degree=args.mesh_degree, pods_per_node=args.pods_per_node, progress=_progress,
-                 agent=not args.no_agent, ip_family=args.ip_family, underlay=args.underlay)
+                 agent=not args.no_agent, ip_family=args.ip_family, underlay=args.underlay,
+                 pods=args.pod_runtime)
     except InputError as e:   # the topology was refused before anything was built
         return _input_error(str(e))
     except LabExists as e:   # nothing was built: the lab there is someone's, leave it

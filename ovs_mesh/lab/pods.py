@@ -3,7 +3,9 @@
 A pod is a namespace `<lab>-n<k>p<j>` whose eth0 comes from running each
 plugin of the node's conflist (the reference `bridge` + `host-local`) with
 CNI_COMMAND=ADD inside the node's namespace (or on this machine when the node
-has none: `lab pods` on a VM).  Pods are plain dicts in the lab state:
+has none: `lab pods` on a VM).  With `lab up --pods podman` a real container
+engine makes them from the same conflist instead (podman.py); their namespace
+is podman's (`cni-...`) and their record says runtime "podman".  Pods are plain dicts in the lab state:
 name (node/pj), ns, node, k, j, ip (the first address), ips (one per family,
 as the CNI result lists them: IPv4 first in a dual-stack conflist), container.
 """
@@ -14,6 +16,7 @@ import os
 import sys
 from ipaddress import ip_address
 
+from . import podman
 from .nodes import pod_ns
 from .record import LabError, LabState, Node
 from .resources import add_netns, del_netns, run
@@ -59,10 +62,16 @@ def plugin_configs(n: Node) -> list[dict]:
 
 def add_pod(st: LabState, n: Node, j: int, plugins: int | None = None) -> dict:
     """A pod namespace with eth0 from the CNI chain, run inside the node namespace;
-    `plugins`: only the first so many of the chain (as a conflist before the guard)."""
+    `plugins`: only the first so many of the chain (as a conflist before the guard).
+    A lab made with `--pods podman` has podman make it instead (podman.py)."""
+    container = f"{st.name}-{n.name}-p{j}"
+    if st.params.get("pods") == "podman" and plugins is None:
+        pod = podman.add_pod(st, n, j, container, CNI_PATH)
+        with st.lock:
+            st.pods.append(pod)
+        return pod
     ns = pod_ns(st.name, n.k, j)
     add_netns(st, ns)
-    container = f"{st.name}-{n.name}-p{j}"
     result = None
     for conf in plugin_configs(n)[:plugins]:
         if result is not None:
@@ -83,7 +92,10 @@ def add_pod(st: LabState, n: Node, j: int, plugins: int | None = None) -> dict:
 def del_pod(st: LabState, n: Node, pod: dict) -> None:
     """Delete a pod as a runtime does: each plugin's DEL in reverse order, with the ADD's result
     as prevResult (the guard drops the pod's entries, host-local its addresses), then its
-    namespace."""
+    namespace.  A podman pod is removed by podman (which does the same)."""
+    if pod.get("runtime") == "podman":
+        podman.del_pod(st, n, pod, CNI_PATH)
+        return
     for conf in reversed(plugin_configs(n)):
         if pod.get("result") is not None:
             conf["prevResult"] = pod["result"]

@@ -9,6 +9,7 @@ record is a dict with a `kind`:
 - `proc` (pid, netns): a process we started in a namespace (echo servers)
 - `agent` (node, netns, pidfile, local): an ovs-mesh agent (agents.py)
 - `dir` (path): a directory, removed recursively
+- `podman` (name, node, netns, cni_dir, conf): a pod container made by podman (podman.py)
 
 `release()` is the one teardown dispatch: `lab down` and `lab remove-node`
 both walk records newest first through it.
@@ -97,3 +98,9 @@ def release(r: dict, progress) -> None:
         del_netns(r["name"], progress)
     elif kind == "dir":
         shutil.rmtree(r["path"], ignore_errors=True)
+    elif kind == "podman" and netns_exists(r["netns"]):
+        # A pod podman made (podman.py) that is still there (its DEL failed, or a crash): podman
+        # removes it from the node's namespace, with the lab's containers.conf while it exists.
+        env = {**os.environ, "CONTAINERS_CONF": r["conf"]} if os.path.exists(r["conf"]) else None
+        run("nsenter", f"--net={NETNS_DIR}/{r['netns']}", "podman", "--network-config-dir", r["cni_dir"],
+            "rm", "-f", "-t", "0", r["name"], env=env, check=False)

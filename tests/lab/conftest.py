@@ -1,4 +1,5 @@
 """Lab fixtures: unique lab names, and `lab down` after every test, also on failure."""
+import os
 import secrets
 
 import pytest
@@ -17,9 +18,10 @@ def need_lab_tools():
 
 @pytest.fixture
 def lab_name():
-    """A fresh lab name ("t" + 4 hex); the lab is torn down afterwards whatever happened."""
+    """A fresh lab name ("t" + 4 hex, or OVS_MESH_TEST_LAB_PREFIX's letters + 4 hex); the lab is
+    torn down afterwards whatever happened."""
     need_lab_tools()
-    name = "t" + secrets.token_hex(2)
+    name = os.environ.get("OVS_MESH_TEST_LAB_PREFIX", "t")[:2] + secrets.token_hex(2)
     try:
         yield name
     finally:
