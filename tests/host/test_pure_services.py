@@ -61,3 +61,29 @@ def test_a_host_that_cannot_do_ipsec_is_refused_naming_the_field():
             desired_host(config("ipsec"), 1413, HostState((), facts))
         assert str(e.value.errors[0]).startswith(f"cluster.encryption: ipsec: {reason}")
     desired_host(config(), 1450, HostState((), HostFacts(xfrm=False, ipsec_monitor=False)))   # not needed
+
+
+def test_start_and_stop_are_queued_and_stop_waits_for_the_monitor_to_drop_its_tunnels(monkeypatch):
+    """The agent never waits for systemd (the monitor restarts strongSwan as it starts: longer than the
+    watchdog allows a pass); before stopping, the monitor gets (bounded) time to remove its tunnels."""
+    import subprocess
+
+    from ovs_mesh.host import services
+
+    calls = []
+    tunnels = iter([2, 1, 0])
+
+    def run(argv, **kw):
+        calls.append(argv)
+        if argv[:3] == ["ovs-appctl", "-t", services.MONITOR]:
+            n = next(tunnels)
+            return subprocess.CompletedProcess(argv, 0, "Interface name: x\n" * n, "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(services.subprocess, "run", run)
+    monkeypatch.setattr(services.time, "sleep", lambda s: None)
+    services.start(IPSEC_UNIT)
+    services.stop(IPSEC_UNIT, "/var/run/openvswitch")
+    assert calls[0] == ["systemctl", "start", "--no-block", IPSEC_UNIT]
+    assert [c[:3] for c in calls[1:4]] == [["ovs-appctl", "-t", services.MONITOR]] * 3
+    assert calls[-1] == ["systemctl", "stop", "--no-block", IPSEC_UNIT]
