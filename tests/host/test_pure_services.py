@@ -3,11 +3,15 @@ systemd runs; the diff starts it, and stops it only when it was observed as ours
 shows a running unit only when it is wanted or recorded as started by ovs-mesh)."""
 import dataclasses
 
+import pytest
+
 from ovs_mesh.host import desired_host, diff_host
 from ovs_mesh.host.model import HostFacts, HostState, Service
 from ovs_mesh.host.services import IPSEC_UNIT
 from tests.helpers import base_config
 from topology.config import parse_config
+
+pytestmark = pytest.mark.unit
 
 
 def config(encryption="none"):
@@ -51,8 +55,6 @@ def test_the_record_of_started_units_survives_a_reload(tmp_path):
 
 
 def test_a_host_that_cannot_do_ipsec_is_refused_naming_the_field():
-    import pytest
-
     from topology.config import ConfigError
 
     for facts, reason in ((HostFacts(systemd=True, xfrm=False), "this kernel has no XFRM (IPsec)"),
