@@ -22,7 +22,7 @@ LOG = logging.getLogger(__name__)
 # Only the columns we read or write: vswitchd keeps rewriting others (statistics,
 # status) and at 1000 ports receiving them doubles the cost of every connect.
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "other_config", "external_ids"],
     "Bridge": ["name", "ports", "external_ids", "datapath_type", "fail_mode", "rstp_enable"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "bfd", "bfd_status", "ofport", "ofport_request", "error",

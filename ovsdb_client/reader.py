@@ -6,7 +6,18 @@ failed to create are reported, not hidden.
 from __future__ import annotations
 
 from .errors import OwnershipError
-from .rows import LEFT_KEY, OWNER_KEY, PEER_KEY, BridgeSpec, InterfaceHealth, Owned, PortSpec, frozen_map
+from .rows import (
+    GLOBAL_KEY,
+    LEFT_KEY,
+    OWNER_KEY,
+    PEER_KEY,
+    BridgeSpec,
+    GlobalSpec,
+    InterfaceHealth,
+    Owned,
+    PortSpec,
+    frozen_map,
+)
 
 
 def _one(col):
@@ -25,6 +36,25 @@ def find_bridge(idl, name: str):
     return None
 
 
+def open_vswitch_row(idl):
+    rows = list(idl.tables["Open_vSwitch"].rows.values())
+    return rows[0] if rows else None
+
+
+def recorded_keys(row) -> list[str]:
+    """The other_config keys of the Open_vSwitch row that we set (recorded in its external_ids)."""
+    return [k for k in row.external_ids.get(GLOBAL_KEY, "").split(",") if k] if row is not None else []
+
+
+def read_globals(idl) -> GlobalSpec | None:
+    """Our keys of the Open_vSwitch row's other_config, as they are now (None: none recorded)."""
+    row = open_vswitch_row(idl)
+    keys = recorded_keys(row)
+    if not keys:
+        return None
+    return GlobalSpec(frozen_map({k: row.other_config[k] for k in keys if k in row.other_config}))
+
+
 def read_owned(idl, bridge: str) -> Owned:
     """Our bridge, its tagged ports, the ofports and the interfaces OVS failed to create.
 
@@ -37,7 +67,7 @@ def read_owned(idl, bridge: str) -> Owned:
     problems: list[str] = []
     row = find_bridge(idl, bridge)
     if row is None:
-        return Owned()
+        return Owned(globals=read_globals(idl))
     if OWNER_KEY not in row.external_ids and LEFT_KEY not in row.external_ids:
         return Owned(refusal=OwnershipError(f"bridge {bridge} exists but was not created by ovs-mesh "
                                             f"(no external_ids:{OWNER_KEY}); refusing to touch it"))
@@ -66,7 +96,7 @@ def read_owned(idl, bridge: str) -> Owned:
                       fail_mode=_one(row.fail_mode) or "", rstp_enable=bool(row.rstp_enable),
                       mtu_request=local_mtu, external_ids=_ours(row.external_ids))
     return Owned(bridge=spec, ports=tuple(sorted(ports, key=lambda p: p.name)), ofports=ofports,
-                 problems=tuple(problems))
+                 problems=tuple(problems), globals=read_globals(idl))
 
 
 def interface_health(idl, names) -> dict[str, InterfaceHealth]:

@@ -69,6 +69,7 @@ class Owned:
     ofports: Mapping[str, int] = dataclasses.field(default_factory=dict)
     problems: tuple[str, ...] = ()
     refusal: NotOurs | None = None
+    globals: GlobalSpec | None = None   # our keys of the Open_vSwitch row's other_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,4 +123,25 @@ class PortChange(TypedChange[PortSpec]):
     kind: ClassVar[str] = "port"
 
 
-RowChange = BridgeChange | PortChange
+@dataclasses.dataclass(frozen=True)
+class GlobalSpec:
+    """The keys of the Open_vSwitch row's other_config that ovs-mesh set (IPsec's:
+    certificate files, ipsec_skb_mark).  That row is nobody's to tag, so the keys we set
+    are recorded in its external_ids under GLOBAL_KEY; only recorded keys are ever read
+    as ours, changed or removed."""
+    other_config: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return "Open_vSwitch other_config " + ",".join(k for k, _ in self.other_config)
+
+
+GLOBAL_KEY = "ovs-mesh-other-config"
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalChange(TypedChange[GlobalSpec]):
+    kind: ClassVar[str] = "ovs-global"
+
+
+RowChange = BridgeChange | PortChange | GlobalChange

@@ -20,8 +20,19 @@ from __future__ import annotations
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
 from .errors import OwnershipError
-from .reader import find_bridge
-from .rows import LEFT_KEY, OWNER_KEY, BridgeChange, BridgeSpec, PortChange, PortSpec, RowChange
+from .reader import find_bridge, open_vswitch_row, recorded_keys
+from .rows import (
+    GLOBAL_KEY,
+    LEFT_KEY,
+    OWNER_KEY,
+    BridgeChange,
+    BridgeSpec,
+    GlobalChange,
+    GlobalSpec,
+    PortChange,
+    PortSpec,
+    RowChange,
+)
 
 
 def _port(idl, name):
@@ -140,6 +151,34 @@ class DeletePort(command.BaseCommand):
         port.delete()
 
 
+class SetGlobals(command.BaseCommand):
+    """Make our keys of the Open_vSwitch row's other_config those of `spec` (None: remove
+    them all), and record which they are.  A key someone else set is refused, never taken."""
+
+    def __init__(self, api, spec: GlobalSpec | None):
+        super().__init__(api)
+        self.spec = spec
+
+    def run_idl(self, txn):
+        row = open_vswitch_row(self.api.idl)
+        if row is None:
+            raise OwnershipError("the Open_vSwitch table has no row (ovs-vsctl init)")
+        ours = set(recorded_keys(row))
+        want = dict(self.spec.other_config) if self.spec is not None else {}
+        foreign = sorted(k for k in want if k in row.other_config and k not in ours)
+        if foreign:
+            raise OwnershipError(f"Open_vSwitch other_config:{','.join(foreign)} is set, not by ovs-mesh; "
+                                 "refusing to change it (another IPsec configuration on this host?)")
+        for k in sorted(ours - want.keys()):
+            row.delkey("other_config", k)
+        for k, v in want.items():
+            row.setkey("other_config", k, v)
+        if want:
+            row.setkey("external_ids", GLOBAL_KEY, ",".join(sorted(want)))
+        elif GLOBAL_KEY in row.external_ids:
+            row.delkey("external_ids", GLOBAL_KEY)
+
+
 def _moves(ch) -> bool:
     """A modified port whose ofport changes."""
     return (isinstance(ch, PortChange) and ch.action == "modify"
@@ -161,7 +200,9 @@ def commands_for(api, bridge: str, changes: list[RowChange], later: list[RowChan
     asking_later = {ch.name for ch in later}
     cmds = []
     for ch in changes:
-        if isinstance(ch, BridgeChange):
+        if isinstance(ch, GlobalChange):
+            cmds.append(SetGlobals(api, ch.new))
+        elif isinstance(ch, BridgeChange):
             cmds.append(EnsureBridge(api, ch.new) if ch.action != "delete"
                         else DeleteBridge(api, ch.name, keep_bridge))
         else:

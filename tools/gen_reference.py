@@ -173,6 +173,8 @@ def _metrics():
     m.inventory = lambda: ((("evil-1", "subnet-taken", "node evil-1: spec.podCIDR: ..."),), None)
     from ovs_mesh.health.state import PeerHealth
     m.peer_health = lambda: ({("node-2", "ipv4"): PeerHealth("reachable", rtt=0.001)}, 500)
+    from ovs_mesh.encryption.ipsec_state import PeerIpsec
+    m.encryption = lambda: {"node-2": PeerIpsec(True, True, True, 12.0)}   # cluster.encryption ipsec
     for family in m.registry.collect():
         names = {s.name for s in family.samples}
         labels: list[str] = []

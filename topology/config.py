@@ -99,7 +99,7 @@ def _node_prefix6(c: Checker, m: dict, cidr6) -> int:
 
 
 def _parse_cluster(c: Checker, raw: Any) -> Cluster:
-    m = c.mapping("cluster", raw, CLUSTER_KEYS)
+    m = c.mapping("cluster", _inline_psk(c, "cluster", raw), CLUSTER_KEYS)
     d = Cluster()
     cidr, cidr6 = _parse_cidrs(c, m)
     lo, hi = bounds("cluster.node_prefix")
@@ -133,8 +133,127 @@ def _parse_cluster(c: Checker, raw: Any) -> Cluster:
             mtu = raw_mtu
     masquerade = c.boolean("cluster.masquerade", m.get("masquerade", MISSING), d.masquerade)
     vni = c.integer("cluster.vni", m.get("vni", MISSING), d.vni, *bounds("cluster.vni"))
+    crypt = _parse_encryption(c, m, [n for n in (cidr, cidr6) if n is not None])
     return Cluster(cidr=cidr, node_prefix=node_prefix, cidr6=cidr6, node_prefix6=node_prefix6, tunnel=tunnel, mode=mode,
-                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni)
+                   vxlan_port=vxlan_port, mesh_degree=mesh_degree, mtu=mtu, masquerade=masquerade, vni=vni, **crypt)
+
+
+INLINE_PSK = ("a pre-shared key is never written in the config (it would be in every copy and log of the "
+              "file): put it in a file owned by root with mode 0600, name it in local.psk_file and set "
+              "cluster.ipsec_auth: psk")
+PSK_KEYS = ("psk", "ipsec_psk", "pre_shared_key")
+
+
+def _inline_psk(c: Checker, section: str, raw: Any) -> Any:
+    """A PSK written inline is refused with its own reason (its value never shown); the
+    rest of the mapping is returned for the usual checks."""
+    if not isinstance(raw, dict) or not any(k in raw for k in PSK_KEYS):
+        return raw
+    for k in PSK_KEYS:
+        if k in raw:
+            c.error(f"{section}.{k}", "(hidden)", INLINE_PSK)
+    return {k: v for k, v in raw.items() if k not in PSK_KEYS}
+
+
+def _parse_encryption(c: Checker, m: dict, pod_ranges: list) -> dict:
+    """cluster.encryption and its settings (the datapath and the key files are checked
+    with the local section: `_check_encryption_local`)."""
+    d = Cluster()
+    encryption = c.choice("cluster.encryption", m.get("encryption", MISSING), option("cluster.encryption").choices,
+                          d.encryption)
+    ipsec_auth = c.choice("cluster.ipsec_auth", m.get("ipsec_auth", MISSING), option("cluster.ipsec_auth").choices,
+                          d.ipsec_auth)
+    port = c.integer("cluster.wireguard_port", m.get("wireguard_port", MISSING), d.wireguard_port,
+                     *bounds("cluster.wireguard_port"))
+    wg_cidr = d.wireguard_cidr
+    raw = m.get("wireguard_cidr", MISSING)
+    if raw is not MISSING:
+        items, whole = parse_cidr_list(raw)
+        net = items[0][1] if not whole and len(items) == 1 else None
+        reason = whole or (items[0][2] if len(items) == 1 else "one IPv4 CIDR")
+        if net is not None and net.version != 4:
+            net, reason = None, "must be an IPv4 CIDR (the WireGuard devices' addresses)"
+        elif net is not None and net.prefixlen > 30:
+            net, reason = None, "too small (at most /30)"
+        elif net is not None and any(net.overlaps(r) for r in pod_ranges):
+            net, reason = None, f"overlaps cluster.cidr {', '.join(str(r) for r in pod_ranges)}"
+        if net is None:
+            c.error("cluster.wireguard_cidr", raw, reason or "must be an IPv4 CIDR")
+        else:
+            wg_cidr = net
+    elif encryption == "wireguard" and any(wg_cidr.overlaps(r) for r in pod_ranges):
+        c.error("cluster.cidr", ", ".join(str(r) for r in pod_ranges),
+                f"overlaps cluster.wireguard_cidr's default {wg_cidr} (set cluster.wireguard_cidr)")
+    return {"encryption": encryption, "ipsec_auth": ipsec_auth, "wireguard_port": port, "wireguard_cidr": wg_cidr}
+
+
+IPSEC_CERT_FILES = ("certificate", "private_key", "ca_cert")
+# Until the agent builds the WireGuard device, a config asking for it is refused: accepting it
+# would lower the MTU and leave every tunnel in clear.
+WIREGUARD_MISSING = ("not available yet: this version validates the WireGuard settings but does not build "
+                     "the device, and will not run the tunnels unencrypted (docs/encryption.md); use ipsec")
+
+
+def wireguard_capacity(cluster: Cluster) -> tuple[int, int]:
+    """(node subnets the pod range holds, addresses cluster.wireguard_cidr gives them): each
+    node's WireGuard address is derived from its subnet's number in the range."""
+    if cluster.cidr is not None:
+        subnets = 1 << (cluster.node_prefix - cluster.cidr.prefixlen)
+    else:
+        assert cluster.cidr6 is not None
+        subnets = 1 << (cluster.node_prefix6 - cluster.cidr6.prefixlen)
+    return subnets, cluster.wireguard_cidr.num_addresses - 2
+
+
+def _check_wireguard_nodes(c: Checker, cluster: Cluster, raw_nodes: list, nodes: list[Node]) -> None:
+    """The WireGuard addresses: enough of them for every node subnet, none an underlay address."""
+    subnets, addresses = wireguard_capacity(cluster)
+    if subnets > addresses:
+        c.error("cluster.wireguard_cidr", str(cluster.wireguard_cidr),
+                f"too small: the pod range holds {subnets} node subnets, each node needs an address here "
+                f"(/{32 - max(2, (subnets + 1).bit_length())} or larger)")
+    index = {n.name: i for i, n in enumerate(nodes)}
+    for i, raw in enumerate(raw_nodes):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        node = nodes[index[name]] if name in index else None
+        if node is not None and node.ip in cluster.wireguard_cidr:
+            c.error(f"nodes[{i}].ip", str(node.ip), f"inside cluster.wireguard_cidr {cluster.wireguard_cidr}")
+
+
+def _check_encryption_local(c: Checker, cluster: Cluster, local: Local) -> None:
+    """What cluster.encryption needs of this node: the kernel datapath (XFRM and WireGuard act
+    on packets in the kernel; the userspace and dummy datapaths never hand them over), and
+    the files that name its credentials (their contents and modes: ovs_mesh.config.secrets)."""
+    enc = cluster.encryption
+    if enc == "none":
+        return
+    if local.datapath != "system":
+        c.error("cluster.encryption", enc,
+                f"needs the kernel datapath (local.datapath system): {'XFRM' if enc == 'ipsec' else 'WireGuard'} "
+                f"works on the kernel's packets, local.datapath is {local.datapath}")
+    if enc == "wireguard":
+        c.error("cluster.encryption", enc, WIREGUARD_MISSING)
+    if enc != "ipsec":
+        return
+    if cluster.tunnel == "vxlan" and cluster.vxlan_port != 4789:
+        c.error("cluster.vxlan_port", cluster.vxlan_port,
+                "cluster.encryption ipsec protects VXLAN on udp/4789 only (ovs-monitor-ipsec's connections "
+                "name that port)")
+    if cluster.ipsec_auth == "certificate":
+        for k in IPSEC_CERT_FILES:
+            if getattr(local, k) is None:
+                c.error(f"local.{k}", None, "required with cluster.encryption ipsec (cluster.ipsec_auth certificate)")
+        if local.psk_file is not None:
+            c.error("local.psk_file", local.psk_file,
+                    "not used with cluster.ipsec_auth certificate (a pre-shared key is opt-in: "
+                    "cluster.ipsec_auth psk)")
+    else:
+        if local.psk_file is None:
+            c.error("local.psk_file", None, "required with cluster.ipsec_auth psk")
+        for k in IPSEC_CERT_FILES:
+            if getattr(local, k) is not None:
+                c.error(f"local.{k}", getattr(local, k),
+                        "not used with cluster.ipsec_auth psk (OVS takes one method for all tunnels)")
 
 
 def host_port_problem(value: str) -> str | None:
@@ -148,7 +267,7 @@ def host_port_problem(value: str) -> str | None:
 
 
 def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Local:
-    m = c.mapping("local", raw, LOCAL_KEYS)
+    m = c.mapping("local", _inline_psk(c, "local", raw), LOCAL_KEYS)
     m.update({k: v for k, v in overrides.items() if v is not None})
     d = Local(node="")
     node = c.string("local.node", m.get("node", MISSING), None)
@@ -166,7 +285,8 @@ def _parse_local(c: Checker, raw: Any, overrides: dict, default_node: str) -> Lo
     pod_guard = c.boolean("local.pod_guard", m.get("pod_guard", MISSING), d.pod_guard)
     strings = {k: c.string(f"local.{k}", m.get(k, MISSING), getattr(d, k))
                for k in ("underlay_bridge", "underlay_interface", "cni_conf", "metrics", "ovs_rundir",
-                         "ssl_key", "ssl_cert", "ssl_ca")}
+                         "ssl_key", "ssl_cert", "ssl_ca", "certificate", "private_key", "ca_cert", "psk_file",
+                         "wireguard_key")}
     if strings["underlay_interface"] and datapath != "netdev":
         c.error("local.underlay_interface", strings["underlay_interface"],
                 f"only used with local.datapath netdev (it is {datapath})")
@@ -234,6 +354,7 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
     local = _parse_local(c, top.get("local"), overrides or {}, default_node)
     kube = _parse_kubernetes(c, top.get("kubernetes"))
     health = _parse_health(c, top.get("health"))
+    _check_encryption_local(c, cluster, local)
     raw_nodes = top.get("nodes") or []
     if not isinstance(raw_nodes, list):
         c.error("nodes", raw_nodes, "must be a list")
@@ -242,6 +363,8 @@ def parse_config(data: Any, overrides: dict | None = None, require_local: bool =
         c.error("nodes", f"{len(raw_nodes)} nodes", "not used with source: kubernetes")
     nodes, _ = check_node_list(c, raw_nodes, cluster, "nodes", False,
                                None if entries is None else lambda i, raw: entries(i, raw, cluster))
+    if cluster.encryption == "wireguard":
+        _check_wireguard_nodes(c, cluster, raw_nodes, nodes)
     if require_local and not local.node and not c.count:
         c.error("local.node", None, "required (set local.node or --node)")
     elif require_local and source == "file" and not c.count and local.node not in {n.name for n in nodes}:

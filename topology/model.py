@@ -13,12 +13,25 @@ TUNNELS = ("vxlan", "gre", "geneve")
 MODES = ("flow", "port", "stp")
 SOURCES = ("file", "kubernetes")
 DATAPATHS = ("system", "netdev", "dummy")
+ENCRYPTIONS = ("none", "ipsec", "wireguard")
+IPSEC_AUTHS = ("certificate", "psk")
 
 # Bytes of outer headers each tunnel adds (IPv4 underlay): the pod MTU is the
 # underlay MTU minus this.  GRE is counted with its key field.  An IPv6
 # underlay adds IPV6_UNDERLAY_EXTRA more (a 40-byte outer header, not 20).
 OVERHEAD = {"vxlan": 50, "geneve": 50, "gre": 42}
 IPV6_UNDERLAY_EXTRA = 20
+
+# ESP in transport mode around a tunnel packet (OVS's IPsec, strongSwan's
+# aes256gcm16): SPI + sequence number 8, GCM IV 8, pad length + next header 2,
+# ICV 16, and at most 3 bytes of padding (the payload is aligned to 4 bytes).
+# Transport mode adds no IP header: the same over IPv4 and IPv6.
+ESP_OVERHEAD = 8 + 8 + 2 + 16 + 3
+# WireGuard's data message: outer IPv4 20 + UDP 8 + type/receiver/counter 16 +
+# Poly1305 tag 16 (its padding to 16 bytes is capped at the device MTU, so it
+# costs nothing more).  An IPv6 underlay adds IPV6_UNDERLAY_EXTRA.  The tunnels
+# ride inside the WireGuard device between IPv4 addresses (cluster.wireguard_cidr).
+WIREGUARD_OVERHEAD = 20 + 8 + 16 + 16
 FAMILIES = ("ipv4", "ipv6")
 
 Address = IPv4Address | IPv6Address
@@ -42,6 +55,7 @@ class Node:
     ip: Address
     subnet: IPv4Network | None = None
     subnet6: IPv6Network | None = None
+    wireguard_key: str | None = None   # the node's WireGuard public key (base64), cluster.encryption wireguard
 
     @property
     def gateway(self) -> IPv4Address:
@@ -83,9 +97,25 @@ class Cluster:
     mtu: int | None = None  # None: auto (underlay MTU - overhead)
     masquerade: bool = True
     vni: int = 0
+    encryption: str = "none"             # none | ipsec | wireguard
+    ipsec_auth: str = "certificate"      # certificate (CA-signed, remote_name = node name) | psk (opt-in)
+    wireguard_port: int = 51820
+    wireguard_cidr: IPv4Network = IPv4Network("100.64.0.0/16")   # the nodes' addresses on the WireGuard device
+
+    def wireguard_overhead(self, underlay_family: str = "ipv4") -> int:
+        """What the WireGuard device adds to a packet over the underlay (its MTU is the
+        underlay's minus this)."""
+        return WIREGUARD_OVERHEAD + (IPV6_UNDERLAY_EXTRA if underlay_family == "ipv6" else 0)
 
     def overhead_for(self, underlay_family: str = "ipv4") -> int:
+        """Bytes of outer headers on a pod packet: the tunnel's over the underlay's family,
+        then ESP around it (ipsec), or the tunnel over the WireGuard device's IPv4
+        addresses inside WireGuard's own headers (wireguard)."""
         extra = IPV6_UNDERLAY_EXTRA if underlay_family == "ipv6" else 0
+        if self.encryption == "wireguard":
+            return OVERHEAD[self.tunnel] + self.wireguard_overhead(underlay_family)
+        if self.encryption == "ipsec":
+            return OVERHEAD[self.tunnel] + extra + ESP_OVERHEAD
         return OVERHEAD[self.tunnel] + extra
 
     def pod_mtu(self, underlay_mtu: int, underlay_family: str = "ipv4") -> int:
@@ -120,6 +150,16 @@ class Local:
     ssl_key: str = "/etc/openvswitch/ovsclient-privkey.pem"
     ssl_cert: str = "/etc/openvswitch/ovsclient-cert.pem"
     ssl_ca: str = "/etc/openvswitch/cacert.pem"
+    # cluster.encryption ipsec: this node's certificate and key and the CA (certificate
+    # authentication), or the file holding the pre-shared key (cluster.ipsec_auth psk)
+    certificate: str | None = None
+    private_key: str | None = None
+    ca_cert: str | None = None
+    psk_file: str | None = None
+    # cluster.encryption wireguard: where this node's private key is generated and kept
+    wireguard_key: str = "/var/lib/ovs-mesh/wireguard/private.key"
+    # the pre-shared key read from psk_file (ovs_mesh.config.secrets), never printed
+    psk: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def rundir(self) -> str:

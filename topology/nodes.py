@@ -19,6 +19,8 @@ they report the same problems in the same order.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 from collections.abc import Callable
 from ipaddress import ip_network
@@ -129,9 +131,27 @@ def node_entry(raw: Any, cluster: Cluster, require_subnet: bool = False) -> Entr
         steps.append(("name", name, name, name))
     ip = _node_ip(steps, raw.get("ip", MISSING), cluster)
     subnets = _node_subnets(steps, raw.get("subnet", MISSING), cluster, require_subnet)
+    key = raw.get("wireguard_public_key")
+    reason = None if key is None else wireguard_key_problem(key)
+    if reason:
+        steps.append(("problem", ".wireguard_public_key", key, reason))
     if any(s[0] == "problem" for s in steps):
         return Entry(tuple(steps), None)
-    return Entry(tuple(steps), Node(name=name, ip=ip, subnet=subnets.get("ipv4"), subnet6=subnets.get("ipv6")))
+    return Entry(tuple(steps), Node(name=name, ip=ip, subnet=subnets.get("ipv4"), subnet6=subnets.get("ipv6"),
+                                    wireguard_key=key))
+
+
+def wireguard_key_problem(key: Any) -> str | None:
+    """Why `key` is not a WireGuard public key (base64 of 32 bytes), None when it is."""
+    if not isinstance(key, str):
+        return "must be a WireGuard public key (base64 of 32 bytes)"
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32 or base64.b64encode(raw).decode() != key:
+        return "must be a WireGuard public key (base64 of 32 bytes, as `wg pubkey` prints it)"
+    return None
 
 
 def _node_ip(steps: list, raw: Any, cluster: Cluster) -> Any:

@@ -16,7 +16,20 @@ import dataclasses
 from typing import Any
 
 from .addresses import MAX_NODE_PREFIX6
-from .model import DATAPATHS, FAMILIES, MAX_VNI, MODES, SOURCES, TUNNELS, Cluster, Health, Kubernetes, Local
+from .model import (
+    DATAPATHS,
+    ENCRYPTIONS,
+    FAMILIES,
+    IPSEC_AUTHS,
+    MAX_VNI,
+    MODES,
+    SOURCES,
+    TUNNELS,
+    Cluster,
+    Health,
+    Kubernetes,
+    Local,
+)
 
 NO_DEFAULT = None
 
@@ -75,6 +88,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("cluster.vni", "integer",
            "The tunnel key (VXLAN/Geneve VNI, GRE key): one per cluster sharing an underlay",
            default=_default(_C, "vni"), range=(0, MAX_VNI)),
+    Option("cluster.encryption", "one of",
+           "Encrypt and authenticate the tunnels between nodes: none, Open vSwitch's IPsec (ipsec), or a "
+           "WireGuard device the tunnels ride in (wireguard). Kernel datapath only (local.datapath system)",
+           default=_default(_C, "encryption"), choices=ENCRYPTIONS),
+    Option("cluster.ipsec_auth", "one of",
+           "encryption ipsec: CA-signed certificates (local.certificate, private_key, ca_cert; a peer is "
+           "accepted with its node name as the certificate's CN), or a pre-shared key (psk: opt-in, "
+           "from local.psk_file)", default=_default(_C, "ipsec_auth"), choices=IPSEC_AUTHS),
+    Option("cluster.wireguard_port", "integer", "encryption wireguard: the UDP port of the WireGuard devices",
+           default=_default(_C, "wireguard_port"), range=PORT),
+    Option("cluster.wireguard_cidr", "IPv4 CIDR",
+           "encryption wireguard: the nodes' addresses on their WireGuard devices (the tunnels' endpoints): "
+           "node k of the pod range gets address k+1; outside every pod range and the underlay",
+           default=str(_default(_C, "wireguard_cidr"))),
     Option("source", "one of", "Where the node inventory comes from: the nodes list, or Kubernetes Node objects",
            default="file", choices=SOURCES),
     Option("nodes", "list", "source: file only: every node of the mesh, this one included", default=[]),
@@ -85,6 +112,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("nodes[].subnet", "CIDR, or one per family (\"a,b\" or a list)",
            "The node's pod subnet of each cluster family, inside cluster.cidr",
            derived="none yet: `ovs-mesh allocate` assigns the lowest free one"),
+    Option("nodes[].wireguard_public_key", "base64 key",
+           "encryption wireguard: the node's WireGuard public key (`ovs-mesh wireguard-key` on the node prints it)",
+           derived="none: the node is left out of the WireGuard mesh until it has one"),
     Option("kubernetes.kubeconfig", "string (path)", "source: kubernetes: the kubeconfig to reach the API server",
            derived="in a pod the service account, else $KUBECONFIG or ~/.kube/config"),
     Option("kubernetes.resync_seconds", "number", "source: kubernetes: seconds between full relists of the Nodes",
@@ -127,6 +157,19 @@ OPTIONS: tuple[Option, ...] = (
            "overrides it)", default=_default(_L, "metrics")),
     Option("local.ovs_rundir", "string (path)", "OVS run directory (bridge .mgmt sockets, ovs-vswitchd pidfile)",
            derived="the directory of a unix: ovsdb remote, else /var/run/openvswitch"),
+    Option("local.certificate", "string (path)",
+           "encryption ipsec, ipsec_auth certificate: this node's certificate (X.509, CN and a DNS "
+           "subjectAltName = the node name), signed by local.ca_cert"),
+    Option("local.private_key", "string (path)",
+           "encryption ipsec, ipsec_auth certificate: the certificate's private key (owned by root, mode 0600)"),
+    Option("local.ca_cert", "string (path)",
+           "encryption ipsec, ipsec_auth certificate: the CA certificate every node's certificate is checked against"),
+    Option("local.psk_file", "string (path)",
+           "encryption ipsec, ipsec_auth psk: the file holding the cluster's pre-shared key, one line "
+           "(owned by root, mode 0600; never written in the config itself)"),
+    Option("local.wireguard_key", "string (path)",
+           "encryption wireguard: this node's private key, generated there on first use (mode 0600) and kept",
+           default=_default(_L, "wireguard_key")),
     Option("local.ssl_key", "string (path)", "ssl: ovsdb remotes: the client's private key",
            default=_default(_L, "ssl_key")),
     Option("local.ssl_cert", "string (path)", "ssl: ovsdb remotes: the client's certificate",

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 
 from topology.model import Cluster, Config, Local, Node, diff_nodes
 
-from ..ovs.desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name
+from ..ovs.desired import Parts, assign_ofports, build_parts, peer_part, peer_port_name, per_peer_ports
 from ..ovs.diff import diff_flows, diff_rows
 from ..ovs.model import OvsState, PortSpec
 from ..reconcile.plan import Plan
@@ -132,7 +132,7 @@ def delta(installed: Installed, config: Config, names: Iterable[str],
     me, c = config.local.node, config.cluster
     wanted = {name: nodes.get(name) if name != me else None for name in names}
     ofports: dict[str, int | None] = {}
-    if c.mode != "flow":
+    if per_peer_ports(config):
         fresh = []
         for name, node in wanted.items():
             old = installed.peers.get(name)

@@ -66,6 +66,8 @@ class AgentMetrics:
         # The file source's good reads by how they were parsed ({"incremental": n, "whole": n}), read
         # when scraped; None without a file source.
         self.config_reads: dict[str, int] | None = None
+        # IPsec: a function giving each peer's PeerIpsec (encryption.ipsec_state), read when scraped
+        self.encryption: Callable[[], dict] | None = None
         r.register(_Snapshot(self))
         # peer health: the agent sets `peer_health` to a function returning the verdicts
         self.peer_health: Callable[[], tuple | None] = lambda: None
@@ -145,6 +147,27 @@ class _Snapshot:
                 c.add_metric([parse], n)
             yield c
         yield from _inventory_metrics(*m.inventory())
+        if m.encryption is not None:
+            yield from _encryption_metrics(m.encryption())
+
+
+def _encryption_metrics(states: dict):
+    """Per peer: encrypted, its child SAs up (both directions: an IKE SA alone is not up), their age.
+    No key, SPI or secret is ever a label or a value."""
+    enc = GaugeMetricFamily("ovs_mesh_peer_encrypted", "1 when a policy requires ESP for the tunnel traffic "
+                            "to the peer (cluster.encryption ipsec)", labels=["peer"])
+    up = GaugeMetricFamily("ovs_mesh_peer_sa_up", "1 when an ESP child SA exists in both directions with the peer",
+                           labels=["peer"])
+    age = GaugeMetricFamily("ovs_mesh_peer_sa_age_seconds", "Seconds since the newest outbound ESP SA to the "
+                            "peer was installed (a rekey restarts it)", labels=["peer"])
+    for peer, s in sorted(states.items()):
+        enc.add_metric([peer], 1 if s.policy else 0)
+        up.add_metric([peer], 1 if s.state == "up" else 0)
+        if s.sa_age_seconds is not None:
+            age.add_metric([peer], s.sa_age_seconds)
+    yield enc
+    yield up
+    yield age
 
 
 def _inventory_metrics(kept_out, waiting):

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; "
                                          "write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
+    sub.add_parser("wireguard-key", help="print this node's WireGuard public key (for nodes[].wireguard_public_key); "
+                                         "the private key is made on first use in local.wireguard_key, mode 0600, "
+                                         "and never printed")
     _add_extra_commands(sub)
     return p
 
@@ -236,8 +239,20 @@ def cmd_allocate(args) -> int:
     return EXIT_OK
 
 
+def cmd_wireguard_key(args) -> int:
+    from ..encryption.wg_keys import ensure_private_key
+
+    config = load(args, require_local=False)
+    public, made = ensure_private_key(config.local.wireguard_key)
+    if made:
+        print(f"made a new private key in {config.local.wireguard_key} (mode 0600)", file=sys.stderr)
+    print(public)
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "status": cmd_status,
-            "trace": cmd_trace, "teardown": cmd_teardown, "allocate": cmd_allocate}
+            "trace": cmd_trace, "teardown": cmd_teardown, "allocate": cmd_allocate,
+            "wireguard-key": cmd_wireguard_key}
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,25 @@ def tunnels(config, client) -> list[dict]:
              **health[port].as_dict()} for p, port in peers]
 
 
+def encryption_of(config, peer_ips: list[str]) -> dict[str, dict]:
+    """Each peer address -> whether its tunnel traffic is encrypted, and the SA state and age
+    (IPsec: the kernel's policies and ESP SAs, see encryption.ipsec_state)."""
+    if config.cluster.encryption == "ipsec":
+        from ..encryption import ipsec_state
+
+        states = ipsec_state.read(str(config.local_node.ip), peer_ips)
+        return {ip: states[ip].as_dict() for ip in peer_ips}
+    return {ip: {"mode": config.cluster.encryption, "encrypted": False, "state": None, "sa_age_seconds": None}
+            for ip in peer_ips}
+
+
+def _crypt(e: dict) -> str:
+    if e["mode"] == "none":
+        return "none"
+    age = "" if e["sa_age_seconds"] is None else f" {e['sa_age_seconds']:.0f}s"
+    return f"{e['mode']}:{e['state']}{age}"
+
+
 def subnets_of(node) -> dict:
     """A node's pod subnets: `subnet` (IPv4) and `subnet6` (IPv6), None where it has
     none, and `subnets`, every one of them, IPv4 first."""
@@ -48,9 +67,12 @@ def collect(config, rec) -> dict:
     last = read_status(config.local.rundir)
     local = config.local_node
     now, record = time.time(), read_health(config.local.rundir)
+    crypt = encryption_of(config, [p["ip"] for p in peers])
     for p in peers:
         p["probe"] = peer_view(record, p["name"], now)
+        p["encryption"] = crypt[p["ip"]]
     return {"node": config.local.node, "bridge": BRIDGE, "tunnel": c.tunnel, "mode": c.mode,
+            "encryption": c.encryption,
             "families": list(c.families), "cluster_cidrs": [str(x) for x in c.cidrs],
             "underlay_family": local.underlay_family, "ip": str(local.ip), **subnets_of(local),
             "peers": peers, "flows": len(flows),
@@ -65,7 +87,8 @@ def collect(config, rec) -> dict:
 
 
 def render(d: dict) -> str:
-    lines = [f"node {d['node']}: {d['tunnel']} tunnels, {d['mode']} mode, {len(d['peers'])} peers, "
+    crypt = "" if d.get("encryption", "none") == "none" else f", encrypted by {d['encryption']}"
+    lines = [f"node {d['node']}: {d['tunnel']} tunnels{crypt}, {d['mode']} mode, {len(d['peers'])} peers, "
              f"{d['flows']} flows, {'converged' if d['converged'] else str(d['pending_changes']) + ' changes pending'}"]
     lines.append(f"pods {' + '.join(d['families'])}: {', '.join(d['subnets']) or 'no subnet'}; "
                  f"underlay {d['underlay_family']}: {d['ip']}")
@@ -75,11 +98,14 @@ def render(d: dict) -> str:
     h = d["health"]
     lines.append(f"peers: {h['summary']}" if h["probing"] else "peers: not probed (no agent running, or "
                  "health.enabled is false)")
+    encrypted = d.get("encryption", "none") != "none"   # the ENCRYPTION column only then
     rows = [(p["name"], p["ip"], ",".join(p["subnets"]) or "-", p["port"], str(p["ofport"]), p["health"],
              _probe_state(p["probe"]), _num(p["probe"]["rtt_ms"], " ms"),
-             _num(p["probe"]["since_answer_seconds"], "s"), _num(p["probe"]["since_sent_seconds"], "s"))
+             _num(p["probe"]["since_answer_seconds"], "s"), _num(p["probe"]["since_sent_seconds"], "s"),
+             *((_crypt(p["encryption"]),) if encrypted else ()))
             for p in d["peers"]]
-    heads = ("PEER", "IP", "SUBNETS", "PORT", "OFPORT", "TUNNEL", "PROBE", "RTT", "ANSWERED", "SENT")
+    heads = ("PEER", "IP", "SUBNETS", "PORT", "OFPORT", "TUNNEL", "PROBE", "RTT", "ANSWERED", "SENT",
+             *(("ENCRYPTION",) if encrypted else ()))
     w = [max([len(hd), *(len(r[i]) for r in rows)]) for i, hd in enumerate(heads)]
     for r in [heads, *rows]:
         lines.append(" ".join(c.rjust(w[i]) if i in (4, 7, 8, 9) else c.ljust(w[i])

@@ -37,6 +37,8 @@ from topology.config import ConfigError, local_key_problems, parse_config
 from topology.errors import Problem, show
 from topology.model import Config
 
+from .secrets import with_credentials
+
 MAX_BYTES = 4 << 20        # 4 MiB: ~13x a 5000-node file
 MAX_DEPTH = 64             # a config is 4 levels deep
 MAX_NODES = 100_000        # YAML nodes in the document (a 5000-node file has ~40 000)
@@ -290,9 +292,11 @@ def read_yaml(path: str, what: str = "--config", round_trip: bool = False) -> An
 
 def config_from_bytes(data: bytes, path: str, overrides: dict | None = None, require_local: bool = True,
                       default_node: str | None = None) -> Config:
-    """The validated config in `data` (the bytes of `path`); `local.node` defaults to this host's name."""
-    return parse_config(load_yaml(decode(data, path), path), overrides, require_local,
-                        default_node=socket.gethostname() if default_node is None else default_node)
+    """The validated config in `data` (the bytes of `path`); `local.node` defaults to this host's name.
+    With `require_local` the credential files of cluster.encryption are checked too."""
+    config = parse_config(load_yaml(decode(data, path), path), overrides, require_local,
+                          default_node=socket.gethostname() if default_node is None else default_node)
+    return with_credentials(config) if require_local else config
 
 
 def load_config(path: str, overrides: dict | None = None, require_local: bool = True,

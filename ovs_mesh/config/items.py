@@ -52,6 +52,7 @@ from topology.model import Cluster, Config, Node, NodeDelta, diff_nodes
 from topology.nodes import Entry, node_entry
 
 from .file import MAX_ALIAS_NODES, MAX_NODES, build, config_from_bytes, decode
+from .secrets import with_credentials
 
 _BREAKS = ("\r", "\x85", "\u2028", "\u2029")   # line breaks YAML knows besides \n: full parse
 
@@ -232,7 +233,8 @@ class ConfigItems:
                 interned.append(self._cluster)
             return listed[i].entry(interned[0])
 
-        return texts, parse_config(doc, overrides, require_local, default_node=default_node, entries=entries)
+        config = parse_config(doc, overrides, require_local, default_node=default_node, entries=entries)
+        return texts, with_credentials(config) if require_local else config
 
     @staticmethod
     def _build(text: str, path: str, base_depth: int) -> _Piece:

@@ -7,6 +7,7 @@ kbr0's deletion and the underlay rows' deletion last.  Every step is an idempote
 ensure or delete, so an interrupted apply is finished by the next one."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from ovsdb_client.rows import BridgeChange, PortChange
@@ -14,7 +15,7 @@ from topology.errors import Transient
 from topology.model import Config
 
 from ..pod_guard import table as guard_table
-from . import cni, nft
+from . import cni, nft, services
 from . import saved as saved_mod
 from .model import (
     ALIAS,
@@ -31,6 +32,7 @@ from .model import (
     Masquerade,
     Offload,
     PodGuard,
+    Service,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
@@ -62,7 +64,7 @@ class HostApplier:
         underlay = (UnderlayBridge, UnderlayPort)
         self.underlay_ovs(u.bridge if u else None, _pick(changes, underlay, "add", "modify"))
         if u is not None and not teardown and saved.underlay != u:
-            saved = saved_mod.Saved(saved.restore, u)
+            saved = dataclasses.replace(saved, underlay=u)
             saved_mod.save(self.rundir, saved)
         for c in _pick(changes, (Kbr, Enslaved, LinkUp), "add", "modify"):
             self.link(c.new)
@@ -76,13 +78,28 @@ class HostApplier:
                 self.pod_guard(c)
             elif isinstance(c.obj, CniFile):
                 cni.remove(c.old.path) if c.action == "delete" else cni.write(c.new.path, c.new.content)
+        self.services(_pick(changes, Service, "add", "delete"))
         if _pick(changes, Kbr, "delete") and self._own_kbr0():
             self.nl.delete_link(KBR)
         self.underlay_ovs(u.bridge if u else None, _pick(changes, underlay, "delete"))
         if teardown and u is not None and self.nl.link(u.bridge) is None:
-            saved_mod.save(self.rundir, saved_mod.Saved(saved.restore, None))
+            saved_mod.save(self.rundir, dataclasses.replace(saved_mod.load(self.rundir), underlay=None))
 
     # --- one applier per kind ---------------------------------------------
+    def services(self, changes: list[HostChange]) -> None:
+        """Start a wanted unit (recorded as ours first: a crash between the two leaves it to
+        stop later, never a unit of ours unrecorded); stop one we started, then forget it."""
+        for c in changes:
+            saved = saved_mod.load(self.rundir)
+            unit = c.obj.name
+            if c.action == "add":
+                saved_mod.save(self.rundir, dataclasses.replace(saved, started=tuple({*saved.started, unit})))
+                services.start(unit)
+            else:
+                services.stop(unit, self.config.local.rundir)
+                saved_mod.save(self.rundir, dataclasses.replace(
+                    saved, started=tuple(u for u in saved.started if u != unit)))
+
     def underlay_ovs(self, bridge: str | None, changes: list[HostChange]) -> None:
         """The underlay bridge's rows, in one transaction of the OVSDB client we were given."""
         if not changes:

@@ -27,12 +27,14 @@ from .model import (
     Masquerade,
     Offload,
     PodGuard,
+    Service,
     Setting,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
 )
 from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
+from .services import IPSEC_UNIT
 from .underlay import desired_ovs
 
 
@@ -97,6 +99,8 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
         if config.cluster.cidr6 is not None and not facts.ipv6:
             raise ConfigError([Problem("cluster.cidr", str(config.cluster.cidr6),
                                        "this kernel has no IPv6 (booted with ipv6.disable=1)")])
+        if config.cluster.encryption == "ipsec":
+            _check_ipsec(facts)
         if facts.foreign:
             raise NotOurs("; ".join(facts.foreign))
     want: list[HostObject] = []
@@ -136,7 +140,19 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
             want.append(pod_guard(observed))
         want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6,
                                                               guard=config.local.pod_guard)))
+        if config.cluster.encryption == "ipsec" and facts.systemd:
+            want.append(Service(IPSEC_UNIT))
     return HostState(tuple(want), facts)
+
+
+def _check_ipsec(facts) -> None:
+    """What IPsec needs of this host: the kernel's XFRM, and (where the agent starts it) the monitor."""
+    if not facts.xfrm:
+        raise ConfigError([Problem("cluster.encryption", "ipsec", "this kernel has no XFRM (IPsec): "
+                                                                  "/proc/net/xfrm_stat is missing")])
+    if facts.systemd and not facts.ipsec_monitor:
+        raise ConfigError([Problem("cluster.encryption", "ipsec", "ovs-monitor-ipsec is not installed "
+                                   "(apt-get install openvswitch-ipsec strongswan libstrongswan-standard-plugins)")])
 
 
 def pod_guard(observed: HostState) -> PodGuard:

@@ -199,8 +199,17 @@ class UnderlayPort(_Obj):
     spec: PortSpec
 
 
+@dataclasses.dataclass(frozen=True)
+class Service(_Obj):
+    """A systemd unit an encryption mode needs, running (host/services.py).  Observed only
+    when it runs and either is wanted or was started by ovs-mesh (the state file says so), so
+    the diff stops only a service ovs-mesh started."""
+    kind, KEY, LABEL = "service", "name", "{name} running"
+    name: str
+
+
 HostObject = (Kbr | Enslaved | LinkUp | Address | HostRoute | Sysctl | Offload | Masquerade | LegacyMasquerade
-              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort)
+              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort | Service)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,6 +231,9 @@ class HostFacts:
     pod_ports: tuple[str, ...] = ()           # the veths on kbr0 but obr0's: one per pod
     learned_pods: tuple = ()                  # GuardedPod of each such veth the guard's sets lack
     bridge_scoped: bool = True                # nft can match a frame's bridge (nft_meta_bridge)
+    systemd: bool = False                     # systemd runs this host (services can be started)
+    xfrm: bool = True                         # the kernel has XFRM (IPsec): /proc/net/xfrm_stat
+    ipsec_monitor: bool = True                # ovs-monitor-ipsec is installed (Debian's openvswitch-ipsec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from topology.model import Config
 from ..ovs.model import BRIDGE
 from ..pod_guard import observe as guard_observe
 from ..pod_guard import table as guard_table
-from . import cni, nft
+from . import cni, nft, services
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
 from .model import (
@@ -32,6 +32,7 @@ from .model import (
     Masquerade,
     Offload,
     PodGuard,
+    Service,
     Sysctl,
     Underlay,
     UnderlayBridge,
@@ -160,10 +161,17 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
                        "refusing to overwrite it")
     elif content is not None:
         objects.append(CniFile(path, content))
+    systemd = services.systemd_running()
+    if systemd:
+        for unit in (services.IPSEC_UNIT,):
+            wanted_unit = config.cluster.encryption == "ipsec"
+            if (wanted_unit or unit in saved.started) and services.active(unit):
+                objects.append(Service(unit))
     facts = HostFacts(underlay=u, underlay_mtu=ulink.mtu if ulink is not None else None,
                       saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
                       ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
-                      bridge_scoped=nft.bridge_meta_supported())
+                      bridge_scoped=nft.bridge_meta_supported(), systemd=systemd,
+                      xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT))
     return HostState(tuple(objects), facts)
 
 

@@ -20,6 +20,7 @@ _SETTINGS = {"sysctl": Sysctl, "offload": Offload}   # "kind:key" in the file's 
 class Saved:
     restore: tuple[Setting, ...] = ()
     underlay: Underlay | None = None
+    started: tuple[str, ...] = ()   # systemd units ovs-mesh started (and so may stop)
 
     def with_restore(self, restore) -> Saved:
         return dataclasses.replace(self, restore=tuple(restore))
@@ -41,18 +42,21 @@ def load(rundir: str) -> Saved:
         if kind in _SETTINGS:
             restore.append(_SETTINGS[kind](name, value))
     u = data.get("underlay")
-    return Saved(tuple(restore), Underlay(u["bridge"], u["interface"]) if u else None)
+    started = tuple(x for x in data.get("started") or () if isinstance(x, str))
+    return Saved(tuple(restore), Underlay(u["bridge"], u["interface"]) if u else None, started)
 
 
 def save(rundir: str, saved: Saved) -> None:
     """Write the file, or remove it when there is nothing left to restore."""
-    if not saved.restore and saved.underlay is None:
+    if not saved.restore and saved.underlay is None and not saved.started:
         try:
             os.unlink(path(rundir))
         except FileNotFoundError:
             pass
         return
     data: dict = {"restore": {f"{s.kind}:{s.key}": s.value for s in saved.restore}}
+    if saved.started:
+        data["started"] = sorted(saved.started)
     if saved.underlay is not None:
         data["underlay"] = {"bridge": saved.underlay.bridge, "interface": saved.underlay.interface}
     write_atomic(path(rundir), json.dumps(data, indent=1, sort_keys=True))

@@ -9,7 +9,7 @@ import json
 import sys
 
 from topology.errors import InputError
-from topology.model import MODES, TUNNELS
+from topology.model import ENCRYPTIONS, MODES, TUNNELS
 
 from .record import NAME_RE, LabError, LabExists, LabState
 from .topology import IP_FAMILIES
@@ -51,6 +51,8 @@ def register(sub) -> None:
                         "--ip-family ipv6, else ipv4)")
     p.add_argument("--no-agent", action="store_true",
                    help="configure each node with one `ovs-mesh apply` instead of running an agent")
+    p.add_argument("--encryption", choices=ENCRYPTIONS, default="none",
+                   help="only none: the lab's userspace datapath cannot encrypt (the Vagrant lab can)")
     p.add_argument("--pods", choices=("plugins", "podman"), default="plugins", dest="pod_runtime",
                    help="who makes the pods from the conflist ovs-mesh wrote: plugins (default: the lab "
                         "runs the CNI plugins itself) or podman (its CNI backend, from the node's "
@@ -112,9 +114,18 @@ def _lab(args) -> LabState | None:
     return LabState.load(args.name) if NAME_RE.match(args.name) else None
 
 
+NO_ENCRYPTION = ("--encryption {0}: the namespace lab runs Open vSwitch's userspace datapath (netdev), and "
+                 "{1} acts only on packets of the kernel datapath, which this lab cannot have (no openvswitch "
+                 "kernel module on such hosts, and one kernel for all its nodes); the Vagrant lab's VMs "
+                 "encrypt (vagrant/, docs/encryption.md)")
+
+
 def cmd_up(args) -> int:
     from . import build
 
+    if args.encryption != "none":
+        return _input_error(NO_ENCRYPTION.format(args.encryption,
+                                                 "IPsec (XFRM)" if args.encryption == "ipsec" else "WireGuard"))
     errors = build.check_params(args.name, args.nodes, args.pods_per_node, args.mesh_degree,
                                 args.ip_family, args.underlay)
     if args.pod_runtime == "podman":

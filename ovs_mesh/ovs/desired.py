@@ -38,8 +38,9 @@ import hashlib
 from collections.abc import Mapping
 
 from topology.mesh import peers_of
-from topology.model import Config, Node
+from topology.model import Address, Config, Node
 
+from ..encryption import wireguard
 from .model import (
     BRIDGE,
     FIRST_PEER_OFPORT,
@@ -52,6 +53,7 @@ from .model import (
     TUNNEL_OFPORT,
     BridgeSpec,
     Flow,
+    GlobalSpec,
     OvsState,
     PortSpec,
     frozen_map,
@@ -86,6 +88,46 @@ def tunnel_options(config: Config, remote_ip: str) -> dict[str, str]:
     if c.tunnel == "vxlan" and c.vxlan_port != 4789:
         opts["dst_port"] = str(c.vxlan_port)
     return opts
+
+
+def per_peer_ports(config: Config) -> bool:
+    """Whether every peer has a port of its own: port and stp modes, and flow mode with
+    IPsec (ovs-monitor-ipsec configures a connection per port with a literal remote_ip)."""
+    return config.cluster.mode != "flow" or config.cluster.encryption == "ipsec"
+
+
+def ipsec_options(config: Config, peer: Node) -> dict[str, str]:
+    """What makes ovs-monitor-ipsec protect the tunnel to `peer` (nothing without IPsec):
+    the peer's identity (certificates: its node name, which its certificate's CN must be;
+    or the cluster's pre-shared key) and this node's underlay address as the connection's
+    local end (otherwise the monitor takes the default route's address)."""
+    c = config.cluster
+    if c.encryption != "ipsec":
+        return {}
+    opts = {"local_ip": str(config.local_node.ip)}
+    if c.ipsec_auth == "psk":
+        assert config.local.psk, "the PSK is read with the config (ovs_mesh.config.secrets)"
+        opts["psk"] = config.local.psk
+    else:
+        opts["remote_name"] = peer.name
+    return opts
+
+
+# Open_vSwitch other_config keys IPsec takes (the monitor reads them): the certificate
+# files, and ipsec_skb_mark 0/1, which makes the monitor install drop ("shunt") policies
+# for every tunnel packet whose skb mark has bit 0 clear -- all of ours: no tunnel packet
+# leaves unencrypted, also before a peer's SA is up.
+IPSEC_SKB_MARK = "0/1"
+
+
+def ipsec_globals(config: Config) -> GlobalSpec | None:
+    c, l = config.cluster, config.local
+    if c.encryption != "ipsec":
+        return None
+    keys = {"ipsec_skb_mark": IPSEC_SKB_MARK}
+    if c.ipsec_auth == "certificate":
+        keys.update(certificate=l.certificate or "", private_key=l.private_key or "", ca_cert=l.ca_cert or "")
+    return GlobalSpec(other_config=frozen_map(keys))
 
 
 def assign_ofports(wanted: list[str], existing: Mapping[str, int]) -> dict[str, int]:
@@ -135,7 +177,7 @@ def compose(parts: Parts) -> OvsState:
     peers = parts.peers.values()
     ports = tuple(sorted((*parts.fixed.ports, *(p for s in peers for p in s.ports)), key=lambda p: p.name))
     return OvsState(bridge=parts.fixed.bridge, ports=ports,
-                    flows=parts.fixed.flows.union(*(s.flows for s in peers)))
+                    flows=parts.fixed.flows.union(*(s.flows for s in peers)), globals=parts.fixed.globals)
 
 
 def build_parts(config: Config, pod_mtu: int | None = None,
@@ -146,7 +188,7 @@ def build_parts(config: Config, pod_mtu: int | None = None,
     c = config.cluster
     peers = peers_of(c, config.nodes, config.local.node)
     ofports: dict[str, int] = {}
-    if c.mode != "flow":
+    if per_peer_ports(config):
         by_port = assign_ofports(sorted(peer_port_name(c.tunnel, p.name) for p in peers),
                                  existing_ofports or {})
         ofports = {p.name: by_port[peer_port_name(c.tunnel, p.name)] for p in peers}
@@ -166,20 +208,33 @@ def fixed_part(config: Config, pod_mtu: int | None = None) -> OvsState:
                           options=frozen_map(tunnel_options(config, "flow")),
                           ofport_request=TUNNEL_OFPORT,
                           external_ids=frozen_map({OWNER_KEY: "tunnel"})),)
-    return OvsState(bridge=bridge, ports=ports, flows=frozenset(fixed_flows(config)))
+    return OvsState(bridge=bridge, ports=ports, flows=frozenset(fixed_flows(config)), globals=ipsec_globals(config))
 
 
 def peer_part(config: Config, peer: Node, ofport: int | None = None) -> OvsState:
-    """One peer's port (port/stp modes, at `ofport`) and flows (no bridge)."""
+    """One peer's port (port/stp modes, and flow mode with IPsec; at `ofport`) and flows (no bridge).
+
+    Flow mode with IPsec keeps sending through the flow-based port (the kernel's XFRM
+    policies match the packet's addresses and ports, not the OVS port); the peer's own
+    port is what the monitor turns into an IPsec connection, and what OVS receives the
+    peer's packets on (the port with the matching remote_ip wins), so table 0 lets them
+    on from there too (without that flow every received packet would drop)."""
     c = config.cluster
     ports: tuple[PortSpec, ...] = ()
-    if c.mode != "flow":
-        assert ofport is not None, "port and stp modes number every peer port"
+    if not reachable(config, peer):
+        return OvsState()
+    if per_peer_ports(config):
+        assert ofport is not None, "port and stp modes, and flow mode with IPsec, number every peer port"
+        remote = str(tunnel_ip(config, peer))
+        options = tunnel_options(config, remote)
+        if c.mode == "flow":
+            options["key"] = "flow"   # received packets carry tun_id: table 0 matches cluster.vni
         ports = (PortSpec(name=peer_port_name(c.tunnel, peer.name), type=c.tunnel,
-                          options=frozen_map(tunnel_options(config, str(peer.ip))),
+                          options=frozen_map({**options, **ipsec_options(config, peer)}),
                           bfd=frozen_map({"enable": "true"}) if c.mode == "port" else (),
                           ofport_request=ofport,
-                          external_ids=frozen_map({OWNER_KEY: "tunnel", PEER_KEY: peer.name})),)
+                          external_ids=frozen_map({OWNER_KEY: "tunnel" if c.mode != "flow" else "ipsec",
+                                                   PEER_KEY: peer.name})),)
     return OvsState(ports=ports, flows=frozenset(peer_flows(config, peer, ofport)))
 
 
@@ -203,11 +258,15 @@ def peer_flows(config: Config, peer: Node, ofport: int | None = None) -> list[Fl
     tun_src / tun_ipv6_src / its port, only the peer's sources): 4 flows for IPv4 (ip and
     arp out and in), 3 for IPv6 (ipv6 and solicitations out, ipv6 in); stp: none."""
     c = config.cluster
-    if c.mode == "stp" or not peer.subnets:
+    if c.mode == "stp" or not peer.subnets or not reachable(config, peer):
         return []
     if c.mode == "flow":
-        set_dst, sender = tunnel_fields(peer)
-        return _peer_flows(peer, f"set_field:{tun_id(c.vni)}->tun_id,{set_dst},output:{TUNNEL_OFPORT}", sender)
+        set_dst, sender = tunnel_fields(config, peer)
+        flows = _peer_flows(peer, f"set_field:{tun_id(c.vni)}->tun_id,{set_dst},output:{TUNNEL_OFPORT}", sender)
+        if ofport is not None:   # IPsec: the peer's packets arrive on its own port
+            flows.append(Flow(T_CLASSIFY, 100, f"tun_id={tun_id(c.vni)},in_port={ofport}",
+                              f"goto_table:{T_FROM_PEERS}"))
+        return flows
     return _peer_flows(peer, f"output:{ofport}", f"in_port={ofport}")
 
 
@@ -267,9 +326,25 @@ def _peer_flows(peer: Node, out: str, sender: str) -> list[Flow]:
     return flows
 
 
-def tunnel_fields(peer: Node) -> tuple[str, str]:
+def tunnel_ip(config: Config, peer: Node) -> Address:
+    """The address the tunnels to `peer` use: its underlay address, or with WireGuard its address
+    on the WireGuard device (the tunnel packets then ride inside WireGuard)."""
+    if config.cluster.encryption == "wireguard":
+        addr = wireguard.address(config.cluster, peer)
+        assert addr is not None, "a WireGuard peer has a pod subnet"
+        return addr
+    return peer.ip
+
+
+def tunnel_fields(config: Config, peer: Node) -> tuple[str, str]:
     """Flow mode: (the field set to send to `peer`, the match of what it sent), per underlay family."""
-    ip = str(peer.ip)
-    if peer.ip.version == 6:
+    addr = tunnel_ip(config, peer)
+    ip = str(addr)
+    if addr.version == 6:
         return f"set_field:{ip}->tun_ipv6_dst", f"tun_ipv6_src={ip}"
     return f"set_field:{ip}->tun_dst", f"tun_src={ip}"
+
+
+def reachable(config: Config, peer: Node) -> bool:
+    """With WireGuard only a peer whose public key the inventory has can be tunnelled to."""
+    return config.cluster.encryption != "wireguard" or bool(peer.wireguard_key)

@@ -7,7 +7,7 @@ node yields no changes.
 """
 from __future__ import annotations
 
-from .model import BridgeChange, Flow, FlowChange, OvsState, PortChange, RowChange
+from .model import BridgeChange, Flow, FlowChange, GlobalChange, OvsState, PortChange, RowChange
 
 
 def diff_flows(desired: frozenset[Flow], observed: frozenset[Flow]) -> list[FlowChange]:
@@ -43,4 +43,11 @@ def diff_rows(desired: OvsState, observed: OvsState) -> list[RowChange]:
         changes.append(PortChange("delete", name, old=have[name]))
     if d is None and o is not None:
         changes.append(BridgeChange("delete", o.name, old=o))
+    g, h = desired.globals, observed.globals
+    if g is not None and h is None:
+        changes.insert(0, GlobalChange("add", g.label, new=g))
+    elif g is not None and g != h:
+        changes.insert(0, GlobalChange("modify", g.label, old=h, new=g))
+    elif g is None and h is not None:
+        changes.append(GlobalChange("delete", h.label, old=h))
     return changes

@@ -16,6 +16,8 @@ from ovsdb_client.rows import (  # noqa: F401  (the OVSDB half of the vocabulary
     BridgeChange,
     BridgeSpec,
     ChangeText,
+    GlobalChange,
+    GlobalSpec,
     PortChange,
     PortSpec,
     RowChange,
@@ -73,6 +75,7 @@ class OvsState:
     bridge: BridgeSpec | None = None
     ports: tuple[PortSpec, ...] = ()
     flows: frozenset[Flow] = frozenset()
+    globals: GlobalSpec | None = None   # our keys of the Open_vSwitch row's other_config (IPsec)
 
     def port_map(self) -> dict[str, PortSpec]:
         return {p.name: p for p in self.ports}

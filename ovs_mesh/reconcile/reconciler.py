@@ -66,7 +66,7 @@ class Reconciler:
         owned = self.ovsdb.read(BRIDGE)
         flows = self.openflow.dump() if owned.bridge is not None else frozenset()
         problems = [str(owned.refusal)] if owned.refusal is not None else list(owned.problems)
-        return Observed(OvsState(owned.bridge, owned.ports, flows), dict(owned.ofports), problems,
+        return Observed(OvsState(owned.bridge, owned.ports, flows, owned.globals), dict(owned.ofports), problems,
                         owned.refusal)
 
     def pod_mtu(self) -> int:

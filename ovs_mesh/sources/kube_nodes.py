@@ -86,6 +86,12 @@ class NodeObject:
     pod_cidr: Any = None         # spec.podCIDR (the primary one)
     cidrs_field: str = "spec.podCIDRs"
     created: Any = None          # metadata.creationTimestamp (raw): the Node's seniority
+    wireguard_key: Any = None    # metadata.annotations[WIREGUARD_ANNOTATION] (raw)
+
+
+# The Node annotation holding a node's WireGuard public key (read with cluster.encryption wireguard;
+# written by that node's own agent).
+WIREGUARD_ANNOTATION = "ovs-mesh.io/wireguard-public-key"
 
 
 def _mapping(value: Any) -> dict:
@@ -108,9 +114,10 @@ def node_object(obj: dict) -> NodeObject | None:
     primary = spec.get("podCIDR")
     cidrs = spec.get("podCIDRs")
     created = meta.get("creationTimestamp")
+    key = _mapping(meta.get("annotations")).get(WIREGUARD_ANNOTATION)
     if isinstance(cidrs, list) and cidrs:
-        return NodeObject(name, ips, tuple(cidrs), primary, "spec.podCIDRs", created)
-    return NodeObject(name, ips, (primary,) if primary is not None else (), primary, "spec.podCIDR", created)
+        return NodeObject(name, ips, tuple(cidrs), primary, "spec.podCIDRs", created, key)
+    return NodeObject(name, ips, (primary,) if primary is not None else (), primary, "spec.podCIDR", created, key)
 
 
 def created_at(o: NodeObject) -> float | None:
@@ -186,7 +193,10 @@ def select(o: NodeObject, cluster: Cluster, underlay: str) -> tuple[dict | None,
                                  f"node {o.name}: {o.cidrs_field}: {_listed(o.pod_cidrs)}: no {LABEL[family]} "
                                  f"pod CIDR, the cluster has {_cidr_of(cluster, family)}: skipped", INCOMPLETE)
         subnets.append(cidr)
-    return {"name": o.name, "ip": ip, "subnet": subnets[0] if len(subnets) == 1 else subnets}, None
+    entry = {"name": o.name, "ip": ip, "subnet": subnets[0] if len(subnets) == 1 else subnets}
+    if cluster.encryption == "wireguard" and o.wireguard_key is not None:
+        entry["wireguard_public_key"] = o.wireguard_key   # checked with the rest of the entry
+    return entry, None
 
 
 def validate(objects: dict[str, NodeObject], cluster: Cluster, underlay: str, cache: dict | None = None,

@@ -11,7 +11,7 @@ import time
 from ovs_mesh.agent.session import NodeSession
 from ovs_mesh.reconcile.node import NodeClients
 from ovsdb_client.errors import OvsdbUnavailable, OwnershipError
-from ovsdb_client.rows import BridgeChange, InterfaceHealth, Owned
+from ovsdb_client.rows import BridgeChange, GlobalChange, InterfaceHealth, Owned
 from tests.helpers import base_config
 from topology.config import parse_config
 
@@ -34,6 +34,7 @@ class FakeOvsdb:
         self.bridge = None
         self.ports: dict = {}
         self.ofports: dict[str, int] = {}
+        self.globals = None            # our Open_vSwitch other_config keys (GlobalSpec)
         self.untagged = False          # obr0 exists without our tag
         self.fail = 0                  # the next `fail` applies raise OvsdbUnavailable
         self.calls: list[tuple[str, float]] = []   # ("apply", time) for every apply attempt
@@ -45,7 +46,8 @@ class FakeOvsdb:
         with self._lock:
             if self.untagged:
                 return Owned(refusal=OwnershipError(f"bridge {bridge} exists but was not created by ovs-mesh"))
-            return Owned(self.bridge, tuple(self.ports[k] for k in sorted(self.ports)), dict(self.ofports))
+            return Owned(self.bridge, tuple(self.ports[k] for k in sorted(self.ports)), dict(self.ofports),
+                         globals=self.globals)
 
     def apply(self, bridge: str, changes, keep_bridge: bool = False) -> int:
         self.calls.append(("apply", time.monotonic()))
@@ -56,7 +58,9 @@ class FakeOvsdb:
             return 0
         with self._lock:
             for ch in changes:
-                if isinstance(ch, BridgeChange):
+                if isinstance(ch, GlobalChange):
+                    self.globals = ch.new
+                elif isinstance(ch, BridgeChange):
                     self.bridge = ch.new
                     self._vswitchd(bridge, ch.new is not None)
                 elif ch.action == "delete":

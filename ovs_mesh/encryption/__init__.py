@@ -1,0 +1,1 @@
+"""What the kernel says about the tunnels' encryption, per peer (status and metrics)."""

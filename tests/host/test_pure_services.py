@@ -1,0 +1,91 @@
+"""The host's services for encryption (pure): openvswitch-ipsec.service is wanted with IPsec where
+systemd runs; the diff starts it, and stops it only when it was observed as ours (the observation
+shows a running unit only when it is wanted or recorded as started by ovs-mesh)."""
+import dataclasses
+
+import pytest
+
+from ovs_mesh.host import desired_host, diff_host
+from ovs_mesh.host.model import HostFacts, HostState, Service
+from ovs_mesh.host.services import IPSEC_UNIT
+from tests.helpers import base_config
+from topology.config import parse_config
+
+pytestmark = pytest.mark.unit
+
+
+def config(encryption="none"):
+    data = base_config(3)
+    data["local"].update(datapath="system", host=True)
+    c = parse_config(data)
+    return dataclasses.replace(c, cluster=dataclasses.replace(c.cluster, encryption=encryption))
+
+
+def services(changes):
+    return [(ch.action, ch.obj.name) for ch in changes if isinstance(ch.obj, Service)]
+
+
+def test_ipsec_wants_the_monitor_where_systemd_runs():
+    observed = HostState((), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config("ipsec"), 1413, observed), observed)) == [("add", IPSEC_UNIT)]
+    running = HostState((Service(IPSEC_UNIT),), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config("ipsec"), 1413, running), running)) == []
+    no_systemd = HostState((), HostFacts(systemd=False))   # a DaemonSet pod: the host runs the monitor
+    assert services(diff_host(desired_host(config("ipsec"), 1413, no_systemd), no_systemd)) == []
+
+
+def test_switching_off_or_teardown_stops_only_what_was_observed_as_ours():
+    ours = HostState((Service(IPSEC_UNIT),), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config(), 1450, ours), ours)) == [("delete", IPSEC_UNIT)]
+    assert services(diff_host(desired_host(config(), 1450, ours, teardown=True), ours)) == [("delete", IPSEC_UNIT)]
+    # an administrator's running monitor is not observed without IPsec and a record: left alone
+    theirs = HostState((), HostFacts(systemd=True))
+    assert services(diff_host(desired_host(config(), 1450, theirs), theirs)) == []
+    assert str(diff_host(desired_host(config("ipsec"), 1413, theirs), theirs)[-1]).endswith(
+        "service openvswitch-ipsec.service running")
+
+
+def test_the_record_of_started_units_survives_a_reload(tmp_path):
+    from ovs_mesh.host import saved
+
+    saved.save(str(tmp_path), saved.Saved(started=(IPSEC_UNIT,)))
+    assert saved.load(str(tmp_path)).started == (IPSEC_UNIT,)
+    saved.save(str(tmp_path), saved.Saved())
+    assert not list(tmp_path.iterdir())   # nothing left to restore: the file is gone
+
+
+def test_a_host_that_cannot_do_ipsec_is_refused_naming_the_field():
+    from topology.config import ConfigError
+
+    for facts, reason in ((HostFacts(systemd=True, xfrm=False), "this kernel has no XFRM (IPsec)"),
+                          (HostFacts(systemd=True, ipsec_monitor=False), "ovs-monitor-ipsec is not installed")):
+        with pytest.raises(ConfigError) as e:
+            desired_host(config("ipsec"), 1413, HostState((), facts))
+        assert str(e.value.errors[0]).startswith(f"cluster.encryption: ipsec: {reason}")
+    desired_host(config(), 1450, HostState((), HostFacts(xfrm=False, ipsec_monitor=False)))   # not needed
+
+
+def test_start_and_stop_are_queued_and_stop_waits_for_the_monitor_to_drop_its_tunnels(monkeypatch):
+    """The agent never waits for systemd (the monitor restarts strongSwan as it starts: longer than the
+    watchdog allows a pass); before stopping, the monitor gets (bounded) time to remove its tunnels."""
+    import subprocess
+
+    from ovs_mesh.host import services
+
+    calls = []
+    tunnels = iter([2, 1, 0])
+
+    def run(argv, **kw):
+        calls.append(argv)
+        if argv[:3] == ["ovs-appctl", "-t", services.MONITOR]:
+            n = next(tunnels)
+            return subprocess.CompletedProcess(argv, 0, "Interface name: x\n" * n, "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(services.subprocess, "run", run)
+    monkeypatch.setattr(services.time, "sleep", lambda s: None)
+    services.start(IPSEC_UNIT)
+    services.stop(IPSEC_UNIT, "/var/run/openvswitch")
+    assert calls[0] == ["systemctl", "start", "--no-block", IPSEC_UNIT]
+    assert [c[:3] for c in calls[1:4]] == [["ovs-appctl", "-t", services.MONITOR]] * 3
+    assert calls[-1] == ["systemctl", "stop", "--no-block", IPSEC_UNIT]
