@@ -14,15 +14,15 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from .errors import OvsdbUnavailable
-from .reader import interface_health, read_owned
-from .rows import InterfaceHealth, Owned, RowChange
-from .writer import apply_changes
+from .reader import interface_health, read_owned, read_restore_wait
+from .rows import InterfaceHealth, Owned, RestoreWait, RowChange
+from .writer import apply_changes, clear_restore_wait
 
 LOG = logging.getLogger(__name__)
 # Only the columns we read or write: vswitchd keeps rewriting others (statistics,
 # status) and at 1000 ports receiving them doubles the cost of every connect.
 COLUMNS = {
-    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg"],
+    "Open_vSwitch": ["bridges", "cur_cfg", "next_cfg", "other_config", "external_ids"],
     "Bridge": ["name", "ports", "external_ids", "datapath_type", "fail_mode", "rstp_enable"],
     "Port": ["name", "interfaces", "external_ids"],
     "Interface": ["name", "type", "options", "bfd", "bfd_status", "ofport", "ofport_request", "error",
@@ -78,6 +78,16 @@ class OvsdbClient:
         """Each named interface's ofport, error and BFD state (one pass over the table)."""
         with self.conn.lock:
             return interface_health(self.idl, interfaces)
+
+    def restore_wait(self) -> RestoreWait:
+        """other_config:flow-restore-wait and ovs-mesh's mark on it, from the cache."""
+        with self.conn.lock:
+            return read_restore_wait(self.idl)
+
+    def clear_restore_wait(self, mark: str | None) -> bool:
+        """Remove flow-restore-wait and ovs-mesh's mark in one transaction, only while the mark
+        is still MARK (a newer start of ovs-vswitchd sets a newer one); True when it removed them."""
+        return clear_restore_wait(self.api, mark)
 
     def connected(self) -> bool:
         """Connected, and the IDL has its monitor data (its cache is current)."""
