@@ -32,6 +32,8 @@ _counter = itertools.count()
 MONITORING = 6  # ovs.db.idl.Idl.IDL_S_MONITORING
 
 
+RECONNECT_BACKOFF_MS = (250, 2000)
+
 # Seconds one transaction may take before ovsdbapp gives up on it.
 TIMEOUT = 30.0
 
@@ -58,6 +60,12 @@ class OvsdbClient:
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
         idl = connection.OvsdbIdl(remote, helper)
+        # Reconnect within a quarter second after ovsdb-server restarts, backing off to 2 s (python-ovs:
+        # 1 s to 8 s): while a restarted ovs-vswitchd waits for the pipeline (flow-restore-wait), the
+        # agent needs OVSDB back to restore it and let it forward.
+        reconnect = getattr(getattr(idl, "_session", None), "reconnect", None)
+        if reconnect is not None:
+            reconnect.set_backoff(RECONNECT_BACKOFF_MS[0], RECONNECT_BACKOFF_MS[1])
         self.conn = connection.Connection(idl=idl, timeout=timeout)
         api_cls = type(f"OvsMeshIdl{next(_counter)}", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
         try:

@@ -140,8 +140,9 @@ class FlowMonitor:
         # Its own control socket in the OVS run directory (ovs-ofctl monitor serves one).
         ctl = os.path.join(self.rundir, f"ovs-mesh-monitor.{os.getpid()}.ctl")
         try:
+            # It prints what it receives on stderr (flushed per message; stdout would be buffered).
             proc = subprocess.Popen([*OFCTL, "--no-names", f"--unixctl={ctl}", "monitor", f"unix:{self.socket}",
-                                     "watch:!initial"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     "watch:!initial"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     stdin=subprocess.DEVNULL, text=True, bufsize=1 << 16)
         except OSError as e:
             LOG.debug("cannot start ovs-ofctl monitor: %s", e)
@@ -152,10 +153,10 @@ class FlowMonitor:
         return True
 
     def _read(self, proc: subprocess.Popen) -> None:
-        stdout = proc.stdout
-        assert stdout is not None   # stdout=PIPE
-        with stdout:
-            for line in stdout:
+        out = proc.stderr
+        assert out is not None   # stderr=PIPE
+        with out:
+            for line in out:
                 ev = parse_update(line)
                 if ev is None:
                     continue
