@@ -15,9 +15,11 @@ prints a flow without actions as nothing, so events are judged by (table, match,
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
 import logging
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -110,6 +112,14 @@ class FlowIndex:
         return event.key not in self
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the agent dies, even by SIGKILL (no monitor outlives it)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class FlowMonitor:
     """`ovs-ofctl monitor` on a bridge's management socket, its events queued for `take()`.
 
@@ -143,7 +153,8 @@ class FlowMonitor:
             # It prints what it receives on stderr (flushed per message; stdout would be buffered).
             proc = subprocess.Popen([*OFCTL, "--no-names", f"--unixctl={ctl}", "monitor", f"unix:{self.socket}",
                                      "watch:!initial"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True, bufsize=1 << 16)
+                                    stdin=subprocess.DEVNULL, text=True, bufsize=1 << 16,
+                                    preexec_fn=_die_with_parent)
         except OSError as e:
             LOG.debug("cannot start ovs-ofctl monitor: %s", e)
             return False
