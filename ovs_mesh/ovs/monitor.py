@@ -15,11 +15,10 @@ prints a flow without actions as nothing, so events are judged by (table, match,
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import logging
 import os
-import signal
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterable
@@ -112,12 +111,9 @@ class FlowIndex:
         return event.key not in self
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the agent dies, even by SIGKILL (no monitor outlives it)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+# SIGTERM to the monitor when the thread that started it (the watcher's) ends, even when the agent is
+# SIGKILLed: no monitor outlives its agent.  setpriv (util-linux) sets it between fork and exec.
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "TERM") if shutil.which("setpriv") else ()
 
 
 class FlowMonitor:
@@ -151,10 +147,9 @@ class FlowMonitor:
         ctl = os.path.join(self.rundir, f"ovs-mesh-monitor.{os.getpid()}.ctl")
         try:
             # It prints what it receives on stderr (flushed per message; stdout would be buffered).
-            proc = subprocess.Popen([*OFCTL, "--no-names", f"--unixctl={ctl}", "monitor", f"unix:{self.socket}",
-                                     "watch:!initial"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True, bufsize=1 << 16,
-                                    preexec_fn=_die_with_parent)
+            proc = subprocess.Popen([*_DIE_WITH_PARENT, *OFCTL, "--no-names", f"--unixctl={ctl}", "monitor",
+                                     f"unix:{self.socket}", "watch:!initial"], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1 << 16)
         except OSError as e:
             LOG.debug("cannot start ovs-ofctl monitor: %s", e)
             return False
