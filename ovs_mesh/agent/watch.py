@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -108,12 +109,15 @@ class OvsWatcher:
 
     def __init__(self, expected: Expectations, session, kick: Callable[..., None],
                  interval: float = 0.1, flow_interval: float = 0.5, restore: FlowRestore | None = None,
-                 seen: Callable[[str], None] | None = None, monitor: bool = True):
+                 seen: Callable[[str], None] | None = None, monitor: bool | None = None):
         self.expected, self.session, self.kick = expected, session, kick
         self.interval, self.flow_interval = interval, flow_interval
         self.restore = restore
         self.seen = seen or (lambda daemon: None)
-        self.use_monitor = monitor
+        # OVS_MESH_FLOW_MONITOR=0 turns the flow monitor off (the count backstop then runs every
+        # flow_interval; a rewritten flow waits for the periodic resync): bench/watcher.py's baseline.
+        self.use_monitor = monitor if monitor is not None else (
+            os.environ.get("OVS_MESH_FLOW_MONITOR", "1").strip().lower() not in ("0", "off", "no", "false"))
         self.monitor: FlowMonitor | None = None
         self._events: list[FlowEvent] = []   # read while a pass changed OVS: judged after it
         self._stop = threading.Event()

@@ -282,3 +282,16 @@ def test_the_agent_saves_what_it_installed(agent_run, tmp_path):
     wait_for(lambda: agent.ready, 10, "convergence")
     data = json.loads((tmp_path / "state" / "inventory.json").read_text())
     assert [n["name"] for n in data["nodes"]] == ["node-1", "node-2", "node-3", "node-4"]
+
+
+def test_status_says_when_the_node_waits_for_a_restore():
+    from ovs_mesh.cli.status import render, restore_wait
+
+    assert restore_wait(RestoreWait(), 100.0) is None
+    assert restore_wait(RestoreWait(True, "90"), 100.0) == {"by": "ovs-mesh", "seconds": 10.0}
+    assert restore_wait(RestoreWait(True, None), 100.0) == {"by": "other", "seconds": None}
+    d = {"node": "node-1", "tunnel": "vxlan", "mode": "flow", "peers": [], "flows": 0, "converged": False,
+         "pending_changes": 12, "families": ["ipv4"], "subnets": [], "underlay_family": "ipv4", "ip": "192.168.56.11",
+         "last_reconcile": None, "health": {"probing": False, "summary": ""}, "problems": [],
+         "flow_restore_wait": {"by": "ovs-mesh", "seconds": 3.0}}
+    assert "waiting for a restore: flow-restore-wait is set (by ovs-mesh's start hook 3.0s ago" in render(d)
