@@ -67,7 +67,8 @@ def _scp(lab, path: str, dest: str) -> None:
 
 
 def _iperf_start(lab, a, b) -> float:
-    lab.ssh("node-2", f"ip netns exec {b['ns']} iperf3 -s -D -1 -p 5201 --logfile /tmp/rs-iperf-server.log")
+    lab.ssh("node-2", f"ip netns exec {b['ns']} iperf3 -s -D -1 -p 5201 -I /tmp/rs-iperf-server.pid "
+                      "--logfile /tmp/rs-iperf-server.log")
     wait_for(lambda: ":5201" in lab.ssh("node-2", f"ip netns exec {b['ns']} ss -Hltn", check=False).stdout,
              30, "the iperf3 server", interval=0.5)
     out = lab.ssh(NODE, f"rm -f {IPERF_LOG}; date +%s.%N; "
@@ -101,10 +102,16 @@ def _clock(lab) -> float:
     return float(lab.ssh(NODE, "date +%s.%N").stdout)
 
 
-def _step(lab, a, b, start, name: str, command: str, goal: bool = True) -> tuple[float, int, float]:
+def _vswitchd(lab) -> str:
+    return lab.ssh(NODE, "cat /var/run/openvswitch/ovs-vswitchd.pid", check=False).stdout.strip()
+
+
+def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
+          restart: bool = False) -> tuple[float, int, float]:
     """COMMAND under the ping and the stream; then every unit active, the agent converged, the stream
-    alive. Records and returns (longest ping gap, pings lost, longest TCP stall)."""
-    since = _clock(lab)
+    alive. Records and returns (longest ping gap, pings lost, longest TCP stall). RESTART: the command
+    restarts ovs-vswitchd, and the agent restored the pipeline and cleared flow-restore-wait."""
+    since, pid = _clock(lab), _vswitchd(lab)
     with timed(f"40. {name}"):
         gap, lost = lab.traffic_gap(a, b, command)
     until = _clock(lab)
@@ -116,6 +123,12 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True) -> tuple
              120, f"{UNITS} active after {name}", interval=1)
     lab.wait_converged(int(since), nodes=[NODE])
     _iperf_alive(lab)
+    if restart:
+        assert _vswitchd(lab) != pid, f"{name}: ovs-vswitchd was not restarted (pid {pid})"
+        log = lab.ssh(NODE, f"journalctl -u ovs-mesh --no-pager -o cat --since @{int(since)}").stdout
+        m = re.search(r"flow-restore-wait cleared \(restored\) after ([\d.]+) s", log)
+        assert m, f"{name}: the agent did not clear flow-restore-wait:\n{log[-3000:]}"
+        TIMES[f"40.   {name}: flow-restore-wait set for s (the agent restored, then cleared it)"] = float(m.group(1))
     if goal:
         assert lost == 0 and gap < GAP_OK and stall <= STALL_OK, \
             f"{name}: {lost} pings lost, longest gap {gap} s, TCP stalled {stall} s"
@@ -130,7 +143,8 @@ def pods(vm_lab):
         yield a, b
     finally:
         lab.ssh(NODE, "kill -INT $(cat /tmp/rs-iperf.pid) 2>/dev/null; rm -f /tmp/rs-iperf.pid", check=False)
-        lab.ssh("node-2", "pkill -f 'iperf3 -s -D -1 -p 5201' || true", check=False)
+        lab.ssh("node-2", "kill $(cat /tmp/rs-iperf-server.pid) 2>/dev/null; rm -f /tmp/rs-iperf-server.pid",
+                check=False)
         for node in (NODE, "node-2"):
             lab.ssh(node, f"{OVS_MESH} lab down --name rsvm", check=False)
 
@@ -152,14 +166,20 @@ def test_6_day2_operations_keep_pod_traffic(vm_lab, pods):
     start = _iperf_start(lab, a, b)
     upgraded = False
     try:
-        _step(lab, a, b, start, "1. systemctl restart openvswitch-switch", "systemctl restart openvswitch-switch")
+        _step(lab, a, b, start, "1. systemctl restart openvswitch-switch", "systemctl restart openvswitch-switch",
+              restart=True)
         deb_args = " ".join("/tmp/" + os.path.basename(d) for d in debs)
         _step(lab, a, b, start, "2. package upgrade (apt-get install --reinstall openvswitch-switch/-common)",
               f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall --allow-downgrades "
-              f"-o Dpkg::Options::=--force-confold {deb_args} >/tmp/rs-apt.log 2>&1 || cat /tmp/rs-apt.log")
+              f"-o Dpkg::Options::=--force-confold {deb_args} >/tmp/rs-apt.log 2>&1; echo $? >/tmp/rs-apt.rc",
+              restart=True)
+        assert lab.ssh(NODE, "cat /tmp/rs-apt.rc").stdout.strip() == "0", lab.ssh(NODE, "cat /tmp/rs-apt.log").stdout
         _step(lab, a, b, start, "3. kill -9 ovs-vswitchd (systemd restarts it)",
-              "kill -9 $(cat /var/run/openvswitch/ovs-vswitchd.pid); "
-              "until [ \"$(systemctl is-active ovs-vswitchd)\" = active ]; do sleep 0.2; done")
+              "old=$(cat /var/run/openvswitch/ovs-vswitchd.pid); kill -9 $old; i=0; "
+              "until [ \"$(cat /var/run/openvswitch/ovs-vswitchd.pid)\" != \"$old\" ] "
+              "&& [ \"$(systemctl is-active ovs-vswitchd)\" = active ] || [ $i -ge 300 ]; do "
+              "sleep 0.2; i=$((i+1)); done",
+              restart=True)
         w2 = "/tmp/" + os.path.basename(wheel2)
         pip = (f"{VENV}/bin/pip install -q --disable-pip-version-check --no-compile --no-index --no-deps "
                "--force-reinstall")
@@ -179,8 +199,9 @@ def test_6_day2_operations_keep_pod_traffic(vm_lab, pods):
         # (the datapath is then flushed and obr0's tables are empty until the agent is back).
         _step(lab, a, b, start, "5. agent disabled + restart openvswitch-switch (guard clears; agent back)",
               "systemctl disable --now ovs-mesh 2>/dev/null; t0=$(date +%s.%N); systemctl restart openvswitch-switch; "
-              "while [ -n \"$(ovs-vsctl --if-exists get Open_vSwitch . other_config:flow-restore-wait)\" ]; do "
-              "sleep 0.2; done; echo \"$(date +%s.%N) $t0\" | awk '{print $1-$2}' >/tmp/rs-flag-seconds; "
+              "i=0; while [ -n \"$(ovs-vsctl --if-exists get Open_vSwitch . other_config:flow-restore-wait)\" ] "
+              "&& [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done; "
+              "echo \"$(date +%s.%N) $t0\" | awk '{print $1-$2}' >/tmp/rs-flag-seconds; "
               "systemctl enable --now ovs-mesh 2>/dev/null", goal=False)
         flag = float(lab.ssh(NODE, "cat /tmp/rs-flag-seconds").stdout)
         TIMES["40.   5. flow-restore-wait set without an agent for s (bound 30)"] = round(flag, 1)
