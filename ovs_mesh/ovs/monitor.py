@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterable
 
 from .model import Flow, ours
@@ -28,6 +29,7 @@ from .openflow import OFCTL
 
 LOG = logging.getLogger(__name__)
 MAX_QUEUED = 200_000   # events kept between two looks; beyond this the monitor reports an overflow
+RESTART_INTERVAL = 0.5   # seconds between two starts of the monitor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +131,7 @@ class FlowMonitor:
         self._events: collections.deque[FlowEvent] = collections.deque()
         self._overflow = False
         self.started = 0    # how many times it was (re)started
+        self._last_start = float("-inf")
 
     @property
     def socket(self) -> str:
@@ -139,9 +142,12 @@ class FlowMonitor:
         return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> bool:
-        """Start following (True when it started now; False while it runs or without the socket)."""
-        if self.running or not os.path.exists(self.socket):
+        """Start following (True when it started now; False while it runs, without the socket, or
+        within RESTART_INTERVAL of the last start: a stale socket refuses it until ovs-vswitchd is back)."""
+        now = time.monotonic()
+        if self.running or not os.path.exists(self.socket) or now - self._last_start < RESTART_INTERVAL:
             return False
+        self._last_start = now
         self.stop()
         # Its own control socket in the OVS run directory (ovs-ofctl monitor serves one).
         ctl = os.path.join(self.rundir, f"ovs-mesh-monitor.{os.getpid()}.ctl")
