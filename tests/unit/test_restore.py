@@ -295,3 +295,20 @@ def test_status_says_when_the_node_waits_for_a_restore():
          "last_reconcile": None, "health": {"probing": False, "summary": ""}, "problems": [],
          "flow_restore_wait": {"by": "ovs-mesh", "seconds": 3.0}}
     assert "waiting for a restore: flow-restore-wait is set (by ovs-mesh's start hook 3.0s ago" in render(d)
+
+
+def test_flows_that_differ_are_replaced_in_one_bundle(tmp_path):
+    """What an agent upgrade whose flows differ does: one apply (ovs-ofctl --bundle, atomic and
+    ordered) holds every delete, add and modify, so no moment has neither the old nor the new flows."""
+    ovsdb, flows = FakeOvsdb(), FakeFlows()
+    source = FakeSource(config(tmp_path, 3))
+    agent = Agent(source, resync=3600, notifier=SdNotify(environ={}), session=session(ovsdb, flows), watch=False)
+    assert agent.reconcile_once("first version")
+    before = set(flows.flows)
+    calls = []
+    real = flows.apply
+    flows.apply = lambda changes: (calls.append([c.action for c in changes]), real(changes))[1]
+    source.cfg = config(tmp_path, 3, vni=7)   # the tunnel key changes matches and actions
+    assert agent.reconcile_once("another version")
+    assert len(calls) == 1 and {"add", "delete"} <= set(calls[0]), calls
+    assert flows.flows != before and len(flows.flows) == len(before)
