@@ -14,9 +14,9 @@ from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from .errors import OvsdbUnavailable
-from .reader import interface_health, read_owned
-from .rows import InterfaceHealth, Owned, RowChange
-from .writer import apply_changes
+from .reader import interface_health, read_owned, read_restore_wait
+from .rows import InterfaceHealth, Owned, RestoreWait, RowChange
+from .writer import apply_changes, clear_restore_wait
 
 LOG = logging.getLogger(__name__)
 # Only the columns we read or write: vswitchd keeps rewriting others (statistics,
@@ -31,6 +31,8 @@ COLUMNS = {
 _counter = itertools.count()
 MONITORING = 6  # ovs.db.idl.Idl.IDL_S_MONITORING
 
+
+RECONNECT_BACKOFF_MS = (250, 2000)
 
 # Seconds one transaction may take before ovsdbapp gives up on it.
 TIMEOUT = 30.0
@@ -58,6 +60,12 @@ class OvsdbClient:
         for table, columns in COLUMNS.items():
             helper.register_columns(table, columns)
         idl = connection.OvsdbIdl(remote, helper)
+        # Reconnect within a quarter second after ovsdb-server restarts, backing off to 2 s (python-ovs:
+        # 1 s to 8 s): while a restarted ovs-vswitchd waits for the pipeline (flow-restore-wait), the
+        # agent needs OVSDB back to restore it and let it forward.
+        reconnect = getattr(getattr(idl, "_session", None), "reconnect", None)
+        if reconnect is not None:
+            reconnect.set_backoff(RECONNECT_BACKOFF_MS[0], RECONNECT_BACKOFF_MS[1])
         self.conn = connection.Connection(idl=idl, timeout=timeout)
         api_cls = type(f"OvsMeshIdl{next(_counter)}", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
         try:
@@ -78,6 +86,16 @@ class OvsdbClient:
         """Each named interface's ofport, error and BFD state (one pass over the table)."""
         with self.conn.lock:
             return interface_health(self.idl, interfaces)
+
+    def restore_wait(self) -> RestoreWait:
+        """other_config:flow-restore-wait and ovs-mesh's mark on it, from the cache."""
+        with self.conn.lock:
+            return read_restore_wait(self.idl)
+
+    def clear_restore_wait(self, mark: str | None) -> bool:
+        """Remove flow-restore-wait and ovs-mesh's mark in one transaction, only while the mark
+        is still MARK (a newer start of ovs-vswitchd sets a newer one); True when it removed them."""
+        return clear_restore_wait(self.api, mark)
 
     def connected(self) -> bool:
         """Connected, and the IDL has its monitor data (its cache is current)."""

@@ -11,11 +11,14 @@ from .rows import (
     LEFT_KEY,
     OWNER_KEY,
     PEER_KEY,
+    RESTORE_MARK,
+    RESTORE_WAIT_KEY,
     BridgeSpec,
     GlobalSpec,
     InterfaceHealth,
     Owned,
     PortSpec,
+    RestoreWait,
     frozen_map,
 )
 
@@ -37,6 +40,7 @@ def find_bridge(idl, name: str):
 
 
 def open_vswitch_row(idl):
+    """The Open_vSwitch table's one row (None before the first monitor reply)."""
     rows = list(idl.tables["Open_vSwitch"].rows.values())
     return rows[0] if rows else None
 
@@ -116,3 +120,12 @@ def interface_health(idl, names) -> dict[str, InterfaceHealth]:
             health = bfd.get("state", "unknown")
         out[name] = InterfaceHealth(ofport, health, _one(iface.error), bfd or None)
     return out
+
+
+def read_restore_wait(idl) -> RestoreWait:
+    """other_config:flow-restore-wait, and ovs-mesh's mark on it (external_ids)."""
+    row = open_vswitch_row(idl)
+    if row is None:
+        return RestoreWait()
+    flag = str(row.other_config.get(RESTORE_WAIT_KEY, "false")).lower() == "true"
+    return RestoreWait(flag, row.external_ids.get(RESTORE_MARK))

@@ -145,3 +145,30 @@ class GlobalChange(TypedChange[GlobalSpec]):
 
 
 RowChange = BridgeChange | PortChange | GlobalChange
+
+
+# flow-restore-wait (Open_vSwitch other_config): while true, a starting ovs-vswitchd keeps the
+# datapath's flows and forwards on them, until someone has put the OpenFlow tables back and
+# clears it.  RESTORE_MARK (Open_vSwitch external_ids) says that ovs-mesh's start hook set it
+# (its value: the Unix time it did): only such a flag is ovs-mesh's to clear.
+RESTORE_WAIT_KEY = "flow-restore-wait"
+RESTORE_MARK = "ovs-mesh-flow-restore"
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreWait:
+    """The flag as OVSDB holds it: set or not, and ovs-mesh's mark (None: not set by ovs-mesh)."""
+    set: bool = False
+    mark: str | None = None
+
+    @property
+    def ours(self) -> bool:
+        return self.set and self.mark is not None
+
+    @property
+    def since(self) -> float | None:
+        """When the start hook set it (Unix time), when the mark says so."""
+        try:
+            return float(self.mark) if self.mark is not None else None
+        except ValueError:
+            return None

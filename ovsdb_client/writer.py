@@ -25,6 +25,8 @@ from .rows import (
     GLOBAL_KEY,
     LEFT_KEY,
     OWNER_KEY,
+    RESTORE_MARK,
+    RESTORE_WAIT_KEY,
     BridgeChange,
     BridgeSpec,
     GlobalChange,
@@ -224,3 +226,29 @@ def apply_changes(api, bridge: str, changes: list[RowChange], keep_bridge: bool 
                 txn.add(c)
         done += 1
     return done
+
+
+class ClearRestoreWait(command.BaseCommand):
+    """Remove flow-restore-wait and our mark, only while the mark is still `mark`."""
+
+    def __init__(self, api, mark: str | None):
+        super().__init__(api)
+        self.mark = mark
+        self.result = False
+
+    def run_idl(self, txn):
+        row = open_vswitch_row(self.api.idl)
+        if row is None or row.external_ids.get(RESTORE_MARK) != self.mark or self.mark is None:
+            self.result = False
+            return
+        row.verify("external_ids")   # a newer mark written meanwhile: the transaction is retried
+        row.delkey("other_config", RESTORE_WAIT_KEY)
+        row.delkey("external_ids", RESTORE_MARK)
+        self.result = True
+
+
+def clear_restore_wait(api, mark: str | None) -> bool:
+    cmd = ClearRestoreWait(api, mark)
+    with api.transaction(check_error=True, log_errors=False) as txn:
+        txn.add(cmd)
+    return cmd.result

@@ -29,6 +29,10 @@ def register(sub) -> None:
                     help=f"periodic full resync interval, {RESYNC_MIN:g} to {RESYNC_MAX:g} (default 60)")
     sp.add_argument("--metrics", metavar="HOST:PORT",
                     help="serve /metrics and /healthz here (overrides local.metrics; '' or off disables)")
+    sp.add_argument("--state-dir", metavar="DIR", default=os.environ.get("STATE_DIRECTORY", "").split(":")[0],
+                    help="keep the last good inventory here (inventory.json), to restore the pipeline after "
+                         "a restart before the source answers (default: $STATE_DIRECTORY, which the unit's "
+                         "StateDirectory= sets to /var/lib/ovs-mesh; '' or off: none)")
     sp.set_defaults(func=cmd_agent)
     ip = sub.add_parser("install-service", help="install the systemd unit and an example config, enable it")
     ip.add_argument("--root", default="/", help="install below this directory (default /; "
@@ -38,6 +42,11 @@ def register(sub) -> None:
     ip.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
     ip.add_argument("--no-enable", action="store_true", help="do not run systemctl daemon-reload/enable")
     ip.set_defaults(func=cmd_install_service)
+    up = sub.add_parser("uninstall-service", help="stop and disable the agent; remove its unit, the "
+                                                  "ovs-vswitchd drop-in and its hook (config and state stay)")
+    up.add_argument("--root", default="/", help="below this directory (default /; anything else skips systemctl)")
+    up.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
+    up.set_defaults(func=cmd_uninstall_service)
 
 
 class _JournalFormatter(logging.Formatter):
@@ -96,13 +105,15 @@ def cmd_agent(args) -> int:
     # machine whose agent runs before the file lists it (the loop says so once).
     source = FileSource(args.config, overrides(args), require_local=False)
     config = source.load()  # bad config at start: exit 2, nothing touched
-    agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config), probe=True)
+    state_dir = None if args.state_dir.strip().lower() in OFF else args.state_dir
+    agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config), probe=True,
+                  state_dir=state_dir)
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.kick(Reason.SIGHUP, reset_backoff=True))
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
-    LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs",
-             config.local.node, source.path, config.source, config.local.ovsdb, args.resync)
+    LOG.info("agent starting: node %s, config %s (source %s), OVSDB %s, resync every %gs, state %s",
+             config.local.node, source.path, config.source, config.local.ovsdb, args.resync, state_dir or "none")
     return agent.run()
 
 
@@ -118,6 +129,14 @@ def cmd_install_service(args) -> int:
                                   "spaces, quotes, '%', ';' or control characters")])
     for line in install_service(root=args.root, exec_path=args.exec_path, dry_run=args.dry_run,
                                 enable=not args.no_enable):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_uninstall_service(args) -> int:
+    from .install import uninstall_service
+
+    for line in uninstall_service(root=args.root, dry_run=args.dry_run):
         print(line)
     return EXIT_OK
 

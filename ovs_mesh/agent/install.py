@@ -7,6 +7,12 @@ console script, typically).  An existing config is never overwritten.  The pod
 guard's CNI plugin (`ovs-mesh-guard`, beside that executable) is linked into the
 runtime's plugin directory /opt/cni/bin, where the conflist's `ovs-mesh-guard`
 is looked for; a file there that is not our link is left alone (and said).
+
+It also installs ovs-mesh's start hook of ovs-vswitchd: the script `flow-restore`
+(/usr/local/lib/ovs-mesh/flow-restore) and a drop-in of ovs-vswitchd.service that runs it
+before every start of ovs-vswitchd (flow-restore-wait, bounded: see agent/restore.py).
+`uninstall-service` removes the unit, the drop-in and the hook, and leaves the config, the
+state directory and what the agent installed in OVS (`ovs-mesh teardown` removes that).
 """
 from __future__ import annotations
 
@@ -19,6 +25,10 @@ from ovs_mesh.files import write_atomic
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 UNIT_NAME = "ovs-mesh.service"
+HOOK = "flow-restore"
+HOOK_PATH = "usr/local/lib/ovs-mesh/" + HOOK
+DROP_IN = "50-ovs-mesh-flow-restore.conf"
+DROP_IN_DIR = "etc/systemd/system/ovs-vswitchd.service.d"
 DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
 CNI_BIN = "opt/cni/bin"
 GUARD = "ovs-mesh-guard"
@@ -70,6 +80,9 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
         if not dry_run:
             os.makedirs(os.path.dirname(config_path), exist_ok=True)
             _write(config_path, data_text("config.yaml"), 0o644)
+    for rel, text, mode in ((HOOK_PATH, data_text(HOOK), 0o755),
+                            (os.path.join(DROP_IN_DIR, DROP_IN), data_text(DROP_IN), 0o644)):
+        done.append(_ensure(os.path.join(root, rel), text, mode, dry_run))
     cni_dir = os.path.join(root, "etc/cni/net.d")  # writable for the unit only if it exists
     if not os.path.isdir(cni_dir):
         done.append(f"create {cni_dir}")
@@ -82,6 +95,52 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
             if not dry_run:
                 subprocess.run(cmd, check=True)
         done.append(f"then: edit {config_path}; systemctl start {UNIT_NAME}; journalctl -u {UNIT_NAME} -f")
+    return done
+
+
+def _ensure(path: str, text: str, mode: int, dry_run: bool) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text and os.stat(path).st_mode & 0o7777 == mode:
+                return f"unchanged {path}"
+    except OSError:
+        pass
+    if not dry_run:
+        _write(path, text, mode)
+    return f"write {path}"
+
+
+def uninstall_service(root: str = "/", dry_run: bool = False) -> list[str]:
+    """Stop and disable the agent, remove the unit, the ovs-vswitchd drop-in and the start hook
+    (only files with our content's names; the config and /var/lib/ovs-mesh stay)."""
+    live = os.path.abspath(root) == "/"
+    done = []
+    if live:
+        cmd = ["systemctl", "disable", "--now", UNIT_NAME]
+        done.append("run " + " ".join(cmd))
+        if not dry_run:
+            subprocess.run(cmd, check=False)
+    for rel in (os.path.join("etc/systemd/system", UNIT_NAME), os.path.join(DROP_IN_DIR, DROP_IN), HOOK_PATH):
+        path = os.path.join(root, rel)
+        if os.path.lexists(path):
+            done.append(f"remove {path}")
+            if not dry_run:
+                os.unlink(path)
+    for rel in (DROP_IN_DIR, os.path.dirname(HOOK_PATH)):
+        path = os.path.join(root, rel)
+        if os.path.isdir(path) and not os.listdir(path) and not dry_run:
+            os.rmdir(path)
+    link = os.path.join(root, CNI_BIN, GUARD)
+    if os.path.islink(link) and os.path.basename(os.readlink(link)) == GUARD:
+        done.append(f"remove {link}")
+        if not dry_run:
+            os.unlink(link)
+    if live:
+        done.append("run systemctl daemon-reload")
+        if not dry_run:
+            subprocess.run(["systemctl", "daemon-reload"], check=False)
+    done.append("kept: /etc/ovs-mesh, /var/lib/ovs-mesh and what the agent installed in OVS "
+                "(`ovs-mesh teardown` removes that)")
     return done
 
 

@@ -17,9 +17,12 @@ the record and applies only that (no dump, no OVSDB read, no full build); the
 record changes only after it succeeded.
 
 The parts: `schedule.Scheduler` (when: coalescing, backoff, resync),
-`session.Inventory` (what: the source and the last good topology),
+`session.Inventory` (what: the source and the last good topology, with
+`last_good.LastGood`, its copy on disk for a start before the source answers),
 `session.NodeSession` (with what: the node's clients), `watch.OvsWatcher`
-(noticing drift), `metrics` and `sdnotify` (telling others).  Failures are
+(noticing drift), `restore.FlowRestore` (flow-restore-wait: the pipeline back
+before a restarted ovs-vswitchd forwards), `metrics` and `sdnotify` (telling
+others).  Failures are
 classified: bad input is logged once and the last good topology stays
 installed; everything else is transient and retried with capped exponential
 backoff (reset when OVS comes back).  The agent never tears anything down:
@@ -42,13 +45,16 @@ from ..health.passive import last_sent, peer_packets
 from ..health.prober import Prober
 from ..ovs.desired import tunnel_port_name
 from ..ovs.model import OvsState
+from ..ovs.monitor import FlowIndex
 from ..reconcile.clients import OvsdbRows
 from ..reconcile.families import family_stats
 from ..reconcile.plan import Result
 from ..reconcile.status_file import write_status
 from ..sources import Source
 from .installed import Installed, blocker, changed_names, delta, node_map, parts_reusing
+from .last_good import LastGood
 from .metrics import AgentMetrics, MetricsServer
+from .restore import BOUND, FlowRestore
 from .schedule import Pass, Reason, Scheduler
 from .sdnotify import SdNotify
 from .session import LOG, Inventory, NodeSession, NotReady, SayOnce
@@ -59,7 +65,8 @@ class Agent:
     def __init__(self, source: Source, *, resync: float = 60.0, metrics_address: str | None = None,
                  notifier: SdNotify | None = None, backoff: tuple[float, float] = (0.1, 10.0),
                  settle: float = 0.02, session: NodeSession | None = None, kube_factory=None,
-                 watch: bool = True, probe: bool = False):
+                 watch: bool = True, probe: bool = False, state_dir: str | None = None,
+                 restore_bound: float = BOUND):
         self.source = source
         self.notifier = notifier or SdNotify()
         self.metrics = AgentMetrics(healthy_within=max(2 * resync + 30, 60))
@@ -68,8 +75,11 @@ class Agent:
         self.server: MetricsServer | None = None
         self.schedule = Scheduler(resync, backoff, settle)
         self.say = SayOnce(LOG)
-        self.inventory = Inventory(source, self._on_source, self.say, kube_factory)
+        self.last_good = LastGood(state_dir)
+        self.inventory = Inventory(source, self._on_source, self.say, kube_factory, self.last_good)
         self.metrics.inventory = lambda: (self.inventory.kept_out(), self.inventory.waiting)
+        self.restore = FlowRestore(restore_bound, on_done=self.metrics.restored)
+        self.metrics.restore_wait = lambda: (self.restore.flag, self.restore.waited())
         self.session = session or NodeSession()
         self.watch = watch
         self.expected = Expectations()   # what OVS should hold: shared with the watcher thread
@@ -110,7 +120,8 @@ class Agent:
         cfg = self.source.config()
         if cfg is not None:
             self.expected.update(rundir=cfg.local.rundir)
-        watcher = OvsWatcher(self.expected, self.session, self.kick) if self.watch else None
+        watcher = (OvsWatcher(self.expected, self.session, self.kick, restore=self.restore,
+                              seen=self.metrics.ovs_restarted) if self.watch else None)
         if watcher is not None:
             watcher.start()
         if self.notifier.watchdog_seconds:
@@ -121,7 +132,9 @@ class Agent:
         self.kick(Reason.START)
         try:
             while (due := self.schedule.wait(self._beat)) is not None:
-                self.schedule.done(self.reconcile_once(due))
+                ok = self.reconcile_once(due)
+                # While ovs-vswitchd waits for the pipeline, a failed pass is retried quickly.
+                self.schedule.done(ok, 0.5 if self.restore.pending else None)
         finally:
             LOG.info("stopping; leaving bridges, ports and flows in place")
             self.notifier.stopping("stopping (the mesh stays installed)")
@@ -175,6 +188,7 @@ class Agent:
             kind, result = "incremental", self._incremental(node, config, due)
             if result is None:
                 kind, result = "full", self._full(node, config)
+                self._restored(node, result)
         except Exception as e:
             self.full_due = True   # the record may no longer match OVS: the retry is a full pass
             return self._failed(e, start)
@@ -197,7 +211,8 @@ class Agent:
             # a read after apply: a read could already miss a row or flow someone
             # deleted since, and so hide that loss.
             self.expected.update(flows=len(result.desired.flows),
-                                 rows=OvsState(result.desired.bridge, result.desired.ports))
+                                 rows=OvsState(result.desired.bridge, result.desired.ports),
+                                 index=FlowIndex(result.desired.flows))
         self._tunnels = {}
         self._update_tunnels(config, node, list(self.installed.peers))
         self._passive_health(node)
@@ -215,7 +230,8 @@ class Agent:
 
     def _incremental(self, node, config: Config, due: Pass | str) -> Result | None:
         """The per-peer pass, or None when a full pass must run instead."""
-        if self.full_due or not isinstance(due, Pass) or due.reasons != {Reason.SOURCE}:
+        if (self.full_due or not isinstance(due, Pass) or due.reasons != {Reason.SOURCE}
+                or self.restore.pending):
             return None
         nodes = node_map(config)
         why_not = blocker(self.installed, config, nodes)
@@ -230,12 +246,24 @@ class Agent:
             if result.problems:   # a port not at its number: the flows would miss it
                 raise IncrementalFailed("; ".join(result.problems))
             rec.commit(d)
+            index = self.expected.now().index
+            if index is not None:
+                index.change([ch.old for ch in d.plan.flows if ch.old is not None],
+                             [ch.new for ch in d.plan.flows if ch.new is not None])
             if d.plan.ovsdb:
                 self.expected.update(flows=rec.flow_count, rows=rec.rows())
             else:
                 self.expected.update(flows=rec.flow_count)
         self._update_tunnels(config, node, d.names)
         return result
+
+    def _restored(self, node, result: Result) -> None:
+        """After a full pass: when ovs-vswitchd waits for a restore (our flag), let it forward once
+        it holds the whole pipeline (raises RestoreIncomplete, and the pass is retried, if not)."""
+        desired = result.desired
+        assert desired is not None   # a full pass
+        self.restore.complete(node.ovsdb, node.flows, len(desired.flows),
+                              {p.name: p.ofport_request for p in desired.ports if p.ofport_request})
 
     def _update_tunnels(self, config: Config, node, names: list[str]) -> None:
         """The metrics' tunnel states of the named peers (one pass over the Interface table)."""
@@ -271,6 +299,8 @@ class Agent:
         elif self.say.forget("problems"):
             LOG.info("problems after reconcile are gone")
         write_status(config.local.rundir, result, kind)
+        if not self.inventory.stale:
+            self.last_good.save(config, force=kind == "full")
         if self.prober is not None:
             self.prober.rundir = config.local.rundir
             self._peer_metrics_max = config.health.peer_metrics_max

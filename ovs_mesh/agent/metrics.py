@@ -53,6 +53,22 @@ class AgentMetrics:
         self.duration = Histogram("ovs_mesh_reconcile_duration_seconds", "Reconcile pass duration",
                                   buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
                                   registry=r)
+        self.ovs_restarts = Counter("ovs_mesh_ovs_restarts", "Open vSwitch restarts the agent saw: a new "
+                                    "ovs-vswitchd process, or the OVSDB connection back (ovsdb-server "
+                                    "restarted or the connection dropped)", ["daemon"], registry=r)
+        for daemon in ("ovs-vswitchd", "ovsdb-server"):
+            self.ovs_restarts.labels(daemon=daemon)
+        self.restores = Counter("ovs_mesh_flow_restores", "Restarts of ovs-vswitchd that waited for the "
+                                "pipeline (flow-restore-wait), by how the wait ended: restored (the agent "
+                                "installed everything, then cleared it) or bound (cleared after the bound "
+                                "without a complete restore)", ["result"], registry=r)
+        for result in ("restored", "bound"):
+            self.restores.labels(result=result)
+        self.restore_seconds = Histogram("ovs_mesh_flow_restore_duration_seconds", "From flow-restore-wait "
+                                         "set (the start of ovs-vswitchd) to cleared, per restore",
+                                         buckets=(.1, .25, .5, 1, 2, 5, 10, 20, 30, 60), registry=r)
+        # () -> (the flag as last read: ovsdb_client.rows.RestoreWait, seconds a flag of ours has been set)
+        self.restore_wait: Callable[[], tuple] = lambda: (None, 0.0)
         self._lock = threading.Lock()
         self.peers = 0
         self.flows = 0
@@ -97,6 +113,13 @@ class AgentMetrics:
                 self.tunnels = list(tunnels)
             if families is not None:
                 self.families = families
+
+    def ovs_restarted(self, daemon: str) -> None:
+        self.ovs_restarts.labels(daemon=daemon).inc()
+
+    def restored(self, seconds: float, how: str) -> None:
+        self.restores.labels(result=how).inc()
+        self.restore_seconds.observe(seconds)
 
     def health(self) -> tuple[bool, str]:
         with self._lock:
@@ -147,8 +170,22 @@ class _Snapshot:
                 c.add_metric([parse], n)
             yield c
         yield from _inventory_metrics(*m.inventory())
+        flag, waited = m.restore_wait()
+        yield _restore_gauge(flag)
+        yield GaugeMetricFamily("ovs_mesh_flow_restore_wait_seconds", "How long the flow-restore-wait that "
+                                "ovs-mesh set has been waiting (0 when none)", value=round(waited, 3))
         if m.encryption is not None:
             yield from _encryption_metrics(m.encryption())
+
+
+def _restore_gauge(flag) -> GaugeMetricFamily:
+    g = GaugeMetricFamily("ovs_mesh_flow_restore_wait", "1 while other_config:flow-restore-wait is set "
+                          "(ovs-vswitchd keeps the datapath's flows and waits for the pipeline), by who set "
+                          "it: ovs-mesh (its start hook; the agent clears it) or other (e.g. ovs-ctl restart)",
+                          labels=["by"])
+    g.add_metric(["ovs-mesh"], 1 if flag is not None and flag.ours else 0)
+    g.add_metric(["other"], 1 if flag is not None and flag.set and not flag.ours else 0)
+    return g
 
 
 def _encryption_metrics(states: dict):

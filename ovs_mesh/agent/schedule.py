@@ -25,12 +25,14 @@ class Reason(enum.Enum):
     OVSDB_ROWS = "OVSDB rows we own changed"
     VSWITCHD_STARTED = "ovs-vswitchd (re)started"
     FLOWS = "flows with our cookie changed"
+    RESTORE_WAIT = "flow-restore-wait set: restore the pipeline, then clear it"
     EVENT = "event"
 
     @property
     def loud(self) -> bool:
         """A converged pass for this reason is logged at INFO (others at DEBUG)."""
-        return self in (Reason.START, Reason.SIGHUP, Reason.OVSDB_RECONNECTED, Reason.VSWITCHD_STARTED)
+        return self in (Reason.START, Reason.SIGHUP, Reason.OVSDB_RECONNECTED, Reason.VSWITCHD_STARTED,
+                        Reason.RESTORE_WAIT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,11 +117,15 @@ class Scheduler:
             return Pass(extra) if extra else Pass(kicks)
         return None
 
-    def done(self, ok: bool) -> None:
+    def done(self, ok: bool, max_backoff: float | None = None) -> None:
+        """The pass ended; a failed one is retried after the backoff (at most `max_backoff`
+        seconds, when given: while ovs-vswitchd waits for a restore, retries stay quick)."""
         self.passed_at = self.clock()
         if ok:
             self.retry_at, self.backoff = None, self.backoff_min
             self.next_resync = self.clock() + self.resync
         else:
+            if max_backoff is not None:
+                self.backoff = min(self.backoff, max_backoff)
             self.retry_at = self.clock() + self.backoff
             self.backoff = min(self.backoff * 2, self.backoff_max)

@@ -49,11 +49,16 @@ class SayOnce:
 class Inventory:
     """The topology to reconcile: the file source's config, with the nodes from the
     Kubernetes API when `source: kubernetes`.  Keeps the last good topology while
-    the local node is missing from it or the source reports bad input."""
+    the local node is missing from it or the source reports bad input.  Until the
+    source has answered once, the nodes saved on disk by the last run (`last_good`)
+    stand in for it (`stale` is then true)."""
 
-    def __init__(self, source, on_change, say: SayOnce, kube_factory=None):
+    def __init__(self, source, on_change, say: SayOnce, kube_factory=None, last_good=None):
         self.source, self.on_change, self.say = source, on_change, say
         self.kube_factory = kube_factory or _kubernetes_source
+        self.last_good = last_good
+        self.stale = False                # the config comes from the saved inventory
+        self._saved: Config | None = None
         self.good: Config | None = None
         self.waiting: str | None = None   # why the local node holds the agent back, when it does
         self._kube: KubernetesSource | None = None
@@ -68,6 +73,11 @@ class Inventory:
         """Raises NotReady while there is nothing usable; InputError only without a good config."""
         try:
             cfg = self._current()
+        except NotReady:
+            saved = self._from_disk()
+            if saved is None:
+                raise
+            return saved
         except InputError as e:
             if self.good is None:
                 raise
@@ -91,8 +101,26 @@ class Inventory:
             raise NotReady(f"local node {cfg.local.node} {why}")
         if self.say.forget("local"):
             LOG.info("local node %s is back in the topology", cfg.local.node)
-        self.good, self.waiting = cfg, None
+        if self.stale:
+            LOG.info("the source answered: %d nodes replace the saved inventory", len(cfg.nodes))
+        self.good, self.waiting, self.stale, self._saved = cfg, None, False, None
         return cfg
+
+    def _from_disk(self) -> Config | None:
+        """The saved inventory over the file's settings, before the source's first answer only."""
+        if self.good is not None or self.last_good is None:
+            return None
+        if self._saved is None:
+            base = self.source.config()
+            saved = self.last_good.load(base) if base is not None else None
+            if saved is None or saved.node(saved.local.node) is None:
+                return None
+            age = time.time() - (self.last_good.saved_at or time.time())
+            LOG.warning("the source has not answered yet: installing the inventory saved %.0f s ago "
+                        "(%d nodes, %s) until it does", age, len(saved.nodes), self.last_good.path)
+            self._saved = saved
+        self.stale = True
+        return self._saved
 
     def _own_problem(self, name: str) -> str:
         """What the source says about the local node, when it says something."""

@@ -7,6 +7,7 @@ import time
 
 from topology.mesh import peers_of
 
+from ..agent.restore import BOUND
 from ..health.record import fresh, peer_view, read_health
 from ..health.state import summary
 from ..ovs.desired import peer_port_name, tunnel_port_name
@@ -78,6 +79,7 @@ def collect(config, rec) -> dict:
             "peers": peers, "flows": len(flows),
             "health": {"probing": fresh(record, now) and config.health.enabled,
                        "summary": summary({p["name"]: p["probe"]["state"] for p in peers})},
+            "flow_restore_wait": restore_wait(rec.ovsdb.restore_wait(), now),
             "pending_changes": len(plan.changes),
             "converged": not plan.changes and not plan.problems, "problems": plan.problems,
             "last_reconcile": last and {"age_seconds": round(time.time() - last["time"], 1),
@@ -86,10 +88,26 @@ def collect(config, rec) -> dict:
                                         "problems": last["problems"]}}
 
 
+def restore_wait(flag, now: float) -> dict | None:
+    """flow-restore-wait as `status` shows it: None when not set."""
+    if not flag.set:
+        return None
+    since = flag.since
+    return {"by": "ovs-mesh" if flag.ours else "other",
+            "seconds": None if since is None else round(max(0.0, now - since), 1)}
+
+
 def render(d: dict) -> str:
     crypt = "" if d.get("encryption", "none") == "none" else f", encrypted by {d['encryption']}"
     lines = [f"node {d['node']}: {d['tunnel']} tunnels{crypt}, {d['mode']} mode, {len(d['peers'])} peers, "
              f"{d['flows']} flows, {'converged' if d['converged'] else str(d['pending_changes']) + ' changes pending'}"]
+    w = d.get("flow_restore_wait")
+    if w is not None:
+        lines.append("waiting for a restore: flow-restore-wait is set"
+                     + (f" (by ovs-mesh's start hook {w['seconds']}s ago; the agent clears it once the "
+                        f"pipeline is in, the guard after {BOUND:.0f} s at the latest)" if w["by"] == "ovs-mesh"
+                        else " (not by ovs-mesh: whoever set it, e.g. ovs-ctl restart, clears it)")
+                     + ": ovs-vswitchd forwards only on the datapath's cached flows until then")
     lines.append(f"pods {' + '.join(d['families'])}: {', '.join(d['subnets']) or 'no subnet'}; "
                  f"underlay {d['underlay_family']}: {d['ip']}")
     lr = d["last_reconcile"]

@@ -4,9 +4,10 @@ Every node namespace runs `ovs-mesh --config <lab>/topology.yaml --local
 <node>/local.yaml agent`: all agents read the one shared topology file, so
 editing that file (atomically) changes the lab within a second.  Each agent is
 recorded in the lab state (kind "agent", with its pid file) before it starts,
-logs to `<node>/agent.log`, and counts as ready when it has written the status
-file of a successful reconcile (`<node>/ovs/ovs-mesh.status.json`, the one
-`ovs-mesh status` reads) after it started.  It serves its metrics on METRICS
+logs to `<node>/agent.log`, keeps its last good inventory in `<node>/state`,
+and counts as ready when it has written the status file of a successful
+reconcile (`<node>/ovs/ovs-mesh.status.json`, the one `ovs-mesh status` reads)
+after it started.  It serves its metrics on METRICS
 inside its namespace.  Agents are stopped by the pid in
 their pid file (SIGTERM, then SIGKILL after a deadline), never by name.
 A node without an agent is configured with one `ovs-mesh apply` (apply_once).
@@ -97,7 +98,8 @@ def start(st: LabState, node: Node) -> tuple[int, float]:
            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")}
     since = time.time()
     with open(node.agent_log, "ab") as log:
-        p = subprocess.Popen(command(st, node, "agent", "--metrics", METRICS if node.ns else "off"),
+        p = subprocess.Popen(command(st, node, "agent", "--metrics", METRICS if node.ns else "off",
+                                     "--state-dir", os.path.join(node.dir, "state")),
                              stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                              close_fds=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from ovsdb_client.rows import InterfaceHealth, Owned, RowChange
+from ovsdb_client.rows import InterfaceHealth, Owned, RestoreWait, RowChange
 
 from ..host.model import HostChange
 from ..ovs.model import Flow, FlowChange
@@ -30,6 +30,13 @@ class OvsdbRows(Protocol):
 
     def health(self, interfaces: Iterable[str]) -> Mapping[str, InterfaceHealth]:
         """Ofport, error and BFD state of the named interfaces (read only)."""
+
+    def restore_wait(self) -> RestoreWait:
+        """other_config:flow-restore-wait and ovs-mesh's mark on it (read only, from the cache)."""
+
+    def clear_restore_wait(self, mark: str | None) -> bool:
+        """Remove the flag and the mark in one transaction, only while the mark is still `mark`;
+        True when removed."""
 
     def connected(self) -> bool:
         """Connected and the cache is current."""

@@ -119,6 +119,25 @@ def test_repairs_ovs_behind_its_back(ovs, agent_factory):
     wait_for(lambda: a.http("/healthz")[0] == 200, 5, "healthy")
 
 
+def test_a_rewritten_flow_is_repaired_within_a_second(ovs, agent_factory):
+    """`mod-flows ... actions=drop` on one of our flows keeps the flow count: the flow monitor
+    sees the change and the agent repairs it at once, not at the next resync (60 s here)."""
+    a = agent_factory().start()
+    a.wait_ready()
+    before = flow_lines(ovs)
+    target = next(line for line in before if "nw_dst=10.244.2.0/24" in line)
+    mark = len(a.log())
+    ovs.ofctl("mod-flows", ovs.mgmt("obr0"), "table=10,ip,nw_dst=10.244.2.0/24,actions=drop")
+    t0 = time.monotonic()
+    assert target not in flow_lines(ovs)
+    try:
+        wait_for(lambda: flow_lines(ovs) == before, 1, "the rewritten flow repaired", interval=0.02)
+    except AssertionError:
+        raise AssertionError(f"flows {flow_lines(ovs)}\nlog:\n{a.log()[mark:]}") from None
+    print(f"mod-flows actions=drop -> repaired: {time.monotonic() - t0:.3f}s")
+    wait_for(lambda: "behind our back" in a.log()[mark:], 5, "the agent to log why it repaired")
+
+
 def test_restart_is_converged_and_sigterm_leaves_the_mesh(ovs, agent_factory):
     a = agent_factory().start()
     a.wait_ready()

@@ -42,7 +42,11 @@ def test_unit_is_least_privilege_notify_service():
     s = unit_settings(open(UNIT).read())
     assert s["Type"] == ["notify"] and s["Restart"] == ["on-failure"]
     assert float(s["WatchdogSec"][0]) > 0
-    assert "openvswitch-switch.service" in s["After"][0] and s["Requires"] == ["openvswitch-switch.service"]
+    # Ordered after Open vSwitch and wanting it, but not restarted with it (no Requires=): the agent
+    # follows an Open vSwitch restart by itself and restores the pipeline while ovs-vswitchd waits.
+    assert "openvswitch-switch.service" in s["After"][0] and "openvswitch-switch.service" in s["Wants"][0]
+    assert "Requires" not in s and "BindsTo" not in s and "PartOf" not in s
+    assert s["StateDirectory"] == ["ovs-mesh"]   # /var/lib/ovs-mesh: the last good inventory
     caps = {"CAP_NET_ADMIN", "CAP_NET_RAW"}   # netlink and nftables; the health probes' raw ICMP sockets
     assert set(s["CapabilityBoundingSet"][0].split()) == caps and set(s["AmbientCapabilities"][0].split()) == caps
     assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["strict"] and s["ProtectHome"] == ["yes"]
@@ -70,6 +74,16 @@ def test_install_service_into_a_root(tmp_path):
     assert r.returncode == 0 and "keep existing" in r.stdout and "unchanged" in r.stdout
     assert "unchanged " + str(root / "opt/cni/bin/ovs-mesh-guard") in r.stdout
     assert config.read_text() == "# mine\n"  # never overwritten
+    # The start hook of ovs-vswitchd: a drop-in running the flow-restore script before each start.
+    drop_in = (root / "etc/systemd/system/ovs-vswitchd.service.d/50-ovs-mesh-flow-restore.conf").read_text()
+    assert "ExecStartPre=-/usr/local/lib/ovs-mesh/flow-restore --seconds 30 start" in drop_in
+    hook = root / "usr/local/lib/ovs-mesh/flow-restore"
+    assert os.stat(hook).st_mode & 0o777 == 0o755 and hook.read_text().startswith("#!/bin/sh")
+    r = run_cli("uninstall-service", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert not (root / "etc/systemd/system/ovs-mesh.service").exists() and not hook.exists()
+    assert not (root / "etc/systemd/system/ovs-vswitchd.service.d").exists()
+    assert not (root / "opt/cni/bin/ovs-mesh-guard").exists() and config.read_text() == "# mine\n"
 
 
 KUBERNETES_VERSIONS = ("1.28.0", "1.33.0")
@@ -108,7 +122,8 @@ def test_manifests_say_what_the_agent_needs():
     assert {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}} in c["env"]
     assert c["command"][-3:] == ["--node", "$(NODE_NAME)", "agent"]
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    assert {"/var/run/openvswitch", "/etc/cni/net.d", "/etc/ovs-mesh"} <= mounts
+    assert {"/var/run/openvswitch", "/etc/cni/net.d", "/etc/ovs-mesh", "/var/lib/ovs-mesh"} <= mounts
+    assert {"name": "STATE_DIRECTORY", "value": "/var/lib/ovs-mesh"} in c["env"]   # the last good inventory
     config = parse_config(yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"]), {"node": "worker-1"})
     assert config.source == "kubernetes"
 

@@ -9,9 +9,10 @@ import threading
 import time
 
 from ovs_mesh.agent.session import NodeSession
+from ovs_mesh.ovs.openflow import OpenFlowError
 from ovs_mesh.reconcile.node import NodeClients
 from ovsdb_client.errors import OvsdbUnavailable, OwnershipError
-from ovsdb_client.rows import BridgeChange, GlobalChange, InterfaceHealth, Owned
+from ovsdb_client.rows import BridgeChange, GlobalChange, InterfaceHealth, Owned, RestoreWait
 from tests.helpers import base_config
 from topology.config import parse_config
 
@@ -41,6 +42,9 @@ class FakeOvsdb:
         self.transactions = 0
         self.closed = False
         self._lock = threading.Lock()
+        self.flag = RestoreWait()      # flow-restore-wait and ovs-mesh's mark
+        self.clear_fail = 0            # the next `clear_fail` clears raise OvsdbUnavailable
+        self.on_clear = lambda: None   # called when a clear removes the flag (tests look at OVS then)
 
     def read(self, bridge: str) -> Owned:
         with self._lock:
@@ -84,6 +88,19 @@ class FakeOvsdb:
         return {n: InterfaceHealth(self.ofports.get(n), "up" if n in self.ports else "missing", None, None)
                 for n in interfaces}
 
+    def restore_wait(self) -> RestoreWait:
+        return self.flag
+
+    def clear_restore_wait(self, mark) -> bool:
+        if self.clear_fail:
+            self.clear_fail -= 1
+            raise OvsdbUnavailable("fake OVSDB: connection refused")
+        if mark is None or self.flag.mark != mark:
+            return False
+        self.on_clear()
+        self.flag = RestoreWait()
+        return True
+
     def connected(self) -> bool:
         return True
 
@@ -101,6 +118,7 @@ class FakeFlows:
     def __init__(self, log: list | None = None):
         self.flows: set = set()
         self.log = log if log is not None else []
+        self.fail = 0   # the next `fail` applies raise OpenFlowError (ovs-vswitchd not answering)
 
     def dump(self):
         return frozenset(self.flows)
@@ -112,6 +130,9 @@ class FakeFlows:
         return 0
 
     def apply(self, changes) -> int:
+        if self.fail and changes:
+            self.fail -= 1
+            raise OpenFlowError("fake ovs-ofctl: connection refused")
         self.log.append(("flows", len(changes)))
         for ch in changes:
             if ch.old is not None:

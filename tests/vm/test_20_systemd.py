@@ -43,7 +43,8 @@ def test_3_systemd(vm_lab):
         assert " 0% packet loss" in out, out
         assert "200 received" in out, out
 
-        # Restart Open vSwitch (the kernel datapath's flows are gone): how long is pod traffic cut?
+        # Restart Open vSwitch: ovs-mesh's start hook makes the new ovs-vswitchd keep the kernel's flows
+        # until the agent has restored the pipeline (test_40_restarts measures it under a TCP stream too).
         # Then Debian's flow-preserving way for comparison: `systemctl reload openvswitch-switch`
         # (ovs-systemd-reload: saves the flows, restarts both daemons through systemd with
         # flow-restore-wait, restores them). Not `systemctl reload ovs-vswitchd`: its `ovs-ctl restart`
