@@ -1,5 +1,8 @@
-"""The VM tier's one lab: NODES=3 Debian VMs booted by vagrant-libvirt, shared by every test of
-tests/vm (they are the issue's steps, in order) and always destroyed at the end, also on failure.
+"""The VM tier's one lab: NODES=3 Debian VMs booted by vagrant-libvirt once, shared by every module of
+tests/vm and always destroyed at the end, also on failure. The modules run in file-name order
+(test_10_mesh, test_20_systemd, ..., test_80_reboot, test_90_destroy); each changes settings the way
+an operator does (Lab.set_config edits the agents' config; they follow) and leaves the VMs as it
+found them: VXLAN, flow mode, IPv4, no encryption, every unit active, the agents converged.
 
 The box is vagrant/box/build.sh's `ovs-mesh/bookworm` (cached, built from Debian packages); ovs-mesh
 reaches the VMs as a wheelhouse built here (`pip --no-index` inside, nothing compiled there). The

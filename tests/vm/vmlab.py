@@ -1,6 +1,7 @@
 """The VM tier's lab handle: vagrant and ssh against the VMs, diagnostics, and the step timings."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -8,10 +9,38 @@ import signal
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
-from tests.helpers import REPO
+from tests.helpers import REPO, wait_for
 
 VAGRANT_DIR = os.path.join(REPO, "vagrant")
+OVS_MESH = "/opt/ovs-mesh/venv/bin/ovs-mesh --config /etc/ovs-mesh/config.yaml"
+CONFIG = "/etc/ovs-mesh/config.yaml"
+STATUS = "/var/run/openvswitch/ovs-mesh.status.json"
+# Edits dotted keys of the agent's config in place, the way an operator edits the file: a new file
+# beside it, then rename (the agent re-reads the config within a second of a save). Prints the
+# VM's clock after the rename: passes from then on saw the new config.
+_SET_CONFIG = r"""
+import json, os, sys, time, yaml
+path, edits = sys.argv[1], json.loads(sys.argv[2])
+with open(path) as f:
+    cfg = yaml.safe_load(f)
+for key, value in edits.items():
+    *parents, leaf = key.split(".")
+    d = cfg
+    for p in parents:
+        d = d.setdefault(p, {})
+    if value is None:
+        d.pop(leaf, None)
+    else:
+        d[leaf] = value
+tmp = path + ".new"
+with open(tmp, "w") as f:
+    yaml.safe_dump(cfg, f, sort_keys=False)
+os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+os.rename(tmp, path)
+print(int(time.time()))
+"""
 BOX = "ovs-mesh/bookworm"
 TIMES: dict[str, float] = {}
 LOADS: dict[str, str] = {}  # step -> the load average when it ended (the machine is shared)
@@ -159,6 +188,96 @@ class Lab:
                        env={**self.env, "OVS_MESH_VIA": via, **env})
         assert p.returncode == 0, f"check.sh: exit {p.returncode}\n{p.stdout[-8000:]}"
         return p
+
+    def on_all(self, command: str, nodes: list[str] | None = None, timeout: float = 300,
+               check: bool = True) -> dict[str, subprocess.CompletedProcess]:
+        """COMMAND on every node (or NODES) at once; node -> its result."""
+        nodes = nodes or self.nodes
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            results = pool.map(lambda n: self.ssh(n, command, timeout=timeout, check=check), nodes)
+            return dict(zip(nodes, results))
+
+    def read_config(self, node: str) -> dict:
+        out = self.ssh(node, f"/opt/ovs-mesh/venv/bin/python -c 'import json, sys, yaml; "
+                             f"json.dump(yaml.safe_load(open(\"{CONFIG}\")), sys.stdout)'").stdout
+        return json.loads(out)
+
+    def set_config(self, edits: dict, nodes: list[str] | None = None) -> dict[str, int]:
+        """Edit the agent's config on NODES (default all) as an operator would: dotted keys
+        ("cluster.tunnel") to new values (None removes the key). The agents follow by themselves.
+        Returns node -> the VM's clock right after the save (for wait_converged)."""
+        script = shlex.quote(_SET_CONFIG)
+        arg = shlex.quote(json.dumps(edits))
+        done = self.on_all(f"/opt/ovs-mesh/venv/bin/python -c {script} {CONFIG} {arg}", nodes)
+        return {n: int(p.stdout.split()[-1]) for n, p in done.items()}
+
+    def status(self, node: str) -> dict | None:
+        """The agent's status file (what `ovs-mesh status` reads), or None while it is unreadable."""
+        out = self.ssh(node, f"cat {STATUS}", check=False).stdout
+        try:
+            return json.loads(out)
+        except ValueError:
+            return None
+
+    def reconciled_since(self, node: str, since: int) -> bool:
+        """A pass that started at or after SINCE (the VM's clock) ended without problems."""
+        status = self.status(node)
+        return bool(status) and status.get("time", 0) >= since and status.get("problems") == []
+
+    def wait_converged(self, since: dict[str, int] | int | None = None, nodes: list[str] | None = None,
+                       timeout: float = 300, plan: bool = True) -> None:
+        """Every node (or NODES) reconciled after SINCE without problems, then (PLAN) `ovs-mesh plan`
+        has nothing left to change. SINCE: node -> VM clock (set_config's result), one clock value
+        for all, or None (now)."""
+        nodes = nodes or self.nodes
+        if since is None:
+            since = {n: int(p.stdout) for n, p in self.on_all("date +%s", nodes).items()}
+        elif isinstance(since, int):
+            since = dict.fromkeys(nodes, since)
+        for node in nodes:
+            wait_for(lambda node=node: self.reconciled_since(node, since[node]), timeout=timeout, interval=1,
+                     what=f"{node}: an ovs-mesh pass without problems")
+        if plan:
+            for node, p in self.on_all(f"{OVS_MESH} plan", nodes, check=False).items():
+                assert p.returncode == 0 and "no changes" in p.stdout, \
+                    f"{node}: ovs-mesh plan after converging: exit {p.returncode}\n{p.stdout}{p.stderr}"
+
+    def unit_show(self, node: str, unit: str = "ovs-mesh") -> dict[str, str]:
+        out = self.ssh(node, f"systemctl show {unit} -p Type -p WatchdogUSec -p NotifyAccess -p MainPID "
+                             "-p NRestarts -p ActiveState -p SubState").stdout
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def pods(self, node: str, name: str = "omvp") -> dict:
+        """A fresh test pod on NODE (`ovs-mesh lab pods`; a leftover of NAME removed first):
+        {"ns", "ip", ...}. Remove it with `lab down --name NAME`."""
+        out = self.ssh(node, f"{OVS_MESH} lab down --name {name} >/dev/null 2>&1; "
+                             f"{OVS_MESH} lab pods --name {name}").stdout
+        return json.loads(out)["pods"][0]
+
+    def traffic_gap(self, a: dict, b: dict, command: str, node: str = "node-1") -> tuple[float, int]:
+        """Run COMMAND on NODE under a 0.1 s ping from pod A to pod B (another VM) and wait (at most
+        180 s) until B answers again. Returns (longest gap between two replies in s, pings lost)."""
+        out = self.ssh(node, f"""
+            log=$(mktemp); ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} >"$log" 2>&1 & p=$!
+            deadline=$(( $(date +%s) + 60 ))   # traffic flows before the command: 10 replies
+            until [ "$(grep -c 'bytes from' "$log")" -ge 10 ] || [ "$(date +%s)" -gt "$deadline" ]; do sleep 0.2; done
+            {command}
+            echo "command-done $(date +%s.%N)"
+            # Back = 20 more replies after the command returned (while it runs, the old flows may still answer).
+            after=$(grep -c 'bytes from' "$log")
+            deadline=$(( $(date +%s) + 180 ))
+            until [ "$(grep -c 'bytes from' "$log")" -gt "$((after + 20))" ] || [ "$(date +%s)" -gt "$deadline" ]; do
+              sleep 0.5
+            done
+            kill -INT $p; wait $p; cat "$log"; rm -f "$log"
+        """, timeout=400, check=False).stdout
+        stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        done = re.search(r"^command-done (\d+\.\d+)", out, re.M)
+        sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+        assert done and sent and stamps, f"`{command}` under ping:\n{out[-3000:]}"
+        assert stamps[-1] > float(done.group(1)), f"no pod traffic after `{command}` within 180 s:\n{out[-3000:]}"
+        gap = max((b2 - b1 for b1, b2 in zip(stamps, stamps[1:])), default=0.0)
+        return round(gap, 2), int(sent.group(1)) - int(sent.group(2))
 
     def diagnostics(self) -> str:
         """What to look at when a step failed: each VM's units, the agent's and OVS's journal, the

@@ -4,7 +4,8 @@
 #
 #   1. mmdebstrap: a bookworm root filesystem with the cloud kernel, systemd, openssh-server,
 #      sudo, rsync, Open vSwitch, the reference CNI plugins, python3-venv, iproute2, nftables,
-#      ping, iperf3 (the list is in packages.txt), a `vagrant` user with Vagrant's insecure
+#      ping, iperf3, tcpdump, WireGuard's tools, Open vSwitch's IPsec monitor with strongSwan
+#      (the list is in packages.txt), a `vagrant` user with Vagrant's insecure
 #      public key (shipped in Debian's vagrant package), systemd-networkd with DHCP on eth0.
 #   2. A bootable disk, made without mounting anything: an MBR with SYSLINUX's boot code,
 #      partition 1 FAT (SYSLINUX, kernel, initrd), partition 2 ext4 (the root, mkfs.ext4 -d),

@@ -35,6 +35,9 @@ done
 # create it at the first boot).
 mkdir -p /etc/systemd/system.conf.d
 printf '[Manager]\nDefaultTimeoutStartSec=600s\n' >/etc/systemd/system.conf.d/slow-start.conf
+# Installed but off until cluster.encryption asks for IPsec: the IPsec monitor (a Python daemon)
+# and strongSwan's charon would otherwise run on every VM for nothing.
+systemctl disable openvswitch-ipsec.service strongswan-starter.service
 mkdir -p /var/lib/openvswitch   # Debian: /etc/openvswitch/conf.db links there
 [ -e /etc/openvswitch/conf.db ] || ovsdb-tool create /etc/openvswitch/conf.db /usr/share/openvswitch/vswitch.ovsschema
 : >/etc/machine-id
