@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv6Network
 
 import pytest
 
@@ -194,7 +195,7 @@ def test_3_dual_stack(fast_probes):
     dual = []
     for k, n in enumerate(before["nodes"]):
         v4 = n["subnet"] if isinstance(n["subnet"], str) else n["subnet"][0]
-        dual.append({**n, "subnet": [v4, f"fd00:10:244:{k}::/64"]})
+        dual.append({**n, "subnet": [v4, str(IPv6Network(f"fd00:10:244:{k}::/64"))]})   # canonical, as ip -6 prints
     try:
         with timed("30. dual-stack: cluster.cidr and the nodes' subnets edited -> every agent converged"):
             lab.wait_converged(lab.set_config({"cluster.cidr": f"{cluster['cidr']},{V6_CIDR}", "nodes": dual}))
