@@ -114,7 +114,8 @@ def fast_probes(vm_lab):
         yield lab
     finally:
         unblock(lab)
-        lab.set_config({"health": before})
+        with timed("30. health settings restored -> every agent converged"):
+            lab.wait_converged(lab.set_config({"health": before}))
 
 
 def test_1_every_peer_reachable_after_up(vm_lab):
