@@ -5,7 +5,12 @@ metrics, while node-2 and node-4 stay reachable; unblocked, reachable again with
 one interval.  20 ms of delay towards node-2 shows in node-1's RTT to node-2 only.
 Full-size packets lost between node-1 and node-3 (a simulated MTU black hole) make
 node-3 `mtu-blackhole` on node-1, the others stay reachable.  An IPv6-only lab over
-an IPv6 underlay reports one blocked pair the same way (IPv6 probes, ICMPv6).
+an IPv6 underlay reports one blocked pair the same way (IPv6 probes, ICMPv6); a
+dual-stack lab over an IPv4 underlay probes both families and reports a pair whose
+tunnelled packets of one family are dropped unreachable in that family only.  In stp
+mode the spanning tree carries a blocked pair's packets through another node (the
+probes say reachable, as pods see it), and a node cut off from all others is reported
+by each of them.
 
 A full pass (SIGHUP) fills in when each peer last sent anything (its receive flows'
 packet counts).
@@ -35,6 +40,7 @@ INTERVAL = 2.0
 FAILURES = 2
 WRITE = 1.0      # the health file is written at most this long after a verdict changes
 BLOCK = "ovs_mesh_test_block"
+ETHERTYPE = {"ipv4": "0x0800", "ipv6": "0x86dd"}
 DELAY_LINE = os.path.join(os.path.dirname(__file__), "delay.py")
 
 
@@ -59,9 +65,19 @@ def lab(request):
     yield from make_lab(request.param)
 
 
+FAMILY_LABS = {"ipv6": ("ipv6",), "dual": ("ipv4", "ipv6")}   # lab up --ip-family -> the pods' families
+
+
+@pytest.fixture(params=list(FAMILY_LABS), ids=["ipv6-over-ipv6", "dual-over-ipv4"])
+def lab_family(request):
+    """Flow mode; an IPv6-only lab has an IPv6 underlay, a dual-stack one an IPv4 underlay."""
+    for st in make_lab("flow", request.param):
+        yield st, FAMILY_LABS[request.param]
+
+
 @pytest.fixture
-def lab6():
-    yield from make_lab("flow", "ipv6")
+def lab_stp():
+    yield from make_lab("stp")
 
 
 def node(st, k):
@@ -84,6 +100,21 @@ def status(st, k) -> dict:
     p = run_cli("--config", st.topology_path, "--local", n.local, "status", "--json", netns=n.ns)
     assert p.stdout, p.stderr
     return json.loads(p.stdout)
+
+
+def status_text(st, k) -> str:
+    n = node(st, k)
+    return run_cli("--config", st.topology_path, "--local", n.local, "status", netns=n.ns).stdout
+
+
+def only_pair_unreachable(st) -> dict:
+    """node-1 and node-3 report each other unreachable, all else is reachable; node-1's `status --json`."""
+    assert states(st, 1) == {"node-2": "reachable", "node-3": "unreachable", "node-4": "reachable"}
+    assert states(st, 3) == {"node-1": "unreachable", "node-2": "reachable", "node-4": "reachable"}
+    assert all_reachable(st, 2) and all_reachable(st, 4)
+    d = status(st, 1)
+    assert d["health"]["summary"] == "1 of 3 peers unreachable: node-3"
+    return d
 
 
 def scrape(st, k) -> str:
@@ -133,16 +164,11 @@ def test_blocked_pair_unblocked_delay_and_mtu_blackhole(lab):
         wait_for(lambda: states(st, 1).get("node-3") == "unreachable" and states(st, 3).get("node-1") == "unreachable",
                  timeout=3 * INTERVAL + WRITE, what="node-1 and node-3 report each other unreachable")
         print(f"{st.params['mode']}: blocked pair reported after {time.monotonic() - t0:.1f}s")
-        assert states(st, 1) == {"node-2": "reachable", "node-3": "unreachable", "node-4": "reachable"}
-        assert states(st, 3) == {"node-1": "unreachable", "node-2": "reachable", "node-4": "reachable"}
-        assert all_reachable(st, 2) and all_reachable(st, 4)
-        d = status(st, 1)
-        assert d["health"]["summary"] == "1 of 3 peers unreachable: node-3"
+        d = only_pair_unreachable(st)
         by_name = {p["name"]: p for p in d["peers"]}
         assert by_name["node-3"]["probe"]["state"] == "unreachable"
         assert by_name["node-2"]["probe"]["rtt_ms"] is not None
-        text = run_cli("--config", st.topology_path, "--local", node(st, 1).local, "status",
-                       netns=node(st, 1).ns).stdout
+        text = status_text(st, 1)
         assert "peers: 1 of 3 peers unreachable: node-3" in text
         metrics = scrape(st, 1)
         assert 'ovs_mesh_unreachable_peers{family="ipv4"} 1.0' in metrics
@@ -203,21 +229,95 @@ def test_blocked_pair_unblocked_delay_and_mtu_blackhole(lab):
     wait_for(lambda: all_reachable(st, 1), timeout=INTERVAL * 1.1 + WRITE + 1.0, what="node-3 reachable again")
 
 
-def test_ipv6_only_blocked_pair(lab6):
-    st = lab6
+def family_view(st, k, peer) -> dict:
+    return views(st, k).get(peer, {}).get("families", {})
+
+
+def inner(family: str) -> str:
+    """An nft match for the tunnelled packets of one pod family: the inner Ethernet type, 28 bytes
+    into the VXLAN packet's UDP header (UDP 8, VXLAN 8, the inner MACs 12)."""
+    return f"udp dport 4789 @th,224,16 {ETHERTYPE[family]}"
+
+
+def test_blocked_pair_in_every_family(lab_family):
+    """IPv6-only pods over an IPv6 underlay: the pair's underlay blocked.  Dual-stack pods over
+    an IPv4 underlay: one family's tunnelled packets blocked at a time, and only that family of
+    the pair is reported, the other stays reachable."""
+    st, families = lab_family
     for k in (1, 2, 3, 4):
         wait_for(lambda: all_reachable(st, k), timeout=INTERVAL * 3 + 10, what=f"node-{k}: every peer reachable")
-    assert set(views(st, 1)["node-2"]["families"]) == {"ipv6"}
+        assert all(set(v["families"]) == set(families) for v in views(st, k).values()), views(st, k)
     try:
-        t0 = time.monotonic()
-        drop_between(st, 1, 3)
-        wait_for(lambda: states(st, 1).get("node-3") == "unreachable" and states(st, 3).get("node-1") == "unreachable",
-                 timeout=3 * INTERVAL + WRITE, what="node-1 and node-3 report each other unreachable")
-        print(f"ipv6: blocked pair reported after {time.monotonic() - t0:.1f}s")
-        assert states(st, 1) == {"node-2": "reachable", "node-3": "unreachable", "node-4": "reachable"}
-        assert 'ovs_mesh_unreachable_peers{family="ipv6"} 1.0' in scrape(st, 1)
-        assert status(st, 1)["health"]["summary"] == "1 of 3 peers unreachable: node-3"
+        for family in families:
+            unblock(st)
+            t0 = time.monotonic()
+            drop_between(st, 1, 3, "" if len(families) == 1 else inner(family))
+            want = {f: "unreachable" if f == family else "reachable" for f in families}
+            wait_for(lambda: family_view(st, 1, "node-3") == want and family_view(st, 3, "node-1") == want,
+                     timeout=3 * INTERVAL + WRITE, what=f"node-1 and node-3 report each other {want}")
+            print(f"{'+'.join(families)}: blocked pair ({family}) reported after {time.monotonic() - t0:.1f}s")
+            d = only_pair_unreachable(st)
+            assert {p["name"]: p["probe"]["families"] for p in d["peers"]}["node-3"] == want
+            if len(families) > 1:   # the table names the family that fails
+                text = status_text(st, 1)
+                row = next(line for line in text.splitlines() if line.startswith("node-3 "))
+                assert ",".join(f"{f}:{s}" for f, s in sorted(want.items())) in row, text
+            metrics = scrape(st, 1)
+            for f in families:
+                blocked = f == family
+                assert f'ovs_mesh_unreachable_peers{{family="{f}"}} {1.0 if blocked else 0.0}' in metrics
+                assert f'ovs_mesh_peer_reachable{{family="{f}",peer="node-3"}} {0.0 if blocked else 1.0}' in metrics
+                assert f'ovs_mesh_peer_reachable{{family="{f}",peer="node-2"}} 1.0' in metrics
     finally:
         unblock(st)
+    t0 = time.monotonic()
     wait_for(lambda: states(st, 1).get("node-3") == "reachable" and states(st, 3).get("node-1") == "reachable",
              timeout=INTERVAL * 1.1 + WRITE + 1.0, what="node-1 and node-3 reachable again")
+    print(f"{'+'.join(families)}: reachable again after {time.monotonic() - t0:.1f}s")
+
+
+def test_stp_pair_routed_around_isolated_node_reported(lab_stp):
+    """stp mode: the probes take the bridges' spanning tree, as pod traffic does.  A blocked pair is
+    not a fault there: once the tree has reconverged (RSTP gives up on a silent port after 3 hellos,
+    6 s) the pair's packets go through another node, and the probes answer again.  A node cut off
+    from all others is reported unreachable by each of them, and reports each of them; reachable
+    again once the tree takes it back."""
+    st = lab_stp
+    for k in (1, 2, 3, 4):   # the tree forwards only once RSTP has settled
+        wait_for(lambda: all_reachable(st, k), timeout=45, what=f"node-{k}: every peer reachable")
+
+    def answered_since(k, peer, t):
+        v = views(st, k).get(peer, {})
+        return v.get("state") == "reachable" and time.time() - v["since_answer_seconds"] > t
+
+    try:
+        t0, wall = time.monotonic(), time.time()
+        drop_between(st, 1, 3)
+        settled = wall + 6 + 2   # RSTP's 6 s, and a margin for the new tree's handshakes
+        wait_for(lambda: answered_since(1, "node-3", settled) and answered_since(3, "node-1", settled),
+                 timeout=8 + 3 * INTERVAL + WRITE, what="node-1 and node-3 answering each other through the tree")
+        print(f"stp: blocked pair answering through another node after {time.monotonic() - t0:.1f}s")
+        assert all_reachable(st, 1) and all_reachable(st, 3)
+    finally:
+        unblock(st)
+
+    try:
+        t0 = time.monotonic()
+        ip = "ip6" if ":" in node(st, 3).ip else "ip"
+        nft(st, f"table bridge {BLOCK} {{\n chain forward_c {{ type filter hook forward priority 0; policy accept;\n"
+                f"  {ip} saddr {node(st, 3).ip} drop\n  {ip} daddr {node(st, 3).ip} drop\n }}\n}}\n")
+        wait_for(lambda: all(states(st, k).get("node-3") == "unreachable" for k in (1, 2, 4))
+                 and set(states(st, 3).values()) == {"unreachable"},
+                 timeout=3 * INTERVAL + WRITE, what="node-3 and the others report each other unreachable")
+        print(f"stp: node-3 cut off reported after {time.monotonic() - t0:.1f}s")
+        for k in (1, 2, 4):
+            assert states(st, k) == {f"node-{j}": "unreachable" if j == 3 else "reachable"
+                                     for j in (1, 2, 3, 4) if j != k}
+        assert status(st, 3)["health"]["summary"] == "3 of 3 peers unreachable: node-1, node-2, node-4"
+        assert 'ovs_mesh_unreachable_peers{family="ipv4"} 1.0' in scrape(st, 1)
+    finally:
+        unblock(st)
+    t0 = time.monotonic()
+    for k in (1, 2, 3, 4):
+        wait_for(lambda: all_reachable(st, k), timeout=3 * INTERVAL + WRITE, what=f"node-{k}: every peer reachable")
+    print(f"stp: node-3 reachable again after {time.monotonic() - t0:.1f}s")
