@@ -26,6 +26,10 @@ from tests.helpers import REPO
 from tests.vm import libvirt
 from tests.vm.vmlab import BOX, LOADS, TIMES, TOOLS, VAGRANT_DIR, Lab, run_logged, timed
 
+# Modules written for the lab that have not passed on the VMs yet (pending/README.md): collected
+# only when asked for.
+collect_ignore_glob = [] if os.environ.get("OVS_MESH_VM_PENDING") else ["pending/*"]
+
 
 def pytest_terminal_summary(terminalreporter):
     if TIMES:
