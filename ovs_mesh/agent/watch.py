@@ -106,6 +106,10 @@ class OvsWatcher:
     called when ovs-vswitchd restarted or the OVSDB connection came back."""
 
     SLOW_FLOW_CHECK = 10   # the count backstop runs this many times less often while the monitor runs
+    # ovs-ofctl monitor follows a moment after it is started (its process starts, connects and
+    # subscribes): a flow rewritten in between would go unseen, and the count cannot tell a
+    # rewrite. So this long after each (re)start, one full pass compares every flow.
+    MONITOR_ATTACH = 0.5
 
     def __init__(self, expected: Expectations, session, kick: Callable[..., None],
                  interval: float = 0.1, flow_interval: float = 0.5, restore: FlowRestore | None = None,
@@ -119,6 +123,7 @@ class OvsWatcher:
         self.use_monitor = monitor if monitor is not None else (
             os.environ.get("OVS_MESH_FLOW_MONITOR", "1").strip().lower() not in ("0", "off", "no", "false"))
         self.monitor: FlowMonitor | None = None
+        self._compare_at: float | None = None   # when to run the full comparison after a monitor start
         self._events: list[FlowEvent] = []   # read while a pass changed OVS: judged after it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ovs-watch", daemon=True)
@@ -206,8 +211,14 @@ class OvsWatcher:
         if monitor is not None:
             if monitor.start():   # (again): what changed while it was not following is unknown
                 self._next_flow_check = 0.0
+                self._compare_at = time.monotonic() + self.MONITOR_ATTACH
             self._judge(monitor.take())
         now = time.monotonic()
+        if self._compare_at is not None and now >= self._compare_at:
+            self._compare_at = None
+            if monitor is not None and monitor.running:
+                self.kick(Reason.FLOWS, "the flow monitor started following: one full comparison covers "
+                                        "what changed before it did")
         if now < self._next_flow_check or expected.flows is None:
             return
         slow = monitor is not None and monitor.running

@@ -1,7 +1,9 @@
 """The agent as a process against a real ovsdb-server + ovs-vswitchd (dummy datapath)."""
 import copy
+import glob
 import os
 import signal
+import subprocess
 import time
 
 from ovs_mesh.reconcile.status_file import read_status
@@ -108,7 +110,7 @@ def test_repairs_ovs_behind_its_back(ovs, agent_factory):
     # Either the watcher sees the new session first, or a reconcile that failed while the server
     # was away succeeds on retry: both are full reconciles against the new server's contents.
     try:
-        wait_for(lambda: any(m in a.log()[mark:] for m in ("reconcile (ovsdb-server reconnected: full resync)",
+        wait_for(lambda: any(m in a.log()[mark:] for m in ("reconcile (ovsdb-server reconnected: full resync",
                                                           "reconcile recovered")), 15, "a full resync")
     except AssertionError:
         raise AssertionError(f"no full resync after ovsdb-server restart; log:\n{a.log()}") from None
@@ -124,6 +126,11 @@ def test_a_rewritten_flow_is_repaired_within_a_second(ovs, agent_factory):
     sees the change and the agent repairs it at once, not at the next resync (60 s here)."""
     a = agent_factory().start()
     a.wait_ready()
+
+    def following():   # the agent's ovs-ofctl monitor answers on its control socket: it has subscribed
+        return any(subprocess.run(["ovs-appctl", "-t", ctl, "version"], capture_output=True).returncode == 0
+                   for ctl in glob.glob(os.path.join(ovs.rundir, "ovs-mesh-monitor.*.ctl")))
+    wait_for(following, 10, "the agent's flow monitor to follow obr0", interval=0.05)
     before = flow_lines(ovs)
     target = next(line for line in before if "nw_dst=10.244.2.0/24" in line)
     mark = len(a.log())
