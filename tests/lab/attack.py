@@ -54,7 +54,7 @@ def sniff(iface: str, port: int, token: str, stop_src: str, stop_count: int, tim
             proto, src, udp = ip[6], socket.inet_ntop(socket.AF_INET6, ip[8:24]), ip[40:]
         else:
             continue
-        if proto != 17 or struct.unpack("!H", udp[2:4])[0] != port or not udp[8:].startswith(want):
+        if proto != 17 or len(udp) < 8 or struct.unpack("!H", udp[2:4])[0] != port or not udp[8:].startswith(want):
             continue
         counts[src] = counts.get(src, 0) + 1
     return counts

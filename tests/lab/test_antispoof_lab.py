@@ -95,7 +95,9 @@ class Lab:
             if sniff.poll() is None:
                 sniff.kill()
                 sniff.wait()
-        return json.loads(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        assert lines, f"the sniffer in {victim_ns} ended without counts (exit {sniff.returncode}): {err[-2000:]}"
+        return json.loads(lines[-1])
 
     @property
     def token(self):
