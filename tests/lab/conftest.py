@@ -26,3 +26,16 @@ def lab_name():
         yield name
     finally:
         run_cli("lab", "down", "--name", name, timeout=300)
+
+
+def flow_lab(prefix: str):
+    """A 2-node VXLAN flow-mode lab with one pod per node, named PREFIX + 4 hex, torn down after
+    (a module fixture's body: `yield from flow_lab("rs")`)."""
+    from ovs_mesh.lab import build
+
+    need_lab_tools()
+    name = prefix + secrets.token_hex(2)
+    try:
+        yield build.up(name, nodes=2, tunnel="vxlan", mode="flow", pods_per_node=1, progress=lambda s: None)
+    finally:
+        build.down(name, progress=lambda s: None)

@@ -7,16 +7,15 @@ other loses nothing, no agent exits or restarts, each logs a bad file in at
 most a few lines, and its RSS stays within 100 MB of what it was.
 """
 import os
-import secrets
 import shutil
 
 import pytest
 
-from ovs_mesh.lab import agents, build
+from ovs_mesh.lab import agents
 from tests import config_corpus
 from tests.agent.test_agent_bad_files import MAX_LOG_LINES, MAX_RSS_GROWTH_KB, rss_kb, swap_in
 from tests.helpers import wait_for
-from tests.lab.conftest import need_lab_tools
+from tests.lab.conftest import flow_lab
 from tests.lab.test_agents import Ping, pod_of, wait_ping
 
 MARK = "keeping the last good config"
@@ -28,12 +27,7 @@ LOCAL_ONLY = ("tcp-port-99999", "metrics-port-99999")
 
 @pytest.fixture(scope="module")
 def lab():
-    need_lab_tools()
-    name = "i" + secrets.token_hex(2)
-    try:
-        yield build.up(name, nodes=2, tunnel="vxlan", mode="flow", pods_per_node=1, progress=lambda s: None)
-    finally:
-        build.down(name, progress=lambda s: None)
+    yield from flow_lab("i")
 
 
 def _log(node) -> str:

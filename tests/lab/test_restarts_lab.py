@@ -9,17 +9,16 @@ and with no agent the guard clears it after the bound. The lab's underlay is its
 (br-phy) on the same ovs-vswitchd: it waits as long as the flag is set, which is why it is bounded.
 """
 import os
-import secrets
 import subprocess
 import time
 
 import pytest
 
 from ovs_mesh.agent.install import DATA
-from ovs_mesh.lab import agents, build
+from ovs_mesh.lab import agents
 from ovs_mesh.lab.daemons import OvsDaemons
 from tests.helpers import wait_for
-from tests.lab.conftest import need_lab_tools
+from tests.lab.conftest import flow_lab
 from tests.lab.ping import Ping, ns, wait_ping
 from tests.lab.test_agents import pod_of
 
@@ -29,12 +28,7 @@ COOKIE = "cookie=0x6f76736d00000000/0xffffffff00000000"
 
 @pytest.fixture(scope="module")
 def lab():
-    need_lab_tools()
-    name = "rs" + secrets.token_hex(2)
-    try:
-        yield build.up(name, nodes=2, tunnel="vxlan", mode="flow", pods_per_node=1, progress=lambda s: None)
-    finally:
-        build.down(name, progress=lambda s: None)
+    yield from flow_lab("rs")
 
 
 def hook(ovs: OvsDaemons, *args: str) -> str:
