@@ -116,6 +116,9 @@ def _parse_cluster(c: Checker, raw: Any) -> Cluster:
                             *bounds("cluster.mesh_degree"))
     if mesh_degree and mode != "stp":
         c.error("cluster.mesh_degree", mesh_degree, f"only used in stp mode (cluster.mode is {mode})")
+    elif mesh_degree == 1:   # one peer each: more than 2 nodes fall apart into pairs
+        c.error("cluster.mesh_degree", mesh_degree, "must be 0 (a full mesh) or at least 2: with one peer "
+                "per node, more than 2 nodes split into pairs that cannot reach each other")
     mtu = None
     raw_mtu = m.get("mtu", option("cluster.mtu").default)
     if raw_mtu != "auto":

@@ -78,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
            "or ports with spanning tree (stp)", default=_default(_C, "mode"), choices=MODES),
     Option("cluster.vxlan_port", "integer", "UDP port of the VXLAN tunnels",
            default=_default(_C, "vxlan_port"), range=PORT),
-    Option("cluster.mesh_degree", "integer", "stp mode only: peers per node; 0 is a full mesh",
+    Option("cluster.mesh_degree", "integer",
+           "stp mode only: peers per node; 0 is a full mesh, 1 is refused (the mesh would split into pairs)",
            default=_default(_C, "mesh_degree"), range=(0, 1 << 16)),
     Option("cluster.mtu", "auto or integer",
            "The pod MTU; auto is the underlay MTU minus the tunnel overhead. At least 576 (1280 with an IPv6 "

@@ -56,6 +56,9 @@ def check_params(name: str, nodes: int, pods_per_node: int, mesh_degree: int, ip
         errors.append(f"--pods-per-node: {pods_per_node}: must be between 0 and 50")
     if mesh_degree < 0:
         errors.append(f"--mesh-degree: {mesh_degree}: must be >= 0")
+    elif mesh_degree == 1:
+        errors.append(f"--mesh-degree: {mesh_degree}: must be 0 (a full mesh) or at least 2 (one peer per node "
+                      "splits the mesh into pairs)")
     return errors
 
 

@@ -42,7 +42,7 @@ def register(sub) -> None:
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     p.add_argument("--tunnel", choices=TUNNELS, default="vxlan")
     p.add_argument("--mode", choices=MODES, default="flow")
-    p.add_argument("--mesh-degree", type=int, default=0, help="stp mode: peers per node (0: full mesh)")
+    p.add_argument("--mesh-degree", type=int, default=0, help="stp mode: peers per node (0: full mesh; 1 is refused)")
     p.add_argument("--pods-per-node", type=int, default=2)
     p.add_argument("--ip-family", choices=tuple(IP_FAMILIES), default="ipv4",
                    help="pod addresses: ipv4 (default), ipv6 or dual (both; `lab check` proves each)")

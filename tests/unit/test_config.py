@@ -63,6 +63,8 @@ BAD = [
     ("bad ovsdb", lambda d: d["local"].update(ovsdb="/var/run/db.sock"), ["local.ovsdb", "/var/run/db.sock"]),
     ("node prefix too short", lambda d: d["cluster"].update(node_prefix=16), ["cluster.node_prefix", "16"]),
     ("mesh_degree outside stp", lambda d: d["cluster"].update(mesh_degree=2), ["cluster.mesh_degree", "2", "stp"]),
+    ("mesh_degree 1 splits the mesh", lambda d: d["cluster"].update(mode="stp", mesh_degree=1),
+     ["cluster.mesh_degree", "1", "at least 2"]),
     ("nodes not a list", lambda d: d.update(nodes={"a": 1}), ["nodes", "must be a list"]),
     ("node missing ip", lambda d: d["nodes"][0].pop("ip"), ["nodes[0].ip", "required"]),
     ("bad node name", lambda d: d["nodes"][0].update(name="Node_1"), ["nodes[0].name", "Node_1"]),

@@ -43,3 +43,5 @@ def test_bad_up_parameters_are_all_named():
         "--pods-per-node: 51: must be between 0 and 50",
         "--mesh-degree: -1: must be >= 0"]
     assert build.check_params("oml", 3, 2, 0) == []
+    assert build.check_params("oml", 4, 1, 1) == [
+        "--mesh-degree: 1: must be 0 (a full mesh) or at least 2 (one peer per node splits the mesh into pairs)"]

@@ -32,7 +32,7 @@ def test_full_mesh_in_flow_and_port_modes():
         assert [p.name for p in peers_of(Cluster(mode=mode), ns, "n00")] == ["n01", "n02", "n03", "n04"]
 
 
-@pytest.mark.parametrize("n,degree", [(4, 2), (6, 2), (6, 3), (7, 3), (10, 4), (9, 2)])
+@pytest.mark.parametrize("n,degree", [(n, d) for n in range(3, 13) for d in range(2, n - 1)])
 def test_partial_mesh_symmetric_connected(n, degree):
     ns = nodes(n)
     c = Cluster(mode="stp", mesh_degree=degree)
