@@ -276,7 +276,15 @@ def peer_flows(config: Config, peer: Node, ofport: int | None = None) -> list[Fl
 # table 0 gives such a solicitation the gateway6 source (an address of kbr0 too; OVS fixes
 # the ICMPv6 checksum); the target's answer then goes to gateway6, inside this node's subnet.
 LINK_LOCAL = "fe80::/10"
-ND_NS = "icmp6,icmp_type=135"
+# Every solicitation match names icmp_code=0 (the only code RFC 4861 allows) beside the type.
+# Without it the kernel datapath forwards solicitations to the wrong place: OVS passes the
+# ND fields (nd_target) of a megaflow's mask to the kernel only when both ICMPv6 type and
+# code are matched exactly, so with the code wildcarded the kernel's cached flow ignores the
+# target, and the first solicitation's verdict (to one peer, or dropped) is applied to every
+# later one from the same source, whatever it asks for.  The userspace datapath keeps the
+# mask as OVS built it, which is why only the kernel datapath showed it.
+NS_TYPE = "icmp_type=135,icmp_code=0"
+ND_NS = f"icmp6,{NS_TYPE}"
 
 
 def _common_flows(local: Node) -> list[Flow]:
@@ -298,7 +306,7 @@ def _common_flows(local: Node) -> list[Flow]:
     if local.subnet6 is not None:
         flows += [
             Flow(T_CLASSIFY, 100, f"ipv6,in_port=LOCAL,ipv6_src={local.subnet6}", to_peers),
-            Flow(T_CLASSIFY, 100, f"icmp6,in_port=LOCAL,ipv6_src={LINK_LOCAL},icmp_type=135",
+            Flow(T_CLASSIFY, 100, f"icmp6,in_port=LOCAL,ipv6_src={LINK_LOCAL},{NS_TYPE}",
                  f"set_field:{local.gateway6}->ipv6_src,{to_peers}"),
             Flow(T_TO_LOCAL, 100, f"ipv6,ipv6_dst={local.subnet6}", "LOCAL"),
             Flow(T_TO_LOCAL, 100, f"{ND_NS},nd_target={local.subnet6}", "LOCAL"),

@@ -216,6 +216,18 @@ def test_real_packets_ipv6_underlay_solicitation_and_echo(dual_underlay):
     check = IPv6(raw(IPv6(src=inner.src, dst=inner.dst, hlim=255) / ICMPv6ND_NS(tgt=inner.tgt)
                      / ICMPv6NDOptSrcLLAddr(lladdr=kbr0)))
     assert inner[ICMPv6ND_NS].cksum == check[ICMPv6ND_NS].cksum
+    # The same source asking for a node-2 pod: to node-2.  The cached datapath flow must name the
+    # target: OVS gives a kernel datapath a megaflow's ND fields only when the flows matched the
+    # ICMPv6 type and code exactly, and a cached flow without them sent every solicitation from
+    # this source where the first one went (the userspace datapath forwards right either way:
+    # what it shows as its datapath flows is what a kernel datapath would have been given).
+    ns2 = (Ether(src=kbr0, dst="33:33:ff:00:00:07") / IPv6(src="fe80::1", dst="ff02::1:ff00:7", hlim=255)
+           / ICMPv6ND_NS(tgt=f"{POD[2]}7") / ICMPv6NDOptSrcLLAddr(lladdr=kbr0))
+    ovs.appctl("netdev-dummy/receive", "obr0", raw(ns2).hex())
+    sent = wait_for(lambda: [p for p in packets(out_pcap) if VXLAN in p][1:], 10, "the second solicitation on phy0")
+    assert (sent[0][IPv6].dst, sent[0][VXLAN][ICMPv6ND_NS].tgt) == ("fd00:56::12", f"{POD[2]}7")
+    cached = [f for f in ovs.appctl("dpctl/dump-flows").splitlines() if "icmpv6(type=135" in f]
+    assert cached and all("nd(target=" in f for f in cached), cached
     phy_mac = ovs.vsctl("get", "Interface", "br-phy", "mac_in_use").strip().strip('"')
     # a stranger first: frames of one port are handled in order, so when node-2's is out, the
     # stranger's has been decided

@@ -29,18 +29,35 @@ def test_flow_mode_ipv6_flows(family, underlay):
     out = OUT2.format(ip2, dst)
     expect = {
         Flow(0, 100, "ipv6,in_port=LOCAL,ipv6_src=fd00:10:244:1::/64", "goto_table:10"),
-        Flow(0, 100, "icmp6,in_port=LOCAL,ipv6_src=fe80::/10,icmp_type=135",
+        Flow(0, 100, "icmp6,in_port=LOCAL,ipv6_src=fe80::/10,icmp_type=135,icmp_code=0",
              "set_field:fd00:10:244:1::1->ipv6_src,goto_table:10"),
         Flow(10, 100, "ipv6,ipv6_dst=fd00:10:244:2::/64", out),
-        Flow(10, 110, "icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", out),
+        Flow(10, 110, "icmp6,icmp_type=135,icmp_code=0,nd_target=fd00:10:244:2::/64", out),
         Flow(20, 100, f"ipv6,{src}={ip2},ipv6_src=fd00:10:244:2::/64", "goto_table:30"),
         Flow(30, 100, "ipv6,ipv6_dst=fd00:10:244:1::/64", "LOCAL"),
-        Flow(30, 100, "icmp6,icmp_type=135,nd_target=fd00:10:244:1::/64", "LOCAL"),
+        Flow(30, 100, "icmp6,icmp_type=135,icmp_code=0,nd_target=fd00:10:244:1::/64", "LOCAL"),
     }
     assert expect <= fs
     assert len(six(fs)) == 4 + 3 * 2          # 4 local, 3 per peer
     v4 = {f for f in fs if "nw_" in f.match or "arp" in f.match}
     assert bool(v4) == (family == "dual")
+
+
+@pytest.mark.parametrize("family,underlay,mode,tunnel", [
+    ("dual", "ipv4", "flow", "vxlan"), ("ipv6", "ipv6", "flow", "geneve"), ("dual", "ipv4", "port", "gre"),
+    ("ipv6", "ipv6", "port", "geneve")])
+def test_every_icmpv6_match_names_type_and_code(family, underlay, mode, tunnel):
+    """The kernel datapath caches a flow that names the ICMPv6 type but not the code without its
+    ND fields: OVS hands the kernel a megaflow mask with nd_target only when both are exact.
+    Such a cached flow then sent every later solicitation from the same source where the first
+    one went (to one peer, or dropped), whatever its target: IPv6 pods on the VMs were unreachable.
+    So every ICMPv6 match (all of them are neighbour solicitations) names the code too."""
+    fs = flows(base_config_v6(3, family=family, underlay=underlay, mode=mode, tunnel=tunnel))
+    icmp = [f for f in fs if f.match.startswith("icmp6,") or "nd_target=" in f.match]
+    assert len(icmp) == 2 + 2, sorted(map(str, fs))   # the local two, one per peer
+    for f in icmp:
+        fields = f.match.split(",")
+        assert "icmp_type=135" in fields and "icmp_code=0" in fields, f
 
 
 def test_ipv4_flows_of_a_dual_cluster_are_those_of_the_ipv4_cluster():
@@ -57,7 +74,7 @@ def test_port_mode_ipv6_over_ipv6_underlay():
     port = ports[peer_port_name("geneve", "node-2")]
     assert dict(port.options)["remote_ip"] == "fd00:56::12"
     of = port.ofport_request
-    assert Flow(10, 110, "icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", f"output:{of}") in state.flows
+    assert Flow(10, 110, "icmp6,icmp_type=135,icmp_code=0,nd_target=fd00:10:244:2::/64", f"output:{of}") in state.flows
     assert Flow(20, 100, f"ipv6,in_port={of},ipv6_src=fd00:10:244:2::/64", "goto_table:30") in state.flows
 
 

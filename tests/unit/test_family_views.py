@@ -43,7 +43,7 @@ def config(families=("ipv4", "ipv6"), underlay="ipv4", mode="flow", n=3) -> Conf
     ("arp,in_port=LOCAL,arp_spa=10.244.1.0/24", "ipv4"),
     ("ip,tun_src=192.168.56.12,nw_src=10.244.2.0/24", "ipv4"),
     ("ipv6,ipv6_dst=fd00:10:244:2::/64", "ipv6"),
-    ("icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", "ipv6"),
+    ("icmp6,icmp_type=135,icmp_code=0,nd_target=fd00:10:244:2::/64", "ipv6"),
     ("ipv6,tun_ipv6_src=fd00:56::12,ipv6_src=fd00:10:244:2::/64", "ipv6"),
     ("ip,tun_ipv6_src=fd00:56::12,nw_src=10.244.2.0/24", "ipv4"),   # IPv4 pods over an IPv6 underlay
     ("tun_id=0,in_port=10", None),
@@ -74,7 +74,7 @@ def _result(*flows: Flow) -> Result:
 
 FLOWS = (Flow(10, 100, "ip,nw_dst=10.244.2.0/24", "output:10"),
          Flow(10, 100, "ipv6,ipv6_dst=fd00:10:244:2::/64", "output:10"),
-         Flow(10, 100, "icmp6,icmp_type=135,nd_target=fd00:10:244:2::/64", "output:10"),
+         Flow(10, 100, "icmp6,icmp_type=135,icmp_code=0,nd_target=fd00:10:244:2::/64", "output:10"),
          Flow(10, 0, "", "drop"))
 
 
