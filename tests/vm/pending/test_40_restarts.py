@@ -112,7 +112,7 @@ def _vswitchd(lab) -> str:
     return lab.ssh(NODE, "cat /var/run/openvswitch/ovs-vswitchd.pid", check=False).stdout.strip()
 
 
-def _evidence(lab, name: str, since: float) -> None:
+def _evidence(lab, name: str, since: float, ports_before: str) -> None:
     """With OVS_MESH_VM_LOGS set: the step's ping log, journal (agent, OVS, the guard) and
     ovs-vswitchd.log kept there, to tell where a gap went."""
     keep = os.environ.get("OVS_MESH_VM_LOGS")
@@ -121,10 +121,13 @@ def _evidence(lab, name: str, since: float) -> None:
     os.makedirs(keep, exist_ok=True)
     out = lab.ssh(NODE, f"journalctl --no-pager -o short-precise --since @{int(since)} -u ovs-mesh -u ovs-vswitchd "
                         f"-u ovsdb-server -u openvswitch-switch -u 'ovs-mesh-flow-restore-guard*'; "
+                        f"echo ===== kernel; journalctl -k --no-pager -o short-precise --since @{int(since)}; "
+                        f"echo ===== datapath ports after; ovs-dpctl show | grep port; "
                         f"echo ===== ovs-vswitchd.log; tail -n 200 /var/log/openvswitch/ovs-vswitchd.log",
                   check=False).stdout
     with open(os.path.join(keep, "rs-step-" + re.sub(r"[^A-Za-z0-9]+", "-", name)[:40] + ".log"), "w") as f:
-        f.write(getattr(lab, "last_ping", "") + "\n===== journal\n" + out)
+        f.write(getattr(lab, "last_ping", "") + "\n===== datapath ports before\n" + ports_before
+                + "\n===== journal\n" + out)
 
 
 def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
@@ -133,11 +136,12 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
     alive. Records and returns (longest ping gap, pings lost, longest TCP stall). RESTART: the command
     restarts ovs-vswitchd, and the agent restored the pipeline and cleared flow-restore-wait."""
     since, pid = _clock(lab), _vswitchd(lab)
+    ports = lab.ssh(NODE, "ovs-dpctl show | grep port", check=False).stdout
     with timed(f"40. {name}"):
         gap, lost = lab.traffic_gap(a, b, command)
     until = _clock(lab)
     stall = _stall(lab, start, since, until)
-    _evidence(lab, name, since)
+    _evidence(lab, name, since, ports)
     TIMES[f"40.   {name}: longest ping gap s ({before})"] = gap
     TIMES[f"40.   {name}: pings lost (0.1 s interval)"] = lost
     TIMES[f"40.   {name}: longest TCP stall s (0.2 s intervals)"] = stall
