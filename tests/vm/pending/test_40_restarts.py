@@ -239,8 +239,9 @@ def test_6_day2_operations_keep_pod_traffic(vm_lab, pods):
         assert out != "none", "the start hook did not set flow-restore-wait with its mark"
         flag = float(out)
         TIMES["40.   5. flow-restore-wait set without an agent for s (bound 30)"] = round(flag, 1)
-        # The mark is a whole second; the guard is armed just after it, fires within 1 s and clears in one.
-        assert flag <= 34, f"flow-restore-wait stayed set {flag} s without an agent (bound 30 s)"
+        # The guard fires 30 s after it is armed (just after the mark, a whole second), within 1 s, and
+        # clears with two ovs-vsctl calls: 2-4 s more under emulation (about 33 s from the mark in a run).
+        assert flag <= 35, f"flow-restore-wait stayed set {flag} s without an agent (bound 30 s + the guard's latency)"
         journal = lab.ssh(NODE, "journalctl -b --no-pager -o cat -u ovs-mesh-flow-restore-guard.service "
                                 "| tail -n 50").stdout
         assert "cleared flow-restore-wait" in journal, journal[-3000:]
