@@ -271,6 +271,7 @@ class Lab:
             done
             kill -INT $p; wait $p; cat "$log"; rm -f "$log"
         """, timeout=400, check=False).stdout
+        self.last_ping = out
         stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
         done = re.search(r"^command-done (\d+\.\d+)", out, re.M)
         sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
