@@ -173,7 +173,8 @@ def _check_wireguard(config: Config, facts) -> None:
         raise ConfigError([Problem("cluster.encryption", "wireguard",
                                    "wireguard-tools is not installed (apt-get install wireguard-tools)")])
     listed = config.local_node.wireguard_key
-    if listed and facts.wg_public_key and listed != facts.wg_public_key:
+    # the Kubernetes source: the annotation is this agent's to write (agent.session), not a mistake
+    if config.source == "file" and listed and facts.wg_public_key and listed != facts.wg_public_key:
         index = next(i for i, n in enumerate(config.nodes) if n.name == config.local.node)
         raise ConfigError([Problem(f"nodes[{index}].wireguard_public_key", listed,
                                    f"not this node's key: {config.local.wireguard_key} holds the private key "

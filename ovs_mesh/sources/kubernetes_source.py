@@ -58,7 +58,16 @@ from topology.errors import Transient
 from topology.model import Cluster, Kubernetes, Node
 
 from .kube_messages import describe, log_change, oneline
-from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, default_underlay_family, node_object, validate
+from .kube_nodes import (
+    ADDRESS_TAKEN,
+    SUBNET_TAKEN,
+    WIREGUARD_ANNOTATION,
+    NodeObject,
+    Problem,
+    default_underlay_family,
+    node_object,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +179,21 @@ class KubernetesSource:
             problems = self._problems
         return tuple(sorted((name, p.reason, p.message) for (name, _), p in problems.items()
                             if name and p.reason is not None))
+
+    def annotation(self, name: str) -> Any:
+        """The WireGuard public key annotation of Node `name` as last listed or watched (raw;
+        None when the Node or the annotation is absent)."""
+        with self._lock:
+            o = self._objects.get(name)
+        return o.wireguard_key if o is not None else None
+
+    def annotate_wireguard_key(self, name: str, public_key: str) -> None:
+        """Write this node's WireGuard public key into its own Node's annotation (a merge patch of
+        that one annotation: RBAC `patch` on nodes).  The watch then delivers the change."""
+        body = {"metadata": {"annotations": {WIREGUARD_ANNOTATION: public_key}}}
+        # the answer (the whole Node) is not needed: not deserialized, only released
+        resp = self._api.patch_node(name, body, _request_timeout=self.request_timeout, _preload_content=False)
+        resp.release_conn()  # type: ignore[attr-defined]  # with _preload_content=False: the urllib3 response
 
     def list_once(self) -> tuple[Node, ...]:
         """One list, validated as the agent does (for `status`, `plan`, `apply`); no watch."""
