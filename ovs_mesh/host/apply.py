@@ -8,10 +8,14 @@ ensure or delete, so an interrupted apply is finished by the next one."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from ovsdb_client.rows import BridgeChange, PortChange
-from topology.errors import Transient
+from topology.config import ConfigError
+from topology.errors import Problem, Transient
 from topology.model import Config
 
 from ..encryption import wg_device, wg_keys
@@ -212,7 +216,13 @@ class HostApplier:
         the key never passes through ovs-mesh here) and peers set in one `wg set`, its MTU, up."""
         new = c.new
         if not self._own(new.name):
-            self.nl.create_link(new.name, "wireguard", ALIAS)
+            try:
+                self.nl.create_link(new.name, "wireguard", ALIAS)
+            except NetlinkError as e:
+                if e.code != errno.EOPNOTSUPP:
+                    raise
+                raise ConfigError([Problem("cluster.encryption", "wireguard", "this kernel cannot make a "
+                                           "WireGuard device (no wireguard module)")]) from None
         have = c.old.peers if c.old is not None else ()
         wg_device.configure(new.name, new.port, self.config.local.wireguard_key, new.peers, have)
         self.nl.set_link(new.name, mtu=new.mtu, up=True)

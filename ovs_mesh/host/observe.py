@@ -185,11 +185,15 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
 
 
 def kernel_has_wireguard() -> bool:
-    """Loaded or built in (/sys/module/wireguard), or installed as a module the kernel loads
-    when the first device is made."""
+    """Loaded or built in (/sys/module/wireguard), or installed as a module the kernel loads when
+    the first device is made.  Where the modules cannot be seen (the unit's ProtectKernelModules
+    hides /lib/modules) the device's creation tells (apply.py)."""
     if os.path.isdir("/sys/module/wireguard"):
         return True
-    return bool(glob.glob(f"/lib/modules/{os.uname().release}/kernel/drivers/net/wireguard/wireguard.ko*"))
+    modules = f"/lib/modules/{os.uname().release}"
+    if not os.access(modules, os.R_OK | os.X_OK):
+        return True
+    return bool(glob.glob(f"{modules}/kernel/drivers/net/wireguard/wireguard.ko*"))
 
 
 def _observe_wireguard(config: Config, nl: Netlink, objects: list[HostObject], foreign: list[str]) -> str | None:

@@ -5,8 +5,7 @@ a file; it lists and watches Nodes through the official ``kubernetes`` client
 and turns every Node that has a pod CIDR of each cluster family
 (``spec.podCIDRs``) and an ``InternalIP`` of the underlay family into a
 `topology.model.Node` (which fields, and why: `kube_nodes`).  The agent only sees the result through three calls
-(``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file
-source.
+(``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file source.
 
 How it works (one background thread, informer style):
   list Nodes (in pages: ``limit``/``continue``, as client-go's reflector does)
@@ -34,7 +33,7 @@ ones `kube_nodes.select` picked), so an event re-checks one Node and unchanged
 Nodes keep their `Node` objects (the agent compares them by identity); a burst
 of events (a cluster coming up) is validated once: the watch thread only
 records each change, a worker thread re-validates once for all the changes that
-came meanwhile.
+came meanwhile.  One write: `annotate_wireguard_key`, the agent's own Node's public key.
 """
 from __future__ import annotations
 
@@ -58,16 +57,7 @@ from topology.errors import Transient
 from topology.model import Cluster, Kubernetes, Node
 
 from .kube_messages import describe, log_change, oneline
-from .kube_nodes import (
-    ADDRESS_TAKEN,
-    SUBNET_TAKEN,
-    WIREGUARD_ANNOTATION,
-    NodeObject,
-    Problem,
-    default_underlay_family,
-    node_object,
-    validate,
-)
+from .kube_nodes import ADDRESS_TAKEN, SUBNET_TAKEN, NodeObject, Problem, default_underlay_family, node_object, validate
 
 log = logging.getLogger(__name__)
 
@@ -181,17 +171,15 @@ class KubernetesSource:
                             if name and p.reason is not None))
 
     def annotation(self, name: str) -> Any:
-        """The WireGuard public key annotation of Node `name` as last listed or watched (raw;
-        None when the Node or the annotation is absent)."""
-        with self._lock:
-            o = self._objects.get(name)
+        """Node `name`'s WireGuard public key annotation as last listed or watched (raw, or None)."""
+        o = self._objects.get(name)   # one dict read: atomic, the watch thread replaces values whole
         return o.wireguard_key if o is not None else None
 
     def annotate_wireguard_key(self, name: str, public_key: str) -> None:
-        """Write this node's WireGuard public key into its own Node's annotation (a merge patch of
-        that one annotation: RBAC `patch` on nodes).  The watch then delivers the change."""
+        """A merge patch of that one annotation of Node `name` (RBAC `patch` on nodes); the watch
+        then delivers it.  The answer (the whole Node) is released, not deserialized."""
+        from .kube_nodes import WIREGUARD_ANNOTATION
         body = {"metadata": {"annotations": {WIREGUARD_ANNOTATION: public_key}}}
-        # the answer (the whole Node) is not needed: not deserialized, only released
         resp = self._api.patch_node(name, body, _request_timeout=self.request_timeout, _preload_content=False)
         resp.release_conn()  # type: ignore[attr-defined]  # with _preload_content=False: the urllib3 response
 
