@@ -191,10 +191,6 @@ def _parse_encryption(c: Checker, m: dict, pod_ranges: list) -> dict:
 
 
 IPSEC_CERT_FILES = ("certificate", "private_key", "ca_cert")
-# Until the agent builds the WireGuard device, a config asking for it is refused: accepting it
-# would lower the MTU and leave every tunnel in clear.
-WIREGUARD_MISSING = ("not available yet: this version validates the WireGuard settings but does not build "
-                     "the device, and will not run the tunnels unencrypted (docs/encryption.md); use ipsec")
 
 
 def wireguard_capacity(cluster: Cluster) -> tuple[int, int]:
@@ -234,8 +230,6 @@ def _check_encryption_local(c: Checker, cluster: Cluster, local: Local) -> None:
         c.error("cluster.encryption", enc,
                 f"needs the kernel datapath (local.datapath system): {'XFRM' if enc == 'ipsec' else 'WireGuard'} "
                 f"works on the kernel's packets, local.datapath is {local.datapath}")
-    if enc == "wireguard":
-        c.error("cluster.encryption", enc, WIREGUARD_MISSING)
     if enc != "ipsec":
         return
     if cluster.tunnel == "vxlan" and cluster.vxlan_port != 4789:

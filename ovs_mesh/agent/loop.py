@@ -40,7 +40,7 @@ import time
 
 from topology.model import Config
 
-from ..encryption import ipsec_state
+from ..encryption import ipsec_state, wg_device, wg_keys
 from ..health.passive import last_sent, peer_packets
 from ..health.prober import Prober
 from ..ovs.desired import tunnel_port_name
@@ -284,7 +284,11 @@ class Agent:
         self.metrics.record(True, seconds, n, peers=len(self._tunnels), flows=flows or 0,
                             tunnels=self._tunnels.items(), kind=kind,
                             families=self._family_stats(config))
-        self.metrics.encryption = ipsec_state.peer_reader(config)
+        self.metrics.encryption = ipsec_state.peer_reader(config) or wg_device.peer_reader(config)
+        if config.source == "kubernetes" and config.cluster.encryption == "wireguard":
+            public = wg_keys.read_public_key(config.local.wireguard_key)   # made by this pass's host stage
+            if public is not None:
+                self.inventory.publish_wireguard_key(config.local.node, public)
         why = f"{why}; {kind}" if kind != "full" else why
         if self.say.forget("error"):
             LOG.info("reconcile recovered")

@@ -82,7 +82,8 @@ class AgentMetrics:
         # The file source's good reads by how they were parsed ({"incremental": n, "whole": n}), read
         # when scraped; None without a file source.
         self.config_reads: dict[str, int] | None = None
-        # IPsec: a function giving each peer's PeerIpsec (encryption.ipsec_state), read when scraped
+        # a function giving each peer's PeerIpsec (encryption.ipsec_state) or PeerWireguard
+        # (encryption.wg_device), read when scraped
         self.encryption: Callable[[], dict] | None = None
         r.register(_Snapshot(self))
         # peer health: the agent sets `peer_health` to a function returning the verdicts
@@ -189,14 +190,18 @@ def _restore_gauge(flag) -> GaugeMetricFamily:
 
 
 def _encryption_metrics(states: dict):
-    """Per peer: encrypted, its child SAs up (both directions: an IKE SA alone is not up), their age.
+    """Per peer: encrypted, its child SAs up (both directions: an IKE SA alone is not up), their age;
+    WireGuard: the peer on the device, a handshake in the last 180 s, the handshake's age.
     No key, SPI or secret is ever a label or a value."""
     enc = GaugeMetricFamily("ovs_mesh_peer_encrypted", "1 when a policy requires ESP for the tunnel traffic "
-                            "to the peer (cluster.encryption ipsec)", labels=["peer"])
-    up = GaugeMetricFamily("ovs_mesh_peer_sa_up", "1 when an ESP child SA exists in both directions with the peer",
+                            "to the peer (cluster.encryption ipsec), or the WireGuard device has the peer "
+                            "(cluster.encryption wireguard)", labels=["peer"])
+    up = GaugeMetricFamily("ovs_mesh_peer_sa_up", "1 when an ESP child SA exists in both directions with the peer "
+                           "(ipsec), or its latest WireGuard handshake is less than 180 s old (wireguard)",
                            labels=["peer"])
     age = GaugeMetricFamily("ovs_mesh_peer_sa_age_seconds", "Seconds since the newest outbound ESP SA to the "
-                            "peer was installed (a rekey restarts it)", labels=["peer"])
+                            "peer was installed (a rekey restarts it), or since its latest WireGuard handshake",
+                            labels=["peer"])
     for peer, s in sorted(states.items()):
         enc.add_metric([peer], 1 if s.policy else 0)
         up.add_metric([peer], 1 if s.state == "up" else 0)

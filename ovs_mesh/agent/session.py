@@ -147,10 +147,34 @@ class Inventory:
             raise NotReady("waiting for the first list of Nodes from the Kubernetes API")
         return file_cfg.with_nodes(nodes)
 
+    def publish_wireguard_key(self, name: str, public_key: str) -> bool:
+        """Kubernetes source: make Node `name`'s annotation say `public_key` (this agent's own Node
+        only).  True when a patch was sent; an API error is logged once and retried next pass."""
+        kube = self._kube
+        if kube is None or kube.annotation(name) == public_key:
+            return False
+        try:
+            kube.annotate_wireguard_key(name, public_key)
+        except Exception as e:   # the API down, or RBAC without `patch` on nodes
+            self.say.say("annotate", logging.WARNING, "cannot write Node %s's WireGuard public key annotation "
+                         "(the RBAC needs `patch` on nodes): %s", name, oneline_error(e))
+            return False
+        self.say.forget("annotate")
+        LOG.info("Node %s: WireGuard public key annotation set to %s", name, public_key)
+        return True
+
     def stop_kube(self) -> None:
         if self._kube is not None:
             self._kube.stop()
             self._kube = self._kube_key = None
+
+
+def oneline_error(e: Exception) -> str:
+    status = getattr(e, "status", None)
+    reason = getattr(e, "reason", None)
+    if status is not None:
+        return f"HTTP {status} {reason or ''}".strip()
+    return f"{type(e).__name__}: {e}"
 
 
 def _kubernetes_source(file_cfg: Config):

@@ -31,12 +31,19 @@ def tunnels(config, client) -> list[dict]:
 
 def encryption_of(config, peer_ips: list[str]) -> dict[str, dict]:
     """Each peer address -> whether its tunnel traffic is encrypted, and the SA state and age
-    (IPsec: the kernel's policies and ESP SAs, see encryption.ipsec_state)."""
+    (IPsec: the kernel's policies and ESP SAs, see encryption.ipsec_state; WireGuard: the device's
+    peers and their latest handshakes, see encryption.wg_device)."""
     if config.cluster.encryption == "ipsec":
         from ..encryption import ipsec_state
 
         states = ipsec_state.read(str(config.local_node.ip), peer_ips)
         return {ip: states[ip].as_dict() for ip in peer_ips}
+    if config.cluster.encryption == "wireguard":
+        from ..encryption import wg_device, wireguard
+
+        keys = {str(n.ip): n.wireguard_key for n in config.nodes if str(n.ip) in peer_ips}
+        wg = wg_device.read_peers(wireguard.DEVICE, keys)
+        return {ip: wg[ip].as_dict() for ip in peer_ips}
     return {ip: {"mode": config.cluster.encryption, "encrypted": False, "state": None, "sa_age_seconds": None}
             for ip in peer_ips}
 

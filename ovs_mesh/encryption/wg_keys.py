@@ -45,6 +45,20 @@ def read_private_key(path: str) -> str | None:
     return text
 
 
+def read_public_key(path: str) -> str | None:
+    """The public key of the private key in `path` (None when there is no file)."""
+    key = read_private_key(path)
+    return None if key is None else public_key(key)
+
+
+def remove_private_key(path: str) -> None:
+    """teardown: the key file goes (a node set up again gets a new key pair)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def ensure_private_key(path: str) -> tuple[str, bool]:
     """(this node's public key, whether the private key was made now)."""
     key = read_private_key(path)

@@ -8,12 +8,17 @@ ensure or delete, so an interrupted apply is finished by the next one."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from ovsdb_client.rows import BridgeChange, PortChange
-from topology.errors import Transient
+from topology.config import ConfigError
+from topology.errors import Problem, Transient
 from topology.model import Config
 
+from ..encryption import wg_device, wg_keys
 from ..pod_guard import table as guard_table
 from . import cni, nft, services
 from . import saved as saved_mod
@@ -36,6 +41,9 @@ from .model import (
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
+    WgDevice,
+    WgFilter,
+    WgKey,
 )
 from .netlink import Netlink
 from .observe import read_setting, sysctl_path, underlay_of
@@ -68,12 +76,19 @@ class HostApplier:
             saved_mod.save(self.rundir, saved)
         for c in _pick(changes, (Kbr, Enslaved, LinkUp), "add", "modify"):
             self.link(c.new)
+        for c in _pick(changes, WgKey, "add"):
+            wg_keys.ensure_private_key(c.new.path)
+        for c in _pick(changes, WgDevice, "add", "modify"):
+            self.wireguard(c)
         saved = self.settings(_pick(changes, (Sysctl, Offload), "add", "modify"), saved, teardown)
         self.addresses_and_routes(_pick(changes, Address, "add", "modify", "delete"),
                                   _pick(changes, HostRoute, "add", "modify", "delete"))
         for c in changes:
             if isinstance(c.obj, (Masquerade, LegacyMasquerade, AntiSpoof)):
                 self.nft(c)
+            elif isinstance(c.obj, WgFilter):
+                nft.remove(nft.WG_FAMILY, nft.WG_TABLE) if c.action == "delete" else \
+                    nft.replace(nft.WG_FAMILY, nft.wg_filter_ruleset(c.new.device, c.new.tunnel), nft.WG_TABLE)
             elif isinstance(c.obj, PodGuard):
                 self.pod_guard(c)
             elif isinstance(c.obj, CniFile):
@@ -81,6 +96,11 @@ class HostApplier:
         self.services(_pick(changes, Service, "add", "delete"))
         if _pick(changes, Kbr, "delete") and self._own_kbr0():
             self.nl.delete_link(KBR)
+        for c in _pick(changes, WgDevice, "delete"):
+            if self._own(c.old.name):
+                self.nl.delete_link(c.old.name)
+        for c in _pick(changes, WgKey, "delete"):
+            wg_keys.remove_private_key(c.old.path)
         self.underlay_ovs(u.bridge if u else None, _pick(changes, underlay, "delete"))
         if teardown and u is not None and self.nl.link(u.bridge) is None:
             saved_mod.save(self.rundir, dataclasses.replace(saved_mod.load(self.rundir), underlay=None))
@@ -191,7 +211,26 @@ class HostApplier:
         else:
             guard_table.update(old.pods, new.pods)
 
-    def _own_kbr0(self) -> bool:
-        link = self.nl.link(KBR)
+    def wireguard(self, c: HostChange) -> None:
+        """The device made (tagged) if missing, then its port, private key (by the file's path:
+        the key never passes through ovs-mesh here) and peers set in one `wg set`, its MTU, up."""
+        new = c.new
+        if not self._own(new.name):
+            try:
+                self.nl.create_link(new.name, "wireguard", ALIAS)
+            except NetlinkError as e:
+                if e.code != errno.EOPNOTSUPP:
+                    raise
+                raise ConfigError([Problem("cluster.encryption", "wireguard", "this kernel cannot make a "
+                                           "WireGuard device (no wireguard module)")]) from None
+        have = c.old.peers if c.old is not None else ()
+        wg_device.configure(new.name, new.port, self.config.local.wireguard_key, new.peers, have)
+        self.nl.set_link(new.name, mtu=new.mtu, up=True)
+
+    def _own(self, name: str) -> bool:
+        link = self.nl.link(name)
         return link is not None and link.alias == ALIAS
+
+    def _own_kbr0(self) -> bool:
+        return self._own(KBR)
 

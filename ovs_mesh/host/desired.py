@@ -8,8 +8,10 @@ from ipaddress import IPv4Address, IPv6Address
 
 from topology.config import ConfigError
 from topology.errors import NotOurs, Problem
-from topology.model import Config
+from topology.mesh import peers_of
+from topology.model import OVERHEAD, Config
 
+from ..encryption import wireguard
 from ..ovs.model import BRIDGE
 from . import cni
 from .model import (
@@ -32,6 +34,9 @@ from .model import (
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
+    WgDevice,
+    WgFilter,
+    WgKey,
 )
 from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
 from .services import IPSEC_UNIT
@@ -112,6 +117,8 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
                                        "this kernel has no IPv6 (booted with ipv6.disable=1)")])
         if config.cluster.encryption == "ipsec":
             _check_ipsec(facts)
+        if config.cluster.encryption == "wireguard":
+            _check_wireguard(config, facts)
         if facts.foreign:
             raise NotOurs("; ".join(facts.foreign))
     want: list[HostObject] = []
@@ -130,6 +137,7 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
             want.append(Enslaved(BRIDGE))
         if u is not None:
             want.append(LinkUp(u.bridge))
+        want += desired_wireguard(config, pod_mtu, observed)
     want += _settings(observed, teardown, families)   # before the addresses: kbr0's disable_ipv6
     if not teardown:
         if node.subnet is not None:
@@ -164,6 +172,49 @@ def _check_ipsec(facts) -> None:
     if facts.systemd and not facts.ipsec_monitor:
         raise ConfigError([Problem("cluster.encryption", "ipsec", "ovs-monitor-ipsec is not installed "
                                    "(apt-get install openvswitch-ipsec strongswan libstrongswan-standard-plugins)")])
+
+
+def _check_wireguard(config: Config, facts) -> None:
+    """What WireGuard needs of this host (the kernel's module, wireguard-tools), and that the
+    inventory's public key of this node, if it gives one, is the key this node holds."""
+    if not facts.wireguard:
+        raise ConfigError([Problem("cluster.encryption", "wireguard", "this kernel has no WireGuard "
+                                   "(no wireguard module: Linux 5.6 or later, or the wireguard module installed)")])
+    if not facts.wg_tools:
+        raise ConfigError([Problem("cluster.encryption", "wireguard",
+                                   "wireguard-tools is not installed (apt-get install wireguard-tools)")])
+    listed = config.local_node.wireguard_key
+    # the Kubernetes source: the annotation is this agent's to write (agent.session), not a mistake
+    if config.source == "file" and listed and facts.wg_public_key and listed != facts.wg_public_key:
+        index = next(i for i, n in enumerate(config.nodes) if n.name == config.local.node)
+        raise ConfigError([Problem(f"nodes[{index}].wireguard_public_key", listed,
+                                   f"not this node's key: {config.local.wireguard_key} holds the private key "
+                                   f"of {facts.wg_public_key} (`ovs-mesh wireguard-key` prints it)")])
+
+
+def desired_wireguard(config: Config, pod_mtu: int, observed: HostState) -> list[HostObject]:
+    """cluster.encryption wireguard: the private key file, the device (its MTU carries a tunnel
+    packet of a pod packet at `pod_mtu`), its peers (those with a public key), its address, and
+    the filter that keeps plaintext tunnel packets out.  Otherwise only the key file, while it
+    exists (the key stays until teardown, so switching WireGuard off and on keeps this node's
+    public key)."""
+    c = config.cluster
+    key_path = config.local.wireguard_key
+    if c.encryption != "wireguard":
+        return [WgKey(key_path)] if WgKey(key_path) in observed.objects else []
+    me = config.local_node
+    addr = wireguard.address(c, me)
+    peers = wireguard.peers(c, peers_of(c, config.nodes, config.local.node))
+    proto = {"vxlan": f"udp {c.vxlan_port}", "geneve": "udp 6081", "gre": "gre"}[c.tunnel]
+    out: list[HostObject] = [
+        WgKey(key_path),
+        WgDevice(wireguard.DEVICE, c.wireguard_port, observed.facts.wg_public_key, pod_mtu + OVERHEAD[c.tunnel],
+                 peers),
+    ]
+    if addr is not None:
+        out.append(Address(f"{addr}/{c.wireguard_cidr.prefixlen}", wireguard.DEVICE))
+    out.append(WgFilter(wireguard.DEVICE, proto))
+    return out
 
 
 def pod_guard(observed: HostState) -> PodGuard:

@@ -208,8 +208,54 @@ class Service(_Obj):
     name: str
 
 
+@dataclasses.dataclass(frozen=True)
+class WgKey(_Obj):
+    """This node's WireGuard private key file (encryption/wg_keys.py makes it, 0600): ours by its
+    path, kept while the agent runs whatever the encryption, deleted only by teardown.  Never
+    holds the key."""
+    kind, KEY, LABEL = "wireguard-key", "path", "{path}"
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class WgDevice(_Obj):
+    """The WireGuard device (encryption/wireguard.py DEVICE), tagged with ALIAS: its port, the
+    public key of the private key it holds (None: the key file is not made yet), its MTU and
+    its peers (encryption.wireguard.WgPeer, sorted)."""
+    kind = "wireguard"
+    name: str
+    port: int
+    public_key: str | None
+    mtu: int
+    peers: tuple = ()
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (port {self.port}, mtu {self.mtu}, {len(self.peers)} peers)"
+
+
+@dataclasses.dataclass(frozen=True)
+class WgFilter(_Obj):
+    """nftables table `inet ovs_mesh_wg`: packets of our tunnel (`tunnel`: "udp PORT" for VXLAN
+    and Geneve, "gre") that did not arrive through `device` are dropped and counted, so that no
+    plaintext tunnel packet from the underlay reaches Open vSwitch ("" fields when observed
+    without our rule)."""
+    kind, KEY_VALUE = "wireguard-filter", f"inet {NFT_TABLE}_wg"
+    device: str
+    tunnel: str
+
+    @property
+    def label(self) -> str:
+        return f"tunnel packets only through {self.device or '?'} (nft table inet {NFT_TABLE}_wg)"
+
+
 HostObject = (Kbr | Enslaved | LinkUp | Address | HostRoute | Sysctl | Offload | Masquerade | LegacyMasquerade
-              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort | Service)
+              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort | Service | WgKey | WgDevice
+              | WgFilter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,6 +280,9 @@ class HostFacts:
     systemd: bool = False                     # systemd runs this host (services can be started)
     xfrm: bool = True                         # the kernel has XFRM (IPsec): /proc/net/xfrm_stat
     ipsec_monitor: bool = True                # ovs-monitor-ipsec is installed (Debian's openvswitch-ipsec)
+    wireguard: bool = True                    # the kernel has WireGuard (built in, loaded or installed)
+    wg_tools: bool = True                     # wireguard-tools' `wg` is installed
+    wg_public_key: str | None = None          # the public key of local.wireguard_key (None: no file yet)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -139,9 +139,12 @@ class Netlink:
 
     # --- writes ----------------------------------------------------------
     def create_bridge(self, name: str, alias: str) -> None:
-        """A Linux bridge tagged with `alias` (IFLA_IFALIAS).  The alias can
+        self.create_link(name, "bridge", alias)
+
+    def create_link(self, name: str, kind: str, alias: str) -> None:
+        """A link of `kind` (bridge, wireguard) tagged with `alias` (IFLA_IFALIAS).  The alias can
         only be set after creation; if that fails the link is removed again."""
-        self.ipr.link("add", ifname=name, kind="bridge")
+        self.ipr.link("add", ifname=name, kind=kind)
         try:
             self.ipr.link("set", index=self._index(name), ifalias=alias)
         except Exception:

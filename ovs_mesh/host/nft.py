@@ -15,6 +15,10 @@ ownership is trivial: nothing outside them is read or touched.
   cluster, and VLAN-tagged frames (they would carry IPv4/IPv6 past these
   matches).  Link-local and unspecified (::) IPv6 sources pass for ICMPv6
   only: pods need them for neighbour discovery, DAD and MLD.
+- `inet ovs_mesh_wg` (cluster.encryption wireguard): tunnel packets (VXLAN/Geneve
+  UDP, GRE) addressed to this host that did not arrive through the WireGuard
+  device are dropped and counted: a plaintext tunnel packet forged on the
+  underlay never reaches Open vSwitch.
 
 The first rule of each table carries a comment naming its parameters, which
 is what `observe_*` reads back to compare with the desired state.  Replacing a
@@ -32,6 +36,8 @@ TABLE = "ovs_mesh"
 MASQ_FAMILY, LEGACY_MASQ_FAMILY, ANTISPOOF_FAMILY = "inet", "ip", "bridge"
 MASQ_COMMENT, ANTISPOOF_COMMENT = "ovs-mesh masquerade ", "ovs-mesh antispoof "
 NO_REDIRECTS = "no-redirects"
+# cluster.encryption wireguard: `inet ovs_mesh_wg`, tunnel packets only through the WireGuard device
+WG_FAMILY, WG_TABLE, WG_COMMENT = "inet", TABLE + "_wg", "ovs-mesh wireguard "
 
 
 class NftUnavailable(RuntimeError):
@@ -48,12 +54,12 @@ def _nft(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["nft", *args], input=stdin, capture_output=True, text=True, timeout=30)
 
 
-def _comment(family: str, prefix: str) -> str | None:
+def _comment(family: str, prefix: str, table: str = TABLE) -> str | None:
     """The parameters in our table's comment ("" if the table exists without
     it), or None if the table does not exist / nft is missing."""
     if not available():
         return None
-    p = _nft("-j", "list", "table", family, TABLE)
+    p = _nft("-j", "list", "table", family, table)
     if p.returncode != 0:
         return None
     for item in json.loads(p.stdout).get("nftables", []):
@@ -174,17 +180,39 @@ def antispoof_ruleset(subnet: str, gateway: str, gateway_port: str, bridge: str,
             f"  }}\n}}\n")
 
 
-def replace(family: str, ruleset: str) -> None:
+def observe_wg_filter() -> tuple[str, str] | None:
+    """(device, tunnel: "udp PORT" or "gre") of our WireGuard filter table, ("", "") without our
+    rule, None without the table."""
+    found = _comment(WG_FAMILY, WG_COMMENT, WG_TABLE)
+    if found is None:
+        return None
+    device, _, tunnel = found.partition(" ")
+    return (device, tunnel) if device and tunnel else ("", "")
+
+
+def wg_filter_ruleset(device: str, tunnel: str) -> str:
+    """Packets of our tunnel for this host (`tunnel`: "udp PORT" for VXLAN/Geneve, "gre") that
+    did not come out of the WireGuard `device` are dropped and counted, in the input hook:
+    before the tunnel's socket or GRE handler sees them."""
+    match = "meta l4proto gre" if tunnel == "gre" else f"udp dport {int(tunnel.split()[1])}"
+    return (f"table {WG_FAMILY} {WG_TABLE} {{\n"
+            f"  chain input {{\n"
+            f"    type filter hook input priority filter; policy accept;\n"
+            f'    iifname != "{device}" {match} counter drop comment "{WG_COMMENT}{device} {tunnel}"\n'
+            f"  }}\n}}\n")
+
+
+def replace(family: str, ruleset: str, table: str = TABLE) -> None:
     """Replace our table of `family` atomically (create-if-missing, delete, add)."""
-    script = f"table {family} {TABLE}\ndelete table {family} {TABLE}\n" + ruleset
+    script = f"table {family} {table}\ndelete table {family} {table}\n" + ruleset
     p = _nft("-f", "-", stdin=script)
     if p.returncode != 0:
         raise RuntimeError(f"nft: {p.stderr.strip()}")
 
 
-def remove(family: str) -> None:
-    if _comment(family, "") is None:
+def remove(family: str, table: str = TABLE) -> None:
+    if _comment(family, "", table) is None:
         return
-    p = _nft("delete", "table", family, TABLE)
-    if p.returncode != 0 and _comment(family, "") is not None:
-        raise RuntimeError(f"nft delete table {family} {TABLE}: {p.stderr.strip()}")
+    p = _nft("delete", "table", family, table)
+    if p.returncode != 0 and _comment(family, "", table) is not None:
+        raise RuntimeError(f"nft delete table {family} {table}: {p.stderr.strip()}")

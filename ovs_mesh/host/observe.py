@@ -4,10 +4,13 @@ what is ours (by tag) and the settings we change; whatever we would have to
 write but is not ours is reported in `facts.foreign`, not returned."""
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 
 from topology.model import Config
 
+from ..encryption import wg_device, wg_keys, wireguard
 from ..ovs.model import BRIDGE
 from ..pod_guard import observe as guard_observe
 from ..pod_guard import table as guard_table
@@ -37,6 +40,9 @@ from .model import (
     Underlay,
     UnderlayBridge,
     UnderlayPort,
+    WgDevice,
+    WgFilter,
+    WgKey,
 )
 from .netlink import Netlink
 from .underlay import tx_checksum
@@ -161,6 +167,7 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
                        "refusing to overwrite it")
     elif content is not None:
         objects.append(CniFile(path, content))
+    wg_public = _observe_wireguard(config, nl, objects, foreign)
     systemd = services.systemd_running()
     if systemd:
         for unit in (services.IPSEC_UNIT,):
@@ -171,8 +178,49 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
                       saved=saved.restore, foreign=tuple(foreign), ra_links=ra_links,
                       ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
                       bridge_scoped=nft.bridge_meta_supported(), systemd=systemd,
-                      xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT))
+                      xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT),
+                      wireguard=kernel_has_wireguard(), wg_tools=shutil.which(wg_device.WG) is not None,
+                      wg_public_key=wg_public)
     return HostState(tuple(objects), facts)
+
+
+def kernel_has_wireguard() -> bool:
+    """Loaded or built in (/sys/module/wireguard), or installed as a module the kernel loads when
+    the first device is made.  Where the modules cannot be seen (the unit's ProtectKernelModules
+    hides /lib/modules) the device's creation tells (apply.py)."""
+    if os.path.isdir("/sys/module/wireguard"):
+        return True
+    modules = f"/lib/modules/{os.uname().release}"
+    if not os.access(modules, os.R_OK | os.X_OK):
+        return True
+    return bool(glob.glob(f"{modules}/kernel/drivers/net/wireguard/wireguard.ko*"))
+
+
+def _observe_wireguard(config: Config, nl: Netlink, objects: list[HostObject], foreign: list[str]) -> str | None:
+    """The key file (its public key is returned; a file that is not a key is a ConfigError), the
+    device if it is ours (tagged with ALIAS) with its addresses, and the filter table."""
+    path = config.local.wireguard_key
+    public = None
+    if config.cluster.encryption == "wireguard" or os.path.lexists(path):
+        public = wg_keys.read_public_key(path)
+        if public is not None:
+            objects.append(WgKey(path))
+    link = nl.link(wireguard.DEVICE)
+    if link is not None and link.alias != ALIAS:
+        if config.cluster.encryption == "wireguard":
+            foreign.append(f"link {wireguard.DEVICE} exists but was not created by ovs-mesh (no alias {ALIAS!r}); "
+                           "refusing to touch it")
+    elif link is not None:
+        try:
+            view = wg_device.read(wireguard.DEVICE)
+            objects.append(WgDevice(wireguard.DEVICE, view.port, view.public_key, link.mtu, view.peers))
+        except wg_device.WgError:   # a device wg cannot read: made again
+            objects.append(WgDevice(wireguard.DEVICE, 0, None, link.mtu))
+        objects += [Address(a, wireguard.DEVICE) for a in nl.addresses(wireguard.DEVICE)]
+    found = nft.observe_wg_filter()
+    if found is not None:
+        objects.append(WgFilter(*found))
+    return public
 
 
 def _pods(config: Config, have_kbr: bool, guarded: set[str]) -> tuple[tuple[str, ...], tuple]:

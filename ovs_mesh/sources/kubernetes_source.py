@@ -5,8 +5,7 @@ a file; it lists and watches Nodes through the official ``kubernetes`` client
 and turns every Node that has a pod CIDR of each cluster family
 (``spec.podCIDRs``) and an ``InternalIP`` of the underlay family into a
 `topology.model.Node` (which fields, and why: `kube_nodes`).  The agent only sees the result through three calls
-(``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file
-source.
+(``start(notify)``, ``nodes()``, ``stop()``), the same protocol as the file source.
 
 How it works (one background thread, informer style):
   list Nodes (in pages: ``limit``/``continue``, as client-go's reflector does)
@@ -34,7 +33,7 @@ ones `kube_nodes.select` picked), so an event re-checks one Node and unchanged
 Nodes keep their `Node` objects (the agent compares them by identity); a burst
 of events (a cluster coming up) is validated once: the watch thread only
 records each change, a worker thread re-validates once for all the changes that
-came meanwhile.
+came meanwhile.  One write: `annotate_wireguard_key`, the agent's own Node's public key.
 """
 from __future__ import annotations
 
@@ -170,6 +169,19 @@ class KubernetesSource:
             problems = self._problems
         return tuple(sorted((name, p.reason, p.message) for (name, _), p in problems.items()
                             if name and p.reason is not None))
+
+    def annotation(self, name: str) -> Any:
+        """Node `name`'s WireGuard public key annotation as last listed or watched (raw, or None)."""
+        o = self._objects.get(name)   # one dict read: atomic, the watch thread replaces values whole
+        return o.wireguard_key if o is not None else None
+
+    def annotate_wireguard_key(self, name: str, public_key: str) -> None:
+        """A merge patch of that one annotation of Node `name` (RBAC `patch` on nodes); the watch
+        then delivers it.  The answer (the whole Node) is released, not deserialized."""
+        from .kube_nodes import WIREGUARD_ANNOTATION
+        body = {"metadata": {"annotations": {WIREGUARD_ANNOTATION: public_key}}}
+        resp = self._api.patch_node(name, body, _request_timeout=self.request_timeout, _preload_content=False)
+        resp.release_conn()  # type: ignore[attr-defined]  # with _preload_content=False: the urllib3 response
 
     def list_once(self) -> tuple[Node, ...]:
         """One list, validated as the agent does (for `status`, `plan`, `apply`); no watch."""

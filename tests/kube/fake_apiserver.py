@@ -140,6 +140,8 @@ class FakeApiServer:
         self.snapshots: dict[str, tuple[int, list[str]]] = {}   # continue token's list -> (rv, its Node names)
         self.after_page = None   # called (outside the lock) after each page of a list in pages is served
         self.conns: set[socket.socket] = set()
+        self.patches: list[tuple[str, str, dict]] = []   # (Node name, Content-Type, body) of each PATCH
+        self.may_patch = True    # False: PATCH is refused as an RBAC without `patch` on nodes would
         self.port = 0
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
@@ -350,6 +352,26 @@ class _Handler(BaseHTTPRequestHandler):
         if not watch:
             return self._list(q)
         return self._watch(q)
+
+    def do_PATCH(self):  # http.server's naming
+        """A merge patch of one Node's metadata.annotations (what the agent sends), as MODIFIED."""
+        fake = self.fake
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        name = urlsplit(self.path).path.rsplit("/", 1)[-1]
+        if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self._json(401, self._status(401, "Unauthorized", "Unauthorized"))
+        if not fake.may_patch:
+            return self._json(403, self._status(403, "Forbidden", f'nodes "{name}" is forbidden: cannot patch'))
+        with fake.cond:
+            fake.patches.append((name, self.headers.get("Content-Type", ""), body))
+            node = fake.nodes.get(name)
+            if node is None:
+                return self._json(404, self._status(404, "NotFound", f'nodes "{name}" not found'))
+            notes = (body.get("metadata") or {}).get("annotations") or {}
+            node["metadata"].setdefault("annotations", {}).update(notes)
+            fake._emit("MODIFIED", node)
+            out = copy.deepcopy(node)
+        return self._json(200, out)
 
     def _list(self, q: dict) -> None:
         fake = self.fake

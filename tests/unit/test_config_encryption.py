@@ -67,11 +67,11 @@ def test_valid_modes_parse(tmp_path):
     assert c.cluster.encryption == "none"
 
 
-def test_wireguard_is_refused_until_the_device_exists(tmp_path, capsys):
-    """Validated, but refused: the agent would lower the MTU and leave the tunnels in clear."""
+def test_wireguard_parses_on_the_kernel_datapath(tmp_path):
     data = kernel(base_config(encryption="wireguard"))
-    code, out = validate_exit(tmp_path, data, capsys)
-    assert code == 2 and "cluster.encryption: wireguard: not available yet" in out
+    data["nodes"][1]["wireguard_public_key"] = WG_KEY
+    c = parse_config(data)
+    assert c.cluster.encryption == "wireguard" and c.nodes[1].wireguard_key == WG_KEY
 
 
 # (description, config change, expected: field, value, reason) -- pure rules of the parse

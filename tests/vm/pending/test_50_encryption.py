@@ -22,21 +22,35 @@ import shlex
 import subprocess
 import tempfile
 
-import pytest
-
 from tests.helpers import wait_for
-from tests.vm.vmlab import OVS_MESH, TIMES, timed
+from tests.vm.crypto import (
+    ESP,
+    TIMES,
+    agent_killed,
+    capture_start,
+    capture_stop,
+    check_under_capture,
+    forged_delivered,
+    ping_start,
+    ping_stop,
+    pods,
+    set_and_converge,
+    shown,
+    stop_background,
+    switch_under_ping,
+    timed,
+    warm_up_pods,
+)
+
+__all__ = ["pods"]   # the fixture, imported
 
 CERT = "/etc/ipsec.d/certs/ovs-mesh-node.crt"
 KEY = "/etc/ipsec.d/private/ovs-mesh-node.key"
 CA = "/etc/ipsec.d/cacerts/ovs-mesh-ca.crt"
 PSK_FILE = "/etc/ovs-mesh/ipsec.psk"
-UNDERLAY = "192.168.56"
-PLAINTEXT = "udp port 4789 or udp port 6081 or ip proto 47"
-CAPTURE = "/tmp/ec-underlay.pcap"
-POD_NAME = "ecp"
 OFF = {"cluster.tunnel": "vxlan", "cluster.encryption": None, "cluster.ipsec_auth": None, "local.certificate": None,
        "local.private_key": None, "local.ca_cert": None, "local.psk_file": None}
+
 
 
 def make_certs(nodes: list[str], where: str) -> dict[str, dict[str, str]]:
@@ -74,14 +88,6 @@ def remove_credentials(lab) -> None:
     lab.on_all(f"rm -f {CERT} {KEY} {CA} {PSK_FILE}", check=False)
 
 
-def underlay_dev(lab, node: str) -> str:
-    return lab.ssh(node, f"ip -o -4 addr show to {UNDERLAY}.0/24 | awk '{{print $2}}'").stdout.split()[0]
-
-
-def node_ip(node: str) -> str:
-    return f"{UNDERLAY}.{10 + int(node.rsplit('-', 1)[1])}"
-
-
 def esp_states(lab, node: str) -> int:
     return int(lab.ssh(node, "ip xfrm state | grep -c 'proto esp' || true").stdout.strip() or 0)
 
@@ -94,81 +100,10 @@ def xfrm_drops(lab, node: str) -> int:
 def warm_up(lab, pods: dict) -> None:
     """Pod traffic between every pair of VMs (IPsec's trap policies start the IKE exchange on the
     first packet), until each VM holds an ESP SA in both directions with each peer."""
-    for a in lab.nodes:
-        for b in lab.nodes:
-            if a != b:
-                wait_for(lambda a=a, b=b: lab.ssh(a, f"ip netns exec {pods[a]['ns']} ping -c1 -W2 {pods[b]['ip']}",
-                                                  check=False).returncode == 0,
-                         timeout=240, interval=2, what=f"pod on {a} -> pod on {b} through IPsec")
+    warm_up_pods(lab, pods, "IPsec", timeout=240)
     for node in lab.nodes:
         wait_for(lambda node=node: esp_states(lab, node) >= 2 * (len(lab.nodes) - 1), timeout=120, interval=2,
                  what=f"{node}: an ESP SA each way with each peer")
-
-
-def capture_start(lab) -> None:
-    lab.on_all(f"rm -f {CAPTURE}; nohup tcpdump -i $(ip -o -4 addr show to {UNDERLAY}.0/24 | awk '{{print $2}}') "
-               f"-n -U -w {CAPTURE} '{PLAINTEXT} or ip proto 50' >/dev/null 2>&1 & echo $! > {CAPTURE}.pid")
-    for node in lab.nodes:
-        wait_for(lambda node=node: lab.ssh(node, f"test -s {CAPTURE}", check=False).returncode == 0,
-                 timeout=30, interval=0.5, what=f"{node}: tcpdump on the underlay")
-
-
-def capture_stop(lab) -> tuple[int, int]:
-    """(plaintext tunnel packets the VMs sent, ESP packets seen) over the capture."""
-    plain = esp = 0
-    for node in lab.nodes:
-        lab.ssh(node, f"kill -INT $(cat {CAPTURE}.pid); while kill -0 $(cat {CAPTURE}.pid) 2>/dev/null; "
-                      "do sleep 0.1; done")
-        count = f"tcpdump -r {CAPTURE} -n"
-        plain += int(lab.ssh(node, f"{count} 'src host {node_ip(node)} and ({PLAINTEXT})' 2>/dev/null | wc -l").stdout)
-        esp += int(lab.ssh(node, f"{count} 'ip proto 50' 2>/dev/null | wc -l").stdout)
-        lab.ssh(node, f"rm -f {CAPTURE} {CAPTURE}.pid")
-    return plain, esp
-
-
-def host_underlay_iface() -> str | None:
-    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "to", f"{UNDERLAY}.0/24"], capture_output=True,
-                         text=True).stdout.split()
-    return out[1] if len(out) > 1 else None
-
-
-def forged_delivered(lab, pods: dict, subnet2: str) -> tuple[int, int]:
-    """From the host on the underlay: 20 plaintext GRE packets (key 0, Ethernet inside, as OVS's GRE
-    ports send) with node-2's address as outer source,
-    to node-1, carrying UDP from node-2's pod subnet to node-1's pod; then one legitimate packet
-    from node-2's pod the same way.  Once the legitimate one arrived (sent last), returns
-    (forged packets the pod received, XFRM drops counted on node-1 meanwhile)."""
-    from scapy.all import IP, UDP, Ether, Raw, conf, sendp  # the host's scapy (test requirements)
-    from scapy.layers.l2 import GRE
-
-    iface = host_underlay_iface()
-    assert iface, f"the host has no address on {UNDERLAY}.0/24: it cannot play the attacker"
-    dev = underlay_dev(lab, "node-1")
-    mac = lab.ssh("node-1", f"cat /sys/class/net/{dev}/address").stdout.strip()
-    pod1, pod2 = pods["node-1"], pods["node-2"]
-    pod_mac = lab.ssh("node-1", f"ip netns exec {pod1['ns']} cat /sys/class/net/eth0/address").stdout.strip()
-    log = "/tmp/ec-forged.txt"
-    lab.ssh("node-1", f"rm -f {log}; nohup ip netns exec {pod1['ns']} tcpdump -i eth0 -n -l -A 'udp port 9999' "
-                      f">{log} 2>&1 & echo $! > {log}.pid")
-    wait_for(lambda: "listening on" in lab.ssh("node-1", f"cat {log}").stdout, timeout=30, interval=0.5,
-             what="tcpdump in node-1's pod")
-    drops = xfrm_drops(lab, "node-1")
-    inner_src = subnet2.split("/")[0].rsplit(".", 1)[0] + ".77"
-    pkt = (Ether(dst=mac) / IP(src=node_ip("node-2"), dst=node_ip("node-1"), proto=47)
-           / GRE(proto=0x6558, key_present=1, key=0) / Ether(src="0a:58:00:00:00:77", dst=pod_mac)
-           / IP(src=inner_src, dst=pod1["ip"]) / UDP(sport=5555, dport=9999) / Raw(b"ec-forged-gre"))
-    conf.verb = 0
-    sendp(pkt, iface=iface, count=20, inter=0.01)
-    legit = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-             f"s.sendto(b'ec-legit-marker', ('{pod1['ip']}', 9999))")
-
-    def marker_arrived() -> bool:
-        lab.ssh("node-2", f"ip netns exec {pod2['ns']} python3 -c {shlex.quote(legit)}")
-        return "ec-legit-marker" in lab.ssh("node-1", f"cat {log}").stdout
-    wait_for(marker_arrived, timeout=60, interval=1,
-             what="the legitimate packet from node-2's pod (sent after the forged ones)")
-    got = lab.ssh("node-1", f"kill $(cat {log}.pid); cat {log}; rm -f {log} {log}.pid").stdout
-    return got.count("ec-forged-gre"), xfrm_drops(lab, "node-1") - drops
 
 
 def encrypted_pings(lab, pods: dict, what: str) -> tuple[int, int]:
@@ -185,49 +120,6 @@ def encrypted_pings(lab, pods: dict, what: str) -> tuple[int, int]:
     return plain, esp
 
 
-PING_LOG = "/tmp/ec-ping.log"
-
-
-def ping_start(lab, a: dict, b: dict) -> None:
-    """A 0.1 s ping from pod A (on node-1) to pod B, in the background, with reply timestamps."""
-    lab.ssh("node-1", f"rm -f {PING_LOG}; nohup ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} "
-                      f">{PING_LOG} 2>&1 & echo $! > {PING_LOG}.pid")
-
-
-def ping_stop(lab) -> tuple[float, int]:
-    """(longest gap between two replies in s, pings lost) of the background ping."""
-    out = lab.ssh("node-1", f"kill -INT $(cat {PING_LOG}.pid); while kill -0 $(cat {PING_LOG}.pid) 2>/dev/null; "
-                            f"do sleep 0.1; done; cat {PING_LOG}; rm -f {PING_LOG} {PING_LOG}.pid").stdout
-    stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
-    sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert sent and stamps, out[-2000:]
-    gap = max((y - x for x, y in zip(stamps, stamps[1:])), default=0.0)
-    return round(gap, 2), int(sent.group(1)) - int(sent.group(2))
-
-
-def stop_background(lab) -> None:
-    """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
-    pidfiles = f"{PING_LOG}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid"
-    lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
-               check=False)
-
-
-def set_and_converge(lab, edits: dict, what: str) -> None:
-    with timed(f"5. {what} -> every agent converged"):
-        lab.wait_converged(lab.set_config(edits))
-
-
-@pytest.fixture
-def pods(vm_lab):
-    made = {}
-    try:
-        for node in vm_lab.nodes:
-            made[node] = vm_lab.pods(node, POD_NAME)
-        yield made
-    finally:
-        vm_lab.on_all(f"{OVS_MESH} lab down --name {POD_NAME} >/dev/null 2>&1", check=False)
-
-
 def test_5_ipsec(vm_lab, pods):
     lab = vm_lab
     subnet2 = next(n["subnet"] for n in lab.read_config("node-1")["nodes"] if n["name"] == "node-2")
@@ -240,7 +132,7 @@ def test_5_ipsec(vm_lab, pods):
         set_and_converge(lab, {"cluster.tunnel": "gre"}, "cluster.tunnel: gre")
         # Without encryption a forged tunnel packet is delivered: the attack works (the control).
         with timed("5. forged GRE packet, no encryption (control)"):
-            forged, _ = forged_delivered(lab, pods, subnet2)
+            forged, _ = forged_delivered(lab, pods, subnet2, xfrm_drops)
         TIMES["5.   forged packets delivered without encryption (of 20)"] = forged
         assert forged > 0, "the control failed: a forged packet should reach the pod without encryption"
 
@@ -260,34 +152,19 @@ def test_5_ipsec(vm_lab, pods):
         gap, lost = ping_stop(lab)
         TIMES["5.   switching IPsec on: longest pod traffic gap (s)"] = gap
         TIMES["5.   switching IPsec on: pings lost (0.1 s interval)"] = lost
-        capture_start(lab)
-        try:
-            with timed("5. check.sh (gre, IPsec with certificates)"):
-                lab.check()
-        finally:
-            plain, esp = capture_stop(lab)
+        plain, esp = check_under_capture(lab, pods, "gre, IPsec with certificates", ESP)
         TIMES["5.   plaintext tunnel packets sent during check.sh (IPsec)"] = plain
         TIMES["5.   ESP packets seen during check.sh"] = esp
         assert plain == 0 and esp > 0, (plain, esp)
 
         with timed("5. forged GRE packet, IPsec"):
-            forged, drops = forged_delivered(lab, pods, subnet2)
+            forged, drops = forged_delivered(lab, pods, subnet2, xfrm_drops)
         TIMES["5.   forged packets delivered with IPsec (of 20)"] = forged
         TIMES["5.   XFRM inbound drops counted meanwhile"] = drops
         assert forged == 0 and drops > 0, (forged, drops)
 
-        spis = lab.ssh("node-1", "ip xfrm state | grep -o 'spi 0x[0-9a-f]*' | sort").stdout
-        with timed("5. systemctl kill -s KILL ovs-mesh under an encrypted ping"):
-            gap, lost = lab.traffic_gap(pods["node-1"], pods["node-2"], "systemctl kill -s KILL ovs-mesh")
-        TIMES["5.   pings lost, agent killed, IPsec"] = lost
-        TIMES["5.   longest gap (s), agent killed, IPsec"] = gap
-        assert lost == 0
-        wait_for(lambda: lab.ssh("node-1", "systemctl is-active ovs-mesh", check=False).stdout.strip() == "active",
-                 timeout=120, interval=1, what="systemd to restart the agent")
-        wait_for(lambda: "no changes" in lab.ssh("node-1", f"{OVS_MESH} plan", check=False).stdout,
-                 timeout=120, interval=2, what="node-1: nothing to change after the agent's restart")
-        assert lab.ssh("node-1", "ip xfrm state | grep -o 'spi 0x[0-9a-f]*' | sort").stdout == spis, \
-            "the agent's restart replaced the SAs"
+        agent_killed(lab, pods, "IPsec",
+                     lambda: lab.ssh("node-1", "ip xfrm state | grep -o 'spi 0x[0-9a-f]*' | sort").stdout)
 
         # The pre-shared key, once: opt-in, from a root-only file.
         set_and_converge(lab, {"cluster.ipsec_auth": "psk", "local.psk_file": PSK_FILE, "local.certificate": None,
@@ -298,14 +175,9 @@ def test_5_ipsec(vm_lab, pods):
         TIMES["5.   ESP packets during pod pings (IPsec PSK)"] = esp
         assert plain == 0 and esp >= 40, (plain, esp)
         psk = lab.ssh("node-1", f"cat {PSK_FILE}").stdout.strip()
-        shown = lab.ssh("node-1", f"{OVS_MESH} status --json; {OVS_MESH} plan --json; "
-                                  "journalctl -u ovs-mesh --no-pager -n 500", check=False)
-        assert psk not in shown.stdout + shown.stderr, "the PSK is shown by status, plan or the journal"
-        ping_start(lab, pods["node-1"], pods["node-2"])
+        assert not shown(lab, psk), "the PSK is shown by status, plan, the metrics or the journal"
         switched_off = True
-        set_and_converge(lab, OFF, "cluster.encryption: none again")
-        lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
-        gap, lost = ping_stop(lab)
+        gap, lost = switch_under_ping(lab, pods, OFF, "cluster.encryption: none again")
         TIMES["5.   switching IPsec off: longest pod traffic gap (s)"] = gap
         TIMES["5.   switching IPsec off: pings lost (0.1 s interval)"] = lost
     finally:
@@ -322,3 +194,5 @@ def test_5_ipsec(vm_lab, pods):
         assert "ipsec_skb_mark" not in oc and "certificate" not in oc, oc
     with timed("5. pod traffic without encryption again"):
         lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
+
+

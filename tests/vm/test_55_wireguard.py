@@ -1,0 +1,121 @@
+"""WireGuard on the kernel datapath, switched on by editing the agents' config as an operator would
+(the file source: each VM makes its key pair with `ovs-mesh wireguard-key`, the public keys go into
+every node's `nodes[].wireguard_public_key`), and off again.
+
+On VXLAN in flow mode, the tunnels riding inside the WireGuard device: check.sh passes in full; a
+capture on every VM's underlay during it sees no plaintext tunnel packet, only udp/51820; VXLAN
+packets forged from the host on the underlay, with node-2's underlay address or its WireGuard
+address as outer source and a pod as inner destination, are not delivered (counted in the pod; the
+filter table's counter rises); the agent killed loses no packet and leaves the device as it was; the
+private key shows nowhere (status, plan, metrics, journal).  Not here: GRE/Geneve and port mode
+under WireGuard, rekeying and key rotation under load, the Kubernetes annotation (tests/kube),
+iperf3 and RTT side by side.  The module leaves the VMs as it found them (VXLAN, flow mode, no
+encryption, no key file, the agents converged), also on failure.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from tests.helpers import wait_for
+from tests.vm.crypto import (
+    OVS_MESH,
+    TIMES,
+    agent_killed,
+    check_under_capture,
+    forged_delivered,
+    ping_start,
+    ping_stop,
+    pods,
+    set_and_converge,
+    shown,
+    stop_background,
+    switch_under_ping,
+    timed,
+    warm_up_pods,
+)
+
+__all__ = ["pods"]   # the fixture, imported
+WIREGUARD = "udp port 51820"
+WG_KEY = "/var/lib/ovs-mesh/wireguard/private.key"
+WG_DEV = "ovsm-wg0"
+WG_OFF = {"cluster.encryption": None}
+
+
+def wg_drops(lab, node: str) -> int:
+    """Packets our WireGuard filter dropped (tunnel packets not from the device)."""
+    out = lab.ssh(node, "nft list table inet ovs_mesh_wg 2>/dev/null", check=False).stdout
+    return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
+
+
+def wg_device_id(lab, node: str) -> str:
+    """The device's ifindex and its peers' keys and endpoints (what a restart must not change)."""
+    return lab.ssh(node, f"cat /sys/class/net/{WG_DEV}/ifindex; wg show {WG_DEV} endpoints | sort").stdout
+
+
+def test_5_wireguard(vm_lab, pods):
+    lab = vm_lab
+    nodes = lab.read_config("node-1")["nodes"]
+    subnet2 = next(n["subnet"] for n in nodes if n["name"] == "node-2")
+    subnet2 = subnet2 if isinstance(subnet2, str) else subnet2[0]
+    switched_off = False
+    try:
+        with timed("5w. a WireGuard key pair made on every VM (ovs-mesh wireguard-key)"):
+            keys = {n: p.stdout.strip() for n, p in lab.on_all(f"{OVS_MESH} wireguard-key").items()}
+        for node in lab.nodes:
+            mode = lab.ssh(node, f"stat -c '%a %U' {WG_KEY}").stdout.split()
+            assert mode == ["600", "root"], (node, mode)
+        # the topology file gets every node's public key, then the mode is switched on under a pod ping
+        with_keys = [{**n, "wireguard_public_key": keys[n["name"]]} for n in nodes]
+        set_and_converge(lab, {"nodes": with_keys}, "nodes[].wireguard_public_key")
+        ping_start(lab, pods["node-1"], pods["node-2"])
+        set_and_converge(lab, {"cluster.encryption": "wireguard"}, "cluster.encryption: wireguard (VXLAN)")
+        with timed("5w. first pod packet -> a WireGuard handshake with every peer"):
+            warm_up_pods(lab, pods, "WireGuard")
+            for node in lab.nodes:
+                wait_for(lambda node=node: lab.ssh(node, f"wg show {WG_DEV} latest-handshakes | awk '$2 > 0' | wc -l"
+                                                   ).stdout.strip() == str(len(lab.nodes) - 1),
+                         timeout=60, interval=1, what=f"{node}: a handshake with each peer")
+        gap, lost = ping_stop(lab)
+        TIMES["5w.  switching WireGuard on: longest pod traffic gap (s)"] = gap
+        TIMES["5w.  switching WireGuard on: pings lost (0.1 s interval)"] = lost
+        for node in lab.nodes:
+            st = json.loads(lab.ssh(node, f"{OVS_MESH} status --json").stdout)
+            assert {p["name"]: p["encryption"]["state"] for p in st["peers"]} == \
+                dict.fromkeys((n for n in lab.nodes if n != node), "up"), st["peers"]
+        plain, wg = check_under_capture(lab, pods, "vxlan inside WireGuard", WIREGUARD)
+        TIMES["5w.  plaintext tunnel packets sent during check.sh (WireGuard)"] = plain
+        TIMES["5w.  WireGuard packets (udp/51820) seen during check.sh"] = wg
+        assert plain == 0 and wg > 0, (plain, wg)
+
+        with timed("5w. forged VXLAN packets, WireGuard"):
+            forged, drops = forged_delivered(lab, pods, subnet2, wg_drops, "vxlan")
+            forged_wg, drops_wg = forged_delivered(lab, pods, subnet2, wg_drops, "vxlan",
+                                                   outer_src="100.64.0.3")
+        TIMES["5w.  forged VXLAN delivered, outer source node-2's underlay address (of 20)"] = forged
+        TIMES["5w.  forged VXLAN delivered, outer source node-2's WireGuard address (of 20)"] = forged_wg
+        TIMES["5w.  packets the WireGuard filter dropped meanwhile"] = drops + drops_wg
+        assert forged == 0 and forged_wg == 0 and drops > 0, (forged, forged_wg, drops, drops_wg)
+
+        agent_killed(lab, pods, "WireGuard", lambda: wg_device_id(lab, "node-1"))
+
+        private = lab.ssh("node-1", f"cat {WG_KEY}").stdout.strip()
+        assert not shown(lab, private), "the private key is shown by status, plan, the metrics or the journal"
+
+        switched_off = True
+        gap, lost = switch_under_ping(lab, pods, WG_OFF, "cluster.encryption: none again (from WireGuard)")
+        for node in lab.nodes:   # the key stays (WireGuard on again keeps the public key); teardown removes it
+            assert lab.ssh(node, f"test -f {WG_KEY}", check=False).returncode == 0, node
+        TIMES["5w.  switching WireGuard off: longest pod traffic gap (s)"] = gap
+        TIMES["5w.  switching WireGuard off: pings lost (0.1 s interval)"] = lost
+    finally:
+        stop_background(lab)
+        if not switched_off:
+            set_and_converge(lab, WG_OFF, "cluster.encryption: none (after a failure)")
+        set_and_converge(lab, {"nodes": nodes}, "nodes without WireGuard keys")
+        lab.on_all(f"rm -f {WG_KEY}", check=False)
+    for node in lab.nodes:
+        left = lab.ssh(node, f"ip -br link show {WG_DEV} 2>&1; nft list table inet ovs_mesh_wg 2>&1", check=False)
+        assert "does not exist" in left.stdout and "No such file" in left.stdout, left.stdout
+
+
