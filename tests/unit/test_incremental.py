@@ -237,9 +237,9 @@ def test_the_watcher_does_not_judge_what_it_read_while_a_pass_changed_ovs(tmp_pa
         wait_for(lambda: len(turns) >= n + 2, 5, "two turns of the watcher")
 
     w = OvsWatcher(expected, session, lambda reason, *a, **k: kicks.append(reason), interval=0.005)
-    w.start()
     try:
-        with expected.changing():        # a pass is changing OVS (the epoch is odd)
+        with expected.changing():        # a pass is changing OVS (the epoch is odd) from the first turn on:
+            w.start()                    # a turn before it would see the difference while idle
             two_more_turns()             # a new client: the watcher remembers its session
             ovsdb.transactions += 1      # the cache changed ...
             two_more_turns()             # ... while a pass runs: not judged
