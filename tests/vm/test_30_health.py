@@ -92,15 +92,6 @@ def unblock(lab) -> None:
     lab.on_all(f"nft delete table inet {BLOCK} 2>/dev/null || true")
 
 
-def probed_since(lab, node, since: int) -> bool:
-    """NODE's prober runs at INTERVAL and every peer answered (each family probed) since SINCE
-    (the VM's clock): the rounds of the schedule before an edit are done."""
-    rec = json.loads(lab.ssh(node, f"cat {HEALTH}").stdout)
-    peers = rec.get("peers", {})
-    return rec["interval"] == INTERVAL and len(peers) == len(lab.nodes) - 1 and all(
-        (v.get("last_answer") or 0) >= since for p in peers.values() for f, v in p.items() if f in ("ipv4", "ipv6"))
-
-
 @pytest.fixture(scope="module")
 def fast_probes(vm_lab):
     """health.interval and health.failures lowered in every VM's config; the old values back after."""
@@ -110,8 +101,14 @@ def fast_probes(vm_lab):
         with timed(f"30. health.interval {INTERVAL}, failures {FAILURES} -> a round to each peer since"):
             since = lab.set_config({"health.interval": INTERVAL, "health.failures": FAILURES})
 
+            def probed_since(node):   # the old schedule's rounds are done: every peer answered since the edit
+                rec = json.loads(lab.ssh(node, f"cat {HEALTH}").stdout)
+                peers = rec.get("peers", {})
+                return rec["interval"] == INTERVAL and len(peers) == len(lab.nodes) - 1 and all(
+                    (v.get("last_answer") or 0) >= since[node]
+                    for p in peers.values() for f, v in p.items() if f in ("ipv4", "ipv6"))
             for node in lab.nodes:
-                wait_for(lambda node=node: probed_since(lab, node, since[node]), timeout=60, interval=1,
+                wait_for(lambda node=node: probed_since(node), timeout=60, interval=1,
                          what=f"{node}: every peer probed with health.interval {INTERVAL}")
         yield lab
     finally:
