@@ -42,31 +42,20 @@ from .netlink import IPV6_DEFAULT_METRIC, SCOPE_LINK, Route
 from .services import IPSEC_UNIT
 from .underlay import desired_ovs
 
-# Unicast ARP/ND probes (1 s apart) kbr0 sends to a known neighbor (a remote pod) before it gives
-# up on it; the kernel default is 3.  Those probes cross the tunnel, and while ovs-vswitchd is
-# restarting (down, then waiting under flow-restore-wait for at most 30 s) the datapath forwards
-# only on flows it already holds: a probe needing a new datapath flow is lost.  With 3 probes a
-# neighbor that went stale just before failed 8 s into the restart and its traffic stopped until
-# the flag was cleared (an 11.5 s gap measured on the VMs); with 40 the entry stays usable (the
-# kernel keeps sending with the known MAC while it probes) for the whole bounded window.  The
-# cost: a remote pod that is really gone is declared unreachable after 45 s instead of 8 s.
-NEIGH_PROBES = 40
-
 
 def wanted_sysctls(families=("ipv4",)) -> tuple[Sysctl, ...]:
-    """Per cluster family: forwarding on, and kbr0 keeps probing a neighbor through an Open vSwitch
-    restart (`NEIGH_PROBES`).  IPv4: no ICMP redirects from kbr0 (the kernel ORs kbr0 with `all`).
-    IPv6 has no `send_redirects`: the redirects are dropped in our `inet` table instead (nft.py);
-    IPv6 on kbr0 is switched on (a host whose default is disable_ipv6=1 would leave kbr0 without
-    its gateway6).  obr0 needs no IPv6 of its own: as a port of kbr0 it only carries frames."""
+    """Per cluster family: forwarding on.  IPv4: no ICMP redirects from kbr0
+    (the kernel ORs kbr0 with `all`).  IPv6 has no `send_redirects`: the
+    redirects are dropped in our `inet` table instead (nft.py); IPv6 on kbr0
+    is switched on (a host whose default is disable_ipv6=1 would leave kbr0
+    without its gateway6).  obr0 needs no IPv6 of its own: as a port of kbr0
+    it only carries frames."""
     out: list[Sysctl] = []
     if "ipv4" in families:
         out += [Sysctl("net.ipv4.ip_forward", "1"), Sysctl("net.ipv4.conf.all.send_redirects", "0"),
-                Sysctl(f"net.ipv4.conf.{KBR}.send_redirects", "0"),
-                Sysctl(f"net.ipv4.neigh.{KBR}.ucast_solicit", str(NEIGH_PROBES))]
+                Sysctl(f"net.ipv4.conf.{KBR}.send_redirects", "0")]
     if "ipv6" in families:
-        out += [Sysctl("net.ipv6.conf.all.forwarding", "1"), Sysctl(f"net.ipv6.conf.{KBR}.disable_ipv6", "0"),
-                Sysctl(f"net.ipv6.neigh.{KBR}.ucast_solicit", str(NEIGH_PROBES))]
+        out += [Sysctl("net.ipv6.conf.all.forwarding", "1"), Sysctl(f"net.ipv6.conf.{KBR}.disable_ipv6", "0")]
     return tuple(out)
 
 

@@ -61,8 +61,7 @@ def test_fresh_node_plan_lines_in_apply_order():
     assert lines(changes) == [
         "+ link kbr0 (bridge, mtu 1450)", "+ link obr0 master kbr0",
         "+ sysctl net.ipv4.ip_forward=1", "+ sysctl net.ipv4.conf.all.send_redirects=0",
-        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ sysctl net.ipv4.neigh.kbr0.ucast_solicit=40",
-        "+ address 10.244.1.1/24 dev kbr0",
+        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ address 10.244.1.1/24 dev kbr0",
         "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
         "+ masquerade 10.244.0.0/16 (nft table inet ovs_mesh)",
         "+ antispoof 10.244.1.0/24 (nft table bridge ovs_mesh)",

@@ -49,9 +49,8 @@ def test_dual_stack_fresh_node_plan():
     assert got == [
         "+ link kbr0 (bridge, mtu 1450)", "+ link obr0 master kbr0",
         "+ sysctl net.ipv4.ip_forward=1", "+ sysctl net.ipv4.conf.all.send_redirects=0",
-        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ sysctl net.ipv4.neigh.kbr0.ucast_solicit=40",
-        "+ sysctl net.ipv6.conf.all.forwarding=1", "+ sysctl net.ipv6.conf.kbr0.disable_ipv6=0",
-        "+ sysctl net.ipv6.neigh.kbr0.ucast_solicit=40",
+        "+ sysctl net.ipv4.conf.kbr0.send_redirects=0", "+ sysctl net.ipv6.conf.all.forwarding=1",
+        "+ sysctl net.ipv6.conf.kbr0.disable_ipv6=0",
         "+ address 10.244.1.1/24 dev kbr0", "+ address fd00:10:244:1::1/64 dev kbr0",
         "+ route 10.244.0.0/16 dev kbr0 scope link src 10.244.1.1",
         "+ route fd00:10:244::/56 dev kbr0 src fd00:10:244:1::1",
@@ -70,8 +69,7 @@ def test_ipv6_only_node_has_nothing_ipv4():
     want = converged(config("ipv6", underlay="ipv6"))
     assert [a.cidr for a in want.of(Address)] == ["fd00:10:244:1::1/64"]
     assert want.of(HostRoute) == [ROUTE6]
-    assert [s.name for s in want.of(Sysctl)] == ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.kbr0.disable_ipv6",
-                                                 "net.ipv6.neigh.kbr0.ucast_solicit"]
+    assert [s.name for s in want.of(Sysctl)] == ["net.ipv6.conf.all.forwarding", "net.ipv6.conf.kbr0.disable_ipv6"]
     assert want.of(Masquerade) == [Masquerade("fd00:10:244::/56", redirects_off=True)]
     mac = want.of(Kbr)[0].mac
     assert mac == "0a:58:ff:44:00:10"   # fd00:10:244:1::1 folded into 32 bits (XOR of its 4 words)

@@ -121,9 +121,6 @@ def host(tmp_path, monkeypatch):
         conf = root / "net" / "ipv4" / "conf" / name
         conf.mkdir(parents=True)
         (conf / "send_redirects").write_text("1\n")
-        neigh = root / "net" / "ipv4" / "neigh" / name
-        neigh.mkdir(parents=True)
-        (neigh / "ucast_solicit").write_text("3\n")
     nl.create_bridge = create_bridge
     nl.add("lo")
     nl.add("eth1", mtu=9000)
