@@ -21,6 +21,7 @@ from tests.helpers import wait_for
 from tests.vm.crypto import (
     OVS_MESH,
     TIMES,
+    WIREGUARD,
     agent_killed,
     check_under_capture,
     forged_delivered,
@@ -36,7 +37,6 @@ from tests.vm.crypto import (
 )
 
 __all__ = ["pods"]   # the fixture, imported
-WIREGUARD = "udp port 51820"
 WG_KEY = "/var/lib/ovs-mesh/wireguard/private.key"
 WG_DEV = "ovsm-wg0"
 WG_OFF = {"cluster.encryption": None}
