@@ -92,6 +92,7 @@ def metrics_address(args, config) -> str | None:
 def cmd_agent(args) -> int:
     from ovs_mesh.sources.file_source import FileSource
 
+    from ..host.neigh_hold import NeighbourHold
     from .loop import Agent
     from .schedule import Reason
 
@@ -107,7 +108,7 @@ def cmd_agent(args) -> int:
     config = source.load()  # bad config at start: exit 2, nothing touched
     state_dir = None if args.state_dir.strip().lower() in OFF else args.state_dir
     agent = Agent(source, resync=args.resync, metrics_address=metrics_address(args, config), probe=True,
-                  state_dir=state_dir)
+                  state_dir=state_dir, neigh_hold=NeighbourHold())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     signal.signal(signal.SIGINT, lambda *_: agent.stop())
     signal.signal(signal.SIGHUP, lambda *_: agent.kick(Reason.SIGHUP, reset_backoff=True))

@@ -43,6 +43,7 @@ from topology.model import Config
 from ..encryption import ipsec_state, wg_device, wg_keys
 from ..health.passive import last_sent, peer_packets
 from ..health.prober import Prober
+from ..host.neigh_hold import NeighbourHold
 from ..ovs.desired import tunnel_port_name
 from ..ovs.model import OvsState
 from ..ovs.monitor import FlowIndex
@@ -66,7 +67,7 @@ class Agent:
                  notifier: SdNotify | None = None, backoff: tuple[float, float] = (0.1, 10.0),
                  settle: float = 0.02, session: NodeSession | None = None, kube_factory=None,
                  watch: bool = True, probe: bool = False, state_dir: str | None = None,
-                 restore_bound: float = BOUND):
+                 restore_bound: float = BOUND, neigh_hold: NeighbourHold | None = None):
         self.source = source
         self.notifier = notifier or SdNotify()
         self.metrics = AgentMetrics(healthy_within=max(2 * resync + 30, 60))
@@ -79,6 +80,7 @@ class Agent:
         self.inventory = Inventory(source, self._on_source, self.say, kube_factory, self.last_good)
         self.metrics.inventory = lambda: (self.inventory.kept_out(), self.inventory.waiting)
         self.restore = FlowRestore(restore_bound, on_done=self.metrics.restored)
+        self.neigh_hold = neigh_hold     # kbr0's neighbours through an ovs-vswitchd restart (the watcher's)
         self.metrics.restore_wait = lambda: (self.restore.flag, self.restore.waited())
         self.session = session or NodeSession()
         self.watch = watch
@@ -121,7 +123,7 @@ class Agent:
         if cfg is not None:
             self.expected.update(rundir=cfg.local.rundir)
         watcher = (OvsWatcher(self.expected, self.session, self.kick, restore=self.restore,
-                              seen=self.metrics.ovs_restarted) if self.watch else None)
+                              seen=self.metrics.ovs_restarted, neigh=self.neigh_hold) if self.watch else None)
         if watcher is not None:
             watcher.start()
         if self.notifier.watchdog_seconds:

@@ -10,6 +10,9 @@ Cheap checks, run by one thread every 0.1 s:
   one set for longer than the bound is cleared here, even while a pass hangs.
 - ovs-vswitchd: its pidfile naming a new live process means a restart (its
   flow tables start empty): resync at once, with the retry backoff reset.
+- kbr0's neighbours: while ovs-vswitchd is down or waiting, kbr0 keeps probing
+  its remote pods' MACs longer (`host.neigh_hold`), and goes back to the
+  default once it forwards again.
 - Flows: `ovs.monitor.FlowMonitor` streams every flow change of obr0; a change
   of one of our flows that does not match what the agent installed (a flow of
   ours deleted, or added or rewritten other than installed: `mod-flows
@@ -36,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from ..host.neigh_hold import NeighbourHold
 from ..ovs.model import BRIDGE, OvsState
 from ..ovs.monitor import FlowEvent, FlowIndex, FlowMonitor
 from ..ovs.openflow import OpenFlow
@@ -113,8 +117,10 @@ class OvsWatcher:
 
     def __init__(self, expected: Expectations, session, kick: Callable[..., None],
                  interval: float = 0.1, flow_interval: float = 0.5, restore: FlowRestore | None = None,
-                 seen: Callable[[str], None] | None = None, monitor: bool | None = None):
+                 seen: Callable[[str], None] | None = None, monitor: bool | None = None,
+                 neigh: NeighbourHold | None = None):
         self.expected, self.session, self.kick = expected, session, kick
+        self.neigh = neigh
         self.interval, self.flow_interval = interval, flow_interval
         self.restore = restore
         self.seen = seen or (lambda daemon: None)
@@ -145,7 +151,8 @@ class OvsWatcher:
         self._next_flow_check = 0.0
         self._failing: set[str] = set()
         while not self._stop.wait(self.interval):
-            for check in (self._check_ovsdb, self._check_restore, self._check_vswitchd, self._check_flows):
+            for check in (self._check_ovsdb, self._check_restore, self._check_vswitchd, self._check_neighbours,
+                          self._check_flows):
                 try:
                     check()
                     self._failing.discard(check.__name__)
@@ -201,6 +208,14 @@ class OvsWatcher:
             else:
                 LOG.warning("ovs-vswitchd is not running (no live pid in %s)", rundir)
             self._last_pid = pid
+
+    def _check_neighbours(self) -> None:
+        if self.neigh is None or not self.expected.now().rundir:
+            return
+        client = self.session.ovsdb
+        connected = client is not None and client.connected()
+        waiting = self.restore is not None and self.restore.flag.set
+        self.neigh.tick(vswitchd_up=self._last_pid is not None, waiting=waiting, connected=connected)
 
     def _check_flows(self) -> None:
         expected = self.expected.now()

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from ovs_mesh.agent.install import DATA
+from ovs_mesh.host.neigh_hold import CALM, HOLD_PROBES
 from ovs_mesh.lab import agents
 from ovs_mesh.lab.daemons import OvsDaemons
 from tests.helpers import wait_for
@@ -49,9 +50,31 @@ def our_flows(ovs: OvsDaemons) -> int | None:
     return int(out.split("flow_count=")[1].split()[0]) if "flow_count=" in out else None
 
 
-def restart_vswitchd_with_hook(ovs: OvsDaemons, *hook_args: str) -> float:
+def log_since(node, offset: int) -> str:
+    with open(node.agent_log, errors="replace") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def wait_for_quietly(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def ucast_solicit(node) -> str:
+    """kbr0's unicast neighbour probes in the node's namespace (IPv4)."""
+    return ns(node.ns, "cat", "/proc/sys/net/ipv4/neigh/kbr0/ucast_solicit").stdout.strip()
+
+
+def restart_vswitchd_with_hook(ovs: OvsDaemons, *hook_args: str, while_down=None) -> float:
     """What the drop-in does on a real node: stop, the hook, start. Returns when it was up."""
     ovs.stop_daemon("ovs-vswitchd")
+    if while_down is not None:
+        while_down()
     out = hook(ovs, *hook_args, "start")
     assert flag(ovs)[0] == "true" and flag(ovs)[1], out   # set by the start path, with our mark
     ovs.start_vswitchd()
@@ -70,7 +93,16 @@ def test_agent_restores_then_clears_the_flag(lab):
     samples = []
     try:
         ping.wait_for(lambda r: len(r) >= 3, 10, "first replies")
-        t_up = restart_vswitchd_with_hook(ovs, "--guard", "background", "--seconds", "30")
+        default = ucast_solicit(node)
+        assert default != HOLD_PROBES
+
+        def held():
+            # While ovs-vswitchd is down the agent makes kbr0 keep probing its neighbours' MACs.
+            if not wait_for_quietly(lambda: ucast_solicit(node) == HOLD_PROBES, 5):
+                pytest.fail(f"kbr0's ucast_solicit still {ucast_solicit(node)} 5 s after ovs-vswitchd "
+                            f"stopped:\n{log_since(node, log_from)[-3000:]}")
+
+        t_up = restart_vswitchd_with_hook(ovs, "--guard", "background", "--seconds", "30", while_down=held)
         # Sampled as fast as the tools answer: the flag is never seen cleared before every flow is in.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -86,10 +118,10 @@ def test_agent_restores_then_clears_the_flag(lab):
     assert cleared is not None, f"flow-restore-wait still set after 20 s: {samples[-3:]}"
     early = [s for s in samples if s[1] == "" and s[2] != want]
     assert not early, f"flag seen cleared with {early[0][2]} of {want} flows: {samples}"
-    with open(node.agent_log) as f:
-        f.seek(log_from)
-        log = f.read()
+    log = log_since(node, log_from)
     assert "flow-restore-wait cleared (restored)" in log, log[-3000:]
+    wait_for(lambda: ucast_solicit(node) == default, CALM + 10,
+             "kbr0's neighbour probes back to the default after the restore")
     print(f"ovs-vswitchd of {node.name} restarted with flow-restore-wait: cleared by the agent "
           f"{cleared[0]:.2f}s after it was up ({len(samples)} samples, flows {want}); first reply "
           f"{first - t_up:.2f}s after")

@@ -130,6 +130,12 @@ def _evidence(lab, name: str, since: float, ports_before: str) -> None:
                 + "\n===== journal\n" + out)
 
 
+def _tunnel_port(ports: str) -> str | None:
+    """The datapath port number of the kernel tunnel device (vxlan_sys_4789, gre_sys, ...)."""
+    m = re.search(r"port (\d+): \w+_sys", ports)
+    return m.group(1) if m else None
+
+
 def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
           restart: bool = False, before: str = BEFORE) -> tuple[float, int, float]:
     """COMMAND under the ping and the stream; then every unit active, the agent converged, the stream
@@ -141,6 +147,8 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
         gap, lost = lab.traffic_gap(a, b, command)
     until = _clock(lab)
     stall = _stall(lab, start, since, until)
+    after = lab.ssh(NODE, "ovs-dpctl show | grep port", check=False).stdout
+    moved = _tunnel_port(ports) != _tunnel_port(after)
     _evidence(lab, name, since, ports)
     TIMES[f"40.   {name}: longest ping gap s ({before})"] = gap
     TIMES[f"40.   {name}: pings lost (0.1 s interval)"] = lost
@@ -158,8 +166,9 @@ def _step(lab, a, b, start, name: str, command: str, goal: bool = True,
     met = lost <= GOAL["lost"] and gap < GOAL["gap"] and stall <= GOAL["stall"]
     if goal:
         TIMES[f"40.   {name}: goal met (0 lost, gap < 0.5 s, stall <= 1 s): 1 yes, 0 no"] = float(met)
+    where = f"; the tunnel moved from datapath port {_tunnel_port(ports)} to {_tunnel_port(after)}" if moved else ""
     print(f"\n40. {name}: {lost} pings lost, longest gap {gap} s, TCP stall {stall} s"
-          f"{'' if not goal else ' (goal met)' if met else ' (goal not met)'}; {before}", flush=True)
+          f"{'' if not goal else ' (goal met)' if met else ' (goal not met)'}; {before}{where}", flush=True)
     return gap, lost, stall
 
 
@@ -194,8 +203,13 @@ def test_6_day2_operations_keep_pod_traffic(vm_lab, pods):
     start = _iperf_start(lab, a, b)
     upgraded = False
     try:
+        # Twice: a tunnel device's datapath port comes back at the lowest free number, so the first
+        # restart after the tunnel type changed (test_10 switches it) may move it and cost traffic
+        # until the agent's restore; the second shows a restart in the steady state.
         _step(lab, a, b, start, "1. systemctl restart openvswitch-switch", "systemctl restart openvswitch-switch",
               restart=True)
+        _step(lab, a, b, start, "1b. systemctl restart openvswitch-switch, again",
+              "systemctl restart openvswitch-switch", restart=True)
         deb_args = " ".join("/tmp/" + os.path.basename(d) for d in debs)
         _step(lab, a, b, start, "2. package upgrade (apt-get install --reinstall openvswitch-switch/-common)",
               f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall --allow-downgrades "
