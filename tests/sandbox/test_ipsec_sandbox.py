@@ -98,3 +98,27 @@ def test_port_mode_ipsec_options(underlay, tunnel):
     p3 = peer_port_name(tunnel, "node-3")
     assert ovs.vsctl("get", "Interface", p3, "options:remote_name").strip().strip('"') == "node-3"
     assert ovs.vsctl("get", "Interface", p3, "type").strip() == tunnel
+
+
+def psk_config(ovs):
+    """The certificate config switched to the pre-shared key (as read from its file)."""
+    data = sandbox_config(ovs, 3, encryption="ipsec", ipsec_auth="psk")
+    data["local"].update(datapath="system", psk_file="/etc/ovs-mesh/ipsec.psk")
+    c = parse_config(data)
+    return dataclasses.replace(c, local=dataclasses.replace(c.local, datapath="dummy", psk="k" * 32))
+
+
+def test_switching_certificates_to_a_psk_in_one_pass(underlay):
+    """ovs-monitor-ipsec refuses a tunnel with a PSK while any certificate setting is left (global
+    or remote_name): the switch must remove them all and converge."""
+    ovs = underlay
+    apply(config(ovs))
+    result = apply(psk_config(ovs))
+    assert not result.problems
+    oc = other_config(ovs)
+    assert not set(oc) & set(CERTS) and oc["ipsec_skb_mark"] == "0/1", oc
+    p2 = peer_port_name("vxlan", "node-2")
+    options = ovs.vsctl("get", "Interface", p2, "options")
+    assert "remote_name" not in options and "psk=" in options and "k" * 32 in options, options
+    again = apply(psk_config(ovs))
+    assert again.changes == [] and again.ovsdb_transactions == 0

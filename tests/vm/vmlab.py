@@ -219,6 +219,15 @@ class Lab:
         except ValueError:
             return None
 
+    def _why_not_converged(self, node: str, since: int) -> str:
+        """What a failed wait_converged shows: the last pass's time and problems, and the agent's
+        journal since the edit (warnings and errors)."""
+        status = self.status(node) or {}
+        journal = self.ssh(node, f"journalctl -u ovs-mesh --no-pager -o cat --since @{since} -p warning "
+                                 "| tail -n 30", check=False).stdout
+        return (f"{node}: last pass at {status.get('time')} (edit at {since}), problems "
+                f"{status.get('problems')}\n{node}: the agent's warnings since the edit:\n{journal}")
+
     def reconciled_since(self, node: str, since: int) -> bool:
         """A pass that started at or after SINCE (the VM's clock) ended without problems."""
         status = self.status(node)
@@ -235,8 +244,11 @@ class Lab:
         elif isinstance(since, int):
             since = dict.fromkeys(nodes, since)
         for node in nodes:
-            wait_for(lambda node=node: self.reconciled_since(node, since[node]), timeout=timeout, interval=1,
-                     what=f"{node}: an ovs-mesh pass without problems")
+            try:
+                wait_for(lambda node=node: self.reconciled_since(node, since[node]), timeout=timeout, interval=1,
+                         what=f"{node}: an ovs-mesh pass without problems")
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{self._why_not_converged(node, since[node])}") from None
         if plan:
             for node, p in self.on_all(f"{OVS_MESH} plan", nodes, check=False).items():
                 assert p.returncode == 0 and "no changes" in p.stdout, \
