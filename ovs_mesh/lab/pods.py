@@ -43,8 +43,13 @@ def _env(command: str, container: str, netns: str) -> dict:
 def plugin_configs(n: Node) -> list[dict]:
     """The node's conflist as the runtime passes it, one network config per plugin.
 
-    host-local keeps its leases in /var/lib/cni by default, shared by every
-    lab node: when the conflist sets no ipam.dataDir, point it into the node's dir.
+    host-local keeps its leases in /var/lib/cni by default.  Nodes in network
+    namespaces share this machine's, so when the conflist sets no ipam.dataDir
+    it points into the node's dir.  A node that is this machine (`lab pods` on a
+    VM) keeps the default, as its container runtime would: every lab's pods then
+    draw from one pool, and host-local hands addresses out in turn, so a pod made
+    after another was deleted gets a new address (the other nodes' kbr0 may still
+    hold the old pod's MAC for the old one for up to a minute).
     """
     from ovs_mesh.host import cni  # on use: the host package loads pyroute2, which `lab --help` need not
 
@@ -54,7 +59,7 @@ def plugin_configs(n: Node) -> list[dict]:
     for i in range(len(json.loads(content)["plugins"])):
         conf = cni.plugin_config(content, i)
         ipam = conf.get("ipam")
-        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir"):
+        if isinstance(ipam, dict) and ipam.get("type") == "host-local" and not ipam.get("dataDir") and n.ns:
             conf["ipam"] = {**ipam, "dataDir": n.ipam_dir}
         out.append(conf)
     return out

@@ -34,6 +34,10 @@ def test_pod_plugin_configs_come_from_the_written_conflist(tmp_path):
     assert bridge == {**cni.plugin_config(text), "ipam": {**cni.plugin_config(text)["ipam"], "dataDir": n.ipam_dir}}
     assert guard == cni.plugin_config(text, 1) == {"cniVersion": "1.0.0", "name": "ovs-mesh", "type": "ovs-mesh-guard",
                                                    "bridge": "kbr0"}
+    # A node that is the machine itself (a VM) keeps host-local's default pool, as its runtime does.
+    itself = state.Node(name="node-1", k=1, ip="192.168.56.11", ns=None, dir=str(tmp_path),
+                        cni_conf=str(tmp_path / "10-ovs-mesh.conflist"))
+    assert pods.plugin_configs(itself)[0] == cni.plugin_config(text)
 
 
 def test_bad_up_parameters_are_all_named():
