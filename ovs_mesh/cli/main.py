@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("allocate", help="give nodes without a subnet (of each cluster family) the lowest free one; "
                                          "write the file back")
     sp.add_argument("--dry-run", action="store_true", help="print the result instead of writing the file")
-    sub.add_parser("wireguard-key", help="print this node's WireGuard public key (for nodes[].wireguard_public_key); "
-                                         "the private key is made on first use in local.wireguard_key, mode 0600, "
-                                         "and never printed")
+    sp = sub.add_parser("wireguard-key", help="print this node's WireGuard public key (for "
+                                              "nodes[].wireguard_public_key); the private key is made on first use "
+                                              "in local.wireguard_key, mode 0600, and never printed")
+    sp.add_argument("--rotate", action="store_true", help="replace the private key with a new one first (the old "
+                                                          "one is gone: peers need the new public key)")
     _add_extra_commands(sub)
     return p
 
@@ -240,12 +242,21 @@ def cmd_allocate(args) -> int:
 
 
 def cmd_wireguard_key(args) -> int:
-    from ..encryption.wg_keys import ensure_private_key
+    from ..encryption.wg_keys import ensure_private_key, rotate_private_key
 
     config = load(args, require_local=False)
-    public, made = ensure_private_key(config.local.wireguard_key)
+    path = config.local.wireguard_key
+    if args.rotate:
+        public, old = rotate_private_key(path)
+        print(f"replaced the private key in {path} (mode 0600; public key was {old or 'none'}). The agent puts "
+              f"it on the WireGuard device at its next full pass (now: systemctl reload ovs-mesh); the other "
+              f"nodes need the new public key in this node's nodes[].wireguard_public_key (the Kubernetes "
+              f"source: the agent writes it to its Node's annotation)", file=sys.stderr)
+        print(public)
+        return EXIT_OK
+    public, made = ensure_private_key(path)
     if made:
-        print(f"made a new private key in {config.local.wireguard_key} (mode 0600)", file=sys.stderr)
+        print(f"made a new private key in {path} (mode 0600)", file=sys.stderr)
     print(public)
     return EXIT_OK
 

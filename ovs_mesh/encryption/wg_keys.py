@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 
 from topology.checker import ConfigError
@@ -77,3 +78,33 @@ def ensure_private_key(path: str) -> tuple[str, bool]:
     finally:
         os.close(fd)
     return public_key(key), True
+
+
+def rotate_private_key(path: str) -> tuple[str, str | None]:
+    """Replace this node's private key with a new one: (the new public key, the old one or None).
+    The old file must be a key (ConfigError otherwise: nothing is replaced).  The new key is written
+    beside it (O_EXCL, 0600) and renamed over it, so a reader sees the old key or the new one, never
+    a part; the old key is gone once this returns."""
+    old = read_private_key(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    key = new_private_key(os.urandom(32))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.new-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.write(fd, (key + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return public_key(key), None if old is None else public_key(old)

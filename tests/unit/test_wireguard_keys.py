@@ -10,11 +10,11 @@ from ovs_mesh.encryption.wireguard import public_key
 from tests.helpers import base_config, write_config
 
 
-def cli(tmp_path, capsys, key_path):
+def cli(tmp_path, capsys, key_path, *extra):
     data = base_config()
     data["local"]["wireguard_key"] = str(key_path)
     path = write_config(str(tmp_path / "config.yaml"), data)
-    code = main(["--config", path, "wireguard-key"])
+    code = main(["--config", path, "wireguard-key", *extra])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -50,3 +50,28 @@ def test_a_file_that_is_not_a_key_is_refused_and_left(tmp_path, capsys):
     code, _, err = cli(tmp_path, capsys, key)
     assert code == 2 and f"local.wireguard_key: {key}: not a WireGuard key (base64 of 32 bytes" in err
     assert key.read_text() == "hello\n"
+
+
+def test_rotate_replaces_the_key_whole_and_shows_only_public_keys(tmp_path, capsys):
+    key = tmp_path / "state" / "wireguard" / "private.key"
+    _, first, _ = cli(tmp_path, capsys, key)
+    old_private = key.read_text().strip()
+    code, out, err = cli(tmp_path, capsys, key, "--rotate")
+    new_private = key.read_text().strip()
+    assert code == 0 and new_private != old_private
+    assert out.strip() == public_key(new_private) != first.strip()
+    assert f"public key was {first.strip()}" in err
+    assert old_private not in out + err and new_private not in out + err
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert os.listdir(key.parent) == ["private.key"]          # no temporary file left beside it
+    code, again, _ = cli(tmp_path, capsys, key)               # the new key is kept from now on
+    assert again == out
+
+
+def test_rotate_refuses_a_file_that_is_not_a_key_and_leaves_it(tmp_path, capsys):
+    key = tmp_path / "private.key"
+    key.write_text("hello\n")
+    os.chmod(key, 0o600)
+    code, out, err = cli(tmp_path, capsys, key, "--rotate")
+    assert code == 2 and out == "" and f"local.wireguard_key: {key}: not a WireGuard key" in err
+    assert key.read_text() == "hello\n" and os.listdir(tmp_path).count("private.key") == 1
