@@ -2,6 +2,7 @@
 the last good topology), and the node session (the clients and their lifecycle)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -10,6 +11,7 @@ from topology.errors import InputError
 from topology.model import Config
 from topology.nodes import missing_subnets
 
+from ..config.secrets import credentials_key, with_credentials
 from ..reconcile.node import NodeClients, connect_ovsdb, open_node
 
 if TYPE_CHECKING:  # imported when first used: the Kubernetes client is slow to import
@@ -63,6 +65,7 @@ class Inventory:
         self.waiting: str | None = None   # why the local node holds the agent back, when it does
         self._kube: KubernetesSource | None = None
         self._kube_key: tuple | None = None
+        self._credentials: tuple | None = None   # (credentials_key, the local section with the PSK read)
 
     def kept_out(self) -> tuple[tuple[str, str, str], ...]:
         """(node, reason, message) of the Nodes the Kubernetes source keeps out, now."""
@@ -72,12 +75,12 @@ class Inventory:
     def config(self) -> Config:
         """Raises NotReady while there is nothing usable; InputError only without a good config."""
         try:
-            cfg = self._current()
+            cfg = self._credentialed(self._current())
         except NotReady:
             saved = self._from_disk()
             if saved is None:
                 raise
-            return saved
+            return self._credentialed(saved)
         except InputError as e:
             if self.good is None:
                 raise
@@ -105,6 +108,17 @@ class Inventory:
             LOG.info("the source answered: %d nodes replace the saved inventory", len(cfg.nodes))
         self.good, self.waiting, self.stale, self._saved = cfg, None, False, None
         return cfg
+
+    def _credentialed(self, cfg: Config) -> Config:
+        """`cfg` with the credential files of its encryption checked and the PSK read (the agent's
+        sources leave that to the one who runs the node: this one); done again only when a file,
+        the settings naming them or the hour changed (a certificate check runs openssl)."""
+        key = credentials_key(cfg, time.time())
+        if self._credentials is not None and self._credentials[0] == key:
+            return dataclasses.replace(cfg, local=self._credentials[1])
+        out = with_credentials(cfg)
+        self._credentials = (key, out.local)
+        return out
 
     def _from_disk(self) -> Config | None:
         """The saved inventory over the file's settings, before the source's first answer only."""

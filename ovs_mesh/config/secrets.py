@@ -166,6 +166,24 @@ def credential_problems(config: Config) -> list[Problem]:
     return out
 
 
+def credentials_key(config: Config, now: float) -> tuple:
+    """What `with_credentials(config)` depends on: the local settings, the encryption settings,
+    each credential file's identity and metadata, and the hour (a certificate expires)."""
+    c, l = config.cluster, config.local
+    if c.encryption != "ipsec":
+        return (l, c.encryption)
+    paths = [l.psk_file] if c.ipsec_auth == "psk" else [l.certificate, l.private_key, l.ca_cert]
+    files = []
+    for path in paths:
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        files.append((path, None if st is None else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                                     st.st_mode, st.st_uid)))
+    return (l, c.encryption, c.ipsec_auth, tuple(files), int(now // 3600))
+
+
 def with_credentials(config: Config) -> Config:
     """`config` once its credential files pass (ConfigError otherwise), with the PSK read
     into `local.psk` (kept out of every repr, log and plan)."""
