@@ -115,7 +115,8 @@ class Inventory:
         the settings naming them or the hour changed (a certificate check runs openssl)."""
         key = credentials_key(cfg, time.time())
         if self._credentials is not None and self._credentials[0] == key:
-            return dataclasses.replace(cfg, local=self._credentials[1])
+            local = self._credentials[1]
+            return cfg if local == cfg.local else dataclasses.replace(cfg, local=local)
         out = with_credentials(cfg)
         self._credentials = (key, out.local)
         return out
