@@ -31,7 +31,11 @@ from .model import KBR
 from .observe import read_sysctl
 
 LOG = logging.getLogger(__name__)
-HOLD_PROBES = "40"    # 40 probes, 1 s apart: longer than the flag's 30 s bound
+# 600 probes, 1 s apart: longer than any restart window seen.  A package upgrade keeps Open vSwitch
+# down while it unpacks (25 s under emulation) before the flag's 30 s even start: with 40, an entry
+# that was probing ran out 7 s before the restore (a 7.4 s gap on the VMs).  The value only matters
+# while held; the release puts the default back and a dead neighbour then fails within seconds.
+HOLD_PROBES = "600"
 CALM = 5.0            # seconds ovs-vswitchd must run without flow-restore-wait before the release
 FAMILIES = ("ipv4", "ipv6")
 KERNEL_DEFAULT = "3"  # what a device gets where no `default` table is shown (any netns but the first)
