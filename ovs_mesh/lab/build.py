@@ -22,7 +22,7 @@ from topology.nodes import node_subnets_of
 from . import agents
 from .nodes import UNDERLAY_IF, make_node, make_underlay, new_node, owns, underlay_cidr
 from .pods import add_pod, addresses, del_pod
-from .record import NAME_RE, LabError, LabExists, LabState, Node
+from .record import NAME_RE, LabError, LabExists, LabState, Node, lab_dir
 from .resources import del_netns, netns_list, release
 from .topology import (
     IP_FAMILIES,
@@ -200,6 +200,9 @@ def down(name: str, progress=print) -> bool:
         leftovers = [ns for ns in netns_list() if re.fullmatch(rf"{re.escape(name)}-(ul|n\d+(p\d+)?)", ns)]
         for ns in sorted(leftovers, key=len, reverse=True):
             del_netns(ns, progress)
+        # Its processes are stopped now; one that ran until then (an agent saving its state)
+        # may have made the lab's directory again.
+        shutil.rmtree(lab_dir(name), ignore_errors=True)
         if not leftovers:
             progress(f"lab {name}: not found (nothing to remove)")
         return bool(leftovers)
