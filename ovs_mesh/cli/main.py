@@ -88,9 +88,11 @@ def _add_extra_commands(sub) -> None:
         importlib.import_module(module).register(sub)
 
 
-def print_result(result, as_json: bool, verb: str, config) -> None:
+def print_result(result, as_json: bool, verb: str, config, annotation: dict | None = None) -> None:
     """The changes; with the address family of each (JSON: `family`) and, in a
-    cluster with IPv6, a count per family after the total."""
+    cluster with IPv6, a count per family after the total.  ANNOTATION: the Node
+    annotation the agent would write (`plan` with the Kubernetes source), counted
+    as a change (JSON: `annotations`)."""
     families = [change_family(ch) for ch in result.changes]
     if as_json:
         d = result.as_dict()
@@ -98,17 +100,23 @@ def print_result(result, as_json: bool, verb: str, config) -> None:
             if family is not None:
                 item["family"] = family
         d.update(families=list(config.cluster.families), underlay_family=config.underlay_family)
+        if annotation is not None:
+            d["annotations"] = [annotation]
         print(json.dumps(d))
         return
-    if not result.changes:
+    total = len(result.changes) + (annotation is not None)
+    if not total:
         print(f"{verb}: no changes (converged)")
     else:
         per = ""
-        if _has_ipv6(config):
+        if _has_ipv6(config) and result.changes:
             per = " (" + ", ".join(f"{f} {n}" for f, n in count(families).items()) + ")"
-        print(f"{verb}: {len(result.changes)} changes{per}")
+        print(f"{verb}: {total} changes{per}")
         for ch in result.changes:
             print(f"  {ch}")
+        if annotation is not None:
+            from ..sources.kube_once import annotation_line
+            print(f"  {annotation_line(annotation)}")
     for p in result.problems:
         print(f"problem: {p}", file=sys.stderr)
 
@@ -153,10 +161,24 @@ def _with_reconciler(args, fn, teardown: bool = False, inventory=None):
 
 
 def cmd_plan(args) -> int:
+    from ..sources.kube_once import list_nodes
+
+    inventory = list_nodes(load(args))
+
     def run(config, rec):
-        print_result(rec.plan(), args.json, "plan", config)
+        print_result(rec.plan(), args.json, "plan", config, _annotation(config, inventory.annotation))
         return EXIT_OK
-    return _with_reconciler(args, run)
+    return _with_reconciler(args, run, inventory=inventory)
+
+
+def _annotation(config, current) -> dict | None:
+    """The Node annotation the agent would write (the Kubernetes source with WireGuard), or None.
+    The key file is only read: a bad one is refused by the pass itself, with its own message."""
+    from ..sources.kube_once import annotation_change
+    if config.source != "kubernetes" or config.cluster.encryption != "wireguard":
+        return None
+    from ..encryption.wg_keys import read_public_key
+    return annotation_change(config, current, read_public_key(config.local.wireguard_key))
 
 
 def cmd_apply(args) -> int:

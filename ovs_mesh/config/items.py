@@ -141,6 +141,8 @@ def flow_split(text: str) -> tuple[str, list[str]] | None:
             if parts or m.group(2) != "]":
                 return None
             break
+        if part.strip() == "?":   # an empty explicit key: libyaml reads `[?,]` alone, not `[?, x]` in place
+            return None
         parts.append(part)
         if len(parts) > MAX_NODES:   # each entry is a YAML node at least: the full parse refuses the file
             return None

@@ -21,6 +21,7 @@ class Inventory:
     config: Config
     kept_out: tuple[tuple[str, str, str], ...] = ()   # (node, reason, message), name order
     waiting: str | None = None   # why the local node would hold the agent back
+    annotation: object = None    # the local Node's WireGuard public key annotation (raw; None: unset)
 
 
 def list_nodes(config: Config, source_factory=None) -> Inventory:
@@ -37,6 +38,7 @@ def list_nodes(config: Config, source_factory=None) -> Inventory:
     try:
         nodes = src.list_once()
         kept = src.kept_out()
+        annotation = src.annotation(config.local.node)
     finally:
         log.setLevel(level)
         src.stop()
@@ -48,7 +50,28 @@ def list_nodes(config: Config, source_factory=None) -> Inventory:
         own = next((m.split(": ", 1)[-1] for n, _, m in kept if n == config.local.node), None)
         waiting = (f"local node {config.local.node} " + ("is not in the topology" if me is None else
                                                           f"has no {lacks} yet") + (f" ({own})" if own else ""))
-    return Inventory(cfg, kept, waiting)
+    return Inventory(cfg, kept, waiting, annotation)
+
+
+def annotation_change(config: Config, current: object, public: str | None) -> dict | None:
+    """What the agent writes to its own Node: with `source: kubernetes` and `encryption: wireguard`,
+    the annotation `WIREGUARD_ANNOTATION` = this node's public key (PUBLIC; None while the key file
+    does not exist yet: the agent's first pass makes it), when CURRENT (the annotation as listed)
+    says anything else.  None when there is nothing to write."""
+    if config.source != "kubernetes" or config.cluster.encryption != "wireguard":
+        return None
+    if public is not None and current == public:
+        return None
+    from .kube_nodes import WIREGUARD_ANNOTATION
+    return {"node": config.local.node, "annotation": WIREGUARD_ANNOTATION, "value": public,
+            "now": current}
+
+
+def annotation_line(change: dict) -> str:
+    """`plan`'s line for annotation_change's result."""
+    value = change["value"] or "this node's public key, once the agent's first pass has made its key"
+    now = "not set" if change["now"] is None else repr(change["now"])
+    return f"annotate Node {change['node']}: {change['annotation']}={value} (now: {now}; the agent writes it)"
 
 
 def kept_out_lines(kept_out) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ovs_mesh.config import file as config_file
@@ -249,6 +249,8 @@ MODEL_EDIT = st.one_of(
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout=st.sampled_from(LAYOUTS), n=st.integers(1, 8), dual=st.booleans(),
        edits=st.lists(st.one_of(TEXT_EDIT, MODEL_EDIT), max_size=8))
+# An empty explicit key between two entries: libyaml reads `[?,]` alone but refuses `[..., ?, ...]`.
+@example(layout="json", n=2, dual=False, edits=[("insert", 0.53125, "?, ")])
 def test_random_edits_of_every_layout_parse_as_the_full_parse(layout, n, dual, edits):
     extra: list[dict] = []
     moved: dict[int, str] = {}

@@ -7,22 +7,30 @@ capture on every VM's underlay during it sees no plaintext tunnel packet, only u
 packets forged from the host on the underlay, with node-2's underlay address or its WireGuard
 address as outer source and a pod as inner destination, are not delivered (counted in the pod; the
 filter table's counter rises); the agent killed loses no packet and leaves the device as it was; the
-private key shows nowhere (status, plan, metrics, journal).  Not here: GRE/Geneve and port mode
-under WireGuard, rekeying and key rotation under load, the Kubernetes annotation (tests/kube),
-iperf3 and RTT side by side.  The module leaves the VMs as it found them (VXLAN, flow mode, no
-encryption, no key file, the agents converged), also on failure.
+private key shows nowhere (status, plan, metrics, journal).  Then GRE in flow mode (pod pings under
+the capture) and Geneve in port mode (check.sh under the capture) inside WireGuard; a node whose key
+the others do not hold (node-3, with a key node-1 and node-2 were not given) exchanges not one pod
+packet with them (counted in the receiving pods); node-3's key rotated (`wireguard-key --rotate`,
+the new public key into every config) under a 0.1 s pod ping, the gap measured.  Not here: rekeying
+under load (WireGuard rekeys every 2 minutes by itself), the Kubernetes annotation (tests/kube),
+iperf3 and RTT side by side (bench/encryption.py).  The module leaves the VMs as it found them
+(VXLAN, flow mode, no encryption, no key file, the agents converged), also on failure.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 
+from ovs_mesh.encryption.wireguard import new_private_key, public_key
 from tests.helpers import wait_for
 from tests.vm.crypto import (
     OVS_MESH,
     TIMES,
     WIREGUARD,
     agent_killed,
+    capture_start,
+    capture_stop,
     check_under_capture,
     forged_delivered,
     ping_start,
@@ -39,7 +47,7 @@ from tests.vm.crypto import (
 __all__ = ["pods"]   # the fixture, imported
 WG_KEY = "/var/lib/ovs-mesh/wireguard/private.key"
 WG_DEV = "ovsm-wg0"
-WG_OFF = {"cluster.encryption": None}
+WG_OFF = {"cluster.encryption": None, "cluster.tunnel": "vxlan", "cluster.mode": "flow"}
 
 
 def wg_drops(lab, node: str) -> int:
@@ -51,6 +59,46 @@ def wg_drops(lab, node: str) -> int:
 def wg_device_id(lab, node: str) -> str:
     """The device's ifindex and its peers' keys and endpoints (what a restart must not change)."""
     return lab.ssh(node, f"cat /sys/class/net/{WG_DEV}/ifindex; wg show {WG_DEV} endpoints | sort").stdout
+
+
+def exchanged(lab, pods: dict, a: str, b: str) -> tuple[int, int]:
+    """10 pings each way between the pods on A and B, B's pod counting what arrives from A's pod:
+    (replies either side received, packets from A's pod seen in B's pod)."""
+    log = "/tmp/ec-exchange.txt"
+    pa, pb = pods[a], pods[b]
+    lab.ssh(b, f"rm -f {log}; nohup ip netns exec {pb['ns']} tcpdump -i eth0 -n -l 'src host {pa['ip']}' "
+               f">{log} 2>&1 & echo $! > {log}.pid")
+    wait_for(lambda: "listening on" in lab.ssh(b, f"cat {log}").stdout, timeout=30, interval=0.5,
+             what=f"tcpdump in {b}'s pod")
+    replies = 0
+    for x, y in ((a, pb), (b, pa)):
+        out = lab.ssh(x, f"ip netns exec {pods[x]['ns']} ping -n -c 10 -i 0.2 -W 1 {y['ip']}", check=False).stdout
+        replies += int(re.search(r"(\d+) received", out).group(1))
+    got = lab.ssh(b, f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; do sleep 0.1; "
+                     f"done; cat {log}; rm -f {log} {log}.pid").stdout
+    return replies, sum(1 for line in got.splitlines() if f"{pa['ip']} >" in line)
+
+
+def tunnel_inside(lab, pods: dict, tunnel: str, mode: str, check: bool) -> None:
+    """cluster.tunnel TUNNEL and cluster.mode MODE under WireGuard: pod traffic between every pair of
+    VMs (CHECK: check.sh in full) with the underlay captured: no plaintext tunnel packet."""
+    what = f"{tunnel}, {mode} mode, inside WireGuard"
+    set_and_converge(lab, {"cluster.tunnel": tunnel, "cluster.mode": mode}, f"cluster.tunnel {tunnel}, "
+                     f"cluster.mode {mode} (WireGuard)")
+    with timed(f"5w. {what}: pod traffic between every pair of VMs"):
+        warm_up_pods(lab, pods, f"WireGuard ({tunnel}, {mode})")
+    if check:
+        plain, wg = check_under_capture(lab, pods, what, WIREGUARD)
+    else:
+        capture_start(lab, WIREGUARD)
+        try:
+            for node in ("node-2", "node-3"):
+                lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 20 -i 0.1 -W 2 {pods[node]['ip']}")
+        finally:
+            plain, wg = capture_stop(lab, WIREGUARD)
+    TIMES[f"5w.  plaintext tunnel packets ({what})"] = plain
+    TIMES[f"5w.  WireGuard packets ({what})"] = wg
+    assert plain == 0 and wg > 0, (what, plain, wg)
 
 
 def test_5_wireguard(vm_lab, pods):
@@ -101,6 +149,41 @@ def test_5_wireguard(vm_lab, pods):
 
         private = lab.ssh("node-1", f"cat {WG_KEY}").stdout.strip()
         assert not shown(lab, private), "the private key is shown by status, plan, the metrics or the journal"
+
+        # Other tunnels inside WireGuard: GRE in flow mode, Geneve in port mode (its per-peer ports).
+        tunnel_inside(lab, pods, "gre", "flow", check=False)
+        tunnel_inside(lab, pods, "geneve", "port", check=True)
+        set_and_converge(lab, {"cluster.tunnel": "vxlan", "cluster.mode": "flow"}, "VXLAN, flow mode again (WireGuard)")
+
+        # A node holding a key the others were not given: node-1 and node-2 are told another key
+        # for node-3 (as after node-3's key was replaced by someone else).
+        bogus = public_key(new_private_key(os.urandom(32)))
+        told = [{**n, "wireguard_public_key": bogus if n["name"] == "node-3" else keys[n["name"]]} for n in nodes]
+        with timed("5w. node-1, node-2: another key for node-3 -> converged"):
+            lab.wait_converged(lab.set_config({"nodes": told}, ["node-1", "node-2"]), nodes=["node-1", "node-2"])
+        with timed("5w. node-3 (a key the others do not hold) <-> node-1, node-2: pod packets"):
+            for peer in ("node-1", "node-2"):
+                replies, seen = exchanged(lab, pods, "node-3", peer)
+                back, seen_back = exchanged(lab, pods, peer, "node-3")
+                TIMES[f"5w.  node-3 with a key {peer} does not hold: pod packets delivered either way (of 40)"] = \
+                    seen + seen_back
+                assert (replies, seen, back, seen_back) == (0, 0, 0, 0), (peer, replies, seen, back, seen_back)
+            lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
+
+        # node-3's key rotated under a pod ping from node-1: the new public key into every config at once.
+        ping_start(lab, pods["node-1"], pods["node-3"])
+        with timed("5w. node-3: wireguard-key --rotate"):
+            new3 = lab.ssh("node-3", f"{OVS_MESH} wireguard-key --rotate").stdout.strip()
+        assert new3 != keys["node-3"]
+        keys["node-3"] = new3
+        with_keys = [{**n, "wireguard_public_key": keys[n["name"]]} for n in nodes]
+        set_and_converge(lab, {"nodes": with_keys}, "node-3's new public key in every config")
+        warm_up_pods(lab, pods, "WireGuard after node-3's rotation")
+        gap, lost = ping_stop(lab)
+        TIMES["5w.  node-3's key rotated: longest pod traffic gap node-1 -> node-3 (s)"] = gap
+        TIMES["5w.  node-3's key rotated: pings lost (0.1 s interval)"] = lost
+        pub = lab.ssh("node-1", f"wg show {WG_DEV} peers").stdout.split()
+        assert new3 in pub and bogus not in pub, pub
 
         switched_off = True
         gap, lost = switch_under_ping(lab, pods, WG_OFF, "cluster.encryption: none again (from WireGuard)")

@@ -262,8 +262,7 @@ class Lab:
     def pods(self, node: str, name: str = "omvp") -> dict:
         """A fresh test pod on NODE (`ovs-mesh lab pods`; a leftover of NAME removed first):
         {"ns", "ip", ...}. Remove it with `lab down --name NAME`."""
-        out = self.ssh(node, f"{OVS_MESH} lab down --name {name} >/dev/null 2>&1; "
-                             f"{OVS_MESH} lab pods --name {name}").stdout
+        out = self.ssh(node, f"{OVS_MESH} lab pods --replace --name {name}").stdout
         return json.loads(out)["pods"][0]
 
     def traffic_gap(self, a: dict, b: dict, command: str, node: str = "node-1") -> tuple[float, int]:
