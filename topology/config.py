@@ -158,6 +158,9 @@ def _inline_psk(c: Checker, section: str, raw: Any) -> Any:
     return {k: v for k, v in raw.items() if k not in PSK_KEYS}
 
 
+MIN_SA_LIFETIME = 60
+
+
 def _parse_encryption(c: Checker, m: dict, pod_ranges: list) -> dict:
     """cluster.encryption and its settings (the datapath and the key files are checked
     with the local section: `_check_encryption_local`)."""
@@ -166,6 +169,12 @@ def _parse_encryption(c: Checker, m: dict, pod_ranges: list) -> dict:
                           d.encryption)
     ipsec_auth = c.choice("cluster.ipsec_auth", m.get("ipsec_auth", MISSING), option("cluster.ipsec_auth").choices,
                           d.ipsec_auth)
+    lifetime = c.integer("cluster.ipsec_sa_lifetime", m.get("ipsec_sa_lifetime", MISSING), d.ipsec_sa_lifetime,
+                         *bounds("cluster.ipsec_sa_lifetime"))
+    if 0 < lifetime < MIN_SA_LIFETIME:
+        c.error("cluster.ipsec_sa_lifetime", lifetime,
+                f"at least {MIN_SA_LIFETIME} (or 0: strongSwan's defaults): an IKE exchange under load takes seconds")
+        lifetime = d.ipsec_sa_lifetime
     port = c.integer("cluster.wireguard_port", m.get("wireguard_port", MISSING), d.wireguard_port,
                      *bounds("cluster.wireguard_port"))
     wg_cidr = d.wireguard_cidr
@@ -187,7 +196,8 @@ def _parse_encryption(c: Checker, m: dict, pod_ranges: list) -> dict:
     elif encryption == "wireguard" and any(wg_cidr.overlaps(r) for r in pod_ranges):
         c.error("cluster.cidr", ", ".join(str(r) for r in pod_ranges),
                 f"overlaps cluster.wireguard_cidr's default {wg_cidr} (set cluster.wireguard_cidr)")
-    return {"encryption": encryption, "ipsec_auth": ipsec_auth, "wireguard_port": port, "wireguard_cidr": wg_cidr}
+    return {"encryption": encryption, "ipsec_auth": ipsec_auth, "ipsec_sa_lifetime": lifetime, "wireguard_port": port,
+            "wireguard_cidr": wg_cidr}
 
 
 IPSEC_CERT_FILES = ("certificate", "private_key", "ca_cert")

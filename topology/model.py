@@ -99,6 +99,7 @@ class Cluster:
     vni: int = 0
     encryption: str = "none"             # none | ipsec | wireguard
     ipsec_auth: str = "certificate"      # certificate (CA-signed, remote_name = node name) | psk (opt-in)
+    ipsec_sa_lifetime: int = 0           # seconds an ESP SA lives (0: strongSwan's defaults)
     wireguard_port: int = 51820
     wireguard_cidr: IPv4Network = IPv4Network("100.64.0.0/16")   # the nodes' addresses on the WireGuard device
 

@@ -97,6 +97,10 @@ OPTIONS: tuple[Option, ...] = (
            "encryption ipsec: CA-signed certificates (local.certificate, private_key, ca_cert; a peer is "
            "accepted with its node name as the certificate's CN), or a pre-shared key (psk: opt-in, "
            "from local.psk_file)", default=_default(_C, "ipsec_auth"), choices=IPSEC_AUTHS),
+    Option("cluster.ipsec_sa_lifetime", "integer",
+           "encryption ipsec: seconds an ESP SA lives; strongSwan replaces it (make-before-break) within the last "
+           "two thirds of its life, the IKE SA after three times as long. 0: strongSwan's defaults (1 h, IKE 3 h); "
+           "otherwise at least 60", default=_default(_C, "ipsec_sa_lifetime"), range=(0, 86400)),
     Option("cluster.wireguard_port", "integer", "encryption wireguard: the UDP port of the WireGuard devices",
            default=_default(_C, "wireguard_port"), range=PORT),
     Option("cluster.wireguard_cidr", "IPv4 CIDR",

@@ -110,7 +110,20 @@ def ipsec_options(config: Config, peer: Node) -> dict[str, str]:
         opts["psk"] = config.local.psk
     else:
         opts["remote_name"] = peer.name
+    opts.update(sa_lifetime_options(c.ipsec_sa_lifetime))
     return opts
+
+
+def sa_lifetime_options(seconds: int) -> dict[str, str]:
+    """cluster.ipsec_sa_lifetime as strongSwan connection settings (`options:ipsec_<key>`, which
+    ovs-monitor-ipsec copies into the tunnel's connection): the ESP SA's `lifetime`, a
+    `rekeymargin` of a third of it (with strongSwan's default fuzz of 100 % the new SA is
+    negotiated between a third and two thirds of the way, before the old one expires), and the
+    IKE SA's `ikelifetime`, three times as long (strongSwan's own ratio).  Nothing for 0."""
+    if not seconds:
+        return {}
+    return {"ipsec_lifetime": f"{seconds}s", "ipsec_rekeymargin": f"{seconds // 3}s",
+            "ipsec_ikelifetime": f"{3 * seconds}s"}
 
 
 # Open_vSwitch other_config keys IPsec takes (the monitor reads them): the certificate

@@ -105,6 +105,13 @@ PURE = [
      or d["local"].update(datapath="system", psk_file="/p"),
      "cluster.vxlan_port: 8472: cluster.encryption ipsec protects VXLAN on udp/4789 only (ovs-monitor-ipsec's "
      "connections name that port)"),
+    ("sa lifetime too short", lambda d: d["cluster"].update(ipsec_sa_lifetime=30),
+     "cluster.ipsec_sa_lifetime: 30: at least 60 (or 0: strongSwan's defaults): an IKE exchange under load takes "
+     "seconds"),
+    ("sa lifetime not a number", lambda d: d["cluster"].update(ipsec_sa_lifetime="1h"),
+     "cluster.ipsec_sa_lifetime: 1h: must be an integer"),
+    ("sa lifetime too long", lambda d: d["cluster"].update(ipsec_sa_lifetime=86401),
+     "cluster.ipsec_sa_lifetime: 86401: must be between 0 and 86400"),
     ("wireguard port", lambda d: d["cluster"].update(wireguard_port=0),
      "cluster.wireguard_port: 0: must be between 1 and 65535"),
     ("wireguard cidr IPv6", lambda d: d["cluster"].update(wireguard_cidr="fd00::/64"),

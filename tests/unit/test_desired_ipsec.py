@@ -50,6 +50,18 @@ def test_port_mode_sets_the_options_on_each_peer_port(tunnel):
     assert dict(by_peer["node-2"].bfd) == {"enable": "true"} and by_peer["node-2"].type == tunnel
 
 
+@pytest.mark.parametrize("mode", ["port", "flow"])
+def test_an_sa_lifetime_goes_to_every_peers_connection_as_strongswan_settings(mode):
+    s = build(ipsec(mode=mode, ipsec_sa_lifetime=90), 1413)
+    peers = [p for p in s.ports if p.peer]
+    assert len(peers) == 2
+    for p in peers:
+        opts = dict(p.options)
+        assert (opts["ipsec_lifetime"], opts["ipsec_rekeymargin"], opts["ipsec_ikelifetime"]) == ("90s", "30s", "270s")
+    # 0 (the default): strongSwan's own lifetimes, no setting on the ports
+    assert not any(k.startswith("ipsec_") for p in build(ipsec(mode=mode), 1413).ports for k in dict(p.options))
+
+
 def test_psk_is_opt_in_and_goes_only_to_the_ports():
     s = build(ipsec(mode="port", auth="psk"), 1413)
     for p in s.ports:

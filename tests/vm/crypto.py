@@ -144,7 +144,7 @@ def switch_under_ping(lab, pods: dict, edits: dict, what: str) -> tuple[float, i
 
 def stop_background(lab) -> None:
     """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
-    pidfiles = f"{PING_LOG}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid"
+    pidfiles = f"{PING_LOG}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange.txt.pid"
     lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
                check=False)
 
@@ -202,3 +202,21 @@ def warm_up_pods(lab, pods: dict, what: str, timeout: float = 120) -> None:
                 wait_for(lambda a=a, b=b: lab.ssh(a, f"ip netns exec {pods[a]['ns']} ping -c1 -W2 {pods[b]['ip']}",
                                                   check=False).returncode == 0,
                          timeout=timeout, interval=1, what=f"pod on {a} -> pod on {b} through {what}")
+
+
+def exchanged(lab, pods: dict, a: str, b: str) -> tuple[int, int]:
+    """10 pings each way between the pods on A and B, B's pod counting what arrives from A's pod:
+    (replies either side received, packets from A's pod seen in B's pod)."""
+    log = "/tmp/ec-exchange.txt"
+    pa, pb = pods[a], pods[b]
+    lab.ssh(b, f"rm -f {log}; nohup ip netns exec {pb['ns']} tcpdump -i eth0 -n -l 'src host {pa['ip']}' "
+               f">{log} 2>&1 & echo $! > {log}.pid")
+    wait_for(lambda: "listening on" in lab.ssh(b, f"cat {log}").stdout, timeout=30, interval=0.5,
+             what=f"tcpdump in {b}'s pod")
+    replies = 0
+    for x, y in ((a, pb), (b, pa)):
+        out = lab.ssh(x, f"ip netns exec {pods[x]['ns']} ping -n -c 10 -i 0.2 -W 1 {y['ip']}", check=False).stdout
+        replies += int(re.search(r"(\d+) received", out).group(1))
+    got = lab.ssh(b, f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; do sleep 0.1; "
+                     f"done; cat {log}; rm -f {log} {log}.pid").stdout
+    return replies, sum(1 for line in got.splitlines() if f"{pa['ip']} >" in line)

@@ -8,10 +8,13 @@ underlay during it sees no plaintext tunnel packet leave (VXLAN udp/4789, Geneve
 only ESP; a GRE packet forged from the host on the underlay, with a member node's address as its
 outer source and a pod as inner destination, is delivered without encryption (the control) and not
 with it (counted in the pod; the kernel's XFRM drop counters rise); the agent killed loses no
-encrypted packet and leaves the SAs alone.  Then the pre-shared key once (opt-in), then back to
-none: no SA or service of ours is left.  Not here: WireGuard (not built), VXLAN and Geneve under
-IPsec, rekeying and rotation under load, a node with a wrong certificate, iperf3 and RTT side by
-side.  The module leaves the VMs as it found them (VXLAN, flow mode, no encryption, the agents
+encrypted packet and leaves the SAs alone.  node-3's certificate replaced by another of the same CA
+(new files, named in its config) under a pod ping, the gap measured; node-3 with a certificate of
+a CA the others do not know exchanges not one pod packet with them (counted in the receiving
+pods).  Then the pre-shared key once (opt-in) with ESP SAs of 60 s (`cluster.ipsec_sa_lifetime`),
+rekeyed under a pod ping, the gap measured; then back to none: no SA or service of ours is left.
+Not here: VXLAN and Geneve under IPsec (above), iperf3 and RTT side by side (bench/encryption.py).
+The module leaves the VMs as it found them (VXLAN, flow mode, no encryption, the agents
 converged), also on failure.
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tests.vm.crypto import (
     capture_start,
     capture_stop,
     check_under_capture,
+    exchanged,
     forged_delivered,
     ping_start,
     ping_stop,
@@ -48,44 +52,70 @@ CERT = "/etc/ipsec.d/certs/ovs-mesh-node.crt"
 KEY = "/etc/ipsec.d/private/ovs-mesh-node.key"
 CA = "/etc/ipsec.d/cacerts/ovs-mesh-ca.crt"
 PSK_FILE = "/etc/ovs-mesh/ipsec.psk"
-OFF = {"cluster.tunnel": "vxlan", "cluster.encryption": None, "cluster.ipsec_auth": None, "local.certificate": None,
-       "local.private_key": None, "local.ca_cert": None, "local.psk_file": None}
+OFF = {"cluster.tunnel": "vxlan", "cluster.encryption": None, "cluster.ipsec_auth": None,
+       "cluster.ipsec_sa_lifetime": None, "local.certificate": None, "local.private_key": None, "local.ca_cert": None,
+       "local.psk_file": None}
 
+
+
+def _ssl(where: str, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=120)
+
+
+def make_ca(where: str, name: str = "ovs-mesh test CA") -> None:
+    """A CA (ca.key, ca.crt) in WHERE."""
+    _ssl(where, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+         "-subj", f"/O=ovs-mesh/CN={name}")
+
+
+def node_cert(where: str, node: str, tag: str = "") -> dict[str, str]:
+    """A certificate for NODE (CN and DNS subjectAltName = the node name) signed by WHERE's CA: its
+    texts.  The subject holds an O as well: ovs-monitor-ipsec finds the CN only when another
+    attribute follows it."""
+    base = f"{node}{tag}"
+    with open(os.path.join(where, f"{base}.ext"), "w") as f:
+        f.write(f"subjectAltName=DNS:{node}\nbasicConstraints=CA:FALSE\n")
+    _ssl(where, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{base}.key", "-out", f"{base}.csr",
+         "-subj", f"/O=ovs-mesh/CN={node}")
+    _ssl(where, "x509", "-req", "-in", f"{base}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", f"{base}.crt", "-days", "2", "-extfile", f"{base}.ext")
+    return {name: open(os.path.join(where, f)).read()
+            for name, f in (("crt", f"{base}.crt"), ("key", f"{base}.key"), ("ca", "ca.crt"))}
 
 
 def make_certs(nodes: list[str], where: str) -> dict[str, dict[str, str]]:
-    """A CA and a certificate per node (CN and DNS subjectAltName = the node name), made here.  The
-    subject holds an O as well: ovs-monitor-ipsec finds the CN only when another attribute follows it."""
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True, timeout=120)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/O=ovs-mesh/CN=ovs-mesh test CA")
-    out = {}
-    for n in nodes:
-        with open(os.path.join(where, f"{n}.ext"), "w") as f:
-            f.write(f"subjectAltName=DNS:{n}\nbasicConstraints=CA:FALSE\n")
-        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{n}.key", "-out", f"{n}.csr",
-            "-subj", f"/O=ovs-mesh/CN={n}")
-        ssl("x509", "-req", "-in", f"{n}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{n}.crt", "-days", "2", "-extfile", f"{n}.ext")
-        out[n] = {name: open(os.path.join(where, f"{base}")).read()
-                  for name, base in (("crt", f"{n}.crt"), ("key", f"{n}.key"), ("ca", "ca.crt"))}
-    return out
+    """A CA and a certificate per node, made here."""
+    make_ca(where)
+    return {n: node_cert(where, n) for n in nodes}
 
 
-def install_credentials(lab, certs: dict) -> None:
+def cert_paths(tag: str = "") -> dict[str, str]:
+    """The config's certificate settings for the files `install_credentials` writes with TAG."""
+    return {"local.certificate": CERT.replace(".crt", f"{tag}.crt"),
+            "local.private_key": KEY.replace(".key", f"{tag}.key"), "local.ca_cert": CA.replace(".crt", f"{tag}.crt")}
+
+
+def install_credentials(lab, certs: dict, tag: str = "") -> None:
+    """Each node's certificate, key and CA certificate (and, without TAG, a PSK file) in its files
+    (with TAG: beside them, in files named with it, as an operator installs a replacement)."""
     psk = os.urandom(24).hex()
-    for node in lab.nodes:
-        c = certs[node]
+    for node, c in certs.items():
+        p = {k.split(".")[1]: v for k, v in cert_paths(tag).items()}
         lab.ssh(node, "install -d -m 755 /etc/ipsec.d/certs /etc/ipsec.d/cacerts /etc/ovs-mesh && "
                       "install -d -m 700 /etc/ipsec.d/private && umask 077 && "
-                      f"printf %s {shlex.quote(c['key'])} > {KEY} && printf %s {shlex.quote(psk)} > {PSK_FILE} && "
-                      f"umask 022 && printf %s {shlex.quote(c['crt'])} > {CERT} && "
-                      f"printf %s {shlex.quote(c['ca'])} > {CA}")
+                      f"printf %s {shlex.quote(c['key'])} > {p['private_key']} && "
+                      + ("" if tag else f"printf %s {shlex.quote(psk)} > {PSK_FILE} && ")
+                      + f"umask 022 && printf %s {shlex.quote(c['crt'])} > {p['certificate']} && "
+                      f"printf %s {shlex.quote(c['ca'])} > {p['ca_cert']}")
 
 
 def remove_credentials(lab) -> None:
-    lab.on_all(f"rm -f {CERT} {KEY} {CA} {PSK_FILE}", check=False)
+    lab.on_all("rm -f /etc/ipsec.d/certs/ovs-mesh-node*.crt /etc/ipsec.d/private/ovs-mesh-node*.key "
+               f"/etc/ipsec.d/cacerts/ovs-mesh-ca*.crt {PSK_FILE}", check=False)
+
+
+def spis(lab, node: str) -> set[str]:
+    return set(re.findall(r"spi (0x[0-9a-f]+)", lab.ssh(node, "ip xfrm state").stdout))
 
 
 def esp_states(lab, node: str) -> int:
@@ -136,8 +166,8 @@ def test_5_ipsec(vm_lab, pods):
         TIMES["5.   forged packets delivered without encryption (of 20)"] = forged
         assert forged > 0, "the control failed: a forged packet should reach the pod without encryption"
 
-        with tempfile.TemporaryDirectory(prefix="ec-certs-") as d:
-            install_credentials(lab, make_certs(lab.nodes, d))
+        ca_dir = tempfile.mkdtemp(prefix="ec-certs-", dir=lab.tmp)
+        install_credentials(lab, make_certs(lab.nodes, ca_dir))
         # Switched on under a pod ping: how long is pod traffic cut?
         ping_start(lab, pods["node-1"], pods["node-2"])
         set_and_converge(lab, {"cluster.encryption": "ipsec", "cluster.ipsec_auth": "certificate",
@@ -166,14 +196,55 @@ def test_5_ipsec(vm_lab, pods):
         agent_killed(lab, pods, "IPsec",
                      lambda: lab.ssh("node-1", "ip xfrm state | grep -o 'spi 0x[0-9a-f]*' | sort").stdout)
 
-        # The pre-shared key, once: opt-in, from a root-only file.
+        # Rotation: node-3 gets a new certificate of the same CA in new files, its config names them
+        # (the monitor loads a certificate when its connections are made: new paths make new ones).
+        install_credentials(lab, {"node-3": node_cert(ca_dir, "node-3", "-2")}, "-2")
+        ping_start(lab, pods["node-1"], pods["node-3"])
+        with timed("5. node-3: a new certificate of the same CA (new files) -> converged, SAs with every peer"):
+            lab.wait_converged(lab.set_config(cert_paths("-2"), ["node-3"]), nodes=["node-3"])
+            warm_up(lab, pods)
+        gap, lost = ping_stop(lab)
+        TIMES["5.   node-3's certificate replaced: longest pod traffic gap node-1 -> node-3 (s)"] = gap
+        TIMES["5.   node-3's certificate replaced: pings lost (0.1 s interval)"] = lost
+
+        # A node whose certificate comes from a CA the others do not know (node-3, CN node-3 all the
+        # same) exchanges not one pod packet with them: counted in the receiving pods.
+        rogue = tempfile.mkdtemp(prefix="ec-rogue-", dir=lab.tmp)
+        make_ca(rogue, "a CA nobody trusts")
+        install_credentials(lab, {"node-3": node_cert(rogue, "node-3")}, "-rogue")
+        with timed("5. node-3: a certificate of an unknown CA -> node-3 converged, its SAs gone"):
+            lab.wait_converged(lab.set_config(cert_paths("-rogue"), ["node-3"]), nodes=["node-3"])
+            wait_for(lambda: esp_states(lab, "node-3") == 0, timeout=120, interval=2,
+                     what="node-3 without an ESP SA (its old ones torn down, no new one agreed)")
+        with timed("5. node-3 (unknown CA) <-> node-1, node-2: pod packets"):
+            for peer in ("node-1", "node-2"):
+                replies, seen = exchanged(lab, pods, "node-3", peer)
+                back, seen_back = exchanged(lab, pods, peer, "node-3")
+                TIMES[f"5.   node-3 with a certificate of an unknown CA: pod packets {peer} got or sent (of 40)"] = \
+                    seen + seen_back
+                assert (replies, seen, back, seen_back) == (0, 0, 0, 0), (peer, replies, seen, back, seen_back)
+            lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
+        with timed("5. node-3: its CA's certificate again -> converged, SAs with every peer"):
+            lab.wait_converged(lab.set_config(cert_paths("-2"), ["node-3"]), nodes=["node-3"])
+            warm_up(lab, pods)
+
+        # The pre-shared key, once: opt-in, from a root-only file; with ESP SAs of 60 s, rekeyed
+        # under a pod ping.
         set_and_converge(lab, {"cluster.ipsec_auth": "psk", "local.psk_file": PSK_FILE, "local.certificate": None,
-                               "local.private_key": None, "local.ca_cert": None},
-                         "cluster.ipsec_auth: psk")
+                               "local.private_key": None, "local.ca_cert": None, "cluster.ipsec_sa_lifetime": 60},
+                         "cluster.ipsec_auth: psk, cluster.ipsec_sa_lifetime 60")
         plain, esp = encrypted_pings(lab, pods, "IPsec with a PSK")
         TIMES["5.   plaintext tunnel packets during pod pings (IPsec PSK)"] = plain
         TIMES["5.   ESP packets during pod pings (IPsec PSK)"] = esp
         assert plain == 0 and esp >= 40, (plain, esp)
+        before = spis(lab, "node-1")
+        ping_start(lab, pods["node-1"], pods["node-2"])
+        with timed("5. every ESP SA of node-1 rekeyed (lifetime 60 s) under a pod ping"):
+            wait_for(lambda: not before & spis(lab, "node-1"), timeout=150, interval=1,
+                     what="node-1's ESP SAs replaced by rekeying")
+        gap, lost = ping_stop(lab)
+        TIMES["5.   IPsec rekey: longest pod traffic gap (s)"] = gap
+        TIMES["5.   IPsec rekey: pings lost (0.1 s interval)"] = lost
         psk = lab.ssh("node-1", f"cat {PSK_FILE}").stdout.strip()
         assert not shown(lab, psk), "the PSK is shown by status, plan, the metrics or the journal"
         switched_off = True

@@ -32,6 +32,7 @@ from tests.vm.crypto import (
     capture_start,
     capture_stop,
     check_under_capture,
+    exchanged,
     forged_delivered,
     ping_start,
     ping_stop,
@@ -59,24 +60,6 @@ def wg_drops(lab, node: str) -> int:
 def wg_device_id(lab, node: str) -> str:
     """The device's ifindex and its peers' keys and endpoints (what a restart must not change)."""
     return lab.ssh(node, f"cat /sys/class/net/{WG_DEV}/ifindex; wg show {WG_DEV} endpoints | sort").stdout
-
-
-def exchanged(lab, pods: dict, a: str, b: str) -> tuple[int, int]:
-    """10 pings each way between the pods on A and B, B's pod counting what arrives from A's pod:
-    (replies either side received, packets from A's pod seen in B's pod)."""
-    log = "/tmp/ec-exchange.txt"
-    pa, pb = pods[a], pods[b]
-    lab.ssh(b, f"rm -f {log}; nohup ip netns exec {pb['ns']} tcpdump -i eth0 -n -l 'src host {pa['ip']}' "
-               f">{log} 2>&1 & echo $! > {log}.pid")
-    wait_for(lambda: "listening on" in lab.ssh(b, f"cat {log}").stdout, timeout=30, interval=0.5,
-             what=f"tcpdump in {b}'s pod")
-    replies = 0
-    for x, y in ((a, pb), (b, pa)):
-        out = lab.ssh(x, f"ip netns exec {pods[x]['ns']} ping -n -c 10 -i 0.2 -W 1 {y['ip']}", check=False).stdout
-        replies += int(re.search(r"(\d+) received", out).group(1))
-    got = lab.ssh(b, f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; do sleep 0.1; "
-                     f"done; cat {log}; rm -f {log} {log}.pid").stdout
-    return replies, sum(1 for line in got.splitlines() if f"{pa['ip']} >" in line)
 
 
 def tunnel_inside(lab, pods: dict, tunnel: str, mode: str, check: bool) -> None:
