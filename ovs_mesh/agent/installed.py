@@ -105,6 +105,9 @@ def blocker(installed: Installed | None, config: Config, nodes: Mapping[str, Nod
     me = config.local.node
     if installed.basis[0] != c or installed.basis[1] != config.local:
         return "cluster or local settings changed"
+    if c.encryption == "wireguard":
+        return ("cluster.encryption wireguard: the peers' keys and endpoints are the WireGuard device's, "
+                "which the host part of a full pass sets")
     if installed.nodes.get(me) != (nodes.get(me) if nodes is not None else config.node(me)):
         return "the local node changed"
     return None

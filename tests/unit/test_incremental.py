@@ -145,6 +145,15 @@ def test_not_per_peer_changes_run_a_full_pass(agent, change, why):
     installed_equals_full_build(a, ovsdb, flows)
 
 
+def test_peer_changes_under_wireguard_run_a_full_pass(tmp_path):
+    """A peer's WireGuard key (a rotation) or endpoint lives in the device, on the host: only a full
+    pass sets it, so no peer change is incremental then."""
+    cfg = config(tmp_path, 3)
+    cfg = dataclasses.replace(cfg, cluster=dataclasses.replace(cfg.cluster, encryption="wireguard"))
+    rec = Installed.after_full_pass(cfg, desired.build_parts(cfg, 1450), {}, ())
+    assert "WireGuard device" in blocker(rec, cfg)
+
+
 def test_stp_partial_mesh_is_never_incremental(tmp_path):
     cfg = config(tmp_path, 6, mode="stp", mesh_degree=2)
     rec = Installed.after_full_pass(cfg, desired.build_parts(cfg, 1450), {}, ())

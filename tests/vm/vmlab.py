@@ -39,7 +39,7 @@ with open(tmp, "w") as f:
     yaml.safe_dump(cfg, f, sort_keys=False)
 os.chmod(tmp, os.stat(path).st_mode & 0o7777)
 os.rename(tmp, path)
-print(int(time.time()))
+print(repr(time.time()))
 """
 BOX = "ovs-mesh/bookworm"
 TIMES: dict[str, float] = {}
@@ -209,7 +209,7 @@ class Lab:
         script = shlex.quote(_SET_CONFIG)
         arg = shlex.quote(json.dumps(edits))
         done = self.on_all(f"/opt/ovs-mesh/venv/bin/python -c {script} {CONFIG} {arg}", nodes)
-        return {n: int(p.stdout.split()[-1]) for n, p in done.items()}
+        return {n: float(p.stdout.split()[-1]) for n, p in done.items()}
 
     def status(self, node: str) -> dict | None:
         """The agent's status file (what `ovs-mesh status` reads), or None while it is unreadable."""
@@ -219,29 +219,32 @@ class Lab:
         except ValueError:
             return None
 
-    def _why_not_converged(self, node: str, since: int) -> str:
+    def _why_not_converged(self, node: str, since: float) -> str:
         """What a failed wait_converged shows: the last pass's time and problems, and the agent's
         journal since the edit (warnings and errors)."""
         status = self.status(node) or {}
-        journal = self.ssh(node, f"journalctl -u ovs-mesh --no-pager -o cat --since @{since} -p warning "
+        journal = self.ssh(node, f"journalctl -u ovs-mesh --no-pager -o cat --since @{int(since)} -p warning "
                                  "| tail -n 30", check=False).stdout
         return (f"{node}: last pass at {status.get('time')} (edit at {since}), problems "
                 f"{status.get('problems')}\n{node}: the agent's warnings since the edit:\n{journal}")
 
-    def reconciled_since(self, node: str, since: int) -> bool:
-        """A pass that started at or after SINCE (the VM's clock) ended without problems."""
+    def reconciled_since(self, node: str, since: float) -> bool:
+        """A pass that started after SINCE (the VM's clock) ended without problems.  The status file
+        says when a pass ended and how long it took: a pass that began before an edit and ended
+        after it read the config before the edit."""
         status = self.status(node)
-        return bool(status) and status.get("time", 0) >= since and status.get("problems") == []
+        return (bool(status) and status.get("time", 0) - status.get("seconds", 0) > since
+                and status.get("problems") == [])
 
-    def wait_converged(self, since: dict[str, int] | int | None = None, nodes: list[str] | None = None,
+    def wait_converged(self, since: dict[str, float] | float | None = None, nodes: list[str] | None = None,
                        timeout: float = 300, plan: bool = True) -> None:
         """Every node (or NODES) reconciled after SINCE without problems, then (PLAN) `ovs-mesh plan`
         has nothing left to change. SINCE: node -> VM clock (set_config's result), one clock value
         for all, or None (now)."""
         nodes = nodes or self.nodes
         if since is None:
-            since = {n: int(p.stdout) for n, p in self.on_all("date +%s", nodes).items()}
-        elif isinstance(since, int):
+            since = {n: float(p.stdout) for n, p in self.on_all("date +%s.%N", nodes).items()}
+        elif isinstance(since, (int, float)):
             since = dict.fromkeys(nodes, since)
         for node in nodes:
             try:
