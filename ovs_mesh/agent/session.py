@@ -237,9 +237,12 @@ class NodeSession:
             self._close_node()
             self.node, self._key = self.opener(config, ovsdb=self.ovsdb), key
         else:
-            # Only peers changed: the clients (and the host layer, which depends on the
-            # cluster and the local node only) stay; passes see the new inventory.
+            # Only peers changed: the clients and the host layer stay (it is built for the cluster
+            # and the local node); passes see the new inventory, the host layer too (WireGuard's
+            # peers are the host's).
             self.node.config = config
+            if self.node.host is not None:
+                self.node.host.config = config
         return self.node
 
     def _close_node(self) -> None:

@@ -9,8 +9,9 @@ from tests.unit.fakes import FakeFlows, FakeOvsdb, config
 
 
 class Host:
-    def __init__(self):
+    def __init__(self, config=None):
         self.closed = False
+        self.config = config
 
     def close(self):
         self.closed = True
@@ -26,7 +27,7 @@ def make():
         return made[-1]
 
     def opener(cfg, ovsdb):
-        return NodeClients(cfg, ovsdb, FakeFlows(), Host(), owns_ovsdb=False)
+        return NodeClients(cfg, ovsdb, FakeFlows(), Host(cfg), owns_ovsdb=False)
 
     return NodeSession(connect=connect, opener=opener, clock=lambda: now[0]), made, now
 
@@ -40,6 +41,8 @@ def test_config_edit_keeps_the_connection_and_renews_the_host_layer(tmp_path):
     # A peer leaving keeps every client (a join must not rebuild the host layer) ...
     fewer = dataclasses.replace(c3, nodes=c3.nodes[:2])
     assert s.open(fewer) is first and first.config is fewer and not first_host.closed
+    # ... and the host layer plans with the new peers (WireGuard's device holds them)
+    assert first_host.config is fewer
     # ... a change of the cluster settings renews the host layer.
     second = s.open(dataclasses.replace(c3, cluster=dataclasses.replace(c3.cluster, mtu=1400)))
     second_host = second.host
