@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from ovsdb_client.rows import InterfaceHealth, Owned, RestoreWait, RowChange
+from topology.model import Config
 
 from ..host.model import HostChange
 from ..ovs.model import Flow, FlowChange
@@ -69,7 +70,10 @@ class Flows(Protocol):
 
 
 class Host(Protocol):
-    """Host networking (links, routes, sysctls, CNI file, ...).  `plan` only reads."""
+    """Host networking (links, routes, sysctls, CNI file, ...).  `plan` only reads.  `config`:
+    what it plans for (a peers-only change of the inventory replaces it in place)."""
+
+    config: Config
 
     def underlay_mtu(self) -> int:
         """MTU of the interface that carries the node IP."""

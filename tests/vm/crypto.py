@@ -106,18 +106,20 @@ def forged_delivered(lab, pods: dict, subnet2: str, drops_of, tunnel: str = "gre
 
 
 PING_LOG = "/tmp/ec-ping.log"
+PING_LOG2 = PING_LOG + "2"   # a second background ping beside the first
 
 
-def ping_start(lab, a: dict, b: dict) -> None:
-    """A 0.1 s ping from pod A (on node-1) to pod B, in the background, with reply timestamps."""
-    lab.ssh("node-1", f"rm -f {PING_LOG}; nohup ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} "
-                      f">{PING_LOG} 2>&1 & echo $! > {PING_LOG}.pid")
+def ping_start(lab, a: dict, b: dict, log: str = PING_LOG) -> None:
+    """A 0.1 s ping from pod A (on node-1) to pod B, in the background, with reply timestamps
+    (LOG: another file for a second ping at the same time)."""
+    lab.ssh("node-1", f"rm -f {log}; nohup ip netns exec {a['ns']} ping -D -n -i 0.1 -W 1 {b['ip']} "
+                      f">{log} 2>&1 & echo $! > {log}.pid")
 
 
-def ping_stop(lab) -> tuple[float, int]:
+def ping_stop(lab, log: str = PING_LOG) -> tuple[float, int]:
     """(longest gap between two replies in s, pings lost) of the background ping."""
-    out = lab.ssh("node-1", f"kill -INT $(cat {PING_LOG}.pid); while kill -0 $(cat {PING_LOG}.pid) 2>/dev/null; "
-                            f"do sleep 0.1; done; cat {PING_LOG}; rm -f {PING_LOG} {PING_LOG}.pid").stdout
+    out = lab.ssh("node-1", f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; "
+                            f"do sleep 0.1; done; cat {log}; rm -f {log} {log}.pid").stdout
     stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
     sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
     assert sent and stamps, out[-2000:]
@@ -144,7 +146,7 @@ def switch_under_ping(lab, pods: dict, edits: dict, what: str) -> tuple[float, i
 
 def stop_background(lab) -> None:
     """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
-    pidfiles = f"{PING_LOG}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange.txt.pid"
+    pidfiles = f"{PING_LOG}.pid {PING_LOG}2.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange.txt.pid"
     lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
                check=False)
 
