@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -146,7 +147,7 @@ def switch_under_ping(lab, pods: dict, edits: dict, what: str) -> tuple[float, i
 
 def stop_background(lab) -> None:
     """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
-    pidfiles = f"{PING_LOG}.pid {PING_LOG}2.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange.txt.pid"
+    pidfiles = f"{PING_LOG}.pid {PING_LOG}2.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange-*.txt.pid"
     lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
                check=False)
 
@@ -207,18 +208,33 @@ def warm_up_pods(lab, pods: dict, what: str, timeout: float = 120) -> None:
 
 
 def exchanged(lab, pods: dict, a: str, b: str) -> tuple[int, int]:
-    """10 pings each way between the pods on A and B, B's pod counting what arrives from A's pod:
-    (replies either side received, packets from A's pod seen in B's pod)."""
-    log = "/tmp/ec-exchange.txt"
-    pa, pb = pods[a], pods[b]
-    lab.ssh(b, f"rm -f {log}; nohup ip netns exec {pb['ns']} tcpdump -i eth0 -n -l 'src host {pa['ip']}' "
-               f">{log} 2>&1 & echo $! > {log}.pid")
-    wait_for(lambda: "listening on" in lab.ssh(b, f"cat {log}").stdout, timeout=30, interval=0.5,
-             what=f"tcpdump in {b}'s pod")
-    replies = 0
-    for x, y in ((a, pb), (b, pa)):
-        out = lab.ssh(x, f"ip netns exec {pods[x]['ns']} ping -n -c 10 -i 0.2 -W 1 {y['ip']}", check=False).stdout
+    """10 pings each way between the pods on A and B, each pod counting what arrives from the other:
+    (replies either side received, packets either pod got from the other)."""
+    logs = {x: f"/tmp/ec-exchange-{a}-{b}.txt" for x in (a, b)}
+    for x, y in ((a, b), (b, a)):
+        lab.ssh(x, f"rm -f {logs[x]}; nohup ip netns exec {pods[x]['ns']} tcpdump -i eth0 -n -l "
+                   f"'src host {pods[y]['ip']}' >{logs[x]} 2>&1 & echo $! > {logs[x]}.pid")
+    for x in (a, b):
+        wait_for(lambda x=x: "listening on" in lab.ssh(x, f"cat {logs[x]}").stdout, timeout=30, interval=0.5,
+                 what=f"tcpdump in {x}'s pod")
+    replies = seen = 0
+    for x, y in ((a, b), (b, a)):
+        out = lab.ssh(x, f"ip netns exec {pods[x]['ns']} ping -n -c 10 -i 0.2 -W 1 {pods[y]['ip']}",
+                      check=False).stdout
         replies += int(re.search(r"(\d+) received", out).group(1))
-    got = lab.ssh(b, f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; do sleep 0.1; "
-                     f"done; cat {log}; rm -f {log} {log}.pid").stdout
-    return replies, sum(1 for line in got.splitlines() if f"{pa['ip']} >" in line)
+    for x, y in ((a, b), (b, a)):
+        got = lab.ssh(x, f"kill -INT $(cat {logs[x]}.pid); while kill -0 $(cat {logs[x]}.pid) 2>/dev/null; "
+                         f"do sleep 0.1; done; cat {logs[x]}; rm -f {logs[x]} {logs[x]}.pid").stdout
+        seen += sum(1 for line in got.splitlines() if f"{pods[y]['ip']} >" in line)
+    return replies, seen
+
+
+def isolated(lab, pods: dict, node: str, what: str) -> None:
+    """NODE's pod and every other VM's pod exchange not one packet (each pair at once): the counts
+    are recorded under WHAT."""
+    others = [n for n in lab.nodes if n != node]
+    with ThreadPoolExecutor(len(others)) as pool:
+        results = dict(zip(others, pool.map(lambda peer: exchanged(lab, pods, node, peer), others)))
+    for peer, (_replies, seen) in results.items():
+        TIMES[f"{what}: pod packets between {node} and {peer} (of 40)"] = seen
+    assert all(r == (0, 0) for r in results.values()), results

@@ -33,8 +33,8 @@ from tests.vm.crypto import (
     capture_start,
     capture_stop,
     check_under_capture,
-    exchanged,
     forged_delivered,
+    isolated,
     ping_start,
     ping_stop,
     pods,
@@ -224,19 +224,13 @@ def test_5_ipsec(vm_lab, pods):
                                           "ipsec status | tail -n 30", check=False).stdout   # no key material
                 raise AssertionError(f"{e}\n{state}") from None
         with timed("5. node-3 (unknown CA) <-> node-1, node-2: pod packets"):
-            for peer in ("node-1", "node-2"):
-                replies, seen = exchanged(lab, pods, "node-3", peer)
-                back, seen_back = exchanged(lab, pods, peer, "node-3")
-                TIMES[f"5.   node-3 with a certificate of an unknown CA: pod packets {peer} got or sent (of 40)"] = \
-                    seen + seen_back
-                assert (replies, seen, back, seen_back) == (0, 0, 0, 0), (peer, replies, seen, back, seen_back)
+            isolated(lab, pods, "node-3", "5.   node-3 with a certificate of an unknown CA")
             lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
-        with timed("5. node-3: its CA's certificate again -> converged, SAs with every peer"):
-            lab.wait_converged(lab.set_config(cert_paths("-2"), ["node-3"]), nodes=["node-3"])
-            warm_up(lab, pods)
 
-        # The pre-shared key, once: opt-in, from a root-only file; with ESP SAs of 60 s, rekeyed
-        # under a pod ping.
+        # The pre-shared key, once: opt-in, from a root-only file (every node's connections are made
+        # anew, node-3's too: its certificate no longer matters); with ESP SAs of 60 s, rekeyed under a
+        # pod ping.  (node-3 back on its CA's certificate took 145 s to agree SAs again in a run:
+        # strongSwan's retries after the failed exchanges back off; docs/encryption.md.)
         set_and_converge(lab, {"cluster.ipsec_auth": "psk", "local.psk_file": PSK_FILE, "local.certificate": None,
                                "local.private_key": None, "local.ca_cert": None, "cluster.ipsec_sa_lifetime": 60},
                          "cluster.ipsec_auth: psk, cluster.ipsec_sa_lifetime 60")
