@@ -20,7 +20,7 @@ from topology.model import Config
 
 from ..encryption import wg_device, wg_keys
 from ..pod_guard import table as guard_table
-from . import cni, nft, services
+from . import cni, nft, services, strongswan
 from . import saved as saved_mod
 from .model import (
     ALIAS,
@@ -38,6 +38,7 @@ from .model import (
     Offload,
     PodGuard,
     Service,
+    StrongswanConf,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
@@ -93,6 +94,8 @@ class HostApplier:
                 self.pod_guard(c)
             elif isinstance(c.obj, CniFile):
                 cni.remove(c.old.path) if c.action == "delete" else cni.write(c.new.path, c.new.content)
+            elif isinstance(c.obj, StrongswanConf):
+                strongswan.remove(c.old.path) if c.action == "delete" else strongswan.write(c.new.path, c.new.content)
         self.services(_pick(changes, Service, "add", "delete"))
         if _pick(changes, Kbr, "delete") and self._own_kbr0():
             self.nl.delete_link(KBR)

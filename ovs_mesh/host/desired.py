@@ -13,7 +13,7 @@ from topology.model import OVERHEAD, Config
 
 from ..encryption import wireguard
 from ..ovs.model import BRIDGE
-from . import cni
+from . import cni, strongswan
 from .model import (
     KBR,
     ROUTE_PROTO,
@@ -31,6 +31,7 @@ from .model import (
     PodGuard,
     Service,
     Setting,
+    StrongswanConf,
     Sysctl,
     UnderlayBridge,
     UnderlayPort,
@@ -149,6 +150,8 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
         want.append(CniFile(config.local.cni_conf, cni.render(node.subnet, pod_mtu, node.subnet6,
                                                               guard=config.local.pod_guard)))
         if config.cluster.encryption == "ipsec" and facts.systemd:
+            if facts.strongswan_d:   # before the monitor starts: strongSwan reads it as it starts
+                want.append(StrongswanConf(strongswan.PATH, strongswan.render()))
             want.append(Service(IPSEC_UNIT))
     return HostState(tuple(want), facts)
 

@@ -209,6 +209,16 @@ class Service(_Obj):
 
 
 @dataclasses.dataclass(frozen=True)
+class StrongswanConf(_Obj):
+    """strongSwan's settings file of ours (host/strongswan.py: the kernel's ACQUIRE lifetime that
+    ovs-monitor-ipsec means to set), ours by its first line; wanted with IPsec where the agent
+    starts the monitor, written before it starts."""
+    kind, KEY, LABEL = "strongswan-conf", "path", "{path}"
+    path: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
 class WgKey(_Obj):
     """This node's WireGuard private key file (encryption/wg_keys.py makes it, 0600): ours by its
     path, kept while the agent runs whatever the encryption, deleted only by teardown.  Never
@@ -254,8 +264,8 @@ class WgFilter(_Obj):
 
 
 HostObject = (Kbr | Enslaved | LinkUp | Address | HostRoute | Sysctl | Offload | Masquerade | LegacyMasquerade
-              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort | Service | WgKey | WgDevice
-              | WgFilter)
+              | AntiSpoof | PodGuard | CniFile | UnderlayBridge | UnderlayPort | Service | StrongswanConf | WgKey
+              | WgDevice | WgFilter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +290,7 @@ class HostFacts:
     systemd: bool = False                     # systemd runs this host (services can be started)
     xfrm: bool = True                         # the kernel has XFRM (IPsec): /proc/net/xfrm_stat
     ipsec_monitor: bool = True                # ovs-monitor-ipsec is installed (Debian's openvswitch-ipsec)
+    strongswan_d: bool = True                 # /etc/strongswan.d exists (strongSwan reads our file there)
     wireguard: bool = True                    # the kernel has WireGuard (built in, loaded or installed)
     wg_tools: bool = True                     # wireguard-tools' `wg` is installed
     wg_public_key: str | None = None          # the public key of local.wireguard_key (None: no file yet)

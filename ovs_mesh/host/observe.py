@@ -14,7 +14,7 @@ from ..encryption import wg_device, wg_keys, wireguard
 from ..ovs.model import BRIDGE
 from ..pod_guard import observe as guard_observe
 from ..pod_guard import table as guard_table
-from . import cni, nft, services
+from . import cni, nft, services, strongswan
 from . import saved as saved_mod
 from .desired import accept_ra, wanted_sysctls
 from .model import (
@@ -36,6 +36,7 @@ from .model import (
     Offload,
     PodGuard,
     Service,
+    StrongswanConf,
     Sysctl,
     Underlay,
     UnderlayBridge,
@@ -169,6 +170,13 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
         objects.append(CniFile(path, content))
     wg_public = _observe_wireguard(config, nl, objects, foreign)
     systemd = services.systemd_running()
+    strongswan_d = os.path.isdir(os.path.dirname(strongswan.PATH))
+    if systemd and strongswan_d:
+        conf = strongswan.read(strongswan.PATH)
+        if conf is not None and strongswan.is_ours(conf):
+            objects.append(StrongswanConf(strongswan.PATH, conf))
+        elif conf is not None and config.cluster.encryption == "ipsec":
+            foreign.append(f"{strongswan.PATH}: exists and was not written by ovs-mesh; refusing to overwrite it")
     if systemd:
         for unit in (services.IPSEC_UNIT,):
             wanted_unit = config.cluster.encryption == "ipsec"
@@ -179,6 +187,7 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
                       ipv6=os.path.isdir(sysctl_path("net.ipv6")), pod_ports=ports, learned_pods=learned,
                       bridge_scoped=nft.bridge_meta_supported(), systemd=systemd,
                       xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT),
+                      strongswan_d=strongswan_d,
                       wireguard=kernel_has_wireguard(), wg_tools=shutil.which(wg_device.WG) is not None,
                       wg_public_key=wg_public)
     return HostState(tuple(objects), facts)

@@ -53,6 +53,7 @@ def test_unit_is_least_privilege_notify_service():
     assert set(s["RestrictAddressFamilies"][0].split()) == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
     rw = s["ReadWritePaths"][0].split()
     assert "/var/run/openvswitch" in rw and "-/etc/cni/net.d" in rw
+    assert "-/etc/strongswan.d" in rw   # IPsec: strongSwan's ACQUIRE lifetime (host/strongswan.py)
     assert s["ExecStart"][0].endswith("--config /etc/ovs-mesh/config.yaml agent")
 
 

@@ -5,8 +5,8 @@ import dataclasses
 
 import pytest
 
-from ovs_mesh.host import desired_host, diff_host
-from ovs_mesh.host.model import HostFacts, HostState, Service
+from ovs_mesh.host import desired_host, diff_host, strongswan
+from ovs_mesh.host.model import HostFacts, HostState, Service, StrongswanConf
 from ovs_mesh.host.services import IPSEC_UNIT
 from tests.helpers import base_config
 from topology.config import parse_config
@@ -89,3 +89,39 @@ def test_start_and_stop_are_queued_and_stop_waits_for_the_monitor_to_drop_its_tu
     assert calls[0] == ["systemctl", "start", "--no-block", IPSEC_UNIT]
     assert [c[:3] for c in calls[1:4]] == [["ovs-appctl", "-t", services.MONITOR]] * 3
     assert calls[-1] == ["systemctl", "stop", "--no-block", IPSEC_UNIT]
+
+
+def confs(changes):
+    return [(ch.action, (ch.new or ch.old).path) for ch in changes if isinstance(ch.obj, StrongswanConf)]
+
+
+def test_ipsec_writes_strongswans_acquire_lifetime_before_the_monitor_starts_and_removes_it_after():
+    observed = HostState((), HostFacts(systemd=True))
+    changes = diff_host(desired_host(config("ipsec"), 1413, observed), observed)
+    assert confs(changes) == [("add", strongswan.PATH)]
+    kinds = [type(ch.obj) for ch in changes]
+    assert kinds.index(StrongswanConf) < kinds.index(Service)
+    conf = next(ch.new for ch in changes if isinstance(ch.obj, StrongswanConf))
+    assert conf.content.startswith(strongswan.TAG) and "xfrm_acq_expires = 10" in conf.content
+    ours = HostState((conf, Service(IPSEC_UNIT)), HostFacts(systemd=True))
+    assert confs(diff_host(desired_host(config("ipsec"), 1413, ours), ours)) == []
+    assert confs(diff_host(desired_host(config(), 1450, ours), ours)) == [("delete", strongswan.PATH)]
+    assert confs(diff_host(desired_host(config(), 1450, ours, teardown=True), ours)) == [("delete", strongswan.PATH)]
+    # no systemd (a DaemonSet: the host runs the monitor) or no strongSwan directory: not written
+    for facts in (HostFacts(systemd=False), HostFacts(systemd=True, strongswan_d=False)):
+        state = HostState((), facts)
+        assert confs(diff_host(desired_host(config("ipsec"), 1413, state), state)) == []
+
+
+def test_the_file_is_ours_by_its_first_line_and_only_ours_is_removed(tmp_path):
+    path = str(tmp_path / "ovs-mesh.conf")
+    assert strongswan.read(path) is None
+    strongswan.write(path, strongswan.render())
+    assert strongswan.is_ours(strongswan.read(path))
+    strongswan.remove(path)
+    assert strongswan.read(path) is None
+    with open(path, "w") as f:
+        f.write("charon { }\n")   # someone else's
+    assert not strongswan.is_ours(strongswan.read(path))
+    strongswan.remove(path)
+    assert strongswan.read(path) == "charon { }\n"
