@@ -52,6 +52,8 @@ CERT = "/etc/ipsec.d/certs/ovs-mesh-node.crt"
 KEY = "/etc/ipsec.d/private/ovs-mesh-node.key"
 CA = "/etc/ipsec.d/cacerts/ovs-mesh-ca.crt"
 PSK_FILE = "/etc/ovs-mesh/ipsec.psk"
+STRONGSWAN_CONF = "/etc/strongswan.d/ovs-mesh.conf"
+ACQ_SYSCTL = "/proc/sys/net/core/xfrm_acq_expires"
 OFF = {"cluster.tunnel": "vxlan", "cluster.encryption": None, "cluster.ipsec_auth": None,
        "cluster.ipsec_sa_lifetime": None, "local.certificate": None, "local.private_key": None, "local.ca_cert": None,
        "local.psk_file": None}
@@ -179,6 +181,9 @@ def test_5_ipsec(vm_lab, pods):
             wait_for(lambda node=node: lab.ssh(node, "systemctl is-active openvswitch-ipsec",
                                                check=False).stdout.strip() == "active",
                      timeout=180, interval=2, what=f"{node}: openvswitch-ipsec.service active")
+            # strongSwan took the agent's ACQUIRE lifetime (its own default is 165 s)
+            wait_for(lambda node=node: lab.ssh(node, f"cat {ACQ_SYSCTL}").stdout.strip() == "10",
+                     timeout=60, interval=2, what=f"{node}: {ACQ_SYSCTL} = 10")
         with timed("5. IPsec (certificates): first pod packet -> ESP SAs with every peer"):
             warm_up(lab, pods)
         gap, lost = ping_stop(lab)
@@ -264,6 +269,7 @@ def test_5_ipsec(vm_lab, pods):
         assert esp_states(lab, node) == 0, lab.ssh(node, "ip xfrm state | grep -v -i 'key\\|aead\\|enc \\|auth'").stdout
         oc = lab.ssh(node, "ovs-vsctl get Open_vSwitch . other_config").stdout
         assert "ipsec_skb_mark" not in oc and "certificate" not in oc, oc
+        assert lab.ssh(node, f"test -e {STRONGSWAN_CONF}", check=False).returncode == 1, node
     with timed("5. pod traffic without encryption again"):
         lab.ssh("node-1", f"ip netns exec {pods['node-1']['ns']} ping -c 3 -W 2 {pods['node-2']['ip']}")
 
