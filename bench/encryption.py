@@ -6,8 +6,9 @@ GRE: docs/encryption.md).
 The VMs are the VM tier's (tests/vm): 3 Debian 12 VMs of 1 vCPU under software emulation (TCG),
 booted by the tier's own code, destroyed at the end.  Each mode is switched on by editing every
 agent's config, as an operator does; once pod traffic flows (and IPsec's SAs or WireGuard's
-handshakes are up): iperf3 -t SECONDS from node-1's pod to node-2's pod (the receiver's rate and the
-sender's retransmissions), then 200 pings at 0.05 s (min/avg/max/mdev).  Under emulation the
+handshakes are up) and pods made anew (a pod's MTU is fixed when it is made: each mode's pod MTU):
+iperf3 -t SECONDS from node-1's pod to node-2's pod (the receiver's rate and the sender's
+retransmissions), then 200 pings at 0.05 s (min/avg/max/mdev).  Under emulation the
 absolute figures say little about real hardware: the ratio to `none` is what compares, and even it
 is an upper bound of the cost (the emulated CPU does the cipher in software, without AES-NI).
 
@@ -72,17 +73,21 @@ def run(seconds: int) -> dict:
     results: dict = {}
     try:
         lab = next(boot)
-        pods = {n: lab.pods(n, PODS) for n in lab.nodes}
-        a, b = pods["node-1"], pods["node-2"]
         nodes = lab.read_config("node-1")["nodes"]
+        pods: dict = {}
 
         def switch(edits: dict, what: str) -> None:
+            """EDITS converged, then new pods (a pod's MTU is set when it is made: the mode's pod MTU)."""
             print(f"bench.encryption: {what}", file=sys.stderr, flush=True)
             lab.wait_converged(lab.set_config(edits))
+            pods.update({n: lab.pods(n, PODS) for n in lab.nodes})
             warm_up_pods(lab, pods, what, timeout=240)
 
+        def measured() -> dict:
+            return measure(lab, pods["node-1"], pods["node-2"], seconds)
+
         switch({"cluster.tunnel": "gre"}, "GRE, no encryption")
-        results["none"] = measure(lab, a, b, seconds)
+        results["none"] = measured()
 
         with tempfile.TemporaryDirectory(prefix="bench-enc-certs-") as d:
             install_credentials(lab, make_certs(lab.nodes, d))
@@ -94,14 +99,15 @@ def run(seconds: int) -> dict:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{node}: no ESP SA each way with each peer")
                 time.sleep(2)
-        results["ipsec"] = measure(lab, a, b, seconds)
-        switch({**OFF, "cluster.tunnel": "gre"}, "no encryption again")
+        results["ipsec"] = measured()
+        print("bench.encryption: no encryption again", file=sys.stderr, flush=True)
+        lab.wait_converged(lab.set_config({**OFF, "cluster.tunnel": "gre"}))
         remove_credentials(lab)
 
         keys = {n: p.stdout.strip() for n, p in lab.on_all(f"{OVS_MESH} wireguard-key").items()}
         lab.wait_converged(lab.set_config({"nodes": [{**n, "wireguard_public_key": keys[n["name"]]} for n in nodes]}))
         switch({"cluster.encryption": "wireguard"}, "WireGuard")
-        results["wireguard"] = measure(lab, a, b, seconds)
+        results["wireguard"] = measured()
     finally:
         boot.close()   # vagrant destroy, whatever happened
         shutil.rmtree(tmp, ignore_errors=True)
@@ -134,21 +140,23 @@ def main(argv=None) -> int:
         print(f"bench.encryption: --seconds: {args.seconds}: must be between 1 and 600", file=sys.stderr)
         return 2
     sys.path.insert(0, REPO)
-    started = time.time()
+    from bench.control_plane import write_results
+
+    started, load = time.time(), os.getloadavg()
     results = run(args.seconds)
     print(table(results))
     if not args.no_write:
-        doc = {"benchmark": "bench.encryption", "date": time.strftime("%Y-%m-%d", time.gmtime(started)),
-               "setup": "3 Debian 12 VMs (1 vCPU, 1 GiB, qemu TCG software emulation) on a 2-core host; "
-                        "GRE, flow mode; pods on node-1 and node-2",
-               "iperf3_seconds": args.seconds, "results": results,
-               "tcp_of_none": {m: round(results[m]["tcp_mbit_s"] / results["none"]["tcp_mbit_s"], 3)
-                               for m in MODES if m in results}}
-        with open(RESULTS, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        print(f"wrote {os.path.relpath(RESULTS, REPO)}")
+        write_results(RESULTS, started, load, benchmark="bench.encryption", setup=SETUP, iperf3_seconds=args.seconds,
+                      results=results, tcp_of_none=tcp_of_none(results))
     return 0
+
+
+SETUP = ("3 Debian 12 VMs (1 vCPU, 1 GiB, qemu TCG software emulation) on the host; GRE, flow mode; "
+         "pods on node-1 and node-2, made after each switch")
+
+
+def tcp_of_none(results: dict) -> dict:
+    return {m: round(results[m]["tcp_mbit_s"] / results["none"]["tcp_mbit_s"], 3) for m in MODES if m in results}
 
 
 if __name__ == "__main__":
