@@ -74,3 +74,11 @@ def test_example_config_names_every_key_with_its_default(name, text, node, diffe
         elif o.key != "nodes":   # nodes: listed, or commented out where the source is kubernetes
             assert o.key in keys_in(active), f"{name}: {o.key} has a default: write it, not commented out"
             assert value_at(active, o.key) == o.default, f"{name}: {o.key} is not its default {o.default!r}"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "ovs-mesh.service"])
+def test_deploy_systemd_files_are_the_packaged_ones(name):
+    """deploy/systemd/ holds links to what `install-service` installs (ovs_mesh/agent/data/): one
+    copy, so an edit of either is an edit of both."""
+    shipped = REPO / "deploy/systemd" / name
+    assert shipped.is_symlink() and shipped.resolve() == (REPO / "ovs_mesh/agent/data" / name).resolve()
