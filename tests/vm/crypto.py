@@ -147,7 +147,7 @@ def switch_under_ping(lab, pods: dict, edits: dict, what: str) -> tuple[float, i
 
 def stop_background(lab) -> None:
     """What a failed step may have left running: the background ping and tcpdumps, by their pids."""
-    pidfiles = f"{PING_LOG}.pid {PING_LOG}2.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange-*.txt.pid"
+    pidfiles = f"{PING_LOG}.pid {PING_LOG2}.pid {CAPTURE}.pid /tmp/ec-forged.txt.pid /tmp/ec-exchange-*.txt.pid"
     lab.on_all(f"for f in {pidfiles}; do [ -f $f ] && kill -INT $(cat $f) 2>/dev/null; rm -f $f; done; true",
                check=False)
 
