@@ -10,8 +10,11 @@ is looked for; a file there that is not our link is left alone (and said).
 
 It also installs ovs-mesh's start hook of ovs-vswitchd: the script `flow-restore`
 (/usr/local/lib/ovs-mesh/flow-restore) and a drop-in of ovs-vswitchd.service that runs it
-before every start of ovs-vswitchd (flow-restore-wait, bounded: see agent/restore.py).
-`uninstall-service` removes the unit, the drop-in and the hook, and leaves the config, the
+before every start of ovs-vswitchd (flow-restore-wait, bounded: see agent/restore.py); and the
+start of ovs-monitor-ipsec used with cluster.encryption ipsec: the wrapper
+/usr/local/lib/ovs-mesh/ovs-monitor-ipsec (Debian's monitor with its VXLAN/Geneve connection
+names read right, see that file) and a drop-in of openvswitch-ipsec.service that starts it.
+`uninstall-service` removes the unit, the drop-ins and the scripts, and leaves the config, the
 state directory and what the agent installed in OVS (`ovs-mesh teardown` removes that).
 """
 from __future__ import annotations
@@ -29,6 +32,13 @@ HOOK = "flow-restore"
 HOOK_PATH = "usr/local/lib/ovs-mesh/" + HOOK
 DROP_IN = "50-ovs-mesh-flow-restore.conf"
 DROP_IN_DIR = "etc/systemd/system/ovs-vswitchd.service.d"
+MONITOR = "ovs-monitor-ipsec"
+MONITOR_PATH = "usr/local/lib/ovs-mesh/" + MONITOR
+MONITOR_DROP_IN = "50-ovs-mesh-ipsec-monitor.conf"
+MONITOR_DROP_IN_DIR = "etc/systemd/system/openvswitch-ipsec.service.d"
+# (path under the root, packaged file, mode): the hooks and drop-ins of other units
+HOOKS = ((HOOK_PATH, HOOK, 0o755), (os.path.join(DROP_IN_DIR, DROP_IN), DROP_IN, 0o644),
+         (MONITOR_PATH, MONITOR, 0o755), (os.path.join(MONITOR_DROP_IN_DIR, MONITOR_DROP_IN), MONITOR_DROP_IN, 0o644))
 DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
 CNI_BIN = "opt/cni/bin"
 GUARD = "ovs-mesh-guard"
@@ -80,9 +90,8 @@ def install_service(root: str = "/", exec_path: str | None = None, dry_run: bool
         if not dry_run:
             os.makedirs(os.path.dirname(config_path), exist_ok=True)
             _write(config_path, data_text("config.yaml"), 0o644)
-    for rel, text, mode in ((HOOK_PATH, data_text(HOOK), 0o755),
-                            (os.path.join(DROP_IN_DIR, DROP_IN), data_text(DROP_IN), 0o644)):
-        done.append(_ensure(os.path.join(root, rel), text, mode, dry_run))
+    for rel, name, mode in HOOKS:
+        done.append(_ensure(os.path.join(root, rel), data_text(name), mode, dry_run))
     cni_dir = os.path.join(root, "etc/cni/net.d")  # writable for the unit only if it exists
     if not os.path.isdir(cni_dir):
         done.append(f"create {cni_dir}")
@@ -111,8 +120,8 @@ def _ensure(path: str, text: str, mode: int, dry_run: bool) -> str:
 
 
 def uninstall_service(root: str = "/", dry_run: bool = False) -> list[str]:
-    """Stop and disable the agent, remove the unit, the ovs-vswitchd drop-in and the start hook
-    (only files with our content's names; the config and /var/lib/ovs-mesh stay)."""
+    """Stop and disable the agent, remove the unit, the drop-ins and the scripts they run (only
+    files with our content's names; the config and /var/lib/ovs-mesh stay)."""
     live = os.path.abspath(root) == "/"
     done = []
     if live:
@@ -120,13 +129,13 @@ def uninstall_service(root: str = "/", dry_run: bool = False) -> list[str]:
         done.append("run " + " ".join(cmd))
         if not dry_run:
             subprocess.run(cmd, check=False)
-    for rel in (os.path.join("etc/systemd/system", UNIT_NAME), os.path.join(DROP_IN_DIR, DROP_IN), HOOK_PATH):
+    for rel in (os.path.join("etc/systemd/system", UNIT_NAME), *(h[0] for h in HOOKS)):
         path = os.path.join(root, rel)
         if os.path.lexists(path):
             done.append(f"remove {path}")
             if not dry_run:
                 os.unlink(path)
-    for rel in (DROP_IN_DIR, os.path.dirname(HOOK_PATH)):
+    for rel in (DROP_IN_DIR, MONITOR_DROP_IN_DIR, os.path.dirname(HOOK_PATH)):
         path = os.path.join(root, rel)
         if os.path.isdir(path) and not os.listdir(path) and not dry_run:
             os.rmdir(path)

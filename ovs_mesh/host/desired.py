@@ -106,7 +106,7 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
             raise ConfigError([Problem("cluster.cidr", str(config.cluster.cidr6),
                                        "this kernel has no IPv6 (booted with ipv6.disable=1)")])
         if config.cluster.encryption == "ipsec":
-            _check_ipsec(facts)
+            _check_ipsec(config.cluster.tunnel, facts)
         if config.cluster.encryption == "wireguard":
             _check_wireguard(config, facts)
         if facts.foreign:
@@ -156,14 +156,20 @@ def desired_host(config: Config, pod_mtu: int, observed: HostState, teardown: bo
     return HostState(tuple(want), facts)
 
 
-def _check_ipsec(facts) -> None:
-    """What IPsec needs of this host: the kernel's XFRM, and (where the agent starts it) the monitor."""
+def _check_ipsec(tunnel: str, facts) -> None:
+    """What IPsec needs of this host: the kernel's XFRM, and (where the agent starts it) the monitor,
+    one that keeps VXLAN/Geneve connections (host/services.py monitor_reads_names)."""
     if not facts.xfrm:
         raise ConfigError([Problem("cluster.encryption", "ipsec", "this kernel has no XFRM (IPsec): "
                                                                   "/proc/net/xfrm_stat is missing")])
     if facts.systemd and not facts.ipsec_monitor:
         raise ConfigError([Problem("cluster.encryption", "ipsec", "ovs-monitor-ipsec is not installed "
                                    "(apt-get install openvswitch-ipsec strongswan libstrongswan-standard-plugins)")])
+    if facts.systemd and tunnel in ("vxlan", "geneve") and not facts.ipsec_names:
+        raise ConfigError([Problem("cluster.tunnel", tunnel, "with cluster.encryption ipsec, this node's "
+                                   "ovs-monitor-ipsec (Open vSwitch 3.1) misreads VXLAN/Geneve connection names and "
+                                   "tears them down: run `ovs-mesh install-service` (it installs the fixed start, "
+                                   "50-ovs-mesh-ipsec-monitor.conf), or use tunnel gre")])
 
 
 def _check_wireguard(config: Config, facts) -> None:

@@ -291,6 +291,7 @@ class HostFacts:
     xfrm: bool = True                         # the kernel has XFRM (IPsec): /proc/net/xfrm_stat
     ipsec_monitor: bool = True                # ovs-monitor-ipsec is installed (Debian's openvswitch-ipsec)
     strongswan_d: bool = True                 # /etc/strongswan.d exists (strongSwan reads our file there)
+    ipsec_names: bool = True                  # the monitor reads VXLAN/Geneve connection names right
     wireguard: bool = True                    # the kernel has WireGuard (built in, loaded or installed)
     wg_tools: bool = True                     # wireguard-tools' `wg` is installed
     wg_public_key: str | None = None          # the public key of local.wireguard_key (None: no file yet)

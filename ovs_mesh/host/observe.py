@@ -188,6 +188,8 @@ def observe_host(config: Config, nl: Netlink, ovsdb) -> HostState:
                       bridge_scoped=nft.bridge_meta_supported(), systemd=systemd,
                       xfrm=os.path.exists(services.XFRM_STAT), ipsec_monitor=os.path.exists(services.MONITOR_SCRIPT),
                       strongswan_d=strongswan_d,
+                      ipsec_names=not (systemd and config.cluster.encryption == "ipsec")
+                      or services.monitor_reads_names(),
                       wireguard=kernel_has_wireguard(), wg_tools=shutil.which(wg_device.WG) is not None,
                       wg_public_key=wg_public)
     return HostState(tuple(objects), facts)

@@ -23,10 +23,28 @@ MONITOR = "ovs-monitor-ipsec"
 SYSTEMD_DIR = "/run/systemd/system"   # present when systemd is PID 1 (sd_booted)
 MONITOR_SCRIPT = "/usr/share/openvswitch/scripts/ovs-monitor-ipsec"
 XFRM_STAT = "/proc/net/xfrm_stat"     # present when the kernel has XFRM
+# `ovs-mesh install-service`'s drop-in: the unit starts the monitor through ovs-mesh's wrapper
+# (ovs_mesh/agent/data/ovs-monitor-ipsec), which reads VXLAN/Geneve connection names right.
+MONITOR_DROP_IN = "/etc/systemd/system/openvswitch-ipsec.service.d/50-ovs-mesh-ipsec-monitor.conf"
+# The line of Open vSwitch 3.1's monitor that reads `<port>-in` for a VXLAN/Geneve connection's
+# port (the wrapper's BUGGY, kept equal by a unit test).
+GREEDY = r're.match(r"(.*)(-in-\d+|-out-\d+|-\d+).*", tunnel_name[0])'
 
 
 def systemd_running() -> bool:
     return os.path.isdir(SYSTEMD_DIR)
+
+
+def monitor_reads_names(script: str = MONITOR_SCRIPT, drop_in: str = MONITOR_DROP_IN) -> bool:
+    """Does the monitor the unit starts tell a VXLAN/Geneve connection's port right?  Yes when it
+    starts through the wrapper, or when the installed script lacks the greedy pattern."""
+    if os.path.exists(drop_in):
+        return True
+    try:
+        with open(script, encoding="utf-8", errors="replace") as f:
+            return GREEDY not in f.read()
+    except OSError:
+        return True   # no monitor: said by its own check
 
 
 def active(unit: str) -> bool:

@@ -80,10 +80,20 @@ def test_install_service_into_a_root(tmp_path):
     assert "ExecStartPre=-/usr/local/lib/ovs-mesh/flow-restore --seconds 30 start" in drop_in
     hook = root / "usr/local/lib/ovs-mesh/flow-restore"
     assert os.stat(hook).st_mode & 0o777 == 0o755 and hook.read_text().startswith("#!/bin/sh")
+    # The start of ovs-monitor-ipsec (IPsec): Debian's unit runs ovs-mesh's wrapper instead of ovs-ctl,
+    # with ovs-ctl's arguments (pid file of Debian's unit, strongSwan, detached).
+    monitor_drop_in = (root / "etc/systemd/system/openvswitch-ipsec.service.d/"
+                       "50-ovs-mesh-ipsec-monitor.conf").read_text().splitlines()
+    wrapper = root / "usr/local/lib/ovs-mesh/ovs-monitor-ipsec"
+    assert monitor_drop_in[-2:] == ["ExecStart=", "ExecStart=/usr/local/lib/ovs-mesh/ovs-monitor-ipsec "
+                                    "--pidfile=/run/openvswitch/ovs-monitor-ipsec.pid --ike-daemon=strongswan "
+                                    "--log-file --detach unix:/run/openvswitch/db.sock"]
+    assert os.stat(wrapper).st_mode & 0o777 == 0o755 and wrapper.read_text().startswith("#!/usr/bin/python3")
     r = run_cli("uninstall-service", "--root", str(root))
     assert r.returncode == 0, r.stderr
     assert not (root / "etc/systemd/system/ovs-mesh.service").exists() and not hook.exists()
-    assert not (root / "etc/systemd/system/ovs-vswitchd.service.d").exists()
+    assert not (root / "etc/systemd/system/ovs-vswitchd.service.d").exists() and not wrapper.exists()
+    assert not (root / "etc/systemd/system/openvswitch-ipsec.service.d").exists()
     assert not (root / "opt/cni/bin/ovs-mesh-guard").exists() and config.read_text() == "# mine\n"
 
 

@@ -2,6 +2,7 @@
 systemd runs; the diff starts it, and stops it only when it was observed as ours (the observation
 shows a running unit only when it is wanted or recorded as started by ovs-mesh)."""
 import dataclasses
+import pathlib
 
 import pytest
 
@@ -14,11 +15,12 @@ from topology.config import parse_config
 pytestmark = pytest.mark.unit
 
 
-def config(encryption="none"):
+def config(encryption="none", tunnel=None):
     data = base_config(3)
     data["local"].update(datapath="system", host=True)
     c = parse_config(data)
-    return dataclasses.replace(c, cluster=dataclasses.replace(c.cluster, encryption=encryption))
+    return dataclasses.replace(c, cluster=dataclasses.replace(c.cluster, encryption=encryption,
+                                                              tunnel=tunnel or c.cluster.tunnel))
 
 
 def services(changes):
@@ -63,6 +65,46 @@ def test_a_host_that_cannot_do_ipsec_is_refused_naming_the_field():
             desired_host(config("ipsec"), 1413, HostState((), facts))
         assert str(e.value.errors[0]).startswith(f"cluster.encryption: ipsec: {reason}")
     desired_host(config(), 1450, HostState((), HostFacts(xfrm=False, ipsec_monitor=False)))   # not needed
+
+
+@pytest.mark.parametrize("tunnel", ["vxlan", "geneve"])
+def test_ipsec_on_vxlan_or_geneve_needs_a_monitor_that_reads_their_names(tunnel):
+    """Open vSwitch 3.1's monitor, started without ovs-mesh's wrapper, tears VXLAN/Geneve connections
+    down: refused naming cluster.tunnel and the way out; GRE, or a host without systemd (DaemonSet:
+    the host runs the monitor), is not refused."""
+    from topology.config import ConfigError
+
+    misreads = HostState((), HostFacts(systemd=True, ipsec_names=False))
+    with pytest.raises(ConfigError) as e:
+        desired_host(config("ipsec", tunnel), 1413, misreads)
+    assert str(e.value.errors[0]).startswith(f"cluster.tunnel: {tunnel}: with cluster.encryption ipsec")
+    assert "ovs-mesh install-service" in str(e.value.errors[0])
+    desired_host(config("ipsec", "gre"), 1421, misreads)
+    desired_host(config("ipsec", tunnel), 1413, HostState((), HostFacts(systemd=False, ipsec_names=False)))
+    desired_host(config("ipsec", tunnel), 1413, HostState((), HostFacts(systemd=True)))
+
+
+def test_which_monitor_reads_the_names(tmp_path):
+    """A monitor with Open vSwitch 3.1's greedy pattern reads them wrong unless the unit starts it
+    through the wrapper (install-service's drop-in); one without the pattern reads them right."""
+    import importlib.machinery
+    import importlib.util
+
+    from ovs_mesh.host import services
+
+    script, drop_in = tmp_path / "ovs-monitor-ipsec", tmp_path / "50-ovs-mesh-ipsec-monitor.conf"
+    script.write_text("x\n            m = " + services.GREEDY + "\n")
+    assert not services.monitor_reads_names(str(script), str(drop_in))
+    drop_in.write_text("[Service]\n")
+    assert services.monitor_reads_names(str(script), str(drop_in))
+    script.write_text('m = re.match(r"(.*)(-in-\\d+|-out-\\d+)", conn)\n')
+    assert services.monitor_reads_names(str(script), str(tmp_path / "none"))
+    # the wrapper looks for the same line
+    loader = importlib.machinery.SourceFileLoader(
+        "w", str(pathlib.Path(services.__file__).parents[1] / "agent/data/ovs-monitor-ipsec"))
+    wrapper = importlib.util.module_from_spec(importlib.util.spec_from_loader("w", loader))
+    loader.exec_module(wrapper)
+    assert wrapper.BUGGY == services.GREEDY
 
 
 def test_start_and_stop_are_queued_and_stop_waits_for_the_monitor_to_drop_its_tunnels(monkeypatch):
