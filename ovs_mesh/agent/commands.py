@@ -34,7 +34,8 @@ def register(sub) -> None:
                          "a restart before the source answers (default: $STATE_DIRECTORY, which the unit's "
                          "StateDirectory= sets to /var/lib/ovs-mesh; '' or off: none)")
     sp.set_defaults(func=cmd_agent)
-    ip = sub.add_parser("install-service", help="install the systemd unit and an example config, enable it")
+    ip = sub.add_parser("install-service", help="install the systemd unit, an example config and the drop-ins "
+                                                 "of ovs-vswitchd and openvswitch-ipsec; enable the unit")
     ip.add_argument("--root", default="/", help="install below this directory (default /; "
                                                 "anything else skips systemctl)")
     ip.add_argument("--exec", dest="exec_path", metavar="PATH",
@@ -43,7 +44,7 @@ def register(sub) -> None:
     ip.add_argument("--no-enable", action="store_true", help="do not run systemctl daemon-reload/enable")
     ip.set_defaults(func=cmd_install_service)
     up = sub.add_parser("uninstall-service", help="stop and disable the agent; remove its unit, the "
-                                                  "ovs-vswitchd drop-in and its hook (config and state stay)")
+                                                  "drop-ins and their scripts (config and state stay)")
     up.add_argument("--root", default="/", help="below this directory (default /; anything else skips systemctl)")
     up.add_argument("--dry-run", action="store_true", help="print what would be done, change nothing")
     up.set_defaults(func=cmd_uninstall_service)

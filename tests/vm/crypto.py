@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import wait_for
 from tests.vm.test_30_health import METRICS
-from tests.vm.vmlab import OVS_MESH, TIMES, timed
+from tests.vm.vmlab import OVS_MESH, TIMES, ping_result, timed
 
 UNDERLAY = "192.168.56"
 PLAINTEXT = "udp port 4789 or udp port 6081 or ip proto 47"
@@ -121,11 +121,7 @@ def ping_stop(lab, log: str = PING_LOG) -> tuple[float, int]:
     """(longest gap between two replies in s, pings lost) of the background ping."""
     out = lab.ssh("node-1", f"kill -INT $(cat {log}.pid); while kill -0 $(cat {log}.pid) 2>/dev/null; "
                             f"do sleep 0.1; done; cat {log}; rm -f {log} {log}.pid").stdout
-    stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
-    sent = re.search(r"(\d+) packets transmitted, (\d+) received", out)
-    assert sent and stamps, out[-2000:]
-    gap = max((y - x for x, y in zip(stamps, stamps[1:])), default=0.0)
-    return round(gap, 2), int(sent.group(1)) - int(sent.group(2))
+    return ping_result(out)
 
 
 def shown(lab, secret: str) -> bool:
