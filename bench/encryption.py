@@ -1,7 +1,6 @@
 """What encryption costs on the kernel datapath: TCP throughput (iperf3) and ping RTT between pods on
 two VMs, side by side for `cluster.encryption` none, ipsec (CA-signed certificates) and wireguard, in
-the same VMs, one after the other, on GRE in flow mode (Debian 12's ovs-monitor-ipsec keeps IPsec to
-GRE: docs/encryption.md).
+the same VMs, one after the other, on one tunnel type in flow mode (VXLAN, the default; --tunnel).
 
 The VMs are the VM tier's (tests/vm): 3 Debian 12 VMs of 1 vCPU under software emulation (TCG),
 booted by the tier's own code, destroyed at the end.  Each mode is switched on by editing every
@@ -13,7 +12,7 @@ absolute figures say little about real hardware: the ratio to `none` is what com
 is an upper bound of the cost (the emulated CPU does the cipher in software, without AES-NI).
 
 Run (root, the VM tier's tools installed: `./run test` installs them):
-    .venv/bin/python -m bench.encryption [--seconds 10] [--no-write]
+    .venv/bin/python -m bench.encryption [--seconds 10] [--tunnel vxlan|geneve|gre] [--no-write]
 """
 from __future__ import annotations
 
@@ -53,7 +52,7 @@ def measure(lab, a: dict, b: dict, seconds: int) -> dict:
             "ping_loss_percent": int(lost.group(1)), "pod_mtu": int(mtu)}
 
 
-def run(seconds: int) -> dict:
+def run(seconds: int, tunnel: str = "vxlan") -> dict:
     from tests.vm import conftest as vm
     from tests.vm.crypto import warm_up_pods
     from tests.vm.test_50_encryption import (
@@ -86,7 +85,7 @@ def run(seconds: int) -> dict:
         def measured() -> dict:
             return measure(lab, pods["node-1"], pods["node-2"], seconds)
 
-        switch({"cluster.tunnel": "gre"}, "GRE, no encryption")
+        switch({"cluster.tunnel": tunnel}, f"{tunnel}, no encryption")
         results["none"] = measured()
 
         with tempfile.TemporaryDirectory(prefix="bench-enc-certs-") as d:
@@ -101,7 +100,7 @@ def run(seconds: int) -> dict:
                 time.sleep(2)
         results["ipsec"] = measured()
         print("bench.encryption: no encryption again", file=sys.stderr, flush=True)
-        lab.wait_converged(lab.set_config({**OFF, "cluster.tunnel": "gre"}))
+        lab.wait_converged(lab.set_config({**OFF, "cluster.tunnel": tunnel}))
         remove_credentials(lab)
 
         keys = {n: p.stdout.strip() for n, p in lab.on_all(f"{OVS_MESH} wireguard-key").items()}
@@ -131,6 +130,8 @@ def table(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.encryption", description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=int, default=10, help="iperf3's duration per mode (default 10)")
+    ap.add_argument("--tunnel", choices=("vxlan", "geneve", "gre"), default="vxlan",
+                    help="cluster.tunnel for every mode (default vxlan)")
     ap.add_argument("--no-write", action="store_true", help=f"do not write {os.path.relpath(RESULTS, REPO)}")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -143,15 +144,16 @@ def main(argv=None) -> int:
     from bench.control_plane import write_results
 
     started, load = time.time(), os.getloadavg()
-    results = run(args.seconds)
+    results = run(args.seconds, args.tunnel)
     print(table(results))
     if not args.no_write:
-        write_results(RESULTS, started, load, benchmark="bench.encryption", setup=SETUP, iperf3_seconds=args.seconds,
+        write_results(RESULTS, started, load, benchmark="bench.encryption", setup=SETUP.format(tunnel=args.tunnel),
+                      iperf3_seconds=args.seconds,
                       results=results, tcp_of_none=tcp_of_none(results))
     return 0
 
 
-SETUP = ("3 Debian 12 VMs (1 vCPU, 1 GiB, qemu TCG software emulation) on the host; GRE, flow mode; "
+SETUP = ("3 Debian 12 VMs (1 vCPU, 1 GiB, qemu TCG software emulation) on the host; {tunnel}, flow mode; "
          "pods on node-1 and node-2, made after each switch")
 
 
