@@ -194,10 +194,11 @@ class Lab:
         return p
 
     def check(self, **env) -> subprocess.CompletedProcess:
-        """vagrant/check.sh across the VMs: must pass in full."""
+        """vagrant/check.sh across the VMs: must pass in full.  The VMs and how to reach them are
+        given (no `vagrant status` or `vagrant ssh-config` per check)."""
         via = (f"ssh -F {self.ssh_config} -o BatchMode=yes -o ConnectTimeout=30 {{node}} sudo")
         p = run_logged([os.path.join(VAGRANT_DIR, "check.sh")], self.log, 900, "check.sh", cwd=VAGRANT_DIR,
-                       env={**self.env, "OVS_MESH_VIA": via, **env})
+                       env={**self.env, "OVS_MESH_VIA": via, "OVS_MESH_CHECK_NODES": " ".join(self.nodes), **env})
         assert p.returncode == 0, f"check.sh: exit {p.returncode}\n{p.stdout[-8000:]}"
         return p
 
