@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 from ovs_mesh.files import write_atomic
+from ovs_mesh.host import services
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 UNIT_NAME = "ovs-mesh.service"
@@ -34,11 +35,10 @@ DROP_IN = "50-ovs-mesh-flow-restore.conf"
 DROP_IN_DIR = "etc/systemd/system/ovs-vswitchd.service.d"
 MONITOR = "ovs-monitor-ipsec"
 MONITOR_PATH = "usr/local/lib/ovs-mesh/" + MONITOR
-MONITOR_DROP_IN = "50-ovs-mesh-ipsec-monitor.conf"
-MONITOR_DROP_IN_DIR = "etc/systemd/system/openvswitch-ipsec.service.d"
+MONITOR_DROP_IN = services.MONITOR_DROP_IN.lstrip("/")   # the agent checks that it is there
 # (path under the root, packaged file, mode): the hooks and drop-ins of other units
 HOOKS = ((HOOK_PATH, HOOK, 0o755), (os.path.join(DROP_IN_DIR, DROP_IN), DROP_IN, 0o644),
-         (MONITOR_PATH, MONITOR, 0o755), (os.path.join(MONITOR_DROP_IN_DIR, MONITOR_DROP_IN), MONITOR_DROP_IN, 0o644))
+         (MONITOR_PATH, MONITOR, 0o755), (MONITOR_DROP_IN, os.path.basename(MONITOR_DROP_IN), 0o644))
 DEFAULT_EXEC = "/usr/local/bin/ovs-mesh"
 CNI_BIN = "opt/cni/bin"
 GUARD = "ovs-mesh-guard"
@@ -135,7 +135,7 @@ def uninstall_service(root: str = "/", dry_run: bool = False) -> list[str]:
             done.append(f"remove {path}")
             if not dry_run:
                 os.unlink(path)
-    for rel in (DROP_IN_DIR, MONITOR_DROP_IN_DIR, os.path.dirname(HOOK_PATH)):
+    for rel in sorted({os.path.dirname(h[0]) for h in HOOKS}):
         path = os.path.join(root, rel)
         if os.path.isdir(path) and not os.listdir(path) and not dry_run:
             os.rmdir(path)

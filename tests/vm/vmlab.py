@@ -95,11 +95,15 @@ def _clean(out: str, keep: int = 80) -> str:
     return "\n".join(lines[-keep:])
 
 
+# A reply line of `ping -D`: its timestamp and sequence number.
+PING_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)", re.M)
+
+
 def ping_result(out: str) -> tuple[float, int]:
     """(longest gap between two replies in s, pings lost) of `ping -D` output.  Lost: the sequence
     numbers up to the last one answered that got no answer; the one still in flight when the ping
     was stopped is not lost (its stop comes while traffic flows)."""
-    replies = re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)", out, re.M)
+    replies = PING_REPLY.findall(out)
     assert replies, out[-2000:]
     stamps = [float(t) for t, _ in replies]
     seqs = {int(q) for _, q in replies}
@@ -299,7 +303,7 @@ class Lab:
             kill -INT $p; wait $p; cat "$log"; rm -f "$log"
         """, timeout=400, check=False).stdout
         self.last_ping = out
-        stamps = [float(m) for m in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        stamps = [float(t) for t, _ in PING_REPLY.findall(out)]
         done = re.search(r"^command-done (\d+\.\d+)", out, re.M)
         assert done and stamps, f"`{command}` under ping:\n{out[-3000:]}"
         assert stamps[-1] > float(done.group(1)), f"no pod traffic after `{command}` within 180 s:\n{out[-3000:]}"
